@@ -1,0 +1,306 @@
+//! JWS compact serialization: sign with a [`Signer`], verify with a [`Verifier`] whose key is
+//! looked up by `kid` and whose algorithm is the key's, never the token's.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::b64;
+use crate::claims::Claims;
+use crate::error::{Error, Malformed};
+use crate::header::Header;
+use crate::jwk::JwkSet;
+use crate::key::{SigningKey, VerifyingKey};
+use crate::time::{Clock, SystemClock};
+use crate::validation::{DEFAULT_MAX_DEPTH, Validation};
+
+/// The longest signature accepted: RSA with an 8192-bit modulus.
+const MAX_SIGNATURE: usize = 1024;
+
+/// The three parts of a compact JWS, still encoded.
+pub(crate) struct Parts<'a> {
+    pub header: &'a [u8],
+    pub payload: &'a [u8],
+    pub signature: &'a [u8],
+    /// `header.payload`, the signing input.
+    pub signing_input: &'a [u8],
+}
+
+/// Splits a compact JWS after the size cap, telling JWE and the JSON serializations apart.
+pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, Error> {
+    if token.len() > max_len {
+        return Err(Error::TooLarge { limit: max_len });
+    }
+    let bytes = token.as_bytes();
+    if bytes.first() == Some(&b'{') {
+        return Err(Error::Unsupported("JWS JSON serialization"));
+    }
+    let mut dots = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'.')
+        .map(|(i, _)| i);
+    let (Some(d1), Some(d2)) = (dots.next(), dots.next()) else {
+        return Err(Malformed::Parts.into());
+    };
+    match dots.count() {
+        0 => {}
+        2 => return Err(Error::Unsupported("JWE (encrypted token)")),
+        _ => return Err(Malformed::Parts.into()),
+    }
+    Ok(Parts {
+        header: &bytes[..d1],
+        payload: &bytes[d1 + 1..d2],
+        signature: &bytes[d2 + 1..],
+        signing_input: &bytes[..d2],
+    })
+}
+
+/// A verified token: the header and claims, both checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// The header.
+    pub header: Header,
+    /// The claims.
+    pub claims: Claims,
+}
+
+/// The keys a verifier trusts, looked up by `kid`. Two keys may not share a `kid`.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+}
+
+impl KeySet {
+    /// A key set from keys with distinct `kid`s.
+    pub fn new(keys: Vec<VerifyingKey>) -> Result<KeySet, Error> {
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|o| o.kid() == k.kid()) {
+                return Err(Error::InvalidKey("two keys share a kid"));
+            }
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// The public keys of a JWK Set. Keys this codec cannot use (other curves, encryption keys)
+    /// are skipped; symmetric keys and duplicate `kid`s make the whole set invalid.
+    pub fn from_jwks(set: &JwkSet) -> Result<KeySet, Error> {
+        let mut keys = Vec::with_capacity(set.keys.len());
+        for jwk in &set.keys {
+            if jwk.kty == "oct" || jwk.is_private() {
+                return Err(Error::InvalidKey("a JWK Set must hold public keys only"));
+            }
+            match VerifyingKey::from_public_jwk(jwk) {
+                Ok(k) => keys.push(k),
+                Err(Error::Unsupported(_)) => {}
+                Err(Error::InvalidKey("the key is not for signatures")) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        KeySet::new(keys)
+    }
+
+    /// The public JWK Set (HMAC secrets are never included).
+    pub fn to_jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self
+                .keys
+                .iter()
+                .filter_map(|k| k.public_jwk().cloned())
+                .collect(),
+        }
+    }
+
+    /// The key named `kid`; without a `kid`, the only key if there is exactly one.
+    pub fn find(&self, kid: Option<&str>) -> Option<&VerifyingKey> {
+        match kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid() == kid),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+}
+
+/// Decodes the signature part into `buf`, returning the used prefix.
+fn decode_signature<'b>(
+    encoded: &[u8],
+    buf: &'b mut [u8; MAX_SIGNATURE],
+) -> Result<&'b [u8], Error> {
+    if encoded.len() > MAX_SIGNATURE / 3 * 4 + 2 {
+        return Err(Malformed::SignatureLength.into());
+    }
+    let mut v = Vec::new();
+    b64::decode_into(encoded, &mut v)?;
+    let n = v.len();
+    buf[..n].copy_from_slice(&v);
+    Ok(&buf[..n])
+}
+
+/// Checks the signature of a compact JWS with `keys` and returns its header and the decoded
+/// payload (any bytes, not necessarily JSON). Use [`Verifier`] for JWTs.
+pub fn verify_jws(token: &str, keys: &KeySet, max_len: usize) -> Result<(Header, Vec<u8>), Error> {
+    let parts = split(token, max_len)?;
+    let header = Header::parse(&b64::decode(parts.header)?, DEFAULT_MAX_DEPTH)?;
+    let key = keys.find(header.kid.as_deref()).ok_or(Error::UnknownKey)?;
+    if key.algorithm() != header.alg {
+        return Err(Error::AlgorithmMismatch);
+    }
+    let mut buf = [0u8; MAX_SIGNATURE];
+    let signature = decode_signature(parts.signature, &mut buf)?;
+    let payload = b64::decode(parts.payload)?;
+    key.verify_signature(parts.signing_input, signature)?;
+    Ok((header, payload))
+}
+
+/// Signs `payload` under exactly the given protected header bytes (which must name the key's
+/// algorithm). Useful to reproduce published examples; [`Signer`] is the everyday API.
+pub fn sign_jws(key: &SigningKey, header_json: &[u8], payload: &[u8]) -> Result<String, Error> {
+    let header = Header::parse(header_json, DEFAULT_MAX_DEPTH)?;
+    if header.alg != key.algorithm() {
+        return Err(Error::AlgorithmMismatch);
+    }
+    let mut out = b64::encode(header_json);
+    out.push('.');
+    b64::encode_into(payload, &mut out);
+    let signature = key.sign(out.as_bytes())?;
+    out.push('.');
+    b64::encode_into(&signature, &mut out);
+    Ok(out)
+}
+
+/// Signs JWTs with one key, its header (`alg`, `kid`, optional `typ`) encoded once.
+///
+/// ```
+/// use tessera_jose::{Algorithm, Claims, KeySet, Signer, SigningKey, Validation, Verifier};
+/// let key = SigningKey::generate(Algorithm::EdDSA, None).unwrap();
+/// let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+/// let signer = Signer::new(key, Some("at+jwt")).unwrap();
+/// let claims = Claims { sub: Some("alice".into()), exp: Some(4_000_000_000), ..Claims::default() };
+/// let token = signer.sign(&claims).unwrap();
+/// let verifier = Verifier::new(keys, Validation { typ: Some("at+jwt".into()), ..Default::default() });
+/// assert_eq!(verifier.verify(&token).unwrap().claims.sub.as_deref(), Some("alice"));
+/// ```
+#[derive(Debug)]
+pub struct Signer {
+    key: SigningKey,
+    header: String,
+}
+
+#[derive(Serialize)]
+struct OutHeader<'a> {
+    alg: &'static str,
+    kid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    typ: Option<&'a str>,
+}
+
+impl Signer {
+    /// A signer whose tokens carry `typ` when given (`at+jwt` for access tokens).
+    pub fn new(key: SigningKey, typ: Option<&str>) -> Result<Signer, Error> {
+        let json = serde_json::to_vec(&OutHeader {
+            alg: key.algorithm().name(),
+            kid: key.kid(),
+            typ,
+        })
+        .map_err(|_| Error::Crypto)?;
+        Ok(Signer {
+            header: b64::encode(&json),
+            key,
+        })
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Serializes `claims` as the payload and signs.
+    pub fn sign<C: Serialize + ?Sized>(&self, claims: &C) -> Result<String, Error> {
+        let payload =
+            serde_json::to_vec(claims).map_err(|_| Error::Malformed(Malformed::Claims))?;
+        let sig_len = match self.key.algorithm() {
+            crate::Algorithm::RS256 | crate::Algorithm::PS256 => 342,
+            _ => 86,
+        };
+        let mut out =
+            String::with_capacity(self.header.len() + payload.len() * 4 / 3 + sig_len + 4);
+        out.push_str(&self.header);
+        out.push('.');
+        b64::encode_into(&payload, &mut out);
+        let signature = self.key.sign(out.as_bytes())?;
+        out.push('.');
+        b64::encode_into(&signature, &mut out);
+        Ok(out)
+    }
+}
+
+/// Verifies JWTs: size cap, strict parsing, key by `kid`, the key's own algorithm, signature,
+/// then the [`Validation`] rules at the clock's time.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: KeySet,
+    validation: Validation,
+    clock: Arc<dyn Clock>,
+}
+
+impl Verifier {
+    /// A verifier on the system clock.
+    pub fn new(keys: KeySet, validation: Validation) -> Verifier {
+        Verifier {
+            keys,
+            validation,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same verifier reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Verifier {
+        self.clock = clock;
+        self
+    }
+
+    /// The trusted keys.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// The validation rules.
+    pub fn validation(&self) -> &Validation {
+        &self.validation
+    }
+
+    /// Verifies `token` now.
+    pub fn verify(&self, token: &str) -> Result<Token, Error> {
+        self.verify_at(token, self.clock.now())
+    }
+
+    /// Verifies `token` as of `now` (seconds since the epoch).
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Token, Error> {
+        let v = &self.validation;
+        let parts = split(token, v.max_token_len)?;
+        // Header and payload decode into one buffer.
+        let mut buf = Vec::with_capacity((parts.header.len() + parts.payload.len()) / 4 * 3 + 6);
+        b64::decode_into(parts.header, &mut buf)?;
+        let header_len = buf.len();
+        let header = Header::parse(&buf, v.max_depth)?;
+        let key = self
+            .keys
+            .find(header.kid.as_deref())
+            .ok_or(Error::UnknownKey)?;
+        if key.algorithm() != header.alg {
+            return Err(Error::AlgorithmMismatch);
+        }
+        let mut sig_buf = [0u8; MAX_SIGNATURE];
+        let signature = decode_signature(parts.signature, &mut sig_buf)?;
+        b64::decode_into(parts.payload, &mut buf)?;
+        key.verify_signature(parts.signing_input, signature)?;
+        let claims = Claims::parse(&buf[header_len..], v.max_depth)?;
+        v.check(&header, &claims, now)?;
+        Ok(Token { header, claims })
+    }
+}

@@ -1,0 +1,44 @@
+//! tessera-jose: a strict JWS/JWT codec. Sign and verify compact JWS (HS256/384/512, RS256,
+//! PS256, ES256, EdDSA), JWK and JWK Set, RFC 7638 thumbprints, claim validation.
+//!
+//! Pure: no I/O, no async, no global state; time comes from a [`Clock`]. Strict after RFC 8725:
+//! the algorithm is the key's, never the token's; `none` does not exist; `crit`, `b64`, duplicate
+//! members, non-canonical base64url, JWE and the JSON serializations are refused; `jku`, `x5u`,
+//! `jwk` and `x5c` are never used; tokens are size-capped before decoding. The cryptography is
+//! aws-lc-rs.
+//!
+//! ```
+//! use tessera_jose::{Algorithm, Claims, Error, KeySet, Signer, SigningKey, Validation, Verifier};
+//! let key = SigningKey::generate(Algorithm::ES256, Some("k1")).unwrap();
+//! let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+//! let token = Signer::new(key, None).unwrap()
+//!     .sign(&Claims { exp: Some(1_000), ..Claims::default() }).unwrap();
+//! let verifier = Verifier::new(keys, Validation::default());
+//! assert!(verifier.verify_at(&token, 900).is_ok());
+//! assert_eq!(verifier.verify_at(&token, 2_000), Err(Error::Expired));
+//! ```
+
+mod alg;
+pub mod b64;
+mod claims;
+pub mod dangerous;
+mod der;
+mod error;
+mod header;
+mod json;
+mod jwk;
+mod jws;
+mod key;
+mod pem;
+mod time;
+mod validation;
+
+pub use alg::Algorithm;
+pub use claims::{Audience, Claims};
+pub use error::{Error, Malformed};
+pub use header::Header;
+pub use jwk::{Jwk, JwkSet, Secret};
+pub use jws::{KeySet, Signer, Token, Verifier, sign_jws, verify_jws};
+pub use key::{MIN_RSA_BITS, SigningKey, VerifyingKey};
+pub use time::{Clock, ManualClock, SystemClock};
+pub use validation::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_LEN, Validation, typ_matches};
