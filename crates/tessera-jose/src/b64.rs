@@ -33,13 +33,14 @@ pub fn decode_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         .map_err(|_| Error::Malformed(Malformed::Base64))
 }
 
-/// Decodes into a fixed-size array, refusing any other length.
-pub fn decode_array<const N: usize>(input: &[u8]) -> Result<[u8; N], Error> {
-    let mut out = [0u8; N];
-    match ENGINE.decode_slice(input, &mut out) {
-        Ok(n) if n == N => Ok(out),
-        _ => Err(Malformed::Base64.into()),
+/// Decodes into `out`, returning the number of bytes written; `out` must be large enough.
+pub fn decode_slice(input: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+    if input.len() % 4 == 1 {
+        return Err(Malformed::Base64.into());
     }
+    ENGINE
+        .decode_slice(input, out)
+        .map_err(|_| Error::Malformed(Malformed::Base64))
 }
 
 /// Encodes as unpadded base64url.

@@ -35,18 +35,14 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, Error> {
     if bytes.first() == Some(&b'{') {
         return Err(Error::Unsupported("JWS JSON serialization"));
     }
-    let mut dots = bytes
-        .iter()
-        .enumerate()
-        .filter(|&(_, &b)| b == b'.')
-        .map(|(i, _)| i);
-    let (Some(d1), Some(d2)) = (dots.next(), dots.next()) else {
-        return Err(Malformed::Parts.into());
-    };
-    match dots.count() {
-        0 => {}
-        2 => return Err(Error::Unsupported("JWE (encrypted token)")),
-        _ => return Err(Malformed::Parts.into()),
+    // str::find on a char uses memchr: the dots are found without a byte-by-byte loop.
+    let d1 = token.find('.').ok_or(Malformed::Parts)?;
+    let d2 = token[d1 + 1..].find('.').ok_or(Malformed::Parts)? + d1 + 1;
+    if token[d2 + 1..].contains('.') {
+        return Err(match token.matches('.').count() {
+            4 => Error::Unsupported("JWE (encrypted token)"),
+            _ => Malformed::Parts.into(),
+        });
     }
     Ok(Parts {
         header: &bytes[..d1],
@@ -134,10 +130,7 @@ fn decode_signature<'b>(
     if encoded.len() > MAX_SIGNATURE / 3 * 4 + 2 {
         return Err(Malformed::SignatureLength.into());
     }
-    let mut v = Vec::new();
-    b64::decode_into(encoded, &mut v)?;
-    let n = v.len();
-    buf[..n].copy_from_slice(&v);
+    let n = b64::decode_slice(encoded, buf)?;
     Ok(&buf[..n])
 }
 

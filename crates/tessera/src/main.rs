@@ -1,1 +1,83 @@
-fn main() {}
+//! The `tessera` command line: token tools now (`decode`, `verify`, `keys generate`); the server
+//! and the administration commands come with their issues.
+
+mod cmd;
+mod fetch;
+mod humantime;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a refused input (bad token, unreadable key set).
+pub(crate) const EXIT_REFUSED: u8 = 1;
+/// Exit status for bad usage.
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+/// tessera — an authentication and token service: session tokens and JSON Web Tokens.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a token's header and claims, with times made readable. Checks nothing: the
+    /// signature is not verified, so the output says nothing about who made the token.
+    Decode(cmd::decode::Args),
+    /// Verify a token's signature and claims against a JWK Set (file or URL) or an issuer's
+    /// discovery document. Exit 0 when valid, 1 when refused (reason on stderr), 2 on bad usage.
+    Verify(cmd::verify::Args),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+}
+
+/// A command's failure: the exit status and one plain sentence for stderr.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn refused(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EXIT_REFUSED,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`tessera decode … | head`) is not an error worth a panic.
+pub(crate) fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Decode(args) => cmd::decode::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Keys(c) => cmd::keys::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let _ = writeln!(std::io::stderr(), "tessera: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
