@@ -1,273 +1,32 @@
-//! Sign and verify for each algorithm on a typical access token, beside (a) the raw aws-lc-rs
-//! primitive on the same signing input, (b) the parsing floor (base64url + serde of the same
-//! token, no crypto) and (c) the `jsonwebtoken` crate doing the same work.
-//! `cargo bench -p tessera-jose`, then `scripts/bench-jose-table` prints the ratios.
+//! Criterion: sign and verify for each algorithm on a typical access token, beside the raw
+//! aws-lc-rs primitive, the parsing floor and the `jsonwebtoken` crate (absolute figures).
+//! `cargo bench -p tessera-jose --bench ratios` prints the target ratios, measured interleaved.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench that fails may panic
 
-use std::hint::black_box;
+mod common;
+
 use std::time::Duration;
 
-use aws_lc_rs::signature::{self as sig, KeyPair as _};
-use aws_lc_rs::{hmac, rand, rsa};
+use common::{Fixture, floor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use jsonwebtoken as jwt;
-use serde::{Deserialize, Serialize};
-use tessera_jose::b64;
-use tessera_jose::{Algorithm, Audience, Claims, KeySet, Signer, SigningKey, Validation, Verifier};
-
-const ISS: &str = "https://auth.example.com";
-const AUD: &str = "https://api.example.com";
-
-fn claims() -> Claims {
-    Claims {
-        iss: Some(ISS.into()),
-        sub: Some("usr_01HX3NQPZR6F8BFD9T2MQV4F5K".into()),
-        aud: Some(Audience::One(AUD.into())),
-        exp: Some(4_000_000_000),
-        iat: Some(1_764_000_000),
-        nbf: Some(1_764_000_000),
-        jti: Some("01HX3NQPZR6F8BFD9T2MQV4F5K".into()),
-        scope: Some("openid profile api:read".into()),
-        ..Claims::default()
-    }
-}
-
-/// The same claims as a plain serde struct: what the parsing floor and jsonwebtoken decode into.
-#[derive(Serialize, Deserialize)]
-struct Plain {
-    iss: String,
-    sub: String,
-    aud: String,
-    exp: i64,
-    iat: i64,
-    nbf: i64,
-    jti: String,
-    scope: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PlainHeader {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
-}
-
-/// The raw primitive on a signing input, with keys prepared once.
-#[allow(clippy::large_enum_variant)] // built once per algorithm
-enum Raw {
-    Hmac(hmac::Key),
-    Rsa(
-        rsa::KeyPair,
-        &'static dyn sig::RsaEncoding,
-        sig::ParsedPublicKey,
-    ),
-    Ec(sig::EcdsaKeyPair, sig::ParsedPublicKey),
-    Ed(sig::Ed25519KeyPair, sig::ParsedPublicKey),
-}
-
-impl Raw {
-    fn from(key: &SigningKey) -> Raw {
-        let jwk = key.to_jwk().unwrap();
-        let d = |s: &Option<tessera_jose::Secret>| {
-            b64::decode(s.as_ref().unwrap().expose().as_bytes()).unwrap()
-        };
-        match key.algorithm() {
-            Algorithm::HS256 => Raw::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &d(&jwk.k))),
-            Algorithm::HS384 => Raw::Hmac(hmac::Key::new(hmac::HMAC_SHA384, &d(&jwk.k))),
-            Algorithm::HS512 => Raw::Hmac(hmac::Key::new(hmac::HMAC_SHA512, &d(&jwk.k))),
-            a @ (Algorithm::RS256 | Algorithm::PS256) => {
-                let pair = rsa::KeyPair::from_pkcs8(&key.to_pkcs8_der().unwrap()).unwrap();
-                let (enc, params): (&'static dyn sig::RsaEncoding, &'static sig::RsaParameters) =
-                    if a == Algorithm::RS256 {
-                        (&sig::RSA_PKCS1_SHA256, &sig::RSA_PKCS1_2048_8192_SHA256)
-                    } else {
-                        (&sig::RSA_PSS_SHA256, &sig::RSA_PSS_2048_8192_SHA256)
-                    };
-                let public = sig::ParsedPublicKey::new(params, pair.public_key().as_ref()).unwrap();
-                Raw::Rsa(pair, enc, public)
-            }
-            Algorithm::ES256 => {
-                let pair = sig::EcdsaKeyPair::from_pkcs8(
-                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &key.to_pkcs8_der().unwrap(),
-                )
-                .unwrap();
-                let public = sig::ParsedPublicKey::new(
-                    &sig::ECDSA_P256_SHA256_FIXED,
-                    pair.public_key().as_ref(),
-                )
-                .unwrap();
-                Raw::Ec(pair, public)
-            }
-            _ => {
-                let pair = sig::Ed25519KeyPair::from_pkcs8(&key.to_pkcs8_der().unwrap()).unwrap();
-                let public =
-                    sig::ParsedPublicKey::new(&sig::ED25519, pair.public_key().as_ref()).unwrap();
-                Raw::Ed(pair, public)
-            }
-        }
-    }
-
-    fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        match self {
-            Raw::Hmac(k) => hmac::sign(k, msg).as_ref().to_vec(),
-            Raw::Rsa(k, enc, _) => {
-                let mut out = vec![0; k.public_modulus_len()];
-                k.sign(*enc, &rand::SystemRandom::new(), msg, &mut out)
-                    .unwrap();
-                out
-            }
-            Raw::Ec(k, _) => k
-                .sign(&rand::SystemRandom::new(), msg)
-                .unwrap()
-                .as_ref()
-                .to_vec(),
-            Raw::Ed(k, _) => k.sign(msg).as_ref().to_vec(),
-        }
-    }
-
-    fn verify(&self, msg: &[u8], signature: &[u8]) {
-        match self {
-            Raw::Hmac(k) => hmac::verify(k, msg, signature).unwrap(),
-            Raw::Rsa(_, _, p) | Raw::Ec(_, p) | Raw::Ed(_, p) => {
-                p.verify_sig(msg, signature).unwrap()
-            }
-        }
-    }
-}
-
-fn their_alg(alg: Algorithm) -> jwt::Algorithm {
-    match alg {
-        Algorithm::HS256 => jwt::Algorithm::HS256,
-        Algorithm::HS384 => jwt::Algorithm::HS384,
-        Algorithm::HS512 => jwt::Algorithm::HS512,
-        Algorithm::RS256 => jwt::Algorithm::RS256,
-        Algorithm::PS256 => jwt::Algorithm::PS256,
-        Algorithm::ES256 => jwt::Algorithm::ES256,
-        _ => jwt::Algorithm::EdDSA,
-    }
-}
-
-fn theirs(
-    key: &SigningKey,
-) -> (
-    jwt::EncodingKey,
-    jwt::DecodingKey,
-    jwt::Validation,
-    jwt::Header,
-) {
-    let alg = key.algorithm();
-    let (enc, dec) = if alg.is_symmetric() {
-        let jwk = key.to_jwk().unwrap();
-        let secret = b64::decode(jwk.k.as_ref().unwrap().expose().as_bytes()).unwrap();
-        (
-            jwt::EncodingKey::from_secret(&secret),
-            jwt::DecodingKey::from_secret(&secret),
-        )
-    } else {
-        let pem = key.to_pkcs8_pem().unwrap();
-        let enc = match alg {
-            Algorithm::RS256 | Algorithm::PS256 => jwt::EncodingKey::from_rsa_pem(pem.as_bytes()),
-            Algorithm::ES256 => jwt::EncodingKey::from_ec_pem(pem.as_bytes()),
-            _ => jwt::EncodingKey::from_ed_pem(pem.as_bytes()),
-        }
-        .unwrap();
-        let public = key.verifying_key().unwrap().public_jwk().unwrap().clone();
-        let jwk: jwt::jwk::Jwk =
-            serde_json::from_value(serde_json::to_value(&public).unwrap()).unwrap();
-        (enc, jwt::DecodingKey::from_jwk(&jwk).unwrap())
-    };
-    let mut v = jwt::Validation::new(their_alg(alg));
-    v.set_issuer(&[ISS]);
-    v.set_audience(&[AUD]);
-    let mut header = jwt::Header::new(their_alg(alg));
-    header.kid = Some(key.kid().to_owned());
-    header.typ = Some("at+jwt".into());
-    (enc, dec, v, header)
-}
+use tessera_jose::Algorithm;
 
 fn bench(c: &mut Criterion) {
-    // The parsing floor: decode the three parts and deserialize header and claims into plain
-    // serde structs, as any Rust JWT library must at least do.
-    {
-        let key = SigningKey::generate(Algorithm::EdDSA, None).unwrap();
-        let token = Signer::new(key, Some("at+jwt"))
-            .unwrap()
-            .sign(&claims())
-            .unwrap();
-        c.bench_function("floor/parse", |b| {
-            b.iter(|| {
-                let t = black_box(token.as_str());
-                let mut it = t.split('.');
-                let h = b64::decode(it.next().unwrap().as_bytes()).unwrap();
-                let p = b64::decode(it.next().unwrap().as_bytes()).unwrap();
-                let s = b64::decode(it.next().unwrap().as_bytes()).unwrap();
-                let h: PlainHeader = serde_json::from_slice(&h).unwrap();
-                let p: Plain = serde_json::from_slice(&p).unwrap();
-                (h, p, s)
-            })
-        });
-    }
-
+    let eddsa = Fixture::new(Algorithm::EdDSA);
+    c.bench_function("floor/parse", |b| b.iter(|| floor(&eddsa.token)));
     for alg in Algorithm::ALL {
-        let key = SigningKey::generate(alg, None).unwrap();
-        let raw = Raw::from(&key);
-        let (their_enc, their_dec, their_validation, their_header) = theirs(&key);
-        let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
-        let verifier = Verifier::new(
-            keys,
-            Validation {
-                issuer: Some(ISS.into()),
-                audiences: vec![AUD.into()],
-                typ: Some("at+jwt".into()),
-                ..Validation::default()
-            },
-        );
-        let signer = Signer::new(key, Some("at+jwt")).unwrap();
-        let claims = claims();
-        let token = signer.sign(&claims).unwrap();
-        let (input, signature) = token.rsplit_once('.').unwrap();
-        let signature = b64::decode(signature.as_bytes()).unwrap();
-        let header_json = format!(
-            r#"{{"alg":"{alg}","kid":"{}","typ":"at+jwt"}}"#,
-            signer.key().kid()
-        );
-
+        let f = Fixture::new(alg);
         let mut g = c.benchmark_group(format!("verify/{alg}"));
-        g.bench_function("tessera", |b| {
-            b.iter(|| verifier.verify(black_box(&token)).unwrap())
-        });
-        g.bench_function("raw", |b| {
-            b.iter(|| raw.verify(black_box(input.as_bytes()), &signature))
-        });
-        g.bench_function("jsonwebtoken", |b| {
-            b.iter(|| {
-                jwt::decode::<Plain>(black_box(&token), &their_dec, &their_validation).unwrap()
-            })
-        });
+        g.bench_function("tessera", |b| b.iter(|| f.verify_tessera()));
+        g.bench_function("raw", |b| b.iter(|| f.verify_raw()));
+        g.bench_function("jsonwebtoken", |b| b.iter(|| f.verify_jsonwebtoken()));
         g.finish();
-
         let mut g = c.benchmark_group(format!("sign/{alg}"));
-        g.bench_function("tessera", |b| {
-            b.iter(|| signer.sign(black_box(&claims)).unwrap())
-        });
-        g.bench_function("raw", |b| b.iter(|| raw.sign(black_box(input.as_bytes()))));
-        g.bench_function("raw+encoding", |b| {
-            b.iter(|| {
-                let payload = serde_json::to_vec(black_box(&claims)).unwrap();
-                let mut out = b64::encode(header_json.as_bytes());
-                out.push('.');
-                b64::encode_into(&payload, &mut out);
-                let s = raw.sign(out.as_bytes());
-                out.push('.');
-                b64::encode_into(&s, &mut out);
-                out
-            })
-        });
-        g.bench_function("jsonwebtoken", |b| {
-            b.iter(|| jwt::encode(&their_header, black_box(&claims), &their_enc).unwrap())
-        });
+        g.bench_function("tessera", |b| b.iter(|| f.sign_tessera()));
+        g.bench_function("raw", |b| b.iter(|| f.sign_raw()));
+        g.bench_function("raw+encoding", |b| b.iter(|| f.sign_raw_encoding()));
+        g.bench_function("jsonwebtoken", |b| b.iter(|| f.sign_jsonwebtoken()));
         g.finish();
     }
 }

@@ -83,24 +83,13 @@ pub struct Claims {
     pub extra: Map<String, Value>,
 }
 
-const NAMES: [&str; 10] = [
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "scope",
-    "client_id",
-    "sid",
-];
-
 impl Claims {
     /// Parses decoded payload bytes strictly.
     pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Claims, Error> {
         let ctx = Ctx::new(max_depth);
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        // Validating UTF-8 once up front is cheaper than serde_json doing it string by string.
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::Malformed(Malformed::Claims))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         ClaimsSeed(&ctx)
             .deserialize(&mut de)
             .and_then(|c| de.end().map(|()| c))
@@ -146,10 +135,21 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
         let mut seen = Seen::default();
         let mut c = Claims::default();
         while let Some(CowStr(name)) = map.next_key::<CowStr<'de>>()? {
-            let index = NAMES.iter().position(|n| *n == name);
+            let index = match name.as_ref() {
+                "iss" => Some(0),
+                "sub" => Some(1),
+                "aud" => Some(2),
+                "exp" => Some(3),
+                "nbf" => Some(4),
+                "iat" => Some(5),
+                "jti" => Some(6),
+                "scope" => Some(7),
+                "client_id" => Some(8),
+                "sid" => Some(9),
+                _ => None,
+            };
             let fresh = match index {
-                // The index is below NAMES.len() = 10, so it fits a u32 bit.
-                Some(i) => seen.known(i as u32),
+                Some(i) => seen.known(i),
                 None => !c.extra.contains_key(name.as_ref()),
             };
             if !fresh {

@@ -1,7 +1,9 @@
 //! The JOSE header of a JWS: parsed strictly, with `crit` and `b64` enforced, and with the
 //! key-carrying members (`jku`, `x5u`, `jwk`, `x5c`) read only to be ignored.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -16,15 +18,32 @@ use crate::json::{CowStr, Ctx, Seen, StrictValue};
 pub struct Header {
     /// The algorithm the token claims; accepted only if it is the one bound to the key.
     pub alg: Algorithm,
-    /// Key id.
+    /// Key id (shared with the key that verified the token).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kid: Option<String>,
+    pub kid: Option<Arc<str>>,
     /// Media type of the whole token (`at+jwt` for RFC 9068 access tokens).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub typ: Option<String>,
+    pub typ: Option<Cow<'static, str>>,
     /// Media type of the payload.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cty: Option<String>,
+    pub cty: Option<Cow<'static, str>>,
+}
+
+/// Media types common enough to keep without an allocation.
+fn media_type(s: Cow<'_, str>) -> Cow<'static, str> {
+    match s.as_ref() {
+        "at+jwt" => Cow::Borrowed("at+jwt"),
+        "JWT" => Cow::Borrowed("JWT"),
+        "application/at+jwt" => Cow::Borrowed("application/at+jwt"),
+        _ => Cow::Owned(s.into_owned()),
+    }
+}
+
+/// A parsed header and the `kid` it names, still borrowed from the input: the verifier looks the
+/// key up with it, then shares the key's own `kid` with the header.
+pub(crate) struct Parsed<'a> {
+    pub header: Header,
+    pub kid: Option<Cow<'a, str>>,
 }
 
 impl Serialize for Algorithm {
@@ -41,31 +60,31 @@ const REGISTERED: &[&str] = &[
 
 struct HeaderSeed<'c>(&'c Ctx);
 
-struct Raw {
+struct Raw<'a> {
     alg: Option<Result<Algorithm, Error>>,
-    kid: Option<String>,
-    typ: Option<String>,
-    cty: Option<String>,
+    kid: Option<Cow<'a, str>>,
+    typ: Option<Cow<'static, str>>,
+    cty: Option<Cow<'static, str>>,
     crit: Option<Vec<String>>,
     b64: Option<bool>,
     names: Vec<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
-    type Value = Raw;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+    type Value = Raw<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for HeaderSeed<'_> {
-    type Value = Raw;
+    type Value = Raw<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JOSE header object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
         let ctx = self.0;
         let mut seen = Seen::default();
         let mut raw = Raw {
@@ -108,9 +127,9 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
                         None => Err(Error::Unsupported("algorithm")),
                     });
                 }
-                1 => raw.kid = Some(map.next_value::<CowStr<'de>>()?.0.into_owned()),
-                2 => raw.typ = Some(map.next_value::<CowStr<'de>>()?.0.into_owned()),
-                3 => raw.cty = Some(map.next_value::<CowStr<'de>>()?.0.into_owned()),
+                1 => raw.kid = Some(map.next_value::<CowStr<'de>>()?.0),
+                2 => raw.typ = Some(media_type(map.next_value::<CowStr<'de>>()?.0)),
+                3 => raw.cty = Some(media_type(map.next_value::<CowStr<'de>>()?.0)),
                 4 => raw.crit = Some(map.next_value::<Vec<String>>()?),
                 5 => raw.b64 = Some(map.next_value::<bool>()?),
                 _ => {
@@ -124,10 +143,12 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
 }
 
 impl Header {
-    /// Parses decoded header bytes strictly.
-    pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Header, Error> {
+    /// Parses decoded header bytes strictly; the `kid` stays borrowed.
+    pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed<'_>, Error> {
         let ctx = Ctx::new(max_depth);
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        // Validating UTF-8 once up front is cheaper than serde_json doing it string by string.
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::Malformed(Malformed::Header))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let raw = HeaderSeed(&ctx)
             .deserialize(&mut de)
             .and_then(|r| de.end().map(|()| r))
@@ -162,11 +183,14 @@ impl Header {
             }
             _ => {}
         }
-        Ok(Header {
-            alg,
+        Ok(Parsed {
+            header: Header {
+                alg,
+                kid: None,
+                typ: raw.typ,
+                cty: raw.cty,
+            },
             kid: raw.kid,
-            typ: raw.typ,
-            cty: raw.cty,
         })
     }
 }

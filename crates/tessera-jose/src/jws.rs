@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::b64;
 use crate::claims::Claims;
 use crate::error::{Error, Malformed};
-use crate::header::Header;
+use crate::header::{Header, Parsed};
 use crate::jwk::JwkSet;
 use crate::key::{SigningKey, VerifyingKey};
 use crate::time::{Clock, SystemClock};
@@ -35,11 +35,12 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, Error> {
     if bytes.first() == Some(&b'{') {
         return Err(Error::Unsupported("JWS JSON serialization"));
     }
-    // str::find on a char uses memchr: the dots are found without a byte-by-byte loop.
-    let d1 = token.find('.').ok_or(Malformed::Parts)?;
-    let d2 = token[d1 + 1..].find('.').ok_or(Malformed::Parts)? + d1 + 1;
-    if token[d2 + 1..].contains('.') {
-        return Err(match token.matches('.').count() {
+    let mut dots = memchr::memchr_iter(b'.', bytes);
+    let (Some(d1), Some(d2)) = (dots.next(), dots.next()) else {
+        return Err(Malformed::Parts.into());
+    };
+    if dots.next().is_some() {
+        return Err(match memchr::memchr_iter(b'.', bytes).count() {
             4 => Error::Unsupported("JWE (encrypted token)"),
             _ => Malformed::Parts.into(),
         });
@@ -65,17 +66,63 @@ pub struct Token {
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
+    /// For each key, the encoded headers a [`Signer`] with that key emits, byte for byte. A token
+    /// whose header segment is one of these skips header decoding and parsing: those bytes are
+    /// known to parse to exactly this `alg`, `kid` and `typ`.
+    canonical: Vec<Canonical>,
+}
+
+#[derive(Debug, Clone)]
+struct Canonical {
+    encoded: String,
+    key: usize,
+    typ: Option<&'static str>,
+}
+
+/// The header segment a [`Signer`] emits: `{"alg":…,"kid":…[,"typ":…]}`, base64url.
+fn encode_header(alg: crate::Algorithm, kid: &str, typ: Option<&str>) -> Result<String, Error> {
+    let json = serde_json::to_vec(&OutHeader {
+        alg: alg.name(),
+        kid,
+        typ,
+    })
+    .map_err(|_| Error::Crypto)?;
+    Ok(b64::encode(&json))
 }
 
 impl KeySet {
     /// A key set from keys with distinct `kid`s.
     pub fn new(keys: Vec<VerifyingKey>) -> Result<KeySet, Error> {
+        let mut canonical = Vec::with_capacity(keys.len() * 3);
         for (i, k) in keys.iter().enumerate() {
             if keys[..i].iter().any(|o| o.kid() == k.kid()) {
                 return Err(Error::InvalidKey("two keys share a kid"));
             }
+            for typ in [Some("at+jwt"), Some("JWT"), None] {
+                canonical.push(Canonical {
+                    encoded: encode_header(k.algorithm(), k.kid(), typ)?,
+                    key: i,
+                    typ,
+                });
+            }
         }
-        Ok(KeySet { keys })
+        Ok(KeySet { keys, canonical })
+    }
+
+    /// The header and key of a header segment in a [`Signer`]'s exact form, without decoding it.
+    fn canonical(&self, segment: &[u8]) -> Option<(Header, &VerifyingKey)> {
+        let c = self
+            .canonical
+            .iter()
+            .find(|c| c.encoded.as_bytes() == segment)?;
+        let key = self.keys.get(c.key)?;
+        let header = Header {
+            alg: key.algorithm(),
+            kid: Some(Arc::clone(key.kid_shared())),
+            typ: c.typ.map(std::borrow::Cow::Borrowed),
+            cty: None,
+        };
+        Some((header, key))
     }
 
     /// The public keys of a JWK Set. Keys this codec cannot use (other curves, encryption keys)
@@ -116,6 +163,18 @@ impl KeySet {
         }
     }
 
+    /// The key a parsed header names, if its algorithm is the key's; the header then shares the
+    /// key's `kid`.
+    fn resolve(&self, parsed: Parsed<'_>) -> Result<(Header, &VerifyingKey), Error> {
+        let key = self.find(parsed.kid.as_deref()).ok_or(Error::UnknownKey)?;
+        if key.algorithm() != parsed.header.alg {
+            return Err(Error::AlgorithmMismatch);
+        }
+        let mut header = parsed.header;
+        header.kid = parsed.kid.map(|_| Arc::clone(key.kid_shared()));
+        Ok((header, key))
+    }
+
     /// The keys.
     pub fn keys(&self) -> &[VerifyingKey] {
         &self.keys
@@ -138,11 +197,8 @@ fn decode_signature<'b>(
 /// payload (any bytes, not necessarily JSON). Use [`Verifier`] for JWTs.
 pub fn verify_jws(token: &str, keys: &KeySet, max_len: usize) -> Result<(Header, Vec<u8>), Error> {
     let parts = split(token, max_len)?;
-    let header = Header::parse(&b64::decode(parts.header)?, DEFAULT_MAX_DEPTH)?;
-    let key = keys.find(header.kid.as_deref()).ok_or(Error::UnknownKey)?;
-    if key.algorithm() != header.alg {
-        return Err(Error::AlgorithmMismatch);
-    }
+    let header_json = b64::decode(parts.header)?;
+    let (header, key) = keys.resolve(Header::parse(&header_json, DEFAULT_MAX_DEPTH)?)?;
     let mut buf = [0u8; MAX_SIGNATURE];
     let signature = decode_signature(parts.signature, &mut buf)?;
     let payload = b64::decode(parts.payload)?;
@@ -153,7 +209,7 @@ pub fn verify_jws(token: &str, keys: &KeySet, max_len: usize) -> Result<(Header,
 /// Signs `payload` under exactly the given protected header bytes (which must name the key's
 /// algorithm). Useful to reproduce published examples; [`Signer`] is the everyday API.
 pub fn sign_jws(key: &SigningKey, header_json: &[u8], payload: &[u8]) -> Result<String, Error> {
-    let header = Header::parse(header_json, DEFAULT_MAX_DEPTH)?;
+    let header = Header::parse(header_json, DEFAULT_MAX_DEPTH)?.header;
     if header.alg != key.algorithm() {
         return Err(Error::AlgorithmMismatch);
     }
@@ -195,14 +251,8 @@ struct OutHeader<'a> {
 impl Signer {
     /// A signer whose tokens carry `typ` when given (`at+jwt` for access tokens).
     pub fn new(key: SigningKey, typ: Option<&str>) -> Result<Signer, Error> {
-        let json = serde_json::to_vec(&OutHeader {
-            alg: key.algorithm().name(),
-            kid: key.kid(),
-            typ,
-        })
-        .map_err(|_| Error::Crypto)?;
         Ok(Signer {
-            header: b64::encode(&json),
+            header: encode_header(key.algorithm(), key.kid(), typ)?,
             key,
         })
     }
@@ -276,23 +326,26 @@ impl Verifier {
     pub fn verify_at(&self, token: &str, now: i64) -> Result<Token, Error> {
         let v = &self.validation;
         let parts = split(token, v.max_token_len)?;
-        // Header and payload decode into one buffer.
-        let mut buf = Vec::with_capacity((parts.header.len() + parts.payload.len()) / 4 * 3 + 6);
-        b64::decode_into(parts.header, &mut buf)?;
+        // Header, payload and signature decode into one buffer.
+        let encoded = parts.header.len() + parts.payload.len() + parts.signature.len();
+        let mut buf = Vec::with_capacity(encoded / 4 * 3 + 9);
+        let (header, key) = match self.keys.canonical(parts.header) {
+            Some(known) => known,
+            None => {
+                b64::decode_into(parts.header, &mut buf)?;
+                let parsed = Header::parse(&buf, v.max_depth)?;
+                self.keys.resolve(parsed)?
+            }
+        };
         let header_len = buf.len();
-        let header = Header::parse(&buf, v.max_depth)?;
-        let key = self
-            .keys
-            .find(header.kid.as_deref())
-            .ok_or(Error::UnknownKey)?;
-        if key.algorithm() != header.alg {
-            return Err(Error::AlgorithmMismatch);
-        }
-        let mut sig_buf = [0u8; MAX_SIGNATURE];
-        let signature = decode_signature(parts.signature, &mut sig_buf)?;
         b64::decode_into(parts.payload, &mut buf)?;
-        key.verify_signature(parts.signing_input, signature)?;
-        let claims = Claims::parse(&buf[header_len..], v.max_depth)?;
+        let payload_end = buf.len();
+        if parts.signature.len() > MAX_SIGNATURE / 3 * 4 + 2 {
+            return Err(Malformed::SignatureLength.into());
+        }
+        b64::decode_into(parts.signature, &mut buf)?;
+        key.verify_signature(parts.signing_input, &buf[payload_end..])?;
+        let claims = Claims::parse(&buf[header_len..payload_end], v.max_depth)?;
         v.check(&header, &claims, now)?;
         Ok(Token { header, claims })
     }

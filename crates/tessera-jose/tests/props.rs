@@ -83,3 +83,27 @@ proptest! {
         prop_assert!(v.verify(&token).is_ok());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// The table-driven decoder of the hot path agrees with the `base64` crate (strict URL-safe,
+    /// no padding, no trailing bits) on what it accepts and what it yields.
+    #[test]
+    fn base64url_decoder_agrees_with_the_base64_crate(s in "[A-Za-z0-9_\\-+/= .\u{e9}]{0,120}") {
+        use base64::Engine as _;
+        let strict = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
+                .with_decode_allow_trailing_bits(false),
+        );
+        prop_assert_eq!(tessera_jose::b64::decode(s.as_bytes()).ok(), strict.decode(s.as_bytes()).ok());
+    }
+
+    #[test]
+    fn base64url_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let encoded = tessera_jose::b64::encode(&bytes);
+        prop_assert_eq!(tessera_jose::b64::decode(encoded.as_bytes()).unwrap(), bytes);
+    }
+}
