@@ -37,6 +37,36 @@ static DECODE: [u8; 256] = {
     t
 };
 
+/// Bit 31 of a [`QUAD`] entry: the character is not in the alphabet.
+const BAD_BIT: u32 = 1 << 31;
+
+/// `QUAD[k][c]`: the value of character `c` already shifted to its place in a 24-bit group of
+/// four, or [`BAD_BIT`]. Four lookups and three ORs decode four characters.
+static QUAD: [[u32; 256]; 4] = {
+    let mut t = [[BAD_BIT; 256]; 4];
+    let mut c = 0;
+    while c < 256 {
+        let v = DECODE[c];
+        if v != INVALID {
+            let mut k = 0;
+            while k < 4 {
+                t[k][c] = (v as u32) << (18 - 6 * k);
+                k += 1;
+            }
+        }
+        c += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn quad(q: &[u8; 4]) -> u32 {
+    QUAD[0][usize::from(q[0])]
+        | QUAD[1][usize::from(q[1])]
+        | QUAD[2][usize::from(q[2])]
+        | QUAD[3][usize::from(q[3])]
+}
+
 /// The decoded length of `n` canonical characters, or `None` when no canonical encoding has
 /// that length (`n % 4 == 1`).
 const fn decoded_len(n: usize) -> Option<usize> {
@@ -78,18 +108,41 @@ fn decode_to(input: &[u8], out: &mut [u8]) -> Result<(), Error> {
     let full = input.len() / 4;
     let (body, tail) = input.split_at(full * 4);
     let (out_body, out_tail) = out.split_at_mut(full * 3);
-    let mut bad = 0u8;
-    for (q, o) in body.chunks_exact(4).zip(out_body.chunks_exact_mut(3)) {
-        let (a, b, c, d) = (
-            DECODE[usize::from(q[0])],
-            DECODE[usize::from(q[1])],
-            DECODE[usize::from(q[2])],
-            DECODE[usize::from(q[3])],
-        );
-        bad |= a | b | c | d;
-        let n = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
-        o.copy_from_slice(&n.to_be_bytes()[1..]);
+    let mut acc = 0u32;
+    // Eight characters to six bytes at a time; fixed-size arrays let the compiler drop the
+    // bounds checks and write each group with plain stores.
+    let mut inp = body.chunks_exact(8);
+    let mut outp = out_body.chunks_exact_mut(6);
+    for (q, o) in (&mut inp).zip(&mut outp) {
+        let (Ok(q), Ok(o)) = (<&[u8; 8]>::try_from(q), <&mut [u8; 6]>::try_from(o)) else {
+            return Err(Malformed::Base64.into());
+        };
+        let (q0, q1) = q.split_at(4);
+        let (Ok(q0), Ok(q1)) = (<&[u8; 4]>::try_from(q0), <&[u8; 4]>::try_from(q1)) else {
+            return Err(Malformed::Base64.into());
+        };
+        let (hi, lo) = (quad(q0), quad(q1));
+        acc |= hi | lo;
+        let n = u64::from(hi) << 24 | u64::from(lo & 0x00ff_ffff);
+        let bytes = n.to_be_bytes();
+        *o = [bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]];
     }
+    // At most one group of four is left.
+    let rest = inp.remainder();
+    let out_rest = outp.into_remainder();
+    let out_rest_len = out_rest.len();
+    if let (Ok(q), Ok(o)) = (
+        <&[u8; 4]>::try_from(rest),
+        <&mut [u8; 3]>::try_from(out_rest),
+    ) {
+        let n = quad(q);
+        acc |= n;
+        let bytes = n.to_be_bytes();
+        *o = [bytes[1], bytes[2], bytes[3]];
+    } else if !rest.is_empty() || out_rest_len != 0 {
+        return Err(Malformed::Base64.into());
+    }
+    let mut bad = u8::from(acc & BAD_BIT != 0) << 7;
     match (tail, out_tail) {
         ([], []) => {}
         ([x, y], [o0]) => {
