@@ -1,6 +1,7 @@
 //! JWS compact serialization: sign with a [`Signer`], verify with a [`Verifier`] whose key is
 //! looked up by `kid` and whose algorithm is the key's, never the token's.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -16,6 +17,9 @@ use crate::validation::{DEFAULT_MAX_DEPTH, Validation};
 
 /// The longest signature accepted: RSA with an 8192-bit modulus.
 const MAX_SIGNATURE: usize = 1024;
+
+/// Decoded tokens up to this size are verified without a heap buffer.
+const STACK_SCRATCH: usize = 2048;
 
 /// The three parts of a compact JWS, still encoded.
 pub(crate) struct Parts<'a> {
@@ -324,28 +328,43 @@ impl Verifier {
 
     /// Verifies `token` as of `now` (seconds since the epoch).
     pub fn verify_at(&self, token: &str, now: i64) -> Result<Token, Error> {
-        let v = &self.validation;
-        let parts = split(token, v.max_token_len)?;
-        // Header, payload and signature decode into one buffer.
+        let parts = split(token, self.validation.max_token_len)?;
+        // Header, payload and signature decode into one scratch buffer: on the stack for every
+        // ordinary token, on the heap only past that.
         let encoded = parts.header.len() + parts.payload.len() + parts.signature.len();
-        let mut buf = Vec::with_capacity(encoded / 4 * 3 + 9);
-        let (header, key) = match self.keys.canonical(parts.header) {
-            Some(known) => known,
+        let needed = encoded / 4 * 3 + 3;
+        if needed <= STACK_SCRATCH {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); STACK_SCRATCH];
+            self.verify_parts(&parts, &mut scratch, now)
+        } else {
+            let mut scratch = Vec::with_capacity(needed);
+            scratch.resize(needed, MaybeUninit::uninit());
+            self.verify_parts(&parts, &mut scratch, now)
+        }
+    }
+
+    fn verify_parts(
+        &self,
+        parts: &Parts<'_>,
+        scratch: &mut [MaybeUninit<u8>],
+        now: i64,
+    ) -> Result<Token, Error> {
+        let v = &self.validation;
+        let (header, key, scratch) = match self.keys.canonical(parts.header) {
+            Some((header, key)) => (header, key, scratch),
             None => {
-                b64::decode_into(parts.header, &mut buf)?;
-                let parsed = Header::parse(&buf, v.max_depth)?;
-                self.keys.resolve(parsed)?
+                let (json, rest) = b64::decode_uninit(parts.header, scratch)?;
+                let (header, key) = self.keys.resolve(Header::parse(json, v.max_depth)?)?;
+                (header, key, rest)
             }
         };
-        let header_len = buf.len();
-        b64::decode_into(parts.payload, &mut buf)?;
-        let payload_end = buf.len();
+        let (payload, scratch) = b64::decode_uninit(parts.payload, scratch)?;
         if parts.signature.len() > MAX_SIGNATURE / 3 * 4 + 2 {
             return Err(Malformed::SignatureLength.into());
         }
-        b64::decode_into(parts.signature, &mut buf)?;
-        key.verify_signature(parts.signing_input, &buf[payload_end..])?;
-        let claims = Claims::parse(&buf[header_len..payload_end], v.max_depth)?;
+        let (signature, _) = b64::decode_uninit(parts.signature, scratch)?;
+        key.verify_signature(parts.signing_input, signature)?;
+        let claims = Claims::parse(payload, v.max_depth)?;
         v.check(&header, &claims, now)?;
         Ok(Token { header, claims })
     }

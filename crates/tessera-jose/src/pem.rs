@@ -1,7 +1,6 @@
 //! PEM armour (RFC 7468) around DER: one block of the expected label, standard base64 body.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64_simd::STANDARD;
 
 use crate::error::Error;
 
@@ -22,13 +21,13 @@ pub(crate) fn decode(pem: &str, label: &str) -> Result<Vec<u8>, Error> {
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
     STANDARD
-        .decode(body)
+        .decode_to_vec(body)
         .map_err(|_| Error::InvalidKey("PEM body is not base64"))
 }
 
 /// Encodes DER as a PEM block with 64-character lines.
 pub(crate) fn encode(der: &[u8], label: &str) -> String {
-    let body = STANDARD.encode(der);
+    let body = STANDARD.encode_to_string(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
         // base64 output is ASCII, so every chunk is valid UTF-8.
