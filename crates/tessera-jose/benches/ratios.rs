@@ -78,7 +78,7 @@ fn main() {
         }
         let f = Fixture::new(alg);
         let token = f.token.clone();
-        let ops: [&dyn Fn(); 8] = [
+        let ops: [&dyn Fn(); 9] = [
             &|| f.verify_tessera(),
             &|| f.verify_raw(),
             &|| floor(&token),
@@ -87,6 +87,7 @@ fn main() {
             &|| f.sign_raw_encoding(),
             &|| f.sign_jsonwebtoken(),
             &|| f.sign_raw(),
+            &|| f.verify_key_only(),
         ];
         let m = measure(&ops);
         let med: Vec<f64> = m.iter().map(|v| median(v.clone())).collect();
@@ -122,6 +123,10 @@ fn main() {
                 "{alg} sign {faster_s:.2}x faster than jsonwebtoken < {need_s}"
             ));
         }
+        eprintln!(
+            "{alg}: tessera key alone / raw = {:.3}",
+            ratio(&m[8], &m[1])
+        );
         println!(
             "| {alg} | {:.0} | {:.0} | {:.0} | {:.0} | {target_text} | {verify_ratio:.3} | {faster_v:.2} ({need_v}) | {:.0} | {:.0} | {:.0} | {sign_ratio:.3} | {faster_s:.2} ({need_s}) |",
             med[0], med[1], med[2], med[3], med[4], med[5], med[6]

@@ -24,6 +24,7 @@ mod claims;
 pub mod dangerous;
 mod der;
 mod error;
+mod fastclaims;
 mod header;
 mod json;
 mod jwk;

@@ -245,6 +245,13 @@ impl Fixture {
         black_box(self.verifier.verify(black_box(&self.token)).unwrap());
     }
 
+    /// tessera's key alone: `VerifyingKey::verify_signature` on the same input as `verify_raw`.
+    pub fn verify_key_only(&self) {
+        self.verifier.keys().keys()[0]
+            .verify_signature(black_box(self.input.as_bytes()), &self.signature)
+            .unwrap();
+    }
+
     pub fn verify_raw(&self) {
         self.raw
             .verify(black_box(self.input.as_bytes()), &self.signature);
