@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
+#[path = "support/peer.rs"]
+mod peer;
+
 use jsonwebtoken as jwt;
+use peer::{their_alg, their_keys};
 use serde::{Deserialize, Serialize};
 use tessera_jose::{Algorithm, Claims, KeySet, Signer, SigningKey, Validation, Verifier};
 
@@ -26,43 +30,6 @@ fn their_claims() -> TheirClaims {
         iat: 1_700_000_000,
         scope: "read write".into(),
     }
-}
-
-fn their_alg(alg: Algorithm) -> jwt::Algorithm {
-    match alg {
-        Algorithm::HS256 => jwt::Algorithm::HS256,
-        Algorithm::HS384 => jwt::Algorithm::HS384,
-        Algorithm::HS512 => jwt::Algorithm::HS512,
-        Algorithm::RS256 => jwt::Algorithm::RS256,
-        Algorithm::PS256 => jwt::Algorithm::PS256,
-        Algorithm::ES256 => jwt::Algorithm::ES256,
-        Algorithm::EdDSA => jwt::Algorithm::EdDSA,
-        _ => unreachable!(),
-    }
-}
-
-fn their_keys(key: &SigningKey) -> (jwt::EncodingKey, jwt::DecodingKey) {
-    let alg = key.algorithm();
-    if alg.is_symmetric() {
-        let jwk = key.to_jwk().unwrap();
-        let secret =
-            tessera_jose::b64::decode(jwk.k.as_ref().unwrap().expose().as_bytes()).unwrap();
-        return (
-            jwt::EncodingKey::from_secret(&secret),
-            jwt::DecodingKey::from_secret(&secret),
-        );
-    }
-    let pem = key.to_pkcs8_pem().unwrap();
-    let enc = match alg {
-        Algorithm::RS256 | Algorithm::PS256 => jwt::EncodingKey::from_rsa_pem(pem.as_bytes()),
-        Algorithm::ES256 => jwt::EncodingKey::from_ec_pem(pem.as_bytes()),
-        _ => jwt::EncodingKey::from_ed_pem(pem.as_bytes()),
-    }
-    .unwrap();
-    let public = key.verifying_key().unwrap().public_jwk().unwrap().clone();
-    let their_jwk: jwt::jwk::Jwk =
-        serde_json::from_value(serde_json::to_value(&public).unwrap()).unwrap();
-    (enc, jwt::DecodingKey::from_jwk(&their_jwk).unwrap())
 }
 
 fn validation() -> Validation {

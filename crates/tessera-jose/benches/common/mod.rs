@@ -7,7 +7,11 @@ use std::hint::black_box;
 
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use aws_lc_rs::{hmac, rand, rsa};
+#[path = "../../tests/support/peer.rs"]
+mod peer;
+
 use jsonwebtoken as jwt;
+use peer::{their_alg, their_keys};
 use serde::{Deserialize, Serialize};
 use tessera_jose::b64;
 use tessera_jose::{Algorithm, Audience, Claims, KeySet, Signer, SigningKey, Validation, Verifier};
@@ -133,18 +137,6 @@ impl Raw {
     }
 }
 
-fn their_alg(alg: Algorithm) -> jwt::Algorithm {
-    match alg {
-        Algorithm::HS256 => jwt::Algorithm::HS256,
-        Algorithm::HS384 => jwt::Algorithm::HS384,
-        Algorithm::HS512 => jwt::Algorithm::HS512,
-        Algorithm::RS256 => jwt::Algorithm::RS256,
-        Algorithm::PS256 => jwt::Algorithm::PS256,
-        Algorithm::ES256 => jwt::Algorithm::ES256,
-        _ => jwt::Algorithm::EdDSA,
-    }
-}
-
 fn theirs(
     key: &SigningKey,
 ) -> (
@@ -154,26 +146,7 @@ fn theirs(
     jwt::Header,
 ) {
     let alg = key.algorithm();
-    let (enc, dec) = if alg.is_symmetric() {
-        let jwk = key.to_jwk().unwrap();
-        let secret = b64::decode(jwk.k.as_ref().unwrap().expose().as_bytes()).unwrap();
-        (
-            jwt::EncodingKey::from_secret(&secret),
-            jwt::DecodingKey::from_secret(&secret),
-        )
-    } else {
-        let pem = key.to_pkcs8_pem().unwrap();
-        let enc = match alg {
-            Algorithm::RS256 | Algorithm::PS256 => jwt::EncodingKey::from_rsa_pem(pem.as_bytes()),
-            Algorithm::ES256 => jwt::EncodingKey::from_ec_pem(pem.as_bytes()),
-            _ => jwt::EncodingKey::from_ed_pem(pem.as_bytes()),
-        }
-        .unwrap();
-        let public = key.verifying_key().unwrap().public_jwk().unwrap().clone();
-        let jwk: jwt::jwk::Jwk =
-            serde_json::from_value(serde_json::to_value(&public).unwrap()).unwrap();
-        (enc, jwt::DecodingKey::from_jwk(&jwk).unwrap())
-    };
+    let (enc, dec) = their_keys(key);
     let mut v = jwt::Validation::new(their_alg(alg));
     v.set_issuer(&[ISS]);
     v.set_audience(&[AUD]);
