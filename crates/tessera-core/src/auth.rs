@@ -1,0 +1,464 @@
+//! The first-party authentication service: accounts, password login, session tokens. Every
+//! decision about who may do what lives here; the HTTP layer only translates.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use tessera_jose::Clock;
+
+use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
+use crate::session::{Session, SessionPolicy};
+use crate::store::{SessionStore, StoreError, UserStore};
+use crate::throttle::Throttle;
+use crate::token::{Kind, Token, TokenHash, random_id};
+use crate::user::{User, normalize_username};
+
+/// What the login request says about its client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// `User-Agent`, as sent.
+    pub user_agent: Option<String>,
+    /// The client's address (after trusted-proxy resolution).
+    pub ip: Option<IpAddr>,
+}
+
+/// Why a login failed. `InvalidCredentials` covers unknown user, wrong password and disabled
+/// user alike: callers must not tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Bad username or password (or a disabled account).
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// Too many failures: try again after this many seconds.
+    #[error("too many attempts")]
+    Throttled(i64),
+    /// A store or the hasher failed.
+    #[error("service unavailable")]
+    Unavailable,
+}
+
+/// Why a presented session token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Malformed, unknown, expired, or its user is gone or disabled.
+    #[error("no valid session")]
+    Invalid,
+    /// The session store failed.
+    #[error("session store unavailable")]
+    Unavailable,
+}
+
+/// Why an account could not be created or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Not a valid username.
+    #[error("usernames are 1 to 64 letters, digits or . _ - @ +")]
+    BadUsername,
+    /// The username is taken.
+    #[error("that username is taken")]
+    Taken,
+    /// The password breaks the policy.
+    #[error("{0}")]
+    Password(PasswordError),
+    /// No such user.
+    #[error("no such user")]
+    NotFound,
+    /// A store or the hasher failed.
+    #[error("service unavailable")]
+    Unavailable,
+}
+
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => AccountError::Taken,
+            StoreError::Unavailable(why) => {
+                tracing::error!(error = %why, "store unavailable");
+                AccountError::Unavailable
+            }
+        }
+    }
+}
+
+fn unavailable(e: StoreError) -> SessionError {
+    tracing::error!(error = %e, "session store unavailable");
+    SessionError::Unavailable
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Successful logins.
+    pub logins_ok: AtomicU64,
+    /// Failed logins.
+    pub logins_failed: AtomicU64,
+    /// Logins refused by the throttle.
+    pub logins_throttled: AtomicU64,
+    /// Sessions created.
+    pub sessions_created: AtomicU64,
+    /// Sessions ended (logout, end one, end others, user disabled or deleted).
+    pub sessions_ended: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A session that was found valid.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Its token's hash.
+    pub hash: TokenHash,
+    /// The session.
+    pub session: Session,
+    /// Its user.
+    pub user: User,
+}
+
+/// The service. Cheap to clone (all state is shared).
+#[derive(Debug)]
+pub struct Auth<U, S> {
+    users: U,
+    sessions: S,
+    hasher: PasswordHasherPool,
+    password_policy: PasswordPolicy,
+    session_policy: SessionPolicy,
+    throttle: Throttle,
+    clock: Arc<dyn Clock>,
+    counters: Counters,
+}
+
+/// The longest `User-Agent` kept with a session.
+const MAX_USER_AGENT: usize = 256;
+
+impl<U: UserStore, S: SessionStore> Auth<U, S> {
+    /// A service over these stores.
+    pub fn new(
+        users: U,
+        sessions: S,
+        hasher: PasswordHasherPool,
+        password_policy: PasswordPolicy,
+        session_policy: SessionPolicy,
+        throttle: Throttle,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Auth {
+            users,
+            sessions,
+            hasher,
+            password_policy,
+            session_policy,
+            throttle,
+            clock,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Now, from the service's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The user store.
+    pub fn users(&self) -> &U {
+        &self.users
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &S {
+        &self.sessions
+    }
+
+    /// The session lifetimes.
+    pub fn session_policy(&self) -> SessionPolicy {
+        self.session_policy
+    }
+
+    /// Creates an account (CLI `user add`, self-service registration).
+    pub async fn create_user(&self, username: &str, password: &str) -> Result<User, AccountError> {
+        let username = normalize_username(username).ok_or(AccountError::BadUsername)?;
+        self.password_policy
+            .check(password, &username)
+            .map_err(AccountError::Password)?;
+        if self.users.user_by_name(&username).await?.is_some() {
+            return Err(AccountError::Taken);
+        }
+        let hash = self
+            .hasher
+            .hash(password)
+            .await
+            .map_err(|_| AccountError::Unavailable)?;
+        let user = User {
+            id: random_id("usr_"),
+            username,
+            password_hash: hash,
+            disabled: false,
+            created_at: self.now(),
+        };
+        self.users.create_user(&user).await?;
+        tracing::info!(target: "audit", event = "user_created", user = %user.id, username = %user.username);
+        Ok(user)
+    }
+
+    /// Checks a username and password and opens a session.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<(Token, Authenticated), LoginError> {
+        let now = self.now();
+        // An invalid username is throttled and answered like any wrong password.
+        let name = normalize_username(username).unwrap_or_else(|| username.trim().to_lowercase());
+        let ip = client.ip;
+        if let Err(wait) = self.throttle.check(&name, ip, now) {
+            bump(&self.counters.logins_throttled, 1);
+            tracing::warn!(target: "audit", event = "login_throttled", username = %name, ip = ?ip, retry_after = wait);
+            return Err(LoginError::Throttled(wait));
+        }
+        let user = self.users.user_by_name(&name).await.map_err(|e| {
+            tracing::error!(error = %e, "user store unavailable");
+            LoginError::Unavailable
+        })?;
+        // Unknown users cost one dummy verification, like a wrong password.
+        let ok = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await
+            .map_err(|_| LoginError::Unavailable)?;
+        let user = match user {
+            Some(u) if ok && !u.disabled => u,
+            _ => {
+                bump(&self.counters.logins_failed, 1);
+                let delay = self.throttle.failure(&name, ip, now);
+                tracing::warn!(target: "audit", event = "login_failed", username = %name, ip = ?ip, delay);
+                return Err(LoginError::InvalidCredentials);
+            }
+        };
+        self.throttle.success(&name);
+        if self.hasher.needs_rehash(&user.password_hash)
+            && let Ok(hash) = self.hasher.hash(password).await
+            && let Err(e) = self.users.set_password_hash(&user.id, &hash).await
+        {
+            tracing::warn!(error = %e, "could not store the rehashed password");
+        }
+        let (token, auth) = self.open_session(user, client, now).await?;
+        bump(&self.counters.logins_ok, 1);
+        tracing::info!(target: "audit", event = "login_ok", user = %auth.user.id, ip = ?ip);
+        Ok((token, auth))
+    }
+
+    async fn open_session(
+        &self,
+        user: User,
+        client: &ClientInfo,
+        now: i64,
+    ) -> Result<(Token, Authenticated), LoginError> {
+        let p = self.session_policy;
+        let session = Session {
+            handle: random_id("ses_"),
+            user_id: user.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.saturating_add(p.absolute_timeout),
+            idle_timeout: p.idle_timeout,
+            user_agent: client
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(MAX_USER_AGENT).collect()),
+            ip: client.ip.map(|ip| ip.to_string()),
+            data: Value::Object(serde_json::Map::new()),
+        };
+        // A fresh random id every login; a collision of 256-bit ids is refused by the store and
+        // retried, never overwritten.
+        for _ in 0..3 {
+            let token = Token::generate(Kind::Session);
+            let hash = token.hash();
+            match self.sessions.create_session(&hash, &session).await {
+                Ok(()) => {
+                    bump(&self.counters.sessions_created, 1);
+                    tracing::info!(target: "audit", event = "session_created", user = %user.id, session = %session.handle);
+                    return Ok((
+                        token,
+                        Authenticated {
+                            hash,
+                            session,
+                            user,
+                        },
+                    ));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "session store unavailable");
+                    return Err(LoginError::Unavailable);
+                }
+            }
+        }
+        Err(LoginError::Unavailable)
+    }
+
+    /// The session behind a presented token, if it is valid now. Records activity at most once
+    /// per touch interval.
+    pub async fn authenticate(&self, presented: &str) -> Result<Authenticated, SessionError> {
+        let token = Token::parse(Kind::Session, presented).ok_or(SessionError::Invalid)?;
+        let hash = token.hash();
+        let now = self.now();
+        let mut session = self
+            .sessions
+            .session(&hash)
+            .await
+            .map_err(unavailable)?
+            .ok_or(SessionError::Invalid)?;
+        if !session.alive_at(now) {
+            // Expired: remove it now rather than wait for the purge.
+            if self
+                .sessions
+                .delete_session(&hash)
+                .await
+                .map_err(unavailable)?
+            {
+                bump(&self.counters.sessions_ended, 1);
+                tracing::info!(target: "audit", event = "session_ended", reason = "expired", session = %session.handle);
+            }
+            return Err(SessionError::Invalid);
+        }
+        let user = match self.users.user_by_id(&session.user_id).await {
+            Ok(Some(u)) if !u.disabled => u,
+            Ok(_) => return Err(SessionError::Invalid),
+            Err(e) => return Err(unavailable(e)),
+        };
+        if now - session.last_seen_at >= self.session_policy.touch_interval {
+            self.sessions
+                .touch_session(&hash, now)
+                .await
+                .map_err(unavailable)?;
+            session.last_seen_at = now;
+        }
+        Ok(Authenticated {
+            hash,
+            session,
+            user,
+        })
+    }
+
+    /// Ends the session with this hash.
+    pub async fn logout(&self, hash: &TokenHash) -> Result<bool, SessionError> {
+        let ended = self
+            .sessions
+            .delete_session(hash)
+            .await
+            .map_err(unavailable)?;
+        if ended {
+            bump(&self.counters.sessions_ended, 1);
+            tracing::info!(target: "audit", event = "session_ended", reason = "logout");
+        }
+        Ok(ended)
+    }
+
+    /// A user's live sessions, newest first.
+    pub async fn sessions_of(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(TokenHash, Session)>, SessionError> {
+        let now = self.now();
+        let mut list: Vec<_> = self
+            .sessions
+            .sessions_of(user_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|(_, s)| s.alive_at(now))
+            .collect();
+        list.sort_by_key(|(_, s)| std::cmp::Reverse(s.created_at));
+        Ok(list)
+    }
+
+    /// Ends one of `user_id`'s sessions by its public handle; false if the user has no such
+    /// session (another user's handle included).
+    pub async fn end_session(&self, user_id: &str, handle: &str) -> Result<bool, SessionError> {
+        let list = self
+            .sessions
+            .sessions_of(user_id)
+            .await
+            .map_err(unavailable)?;
+        match list.into_iter().find(|(_, s)| s.handle == handle) {
+            Some((hash, _)) => self.logout(&hash).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Ends every session of `user_id` but `keep`.
+    pub async fn end_other_sessions(
+        &self,
+        user_id: &str,
+        keep: &TokenHash,
+    ) -> Result<u64, SessionError> {
+        let n = self
+            .sessions
+            .delete_sessions_of(user_id, Some(keep))
+            .await
+            .map_err(unavailable)?;
+        bump(&self.counters.sessions_ended, n);
+        tracing::info!(target: "audit", event = "sessions_ended", reason = "end_others", user = %user_id, count = n);
+        Ok(n)
+    }
+
+    /// Replaces the application data of a session.
+    pub async fn set_session_data(
+        &self,
+        hash: &TokenHash,
+        data: &Value,
+    ) -> Result<bool, SessionError> {
+        self.sessions
+            .set_session_data(hash, data)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Disables (or enables) a user; disabling ends all of its sessions at once.
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<User, AccountError> {
+        let name = normalize_username(username).ok_or(AccountError::NotFound)?;
+        let user = self
+            .users
+            .user_by_name(&name)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        self.users.set_disabled(&user.id, disabled).await?;
+        if disabled {
+            let n = self.sessions.delete_sessions_of(&user.id, None).await?;
+            bump(&self.counters.sessions_ended, n);
+            tracing::info!(target: "audit", event = "user_disabled", user = %user.id, sessions_ended = n);
+        } else {
+            tracing::info!(target: "audit", event = "user_enabled", user = %user.id);
+        }
+        Ok(User { disabled, ..user })
+    }
+
+    /// Deletes a user and all of its sessions.
+    pub async fn delete_user(&self, username: &str) -> Result<User, AccountError> {
+        let name = normalize_username(username).ok_or(AccountError::NotFound)?;
+        let user = self
+            .users
+            .user_by_name(&name)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        let n = self.sessions.delete_sessions_of(&user.id, None).await?;
+        bump(&self.counters.sessions_ended, n);
+        self.users.delete_user(&user.id).await?;
+        tracing::info!(target: "audit", event = "user_deleted", user = %user.id, sessions_ended = n);
+        Ok(user)
+    }
+}
+
+impl From<StoreError> for SessionError {
+    fn from(e: StoreError) -> Self {
+        unavailable(e)
+    }
+}

@@ -1,0 +1,19 @@
+//! tessera-core: the domain of tessera — users, passwords, opaque tokens, sessions, login
+//! throttling — and the store traits it needs. No HTTP and no SQL: those live in
+//! tessera-server and tessera-store. Time comes from a [`tessera_jose::Clock`].
+
+pub mod auth;
+pub mod password;
+pub mod session;
+pub mod store;
+pub mod throttle;
+pub mod token;
+pub mod user;
+
+pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
+pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
+pub use session::{Session, SessionPolicy};
+pub use store::{SessionStore, StoreError, StoreResult, UserStore};
+pub use throttle::{Throttle, ThrottlePolicy};
+pub use token::{Kind, Token, TokenHash};
+pub use user::User;

@@ -1,0 +1,272 @@
+//! Passwords: the NIST SP 800-63B policy for new ones, and Argon2id hashing on a bounded pool of
+//! blocking threads, so that a flood of logins queues behind itself and never starves the
+//! request workers that answer `/auth/me`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+/// Argon2id cost parameters. The defaults are OWASP's first recommendation (m = 19 MiB, t = 2,
+/// p = 1); lower values are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Parallelism.
+    pub p_cost: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        HashParams {
+            m_cost: Params::DEFAULT_M_COST,
+            t_cost: Params::DEFAULT_T_COST,
+            p_cost: Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+impl HashParams {
+    /// The floor: m = 19 MiB, t = 2, p = 1.
+    pub const MINIMUM: HashParams = HashParams {
+        m_cost: 19 * 1024,
+        t_cost: 2,
+        p_cost: 1,
+    };
+
+    fn argon2(&self) -> Result<Argon2<'static>, PasswordError> {
+        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, None)
+            .map_err(|_| PasswordError::Internal)?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+
+    /// Whether a stored PHC string was made with exactly these parameters (Argon2id, v19).
+    pub fn matches(&self, phc: &str) -> bool {
+        let expected = format!(
+            "$argon2id$v=19$m={},t={},p={}$",
+            self.m_cost, self.t_cost, self.p_cost
+        );
+        phc.starts_with(&expected)
+    }
+}
+
+/// Why a password operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// Shorter than the configured minimum.
+    #[error("the password must be at least {0} characters long")]
+    TooShort(usize),
+    /// Longer than the maximum (a bound on hashing work, far above what people type).
+    #[error("the password must be at most {0} characters long")]
+    TooLong(usize),
+    /// On the list of common passwords, or the username itself.
+    #[error("this password is too common; choose another")]
+    Common,
+    /// Hashing failed or its pool is gone.
+    #[error("password hashing failed")]
+    Internal,
+}
+
+/// The rules for new passwords (SP 800-63B §5.1.1.2): a minimum length (default 8), at least 64
+/// characters allowed (here up to 1024), no composition rules, no truncation, and no password
+/// from the list of common ones (`data/common-passwords.txt`, see `data/SOURCES.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in characters.
+    pub min_len: usize,
+    /// Maximum length in characters.
+    pub max_len: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            min_len: 8,
+            max_len: 1024,
+        }
+    }
+}
+
+static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+impl PasswordPolicy {
+    /// Checks a new password for `username`.
+    pub fn check(&self, password: &str, username: &str) -> Result<(), PasswordError> {
+        let len = password.chars().count();
+        if len < self.min_len {
+            return Err(PasswordError::TooShort(self.min_len));
+        }
+        if len > self.max_len {
+            return Err(PasswordError::TooLong(self.max_len));
+        }
+        let lower = password.to_lowercase();
+        if COMMON.contains(lower.as_str()) || lower == username.to_lowercase() {
+            return Err(PasswordError::Common);
+        }
+        Ok(())
+    }
+}
+
+/// Hashes and verifies passwords with Argon2id, at most `concurrency` at a time, each on a
+/// blocking thread.
+#[derive(Debug, Clone)]
+pub struct PasswordHasherPool {
+    params: HashParams,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified against when the user does not exist, so that an
+    /// unknown username costs what a wrong password costs.
+    dummy: Arc<String>,
+}
+
+/// Salt length in bytes.
+const SALT: usize = 16;
+
+fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String, PasswordError> {
+    let mut salt = [0u8; SALT];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| PasswordError::Internal)?;
+    let hash = params
+        .argon2()?
+        .hash_password_with_salt(password, &salt)
+        .map_err(|_| PasswordError::Internal)?;
+    Ok(hash.to_string())
+}
+
+impl PasswordHasherPool {
+    /// A pool hashing with `params`, at most `concurrency` (≥ 1) hashes at once.
+    pub fn new(
+        params: HashParams,
+        concurrency: usize,
+    ) -> Result<PasswordHasherPool, PasswordError> {
+        if params.m_cost < HashParams::MINIMUM.m_cost
+            || params.t_cost < HashParams::MINIMUM.t_cost
+            || params.p_cost < HashParams::MINIMUM.p_cost
+        {
+            return Err(PasswordError::Internal);
+        }
+        let mut random = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(random.as_mut()).map_err(|_| PasswordError::Internal)?;
+        let dummy = hash_blocking(params, random.as_ref())?;
+        Ok(PasswordHasherPool {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// The parameters new hashes get.
+    pub fn params(&self) -> HashParams {
+        self.params
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Internal)?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|_| PasswordError::Internal)
+    }
+
+    /// Hashes a password (PHC string).
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let params = self.params;
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        self.run(move || hash_blocking(params, &password)).await?
+    }
+
+    /// Checks `password` against a stored hash, or against the dummy hash when `stored` is
+    /// `None` (unknown user: same cost, always false).
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<bool, PasswordError> {
+        let known = stored.is_some();
+        let phc = stored.map_or_else(|| (*self.dummy).clone(), str::to_owned);
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let ok = self
+            .run(move || {
+                Argon2::default()
+                    .verify_password(&password, phc.as_str())
+                    .is_ok()
+            })
+            .await?;
+        Ok(ok && known)
+    }
+
+    /// Whether a stored hash should be replaced after a successful login.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        !self.params.matches(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_after_nist() {
+        let p = PasswordPolicy::default();
+        assert_eq!(p.check("short", "alice"), Err(PasswordError::TooShort(8)));
+        assert_eq!(p.check("password", "alice"), Err(PasswordError::Common));
+        assert_eq!(p.check("PassWord", "alice"), Err(PasswordError::Common));
+        assert_eq!(
+            p.check("alice-in-wonderland", "alice-in-wonderland"),
+            Err(PasswordError::Common)
+        );
+        // No composition rules; 64+ characters fine, not truncated.
+        assert_eq!(p.check("correct horse battery staple", "alice"), Ok(()));
+        assert_eq!(p.check(&"x1".repeat(100), "alice"), Ok(()));
+        assert_eq!(
+            p.check(&"y".repeat(1025), "alice"),
+            Err(PasswordError::TooLong(1024))
+        );
+        // Length counts characters, not bytes.
+        assert_eq!(p.check("ééééééé", "alice"), Err(PasswordError::TooShort(8)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hash_verify_rehash() {
+        let pool = PasswordHasherPool::new(HashParams::default(), 1).unwrap();
+        let h = pool.hash("correct horse").await.unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
+        assert!(!pool.verify("correct horsE", Some(&h)).await.unwrap());
+        assert!(!pool.verify("correct horse", None).await.unwrap());
+        assert!(!pool.needs_rehash(&h));
+        let stronger = HashParams {
+            t_cost: 3,
+            ..HashParams::default()
+        };
+        let pool3 = PasswordHasherPool::new(stronger, 1).unwrap();
+        assert!(pool3.needs_rehash(&h));
+        // Old hashes still verify with the new pool: the parameters travel with the hash.
+        assert!(pool3.verify("correct horse", Some(&h)).await.unwrap());
+        // Weaker than the floor is refused.
+        assert!(
+            PasswordHasherPool::new(
+                HashParams {
+                    m_cost: 1024,
+                    ..HashParams::default()
+                },
+                1
+            )
+            .is_err()
+        );
+    }
+}

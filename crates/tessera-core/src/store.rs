@@ -1,0 +1,99 @@
+//! The store traits the domain needs, one per kind of thing stored. Backends live in
+//! tessera-store; every backend runs the same conformance suite.
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use crate::session::Session;
+use crate::token::TokenHash;
+use crate::user::User;
+
+/// A store failure the domain cannot fix: the caller answers "unavailable".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key is taken (a username, a token hash).
+    #[error("already exists")]
+    Conflict,
+    /// The backend failed or is unreachable. The text is for logs, never for clients.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where users live.
+pub trait UserStore: Send + Sync + 'static {
+    /// Adds a user; [`StoreError::Conflict`] if the username is taken.
+    fn create_user(&self, user: &User) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The user with this (normalized) username.
+    fn user_by_name(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = StoreResult<Option<User>>> + Send;
+    /// The user with this id.
+    fn user_by_id(&self, id: &str) -> impl Future<Output = StoreResult<Option<User>>> + Send;
+    /// Every user, by username.
+    fn list_users(&self) -> impl Future<Output = StoreResult<Vec<User>>> + Send;
+    /// Sets `disabled`; false if there is no such user.
+    fn set_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Replaces the password hash (a rehash after a parameter change).
+    fn set_password_hash(
+        &self,
+        id: &str,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Removes a user; false if there was none.
+    fn delete_user(&self, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Whether the store answers (for readiness).
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Where sessions live, keyed by the hash of their token, indexed by user.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Adds a session; [`StoreError::Conflict`] if the hash exists (never overwrites).
+    fn create_session(
+        &self,
+        hash: &TokenHash,
+        session: &Session,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The session with this token hash.
+    fn session(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = StoreResult<Option<Session>>> + Send;
+    /// Records activity.
+    fn touch_session(
+        &self,
+        hash: &TokenHash,
+        last_seen_at: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces the application data; false if the session is gone.
+    fn set_session_data(
+        &self,
+        hash: &TokenHash,
+        data: &Value,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Ends one session; false if it was not there.
+    fn delete_session(&self, hash: &TokenHash) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// A user's sessions with their hashes.
+    fn sessions_of(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<(TokenHash, Session)>>> + Send;
+    /// Ends all of a user's sessions but `except`; how many ended.
+    fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Removes sessions past their absolute expiry (stores without native expiry).
+    fn purge_expired_sessions(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// How many sessions exist (for the active-sessions gauge).
+    fn count_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+}
