@@ -92,7 +92,8 @@ pub trait SessionStore: Send + Sync + 'static {
         user_id: &str,
         except: Option<&TokenHash>,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Removes sessions past their absolute expiry (stores without native expiry).
+    /// Removes sessions no longer alive at `now` (idle or absolute expiry); for stores
+    /// without native expiry.
     fn purge_expired_sessions(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
     /// How many sessions exist (for the active-sessions gauge).
     fn count_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;

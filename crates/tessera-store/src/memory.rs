@@ -1,0 +1,214 @@
+//! Everything in a map behind a lock: for tests and a single process.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde_json::Value;
+use tessera_core::{Session, SessionStore, StoreError, StoreResult, TokenHash, User, UserStore};
+
+#[derive(Debug, Default)]
+struct Inner {
+    users: HashMap<String, User>,
+    user_by_name: HashMap<String, String>,
+    sessions: HashMap<TokenHash, Session>,
+    sessions_by_user: HashMap<String, HashSet<TokenHash>>,
+}
+
+/// The in-process store. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    // A poisoned lock only means a panic elsewhere while holding it; the maps stay consistent
+    // because every mutation below is a single step, so carry on with the data.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn remove_session(&mut self, hash: &TokenHash) -> bool {
+        match self.sessions.remove(hash) {
+            Some(s) => {
+                if let Some(set) = self.sessions_by_user.get_mut(&s.user_id) {
+                    set.remove(hash);
+                    if set.is_empty() {
+                        self.sessions_by_user.remove(&s.user_id);
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl UserStore for MemoryStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let mut g = self.write();
+        if g.user_by_name.contains_key(&user.username) || g.users.contains_key(&user.id) {
+            return Err(StoreError::Conflict);
+        }
+        g.user_by_name
+            .insert(user.username.clone(), user.id.clone());
+        g.users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let g = self.read();
+        Ok(g.user_by_name
+            .get(username)
+            .and_then(|id| g.users.get(id))
+            .cloned())
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        Ok(self.read().users.get(id).cloned())
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let mut list: Vec<User> = self.read().users.values().cloned().collect();
+        list.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(list)
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool> {
+        Ok(match self.write().users.get_mut(id) {
+            Some(u) => {
+                u.disabled = disabled;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool> {
+        Ok(match self.write().users.get_mut(id) {
+            Some(u) => {
+                u.password_hash = hash.to_owned();
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let mut g = self.write();
+        match g.users.remove(id) {
+            Some(u) => {
+                g.user_by_name.remove(&u.username);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()> {
+        let mut g = self.write();
+        if g.sessions.contains_key(hash) {
+            return Err(StoreError::Conflict);
+        }
+        g.sessions.insert(*hash, session.clone());
+        g.sessions_by_user
+            .entry(session.user_id.clone())
+            .or_default()
+            .insert(*hash);
+        Ok(())
+    }
+
+    async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        Ok(self.read().sessions.get(hash).cloned())
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
+        if let Some(s) = self.write().sessions.get_mut(hash) {
+            s.last_seen_at = last_seen_at;
+        }
+        Ok(())
+    }
+
+    async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
+        Ok(match self.write().sessions.get_mut(hash) {
+            Some(s) => {
+                s.data = data.clone();
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
+        Ok(self.write().remove_session(hash))
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        let g = self.read();
+        Ok(g.sessions_by_user
+            .get(user_id)
+            .map(|set| {
+                set.iter()
+                    .filter_map(|h| g.sessions.get(h).map(|s| (*h, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> StoreResult<u64> {
+        let mut g = self.write();
+        let hashes: Vec<TokenHash> = g
+            .sessions_by_user
+            .get(user_id)
+            .map(|set| set.iter().filter(|h| Some(*h) != except).copied().collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for h in &hashes {
+            if g.remove_session(h) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        let mut g = self.write();
+        let dead: Vec<TokenHash> = g
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.alive_at(now))
+            .map(|(h, _)| *h)
+            .collect();
+        let mut n = 0;
+        for h in &dead {
+            if g.remove_session(h) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        Ok(self.read().sessions.len() as u64)
+    }
+}

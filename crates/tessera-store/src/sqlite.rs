@@ -1,0 +1,320 @@
+//! SQLite through sqlx: one file, WAL journal, migrations embedded in the binary.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlSafeStr, SqlitePool};
+use tessera_core::{Session, SessionStore, StoreError, StoreResult, TokenHash, User, UserStore};
+
+/// The embedded schema, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "users and sessions",
+    include_str!("../migrations/sqlite/0001_users_sessions.sql"),
+)];
+
+/// The SQLite store. Clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and brings its schema up to date.
+    pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // An in-memory database lives in one connection: give it exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(
+                    *v,
+                    (*d).into(),
+                    MigrationType::Simple,
+                    (*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating the SQLite schema: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn session_from(row: &SqliteRow) -> Result<(TokenHash, Session), sqlx::Error> {
+    let hash: String = row.try_get("token_hash")?;
+    let hash = TokenHash::from_hex(&hash)
+        .ok_or_else(|| sqlx::Error::Decode("malformed token hash in the sessions table".into()))?;
+    let data: String = row.try_get("data")?;
+    let data: Value = serde_json::from_str(&data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok((
+        hash,
+        Session {
+            handle: row.try_get("handle")?,
+            user_id: row.try_get("user_id")?,
+            created_at: row.try_get("created_at")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+            expires_at: row.try_get("expires_at")?,
+            idle_timeout: row.try_get("idle_timeout")?,
+            user_agent: row.try_get("user_agent")?,
+            ip: row.try_get("ip")?,
+            data,
+        },
+    ))
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at";
+const SESSION_COLUMNS: &str = "token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, user_agent, ip, data";
+
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query("INSERT INTO users (id, username, password_hash, disabled, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(i64::from(user.disabled))
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
+        )))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(user_from).transpose().map_err(unavailable)
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(user_from).transpose().map_err(unavailable)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(user_from)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+            .bind(i64::from(disabled))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, hash: &TokenHash, s: &Session) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, user_agent, ip, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(hash.to_hex())
+            .bind(&s.handle)
+            .bind(&s.user_id)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(s.idle_timeout)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(s.data.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?"
+        )))
+        .bind(hash.to_hex())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref()
+            .map(|r| session_from(r).map(|(_, s)| s))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE token_hash = ?")
+            .bind(last_seen_at)
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE sessions SET data = ? WHERE token_hash = ?")
+            .bind(data.to_string())
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?"
+        )))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(session_from)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> StoreResult<u64> {
+        let r = match except {
+            Some(keep) => {
+                sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?")
+                    .bind(user_id)
+                    .bind(keep.to_hex())
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at + idle_timeout <= ?",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let n: i64 = row.try_get("n").map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

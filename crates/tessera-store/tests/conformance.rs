@@ -1,0 +1,200 @@
+//! One store test suite, written once, run against every backend (memory and SQLite here;
+//! PostgreSQL and Redis join it later). Each backend gets a fresh, empty store per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use serde_json::json;
+use tessera_core::{Kind, Session, SessionStore, StoreError, Token, TokenHash, User, UserStore};
+
+fn user(id: &str, name: &str) -> User {
+    User {
+        id: id.into(),
+        username: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        disabled: false,
+        created_at: 1_000,
+    }
+}
+
+fn session(handle: &str, user_id: &str, created: i64) -> (TokenHash, Session) {
+    (
+        Token::generate(Kind::Session).hash(),
+        Session {
+            handle: handle.into(),
+            user_id: user_id.into(),
+            created_at: created,
+            last_seen_at: created,
+            expires_at: created + 3600,
+            idle_timeout: 600,
+            user_agent: Some("test/1.0".into()),
+            ip: Some("192.0.2.7".into()),
+            data: json!({}),
+        },
+    )
+}
+
+async fn users<S: UserStore>(s: S) {
+    let alice = user("usr_a", "alice");
+    s.create_user(&alice).await.unwrap();
+    assert!(matches!(
+        s.create_user(&user("usr_b", "alice")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(s.user_by_name("alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.user_by_id("usr_a").await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.user_by_name("bob").await.unwrap(), None);
+    s.create_user(&user("usr_b", "bob")).await.unwrap();
+    let names: Vec<String> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(s.set_disabled("usr_a", true).await.unwrap());
+    assert!(s.user_by_id("usr_a").await.unwrap().unwrap().disabled);
+    assert!(!s.set_disabled("usr_zzz", true).await.unwrap());
+    assert!(s.set_password_hash("usr_a", "$argon2id$new").await.unwrap());
+    assert_eq!(
+        s.user_by_id("usr_a").await.unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+    assert!(s.delete_user("usr_a").await.unwrap());
+    assert!(!s.delete_user("usr_a").await.unwrap());
+    assert_eq!(s.user_by_name("alice").await.unwrap(), None);
+    // The name is free again.
+    s.create_user(&user("usr_c", "alice")).await.unwrap();
+    s.ping().await.unwrap();
+}
+
+async fn sessions<S: SessionStore>(s: S) {
+    let (h1, s1) = session("ses_1", "usr_a", 1_000);
+    let (h2, s2) = session("ses_2", "usr_a", 1_010);
+    let (h3, s3) = session("ses_3", "usr_b", 1_020);
+    s.create_session(&h1, &s1).await.unwrap();
+    s.create_session(&h2, &s2).await.unwrap();
+    s.create_session(&h3, &s3).await.unwrap();
+    // Never overwritten.
+    assert!(matches!(
+        s.create_session(&h1, &s2).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(s.session(&h1).await.unwrap(), Some(s1.clone()));
+    assert_eq!(s.count_sessions().await.unwrap(), 3);
+
+    s.touch_session(&h1, 1_100).await.unwrap();
+    assert_eq!(s.session(&h1).await.unwrap().unwrap().last_seen_at, 1_100);
+    let data = json!({"cart": [1, 2], "theme": "dark", "nested": {"é": null}});
+    assert!(s.set_session_data(&h1, &data).await.unwrap());
+    assert_eq!(s.session(&h1).await.unwrap().unwrap().data, data);
+
+    let mut of_a: Vec<String> = s
+        .sessions_of("usr_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s.handle)
+        .collect();
+    of_a.sort();
+    assert_eq!(of_a, ["ses_1", "ses_2"]);
+
+    // End all of a's sessions but one: b's are untouched.
+    assert_eq!(s.delete_sessions_of("usr_a", Some(&h1)).await.unwrap(), 1);
+    assert!(s.session(&h2).await.unwrap().is_none());
+    assert!(s.session(&h1).await.unwrap().is_some());
+    assert!(s.session(&h3).await.unwrap().is_some());
+    assert_eq!(s.delete_sessions_of("usr_a", None).await.unwrap(), 1);
+    assert!(s.sessions_of("usr_a").await.unwrap().is_empty());
+
+    assert!(s.delete_session(&h3).await.unwrap());
+    assert!(!s.delete_session(&h3).await.unwrap());
+    assert!(!s.set_session_data(&h3, &data).await.unwrap());
+    assert_eq!(s.count_sessions().await.unwrap(), 0);
+}
+
+async fn purge<S: SessionStore>(s: S) {
+    let (h1, s1) = session("ses_1", "usr_a", 1_000); // idle end 1600, absolute 4600
+    let (h2, mut s2) = session("ses_2", "usr_a", 1_000);
+    s2.last_seen_at = 4_000; // idle end 4600, absolute 4600
+    s.create_session(&h1, &s1).await.unwrap();
+    s.create_session(&h2, &s2).await.unwrap();
+    assert_eq!(s.purge_expired_sessions(1_599).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_sessions(1_600).await.unwrap(), 1);
+    assert!(s.session(&h1).await.unwrap().is_none());
+    assert_eq!(s.purge_expired_sessions(4_600).await.unwrap(), 1);
+    assert!(s.session(&h2).await.unwrap().is_none());
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            #[tokio::test]
+            async fn users() {
+                super::users($make).await;
+            }
+
+            #[tokio::test]
+            async fn sessions() {
+                super::sessions($make).await;
+            }
+
+            #[tokio::test]
+            async fn purge() {
+                super::purge($make).await;
+            }
+        }
+    };
+}
+
+suite!(memory, tessera_store::MemoryStore::new());
+suite!(
+    sqlite_memory,
+    tessera_store::SqliteStore::open("sqlite::memory:")
+        .await
+        .unwrap()
+);
+
+/// A file database, as `tessera serve` uses, in its own temporary directory.
+mod sqlite_file {
+    use super::*;
+
+    struct TempDb {
+        dir: std::path::PathBuf,
+    }
+
+    impl TempDb {
+        fn new(name: &str) -> TempDb {
+            let dir =
+                std::env::temp_dir().join(format!("tessera-store-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDb { dir }
+        }
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.dir.join("tessera.db").display())
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn users_sessions_and_reopen() {
+        let db = TempDb::new("reopen");
+        let s = tessera_store::SqliteStore::open(&db.url()).await.unwrap();
+        users(s.clone()).await;
+        sessions(s.clone()).await;
+        let (h, sess) = session("ses_keep", "usr_c", 5_000);
+        s.create_session(&h, &sess).await.unwrap();
+        s.close().await;
+        // Data survive a reopen; migrations run again harmlessly.
+        let s = tessera_store::SqliteStore::open(&db.url()).await.unwrap();
+        assert_eq!(s.session(&h).await.unwrap(), Some(sess));
+        assert_eq!(s.user_by_name("alice").await.unwrap().unwrap().id, "usr_c");
+        s.close().await;
+    }
+}
