@@ -1,1 +1,240 @@
-//! tessera-server
+//! tessera-server: the axum application. [`build`] turns a [`Config`] and a pair of stores into
+//! an [`AppState`]; [`router`] gives its routes; [`serve`] runs them on a listener until a
+//! shutdown signal, letting requests in flight finish. Only this crate speaks HTTP: domain
+//! errors become RFC 9457 problems here.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tessera_core::{
+    Auth, HashParams, PasswordHasherPool, PasswordPolicy, SessionPolicy, SessionStore, Throttle,
+    ThrottlePolicy, UserStore,
+};
+use tessera_jose::Clock;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+
+pub use config::{Config, ConfigError};
+pub use problem::Problem;
+
+/// What the handlers need besides the domain service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `__Host-tessera_session`, or `tessera_session` in development.
+    pub cookie_name: &'static str,
+    /// Whether the cookie carries `Secure`.
+    pub secure_cookie: bool,
+    /// Our origin (`scheme://host[:port]` of the issuer), for the same-origin rule.
+    pub origin: String,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<config::IpNet>,
+    /// Whether `/auth/register` is open.
+    pub allow_registration: bool,
+    /// Whether to send `Strict-Transport-Security` (the issuer is https).
+    pub hsts: bool,
+}
+
+/// The shared state of every handler.
+#[derive(Debug)]
+pub struct AppState<U, S> {
+    /// The domain service.
+    pub auth: Arc<Auth<U, S>>,
+    /// Handler settings.
+    pub settings: Arc<Settings>,
+    /// Request metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl<U, S> Clone for AppState<U, S> {
+    fn clone(&self) -> Self {
+        AppState {
+            auth: Arc::clone(&self.auth),
+            settings: Arc::clone(&self.settings),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// Builds the service over `users` and `sessions` with `clock`.
+pub fn build<U: UserStore, S: SessionStore>(
+    config: &Config,
+    users: U,
+    sessions: S,
+    clock: Arc<dyn Clock>,
+) -> Result<AppState<U, S>, ConfigError> {
+    let p = &config.password;
+    let hasher = PasswordHasherPool::new(
+        HashParams {
+            m_cost: p.memory_kib,
+            t_cost: p.iterations,
+            p_cost: p.parallelism,
+        },
+        p.hash_concurrency,
+    )
+    .map_err(|e| ConfigError(format!("password hashing: {e}")))?;
+    let t = &config.throttle;
+    let throttle = Throttle::new(ThrottlePolicy {
+        account_free: t.account_free_attempts,
+        ip_free: t.ip_free_attempts,
+        base_delay: t.base_delay.secs().max(1),
+        max_delay: t.max_delay.secs().max(1),
+        window: t.window.secs().max(1),
+        ..ThrottlePolicy::default()
+    });
+    let auth = Auth::new(
+        users,
+        sessions,
+        hasher,
+        PasswordPolicy {
+            min_len: p.min_length,
+            ..PasswordPolicy::default()
+        },
+        SessionPolicy {
+            idle_timeout: config.session.idle_timeout.secs(),
+            absolute_timeout: config.session.absolute_timeout.secs(),
+            ..SessionPolicy::default()
+        },
+        throttle,
+        clock,
+    );
+    let development = config.development();
+    let issuer = config.issuer();
+    Ok(AppState {
+        auth: Arc::new(auth),
+        settings: Arc::new(Settings {
+            cookie_name: if development {
+                "tessera_session"
+            } else {
+                "__Host-tessera_session"
+            },
+            secure_cookie: !development,
+            origin: http::origin_of(&issuer),
+            trusted_proxies: config.trusted_proxies.clone(),
+            allow_registration: config.allow_registration,
+            hsts: issuer.starts_with("https://"),
+        }),
+        metrics: Arc::new(metrics::Metrics::default()),
+    })
+}
+
+/// The routes, with the body limit, the request timeout, metrics and problem bodies for every
+/// error the framework itself produces.
+pub fn router<U: UserStore, S: SessionStore>(state: AppState<U, S>, config: &Config) -> Router {
+    Router::new()
+        .route("/auth/login", post(routes::login::<U, S>))
+        .route("/auth/logout", post(routes::logout::<U, S>))
+        .route("/auth/me", get(routes::me::<U, S>))
+        .route(
+            "/auth/sessions",
+            get(routes::list_sessions::<U, S>).delete(routes::end_other_sessions::<U, S>),
+        )
+        .route("/auth/sessions/{id}", delete(routes::end_session::<U, S>))
+        .route(
+            "/auth/session/data",
+            get(routes::get_session_data::<U, S>).put(routes::put_session_data::<U, S>),
+        )
+        .route("/auth/register", post(routes::register::<U, S>))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz::<U, S>))
+        .route("/metrics", get(routes::metrics::<U, S>))
+        .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout.0,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            finish::<U, S>,
+        ))
+        .with_state(state)
+}
+
+/// Records metrics, adds the security headers, and turns any error response that is not yet a
+/// problem (router 405, timeout 408, …) into one.
+async fn finish<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let mut res = next.run(req).await;
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let allow = res.headers().get(header::ALLOW).cloned();
+        res = Problem::for_status(status).into_response();
+        if let Some(a) = allow {
+            res.headers_mut().insert(header::ALLOW, a);
+        }
+    }
+    let h = res.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if state.settings.hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    state
+        .metrics
+        .record(&route, status.as_u16(), started.elapsed());
+    res
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Removes dead sessions every `every` until the process ends (stores without native expiry).
+pub fn spawn_purger<U: UserStore, S: SessionStore>(
+    state: &AppState<U, S>,
+    every: std::time::Duration,
+) {
+    let auth = Arc::clone(&state.auth);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match auth.sessions().purge_expired_sessions(auth.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
+                Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+            }
+        }
+    });
+}

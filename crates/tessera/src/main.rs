@@ -1,5 +1,5 @@
-//! The `tessera` command line: token tools now (`decode`, `verify`, `keys generate`); the server
-//! and the administration commands come with their issues.
+//! The `tessera` command line: the server (`serve`), accounts (`user`), and the token tools
+//! (`decode`, `verify`, `keys generate`).
 
 mod cmd;
 mod fetch;
@@ -25,6 +25,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service (defaults: 127.0.0.1:8080, SQLite in ./tessera-data). Every setting can
+    /// come from --config FILE or a TESSERA_… environment variable; see examples/tessera.toml.
+    Serve(cmd::serve::Args),
+    /// Manage user accounts, on the same store as the server.
+    #[command(subcommand)]
+    User(cmd::user::Command),
     /// Show a token's header and claims, with times made readable. Checks nothing: the
     /// signature is not verified, so the output says nothing about who made the token.
     Decode(cmd::decode::Args),
@@ -66,9 +72,26 @@ pub(crate) fn out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Structured log lines on stderr (`text` or `json`), filtered by `RUST_LOG` (default `info`).
+pub(crate) fn logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::User(c) => cmd::user::run(c),
         Command::Decode(args) => cmd::decode::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Keys(c) => cmd::keys::run(c),

@@ -2,6 +2,9 @@
 
 pub(crate) mod decode;
 pub(crate) mod keys;
+pub(crate) mod serve;
+pub(crate) mod store;
+pub(crate) mod user;
 pub(crate) mod verify;
 
 use std::io::Read as _;

@@ -1,0 +1,575 @@
+//! Configuration: defaults that run the whole service with no setup, a TOML file over them, and
+//! `TESSERA_…` environment variables over both. Every lifetime is a duration string ("90s",
+//! "15m", "12h", "7d").
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why configuration was refused: one sentence naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Parses `"90s"`, `"15m"`, `"12h"`, `"7d"`, `"250ms"` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        bad(format!(
+            "`{s}` is not a duration (like \"90s\", \"15m\", \"12h\", \"7d\")"
+        ))
+    })?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => {
+            return Err(bad(format!(
+                "`{s}` has an unknown unit (use ms, s, m, h or d)"
+            )));
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// A duration written as a string in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Whole seconds, as the domain counts them.
+    pub fn secs(self) -> i64 {
+        i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An address or a CIDR block of trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `192.0.2.1`, `10.0.0.0/8`, `::1`, `2001:db8::/32`.
+    pub fn parse(s: &str) -> Result<IpNet, ConfigError> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("`{s}` is not an IP address or CIDR block")))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| bad(format!("`{s}` has a bad prefix length")))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IpNet::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Ends a session after this long without a request.
+    pub idle_timeout: Dur,
+    /// Ends a session this long after login, whatever happens.
+    pub absolute_timeout: Dur,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Dur(Duration::from_secs(30 * 60)),
+            absolute_timeout: Dur(Duration::from_secs(12 * 3600)),
+        }
+    }
+}
+
+/// Password rules and hashing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Shortest password accepted for a new account.
+    pub min_length: usize,
+    /// Argon2id memory in KiB (at least 19456).
+    pub memory_kib: u32,
+    /// Argon2id iterations (at least 2).
+    pub iterations: u32,
+    /// Argon2id lanes (at least 1).
+    pub parallelism: u32,
+    /// Hashes computed at once; the rest wait. Default: one less than the CPUs, at least 1.
+    pub hash_concurrency: usize,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        PasswordConfig {
+            min_length: 8,
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            hash_concurrency: cpus.saturating_sub(1).max(1),
+        }
+    }
+}
+
+/// Login throttling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Failed logins per account before delays start.
+    pub account_free_attempts: u32,
+    /// Failed logins per client address before delays start.
+    pub ip_free_attempts: u32,
+    /// The first delay; each further failure doubles it.
+    pub base_delay: Dur,
+    /// The longest delay.
+    pub max_delay: Dur,
+    /// Failures older than this are forgotten.
+    pub window: Dur,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            account_free_attempts: 5,
+            ip_free_attempts: 20,
+            base_delay: Dur(Duration::from_secs(1)),
+            max_delay: Dur(Duration::from_secs(15 * 60)),
+            window: Dur(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Everything `tessera serve` reads. See `examples/tessera.toml` for each key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and keys live; created if missing.
+    pub data_dir: PathBuf,
+    /// The public URL of this service (`iss` of its tokens, the origin of its cookies).
+    pub issuer: Option<String>,
+    /// `sqlite://PATH` (default: `DATA_DIR/tessera.db`) or `memory:` (nothing kept).
+    pub database_url: Option<String>,
+    /// Whether `POST /auth/register` creates accounts.
+    pub allow_registration: bool,
+    /// Acknowledges that a TLS-terminating proxy sits in front, so plain HTTP may listen on a
+    /// non-loopback address.
+    pub behind_tls_proxy: bool,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR blocks).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Longest a request may take.
+    pub request_timeout: Dur,
+    /// How long requests in flight get to finish after SIGTERM.
+    pub shutdown_grace: Dur,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Session lifetimes.
+    pub session: SessionConfig,
+    /// Password rules and hashing.
+    pub password: PasswordConfig,
+    /// Login throttling.
+    pub throttle: ThrottleConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("tessera-data"),
+            issuer: None,
+            database_url: None,
+            allow_registration: false,
+            behind_tls_proxy: false,
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+            body_limit: 64 * 1024,
+            request_timeout: Dur(Duration::from_secs(30)),
+            shutdown_grace: Dur(Duration::from_secs(30)),
+            log_format: "text".into(),
+            session: SessionConfig::default(),
+            password: PasswordConfig::default(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// Every environment variable that overrides a key, with the key it sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("TESSERA_LISTEN", "listen"),
+    ("TESSERA_DATA_DIR", "data_dir"),
+    ("TESSERA_ISSUER", "issuer"),
+    ("TESSERA_DATABASE_URL", "database_url"),
+    ("TESSERA_ALLOW_REGISTRATION", "allow_registration"),
+    ("TESSERA_BEHIND_TLS_PROXY", "behind_tls_proxy"),
+    ("TESSERA_TLS_CERT", "tls_cert"),
+    ("TESSERA_TLS_KEY", "tls_key"),
+    ("TESSERA_TRUSTED_PROXIES", "trusted_proxies"),
+    ("TESSERA_BODY_LIMIT", "body_limit"),
+    ("TESSERA_REQUEST_TIMEOUT", "request_timeout"),
+    ("TESSERA_SHUTDOWN_GRACE", "shutdown_grace"),
+    ("TESSERA_LOG_FORMAT", "log_format"),
+    ("TESSERA_SESSION_IDLE_TIMEOUT", "session.idle_timeout"),
+    (
+        "TESSERA_SESSION_ABSOLUTE_TIMEOUT",
+        "session.absolute_timeout",
+    ),
+    ("TESSERA_PASSWORD_MIN_LENGTH", "password.min_length"),
+    ("TESSERA_PASSWORD_MEMORY_KIB", "password.memory_kib"),
+    ("TESSERA_PASSWORD_ITERATIONS", "password.iterations"),
+    ("TESSERA_PASSWORD_PARALLELISM", "password.parallelism"),
+    (
+        "TESSERA_PASSWORD_HASH_CONCURRENCY",
+        "password.hash_concurrency",
+    ),
+    (
+        "TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS",
+        "throttle.account_free_attempts",
+    ),
+    (
+        "TESSERA_THROTTLE_IP_FREE_ATTEMPTS",
+        "throttle.ip_free_attempts",
+    ),
+    ("TESSERA_THROTTLE_BASE_DELAY", "throttle.base_delay"),
+    ("TESSERA_THROTTLE_MAX_DELAY", "throttle.max_delay"),
+    ("TESSERA_THROTTLE_WINDOW", "throttle.window"),
+];
+
+/// Keys whose TOML value is a string (the others are numbers, booleans or lists).
+fn is_string_key(key: &str) -> bool {
+    !matches!(
+        key,
+        "allow_registration"
+            | "behind_tls_proxy"
+            | "body_limit"
+            | "trusted_proxies"
+            | "password.min_length"
+            | "password.memory_kib"
+            | "password.iterations"
+            | "password.parallelism"
+            | "password.hash_concurrency"
+            | "throttle.account_free_attempts"
+            | "throttle.ip_free_attempts"
+    )
+}
+
+fn set(doc: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((section, rest)) => {
+            let entry = doc
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                set(t, rest, value);
+            }
+        }
+        None => {
+            doc.insert(key.to_owned(), value);
+        }
+    }
+}
+
+/// Reads an environment value as the TOML value of its key.
+fn env_value(key: &str, raw: &str) -> Result<toml::Value, ConfigError> {
+    if is_string_key(key) {
+        return Ok(toml::Value::String(raw.to_owned()));
+    }
+    if key == "trusted_proxies" {
+        return Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ));
+    }
+    match raw.trim() {
+        "true" => Ok(toml::Value::Boolean(true)),
+        "false" => Ok(toml::Value::Boolean(false)),
+        n => n
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| bad(format!("{key}: `{raw}` is not a number or true/false"))),
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `env` overrides (`TESSERA_…` pairs).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    bad(format!(
+                        "{} is not valid TOML: {}",
+                        path.display(),
+                        e.message()
+                    ))
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, raw) in env {
+            if !name.starts_with("TESSERA_") {
+                continue;
+            }
+            match ENV_KEYS.iter().find(|(n, _)| *n == name) {
+                Some((_, key)) => set(&mut doc, key, env_value(key, &raw)?),
+                // Secrets and tool variables share the prefix; only config keys are read here.
+                None if matches!(
+                    name.as_str(),
+                    "TESSERA_MASTER_KEY"
+                        | "TESSERA_CONFIG"
+                        | "TESSERA_REDIS_URL"
+                        | "TESSERA_REDIS_PREFIX"
+                ) => {}
+                None => return Err(bad(format!("unknown configuration variable {name}"))),
+            }
+        }
+        let config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(format!("configuration: {}", e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.session.idle_timeout.0.is_zero() || self.session.absolute_timeout.0.is_zero() {
+            return Err(bad("session timeouts must be longer than zero"));
+        }
+        if self.password.min_length < 8 {
+            return Err(bad(
+                "password.min_length must be at least 8 (NIST SP 800-63B)",
+            ));
+        }
+        if self.password.memory_kib < 19 * 1024
+            || self.password.iterations < 2
+            || self.password.parallelism < 1
+        {
+            return Err(bad(
+                "password hashing must be at least Argon2id m=19456 KiB, t=2, p=1",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(bad("tls_cert and tls_key go together"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(bad("log_format is `text` or `json`"));
+        }
+        if let Some(issuer) = &self.issuer
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            return Err(bad("issuer must be an http(s) URL"));
+        }
+        Ok(())
+    }
+
+    /// Whether HTTPS is served directly.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// The issuer URL: configured, or derived from the listen address.
+    pub fn issuer(&self) -> String {
+        match &self.issuer {
+            Some(i) => i.trim_end_matches('/').to_owned(),
+            None => {
+                let scheme = if self.tls() { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            }
+        }
+    }
+
+    /// The database URL: configured, or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tessera.db").display()))
+    }
+
+    /// Development mode: plain HTTP with a loopback issuer. Cookies then drop `Secure` and the
+    /// `__Host-` prefix, which browsers refuse without HTTPS.
+    pub fn development(&self) -> bool {
+        let issuer = self.issuer();
+        issuer.starts_with("http://") && loopback_host(&issuer)
+    }
+
+    /// Refuses plain HTTP on a non-loopback address unless a TLS proxy is acknowledged.
+    pub fn check_transport(&self) -> Result<(), ConfigError> {
+        if !self.tls() && !self.listen.ip().is_loopback() && !self.behind_tls_proxy {
+            return Err(bad(format!(
+                "refusing plain HTTP on {}: set tls_cert and tls_key, listen on a loopback address, or set behind_tls_proxy = true if a TLS proxy terminates HTTPS in front",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn loopback_host(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        for bad in ["", "m", "5x", "-5s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr() {
+        let n = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("2001:db8::/32")
+                .unwrap()
+                .contains("2001:db8:1::5".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("nope").is_err());
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("tessera-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "allow_registration = true\n[session]\nidle_timeout = \"5m\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("TESSERA_SESSION_IDLE_TIMEOUT".to_owned(), "90s".to_owned()),
+            (
+                "TESSERA_TRUSTED_PROXIES".to_owned(),
+                "10.0.0.0/8, ::1".to_owned(),
+            ),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert!(c.allow_registration);
+        assert_eq!(c.session.idle_timeout.secs(), 90);
+        assert_eq!(c.session.absolute_timeout.secs(), 43_200);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(Config::load(None, vec![("TESSERA_NOPE".to_owned(), "1".to_owned())]).is_err());
+        std::fs::write(&file, "unknown_key = 1\n").unwrap();
+        assert!(Config::load(Some(&file), Vec::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn transport_rules() {
+        let mut c = Config::default();
+        assert!(c.check_transport().is_ok());
+        assert!(c.development());
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.check_transport().is_err());
+        c.behind_tls_proxy = true;
+        assert!(c.check_transport().is_ok());
+        c.issuer = Some("https://auth.example.com".into());
+        assert!(!c.development());
+    }
+}

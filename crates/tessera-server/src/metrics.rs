@@ -1,0 +1,121 @@
+//! Prometheus metrics: requests and latency per route, written in the text exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tessera_core::Counters;
+
+const BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; BOUNDS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: BTreeMap<(String, u16), u64>,
+    latency: BTreeMap<String, Histogram>,
+}
+
+/// Request metrics, labelled by the matched route (never the raw path, which is unbounded).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// Records one request.
+    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *g.requests.entry((route.to_owned(), status)).or_default() += 1;
+        let h = g.latency.entry(route.to_owned()).or_default();
+        h.count += 1;
+        h.sum += secs;
+        for (i, b) in BOUNDS.iter().enumerate() {
+            if secs <= *b {
+                h.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// The exposition text, with the domain counters and the active-session gauge.
+    pub fn render(&self, counters: &Counters, active_sessions: Option<u64>) -> String {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n# TYPE tessera_http_requests_total counter\n");
+        for ((route, status), n) in &g.requests {
+            let _ = writeln!(
+                out,
+                "tessera_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP tessera_http_request_duration_seconds Time to answer, by route.\n# TYPE tessera_http_request_duration_seconds histogram\n");
+        for (route, h) in &g.latency {
+            for (i, b) in BOUNDS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "tessera_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
+                    h.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tessera_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "tessera_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "tessera_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+        let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP tessera_logins_total Password logins by result.\n# TYPE tessera_logins_total counter\n");
+        let _ = writeln!(
+            out,
+            "tessera_logins_total{{result=\"ok\"}} {}",
+            c(&counters.logins_ok)
+        );
+        let _ = writeln!(
+            out,
+            "tessera_logins_total{{result=\"failed\"}} {}",
+            c(&counters.logins_failed)
+        );
+        let _ = writeln!(
+            out,
+            "tessera_logins_total{{result=\"throttled\"}} {}",
+            c(&counters.logins_throttled)
+        );
+        out.push_str("# HELP tessera_sessions_created_total Sessions created.\n# TYPE tessera_sessions_created_total counter\n");
+        let _ = writeln!(
+            out,
+            "tessera_sessions_created_total {}",
+            c(&counters.sessions_created)
+        );
+        out.push_str("# HELP tessera_sessions_ended_total Sessions ended (logout, revocation, expiry, user disabled).\n# TYPE tessera_sessions_ended_total counter\n");
+        let _ = writeln!(
+            out,
+            "tessera_sessions_ended_total {}",
+            c(&counters.sessions_ended)
+        );
+        if let Some(n) = active_sessions {
+            out.push_str("# HELP tessera_active_sessions Sessions in the store.\n# TYPE tessera_active_sessions gauge\n");
+            let _ = writeln!(out, "tessera_active_sessions {n}");
+        }
+        out
+    }
+}

@@ -1,0 +1,307 @@
+//! The handlers of the first-party endpoints (DESIGN.md, "Contract (HTTP)").
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tessera_core::{Authenticated, ClientInfo, SessionStore, UserStore};
+
+use crate::AppState;
+use crate::http::{JsonBody, Peer, bearer, client_ip, cookie, same_origin};
+use crate::problem::Problem;
+
+/// The largest session data document, in bytes of JSON.
+const MAX_SESSION_DATA: usize = 16 * 1024;
+
+/// Who is calling, and how they proved it.
+#[derive(Debug)]
+pub struct Caller {
+    /// The session.
+    pub auth: Authenticated,
+    /// True when the session came from the cookie (so same-origin rules apply).
+    pub via_cookie: bool,
+}
+
+impl<U: UserStore, S: SessionStore> AppState<U, S> {
+    /// The caller's session from `Authorization: Bearer tss_…` or the session cookie; never
+    /// from the URL.
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+        let (token, via_cookie) = match bearer(headers) {
+            Some(t) => (t, false),
+            None => match cookie(headers, self.settings.cookie_name) {
+                Some(t) => (t, true),
+                None => return Err(Problem::unauthorized()),
+            },
+        };
+        let auth = self.auth.authenticate(token).await?;
+        Ok(Caller { auth, via_cookie })
+    }
+
+    /// Refuses a cookie-authenticated change from another origin.
+    fn guard(&self, caller: &Caller, headers: &HeaderMap) -> Result<(), Problem> {
+        if caller.via_cookie && !same_origin(headers, &self.settings.origin) {
+            return Err(Problem::cross_site());
+        }
+        Ok(())
+    }
+
+    fn set_cookie(&self, value: &str, max_age: i64) -> HeaderValue {
+        let secure = if self.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        let text = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.settings.cookie_name
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    username: String,
+    password: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+pub(crate) async fn login<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    peer: Peer,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Response, Problem> {
+    // Login CSRF: a browser may only log in from our own pages.
+    if !same_origin(&headers, &state.settings.origin) {
+        return Err(Problem::cross_site());
+    }
+    match req.mode.as_deref() {
+        None | Some("session") => {}
+        Some("token") => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_mode",
+                "token mode is not enabled on this server",
+            ));
+        }
+        Some(_) => return Err(Problem::bad_request("mode is \"session\" or \"token\"")),
+    }
+    let client = ClientInfo {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip: client_ip(peer, &headers, &state.settings.trusted_proxies),
+    };
+    let (token, auth) = state
+        .auth
+        .login(&req.username, &req.password, &client)
+        .await?;
+    let max_age = auth.session.expires_at - auth.session.created_at;
+    let body = json!({
+        "sub": auth.user.id,
+        "username": auth.user.username,
+        "session_id": auth.session.handle,
+        "session_token": token.expose(),
+        "expires_at": auth.session.expires_at,
+    });
+    let mut res = Json(body).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        state.set_cookie(token.expose(), max_age),
+    );
+    Ok(no_store(res))
+}
+
+pub(crate) async fn logout<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    state.guard(&caller, &headers)?;
+    state.auth.logout(&caller.auth.hash).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut()
+        .insert(header::SET_COOKIE, state.set_cookie("", 0));
+    Ok(no_store(res))
+}
+
+pub(crate) async fn me<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    let a = &caller.auth;
+    Ok(no_store(
+        Json(json!({
+            "sub": a.user.id,
+            "username": a.user.username,
+            "auth": "session",
+            "session_id": a.session.handle,
+            "expires_at": a.session.ends_at(),
+        }))
+        .into_response(),
+    ))
+}
+
+pub(crate) async fn list_sessions<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    let list = state.auth.sessions_of(&caller.auth.user.id).await?;
+    let out: Vec<Value> = list
+        .iter()
+        .map(|(hash, s)| {
+            json!({
+                "id": s.handle,
+                "created_at": s.created_at,
+                "last_seen_at": s.last_seen_at,
+                "expires_at": s.ends_at(),
+                "user_agent": s.user_agent,
+                "ip": s.ip,
+                "current": *hash == caller.auth.hash,
+            })
+        })
+        .collect();
+    Ok(no_store(Json(out).into_response()))
+}
+
+pub(crate) async fn end_session<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    state.guard(&caller, &headers)?;
+    if state.auth.end_session(&caller.auth.user.id, &id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        // Another user's handle looks exactly like one that never existed.
+        Err(Problem::not_found("no such session"))
+    }
+}
+
+pub(crate) async fn end_other_sessions<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    state.guard(&caller, &headers)?;
+    let n = state
+        .auth
+        .end_other_sessions(&caller.auth.user.id, &caller.auth.hash)
+        .await?;
+    Ok(Json(json!({ "ended": n })).into_response())
+}
+
+pub(crate) async fn get_session_data<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    Ok(no_store(Json(caller.auth.session.data).into_response()))
+}
+
+pub(crate) async fn put_session_data<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+    JsonBody(data): JsonBody<Value>,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    state.guard(&caller, &headers)?;
+    if !data.is_object() {
+        return Err(Problem::bad_request("session data is a JSON object"));
+    }
+    if data.to_string().len() > MAX_SESSION_DATA {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "session data is limited to 16 KiB",
+        ));
+    }
+    if !state
+        .auth
+        .set_session_data(&caller.auth.hash, &data)
+        .await?
+    {
+        return Err(Problem::unauthorized());
+    }
+    Ok(no_store(Json(data).into_response()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterRequest {
+    username: String,
+    password: String,
+}
+
+pub(crate) async fn register<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Response, Problem> {
+    if !state.settings.allow_registration {
+        return Err(Problem::not_found(
+            "self-service registration is not enabled",
+        ));
+    }
+    if !same_origin(&headers, &state.settings.origin) {
+        return Err(Problem::cross_site());
+    }
+    let user = state.auth.create_user(&req.username, &req.password).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "sub": user.id, "username": user.username })),
+    )
+        .into_response())
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(crate) async fn readyz<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+) -> Response {
+    let users = state.auth.users().ping().await.is_ok();
+    let sessions = state.auth.sessions().count_sessions().await.is_ok();
+    let ready = users && sessions;
+    let body = Json(json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": { "users": users, "sessions": sessions },
+    }));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    no_store((status, body).into_response())
+}
+
+pub(crate) async fn metrics<U: UserStore, S: SessionStore>(
+    State(state): State<AppState<U, S>>,
+) -> Response {
+    let active = state.auth.sessions().count_sessions().await.ok();
+    let text = state.metrics.render(state.auth.counters(), active);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,120 @@
+//! `tessera serve`: the HTTP service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tessera_core::{SessionStore, UserStore};
+use tessera_server::Config;
+
+use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
+use crate::Failure;
+
+/// Arguments of `tessera serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The public URL of this service (default: http://LISTEN).
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+}
+
+pub(crate) fn run(args: Args) -> Result<(), Failure> {
+    let mut config = args.common.load()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(issuer) = args.issuer {
+        config.issuer = Some(issuer);
+    }
+    crate::logging(&config.log_format);
+    config
+        .check_transport()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if config.tls() {
+        return Err(Failure::usage(
+            "serving HTTPS directly is not built into this tessera yet; terminate TLS in a proxy and set behind_tls_proxy = true",
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::refused(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(with_stores(&config, Serve))
+}
+
+struct Serve;
+
+impl AsyncStoreFn<()> for Serve {
+    async fn call<U: UserStore + Clone, S: SessionStore + Clone>(
+        self,
+        config: &Config,
+        users: U,
+        sessions: S,
+    ) -> Result<(), Failure> {
+        let state = state(config, users, sessions)?;
+        tessera_server::spawn_purger(&state, Duration::from_secs(60));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Failure::refused(format!("cannot listen on {}: {e}", config.listen)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::refused(format!("cannot read the listening address: {e}")))?;
+        tracing::info!(listen = %local, issuer = %config.issuer(), database = %redact(&config.database_url()), "tessera is serving");
+        let grace = config.shutdown_grace.0;
+        let router = tessera_server::router(state, config);
+        // On SIGTERM the listener closes and requests in flight get `grace` to finish.
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        };
+        let deadline = async move {
+            let _ = stopped.changed().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = tessera_server::serve(listener, router, signal) => {
+                r.map_err(|e| Failure::refused(format!("the server failed: {e}")))?;
+            }
+            () = deadline => {
+                tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period were cut off");
+            }
+        }
+        tracing::info!("tessera stopped");
+        Ok(())
+    }
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
