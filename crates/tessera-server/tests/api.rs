@@ -1,0 +1,977 @@
+//! The HTTP contract of the first half of `tessera serve`, end to end: the real server on port
+//! 0, a real HTTP client, memory and SQLite stores, time moved by an injected clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use tessera_core::{SessionStore, UserStore};
+use tessera_jose::ManualClock;
+use tessera_server::{AppState, Config};
+use tessera_store::{MemoryStore, SqliteStore};
+
+const PW: &str = "correct horse battery";
+const T0: i64 = 1_800_000_000;
+
+struct App<U, S> {
+    url: String,
+    clock: ManualClock,
+    state: AppState<U, S>,
+    http: reqwest::Client,
+    cookie_name: &'static str,
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    // Fast enough for tests, still at the floor the policy demands.
+    c.password.hash_concurrency = 2;
+    c
+}
+
+async fn spawn_with<U: UserStore + Clone, S: SessionStore + Clone>(
+    mut config: Config,
+    users: U,
+    sessions: S,
+) -> App<U, S> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    config.listen = addr;
+    let clock = ManualClock::new(T0);
+    let state = tessera_server::build(&config, users, sessions, Arc::new(clock.clone())).unwrap();
+    let cookie_name = state.settings.cookie_name;
+    let router = tessera_server::router(state.clone(), &config);
+    tokio::spawn(tessera_server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    App {
+        url: format!("http://{addr}"),
+        clock,
+        state,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        cookie_name,
+    }
+}
+
+async fn spawn(config: Config) -> App<MemoryStore, MemoryStore> {
+    let s = MemoryStore::new();
+    spawn_with(config, s.clone(), s).await
+}
+
+async fn spawn_sqlite(config: Config) -> App<SqliteStore, SqliteStore> {
+    let s = SqliteStore::open("sqlite::memory:").await.unwrap();
+    spawn_with(config, s.clone(), s).await
+}
+
+struct Login {
+    token: String,
+    set_cookie: String,
+    body: Value,
+}
+
+impl<U: UserStore, S: SessionStore> App<U, S> {
+    async fn user(&self, name: &str) {
+        self.state.auth.create_user(name, PW).await.unwrap();
+    }
+
+    async fn login_raw(&self, body: Value, headers: HeaderMap) -> reqwest::Response {
+        self.http
+            .post(format!("{}/auth/login", self.url))
+            .headers(headers)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn login(&self, name: &str) -> Login {
+        let res = self
+            .login_raw(json!({"username": name, "password": PW}), HeaderMap::new())
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let set_cookie = res
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Value = res.json().await.unwrap();
+        Login {
+            token: body["session_token"].as_str().unwrap().to_owned(),
+            set_cookie,
+            body,
+        }
+    }
+
+    fn cookie(&self, token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("{}={token}", self.cookie_name)).unwrap(),
+        );
+        h
+    }
+
+    fn bearer(&self, token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    async fn get(&self, path: &str, headers: HeaderMap) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .headers(headers)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: HeaderMap,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .headers(headers)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn me(&self, headers: HeaderMap) -> StatusCode {
+        self.get("/auth/me", headers).await.status()
+    }
+}
+
+async fn problem(res: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(res.status(), status);
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:tessera:problem:")
+    );
+    body
+}
+
+/// Runs the scenario `$name` against the memory store and against SQLite.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(spawn(config()).await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(spawn_sqlite(config()).await).await;
+            }
+        }
+    };
+}
+
+async fn login_me_logout<U: UserStore, S: SessionStore>(app: App<U, S>) {
+    app.user("Alice").await;
+    let l = app.login("alice").await;
+    assert!(l.token.starts_with("tss_"));
+    assert_eq!(l.body["username"], "alice");
+    // Development cookie: loopback http issuer, so no Secure and no __Host- prefix.
+    assert!(
+        l.set_cookie
+            .starts_with(&format!("tessera_session={}; ", l.token)),
+        "{}",
+        l.set_cookie
+    );
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=43200"] {
+        assert!(
+            l.set_cookie.contains(attr),
+            "{attr} missing: {}",
+            l.set_cookie
+        );
+    }
+    let me: Value = app
+        .get("/auth/me", app.cookie(&l.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["auth"], "session");
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["session_id"], l.body["session_id"]);
+    assert_eq!(me["sub"], l.body["sub"]);
+    assert_eq!(app.me(app.bearer(&l.token)).await, StatusCode::OK);
+    // Logout expires the cookie and ends the session.
+    let res = app
+        .send(reqwest::Method::POST, "/auth/logout", app.cookie(&l.token))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let expired = res.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(
+        expired.starts_with("tessera_session=;") && expired.contains("Max-Age=0"),
+        "{expired}"
+    );
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(app.bearer(&l.token)).await, StatusCode::UNAUTHORIZED);
+}
+on_both_stores!(login_me_logout);
+
+async fn sessions_list_end_one_end_others<U: UserStore, S: SessionStore>(app: App<U, S>) {
+    app.user("alice").await;
+    app.user("bob").await;
+    let a1 = app.login("alice").await;
+    let a2 = app.login("alice").await;
+    let a3 = app.login("alice").await;
+    let b1 = app.login("bob").await;
+    let list: Vec<Value> = app
+        .get("/auth/sessions", app.cookie(&a1.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 3);
+    for s in &list {
+        for key in [
+            "id",
+            "created_at",
+            "last_seen_at",
+            "expires_at",
+            "user_agent",
+            "ip",
+            "current",
+        ] {
+            assert!(s.get(key).is_some(), "{key} missing in {s}");
+        }
+        assert!(s["id"].as_str().unwrap().starts_with("ses_"));
+        // The public handle is never the token.
+        assert!(!s.to_string().contains("tss_"));
+    }
+    let current: Vec<&Value> = list.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["id"], a1.body["session_id"]);
+
+    // Alice cannot end Bob's session: it looks like a session that does not exist.
+    let bob_id = b1.body["session_id"].as_str().unwrap();
+    problem(
+        app.send(
+            reqwest::Method::DELETE,
+            &format!("/auth/sessions/{bob_id}"),
+            app.cookie(&a1.token),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(app.me(app.cookie(&b1.token)).await, StatusCode::OK);
+
+    // End one of her own.
+    let a2_id = a2.body["session_id"].as_str().unwrap();
+    assert_eq!(
+        app.send(
+            reqwest::Method::DELETE,
+            &format!("/auth/sessions/{a2_id}"),
+            app.cookie(&a1.token)
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.me(app.cookie(&a2.token)).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // End all others: a3 ends, a1 stays, Bob is untouched.
+    let res: Value = app
+        .send(
+            reqwest::Method::DELETE,
+            "/auth/sessions",
+            app.cookie(&a1.token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["ended"], 1);
+    assert_eq!(
+        app.me(app.cookie(&a3.token)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.me(app.cookie(&a1.token)).await, StatusCode::OK);
+    assert_eq!(app.me(app.cookie(&b1.token)).await, StatusCode::OK);
+}
+on_both_stores!(sessions_list_end_one_end_others);
+
+async fn idle_and_absolute_expiry<U: UserStore, S: SessionStore>(app: App<U, S>) {
+    app.user("alice").await;
+    let l = app.login("alice").await;
+    // Idle timeout 30 min: activity keeps it alive...
+    for _ in 0..4 {
+        app.clock.advance(20 * 60);
+        assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::OK);
+    }
+    // ...31 minutes of silence ends it.
+    app.clock.advance(31 * 60);
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::UNAUTHORIZED);
+
+    // Absolute timeout 12 h ends a session however active.
+    let l = app.login("alice").await;
+    let end = app.clock_now() + 12 * 3600;
+    while app.clock_now() + 20 * 60 < end {
+        app.clock.advance(20 * 60);
+        assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::OK);
+    }
+    app.clock.set(end - 1);
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::OK);
+    app.clock.set(end);
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::UNAUTHORIZED);
+}
+on_both_stores!(idle_and_absolute_expiry);
+
+impl<U, S> App<U, S> {
+    fn clock_now(&self) -> i64 {
+        tessera_jose::Clock::now(&self.clock)
+    }
+}
+
+async fn last_seen_written_at_most_once_a_minute<U: UserStore, S: SessionStore>(app: App<U, S>) {
+    app.user("alice").await;
+    let l = app.login("alice").await;
+    let hash = tessera_core::Token::parse(tessera_core::Kind::Session, &l.token)
+        .unwrap()
+        .hash();
+    let seen = || async {
+        app.state
+            .auth
+            .sessions()
+            .session(&hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at
+    };
+    app.clock.advance(30);
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::OK);
+    assert_eq!(seen().await, T0);
+    app.clock.advance(31);
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::OK);
+    assert_eq!(seen().await, T0 + 61);
+}
+on_both_stores!(last_seen_written_at_most_once_a_minute);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_id_at_every_login_and_never_an_adopted_one() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    // A session id the server never issued (well-formed, checksummed) is refused, not adopted.
+    let planted = tessera_core::Token::generate(tessera_core::Kind::Session);
+    assert_eq!(
+        app.me(app.cookie(planted.expose())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Logging in while presenting it yields a fresh id; the planted one stays useless.
+    let mut h = app.cookie(planted.expose());
+    h.insert("user-agent", HeaderValue::from_static("fixation-test"));
+    let res = app
+        .login_raw(json!({"username": "alice", "password": PW}), h)
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let fresh = body["session_token"].as_str().unwrap();
+    assert_ne!(fresh, planted.expose());
+    assert_eq!(
+        app.me(app.cookie(planted.expose())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Two logins, two ids.
+    let a = app.login("alice").await;
+    let b = app.login("alice").await;
+    assert_ne!(a.token, b.token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_id_in_the_url_is_ignored() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let l = app.login("alice").await;
+    for q in [
+        "session",
+        "tessera_session",
+        "token",
+        "access_token",
+        "session_token",
+    ] {
+        let res = app
+            .get(&format!("/auth/me?{q}={}", l.token), HeaderMap::new())
+            .await;
+        problem(res, StatusCode::UNAUTHORIZED).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_changes_with_the_cookie_are_refused() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let l = app.login("alice").await;
+    let cross = |mut h: HeaderMap, how: &str| {
+        match how {
+            "origin" => h.insert("origin", HeaderValue::from_static("https://evil.example")),
+            _ => h.insert("sec-fetch-site", HeaderValue::from_static("cross-site")),
+        };
+        h
+    };
+    for how in ["origin", "fetch"] {
+        problem(
+            app.send(
+                reqwest::Method::POST,
+                "/auth/logout",
+                cross(app.cookie(&l.token), how),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        problem(
+            app.send(
+                reqwest::Method::DELETE,
+                "/auth/sessions",
+                cross(app.cookie(&l.token), how),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        // Login CSRF too.
+        let res = app
+            .login_raw(
+                json!({"username": "alice", "password": PW}),
+                cross(HeaderMap::new(), how),
+            )
+            .await;
+        problem(res, StatusCode::FORBIDDEN).await;
+    }
+    assert_eq!(app.me(app.cookie(&l.token)).await, StatusCode::OK);
+    // Same origin passes.
+    let mut same = app.cookie(&l.token);
+    same.insert("origin", HeaderValue::from_str(&app.url).unwrap());
+    same.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+    let res = app
+        .http
+        .put(format!("{}/auth/session/data", app.url))
+        .headers(same)
+        .json(&json!({"k": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // A bearer token is not ambient authority: no origin rule applies.
+    let h = cross(app.bearer(&l.token), "origin");
+    assert_eq!(
+        app.send(reqwest::Method::POST, "/auth/logout", h)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_user_enumeration() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    app.user("carol").await;
+    app.state.auth.set_disabled("carol", true).await.unwrap();
+    let mut answers = Vec::new();
+    for (user, pw) in [
+        ("nobody", PW),
+        ("alice", "wrong password!"),
+        ("carol", PW),
+        ("not a valid name!", PW),
+    ] {
+        let res = app
+            .login_raw(json!({"username": user, "password": pw}), HeaderMap::new())
+            .await;
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        answers.push((status, body));
+    }
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+    for a in &answers[1..] {
+        assert_eq!(a, &answers[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_grows_answers_429_and_resets() {
+    let mut c = config();
+    c.throttle.account_free_attempts = 3;
+    let app = spawn(c).await;
+    app.user("alice").await;
+    let bad = || {
+        app.login_raw(
+            json!({"username": "alice", "password": "wrong password!"}),
+            HeaderMap::new(),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(bad().await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The 4th failure starts a 1 s delay; the next attempt is throttled.
+    assert_eq!(bad().await.status(), StatusCode::UNAUTHORIZED);
+    let res = bad().await;
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+    problem(res, StatusCode::TOO_MANY_REQUESTS).await;
+    // Even the right password waits.
+    let res = app
+        .login_raw(
+            json!({"username": "alice", "password": PW}),
+            HeaderMap::new(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The delay doubles.
+    app.clock.advance(1);
+    assert_eq!(bad().await.status(), StatusCode::UNAUTHORIZED);
+    let res = bad().await;
+    assert_eq!(res.headers().get("retry-after").unwrap(), "2");
+    // After the delay, the right password works and clears the account's record.
+    app.clock.advance(2);
+    app.login("alice").await;
+    for _ in 0..3 {
+        assert_eq!(bad().await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Unknown accounts are throttled the same way (no enumeration through the throttle).
+    for _ in 0..4 {
+        app.login_raw(
+            json!({"username": "ghost", "password": "x"}),
+            HeaderMap::new(),
+        )
+        .await;
+    }
+    assert_eq!(
+        app.login_raw(
+            json!({"username": "ghost", "password": "x"}),
+            HeaderMap::new()
+        )
+        .await
+        .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let mut c = config();
+    c.throttle.ip_free_attempts = 2;
+    c.throttle.account_free_attempts = 100;
+    let app = spawn(c.clone()).await;
+    let from = |ip: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static(ip));
+        h
+    };
+    // Not trusted: every request counts against 127.0.0.1, whatever the header says.
+    for (i, ip) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        .into_iter()
+        .enumerate()
+    {
+        app.login_raw(
+            json!({"username": format!("u{i}"), "password": "x"}),
+            from(ip),
+        )
+        .await;
+    }
+    assert_eq!(
+        app.login_raw(
+            json!({"username": "u9", "password": "x"}),
+            from("192.0.2.4")
+        )
+        .await
+        .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Trusted loopback proxy: each forwarded address has its own count.
+    c.trusted_proxies = vec![tessera_server::config::IpNet::parse("127.0.0.1").unwrap()];
+    let app = spawn(c).await;
+    for (i, ip) in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]
+        .into_iter()
+        .enumerate()
+    {
+        let res = app
+            .login_raw(
+                json!({"username": format!("u{i}"), "password": "x"}),
+                from(ip),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let l = {
+        app.user("alice").await;
+        app.login_raw(
+            json!({"username": "alice", "password": PW}),
+            from("198.51.100.7"),
+        )
+        .await
+    };
+    let token = l.json::<Value>().await.unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let list: Vec<Value> = app
+        .get("/auth/sessions", app.cookie(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["ip"], "198.51.100.7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_ends_its_sessions() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    app.user("bob").await;
+    let a1 = app.login("alice").await;
+    let a2 = app.login("alice").await;
+    let b = app.login("bob").await;
+    app.state.auth.set_disabled("alice", true).await.unwrap();
+    assert_eq!(
+        app.me(app.cookie(&a1.token)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.me(app.bearer(&a2.token)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.me(app.cookie(&b.token)).await, StatusCode::OK);
+    assert_eq!(
+        app.state
+            .auth
+            .sessions()
+            .sessions_of(a1.body["sub"].as_str().unwrap())
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    // And cannot log in, with the same answer as a wrong password.
+    let res = app
+        .login_raw(
+            json!({"username": "alice", "password": PW}),
+            HeaderMap::new(),
+        )
+        .await;
+    problem(res, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_data_is_the_callers_own() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    app.user("bob").await;
+    let a = app.login("alice").await;
+    let b = app.login("bob").await;
+    let put = |token: &str, body: String| {
+        let mut h = app.cookie(token);
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        app.http
+            .put(format!("{}/auth/session/data", app.url))
+            .headers(h)
+            .body(body)
+            .send()
+    };
+    let data = json!({"theme": "dark", "cart": [1, 2, 3]});
+    assert_eq!(
+        put(&a.token, data.to_string()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let got: Value = app
+        .get("/auth/session/data", app.cookie(&a.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, data);
+    let other: Value = app
+        .get("/auth/session/data", app.cookie(&b.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other, json!({}));
+    problem(
+        put(&a.token, "[1,2]".into()).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let big = json!({"x": "y".repeat(20_000)}).to_string();
+    problem(
+        put(&a.token, big).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    problem(
+        app.get("/auth/session/data", HeaderMap::new()).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clear_4xx_problem() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let raw = |ct: &'static str, body: Vec<u8>| {
+        app.http
+            .post(format!("{}/auth/login", app.url))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+        (
+            "application/json",
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            b"{\"username\":\"alice\",\"password\":\"\xff\xfe\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"{"username":"alice","password":42}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"{"username":"alice","password":"p","admin":true}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"{"username":"alice"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"{"username":"alice","password":"p","mode":"magic"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"[]"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            vec![b' '; 70 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "text/plain",
+            br#"{"username":"alice","password":"p"}"#.to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"username=alice&password=p".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ];
+    for (ct, body, status) in cases {
+        let p = problem(raw(ct, body).await.unwrap(), status).await;
+        // A secret sent in the wrong place never comes back in the error.
+        assert!(!p.to_string().contains("hunter2"));
+    }
+    let p = problem(
+        raw(
+            "application/json",
+            br#"{"username":"alice","password":["hunter2"]}"#.to_vec(),
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(!p.to_string().contains("hunter2"), "{p}");
+    // Malformed tokens of every kind: 401, never 5xx.
+    for t in [
+        "",
+        "tss_",
+        "tss_short",
+        &"tss_".repeat(40),
+        "Bearer",
+        "tsr_AAAA",
+        "\u{0}",
+    ] {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
+            h.insert("authorization", v);
+        }
+        assert_eq!(app.me(h).await, StatusCode::UNAUTHORIZED);
+    }
+    problem(
+        app.get("/no/such/route", HeaderMap::new()).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let p = problem(
+        app.send(reqwest::Method::DELETE, "/auth/me", HeaderMap::new())
+            .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_eq!(p["title"], "Method Not Allowed");
+    // The server is fine afterwards.
+    app.login("alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_off_unless_configured() {
+    let app = spawn(config()).await;
+    let res = app
+        .http
+        .post(format!("{}/auth/register", app.url))
+        .json(&json!({"username": "dave", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::NOT_FOUND).await;
+
+    let mut c = config();
+    c.allow_registration = true;
+    let app = spawn(c).await;
+    let reg = |u: &str, p: &str| {
+        app.http
+            .post(format!("{}/auth/register", app.url))
+            .json(&json!({"username": u, "password": p}))
+            .send()
+    };
+    let res = reg("Dave", PW).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["username"], "dave");
+    app.login("dave").await;
+    problem(reg("dave", PW).await.unwrap(), StatusCode::CONFLICT).await;
+    let p = problem(
+        reg("erin", "password").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(p["detail"].as_str().unwrap().contains("common"));
+    problem(reg("erin", "short").await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(reg("bad name!", PW).await.unwrap(), StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_cookie_attributes() {
+    let mut c = config();
+    c.issuer = Some("https://auth.example.com".into());
+    let app = spawn(c).await;
+    app.user("alice").await;
+    let mut h = HeaderMap::new();
+    h.insert(
+        "origin",
+        HeaderValue::from_static("https://auth.example.com"),
+    );
+    let res = app
+        .login_raw(json!({"username": "alice", "password": PW}), h)
+        .await;
+    assert_eq!(
+        res.headers().get("strict-transport-security").unwrap(),
+        "max-age=63072000; includeSubDomains"
+    );
+    let set_cookie = res
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set_cookie.starts_with("__Host-tessera_session=tss_"),
+        "{set_cookie}"
+    );
+    for attr in ["; Secure", "; HttpOnly", "; SameSite=Lax", "; Path=/"] {
+        assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    assert!(!set_cookie.contains("Domain="));
+    // The dev cookie name means nothing to a production server.
+    let token = res.json::<Value>().await.unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut dev = HeaderMap::new();
+    dev.insert(
+        "cookie",
+        HeaderValue::from_str(&format!("tessera_session={token}")).unwrap(),
+    );
+    assert_eq!(app.me(dev).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(app.cookie(&token)).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let app = spawn_sqlite(config()).await;
+    assert_eq!(
+        app.get("/healthz", HeaderMap::new())
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "ok\n"
+    );
+    let ready: Value = app
+        .get("/readyz", HeaderMap::new())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    app.user("alice").await;
+    let l = app.login("alice").await;
+    app.me(app.cookie(&l.token)).await;
+    app.login_raw(
+        json!({"username": "alice", "password": "wrong password!"}),
+        HeaderMap::new(),
+    )
+    .await;
+    let m = app
+        .get("/metrics", HeaderMap::new())
+        .await
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "tessera_http_requests_total{route=\"/auth/me\",status=\"200\"} 1",
+        "tessera_http_requests_total{route=\"/auth/login\",status=\"401\"} 1",
+        "tessera_http_request_duration_seconds_count{route=\"/auth/me\"} 1",
+        "tessera_logins_total{result=\"ok\"} 1",
+        "tessera_logins_total{result=\"failed\"} 1",
+        "tessera_sessions_created_total 1",
+        "tessera_active_sessions 1",
+    ] {
+        assert!(m.contains(line), "missing `{line}` in\n{m}");
+    }
+    assert!(!m.contains("tss_"));
+}
