@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod problem;
 mod routes;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

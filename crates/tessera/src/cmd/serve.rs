@@ -34,11 +34,6 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     config
         .check_transport()
         .map_err(|e| Failure::usage(e.to_string()))?;
-    if config.tls() {
-        return Err(Failure::usage(
-            "serving HTTPS directly is not built into this tessera yet; terminate TLS in a proxy and set behind_tls_proxy = true",
-        ));
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +50,13 @@ impl AsyncStoreFn<()> for Serve {
         users: U,
         sessions: S,
     ) -> Result<(), Failure> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                tessera_server::tls::server_config(cert, key)
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let state = state(config, users, sessions)?;
         tessera_server::spawn_purger(&state, Duration::from_secs(60));
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -76,8 +78,14 @@ impl AsyncStoreFn<()> for Serve {
             let _ = stopped.changed().await;
             tokio::time::sleep(grace).await;
         };
+        let server = async move {
+            match tls {
+                Some(tls) => tessera_server::tls::serve_tls(listener, router, tls, signal).await,
+                None => tessera_server::serve(listener, router, signal).await,
+            }
+        };
         tokio::select! {
-            r = tessera_server::serve(listener, router, signal) => {
+            r = server => {
                 r.map_err(|e| Failure::refused(format!("the server failed: {e}")))?;
             }
             () = deadline => {

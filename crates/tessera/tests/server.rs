@@ -1,0 +1,353 @@
+//! The real `tessera` binary as an administrator runs it: `serve` with nothing but a data
+//! directory, `user` commands on the same store while the server runs, the transport rules,
+//! HTTPS, and graceful shutdown on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PW: &str = "correct horse battery";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("tessera-srv-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        let _ = input.write_all(s.as_bytes());
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path, env: &[(&str, &str)], scheme: &str) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let server = Server {
+            child,
+            url: format!("{scheme}://{listen}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn login(url: &str, user: &str) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"username": user, "password": PW}))
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn serve_with_nothing_but_a_data_dir_and_administer_it_live() {
+    let dir = Dir::new("live");
+    let data = dir.0.join("data");
+    let server = Server::start(&data, &[], "http");
+    assert!(
+        data.join("tessera.db").exists(),
+        "the SQLite file is created on first start"
+    );
+    let health = client()
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let d = data.to_str().unwrap();
+
+    // A user added by the CLI can log in to the running server at once.
+    let o = tessera(
+        &["user", "add", "Alice", "--password-stdin", "--data-dir", d],
+        &[],
+        Some(&format!("{PW}\n")),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let res = login(&server.url, "alice");
+    assert_eq!(res.status(), 200);
+    let token = res.json::<Value>().unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = |t: &str| {
+        client()
+            .get(format!("{}/auth/me", server.url))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(me(&token), 200);
+
+    let o = tessera(&["user", "list", "--json", "--data-dir", d], &[], None);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["username"], "alice");
+    assert_eq!(list[0]["disabled"], false);
+
+    // Disabling by the CLI ends the user's sessions on the running server.
+    let o = tessera(&["user", "disable", "alice", "--data-dir", d], &[], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(me(&token), 401);
+    assert_eq!(login(&server.url, "alice").status(), 401);
+    let o = tessera(&["user", "enable", "alice", "--data-dir", d], &[], None);
+    assert!(o.status.success());
+    assert_eq!(login(&server.url, "alice").status(), 200);
+    let o = tessera(&["user", "delete", "alice", "--data-dir", d], &[], None);
+    assert!(o.status.success());
+    assert_eq!(login(&server.url, "alice").status(), 401);
+
+    // Refusals: one plain line, exit 1; bad flags exit 2.
+    for (args, stdin) in [
+        (
+            vec!["user", "add", "bob", "--password-stdin", "--data-dir", d],
+            "password\n",
+        ),
+        (
+            vec![
+                "user",
+                "add",
+                "bad name!",
+                "--password-stdin",
+                "--data-dir",
+                d,
+            ],
+            "correct horse\n",
+        ),
+        (vec!["user", "disable", "nobody", "--data-dir", d], ""),
+    ] {
+        let o = tessera(&args, &[], Some(stdin));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("tessera: ") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    // Without a terminal and without --password-stdin, nothing hangs: bad usage.
+    let o = tessera(&["user", "add", "carol", "--data-dir", d], &[], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        tessera(&["user", "frobnicate"], &[], None).status.code(),
+        Some(2)
+    );
+
+    assert!(server.stop().success());
+}
+
+#[test]
+fn plain_http_off_loopback_needs_an_acknowledged_tls_proxy() {
+    let dir = Dir::new("transport");
+    let d = dir.0.to_str().unwrap();
+    let o = tessera(
+        &["serve", "--data-dir", d, "--listen", "0.0.0.0:0"],
+        &[],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing plain HTTP"));
+    let o = tessera(
+        &["serve", "--data-dir", d],
+        &[("TESSERA_NO_SUCH_KEY", "1")],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("TESSERA_NO_SUCH_KEY"));
+    let o = tessera(
+        &["serve", "--data-dir", d],
+        &[("TESSERA_SESSION_IDLE_TIMEOUT", "soon")],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn https_with_a_certificate_and_key() {
+    let dir = Dir::new("tls");
+    let cert = dir.0.join("cert.pem");
+    let key = dir.0.join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl could not make a test certificate");
+    let env = [
+        ("TESSERA_TLS_CERT", cert.to_str().unwrap()),
+        ("TESSERA_TLS_KEY", key.to_str().unwrap()),
+    ];
+    let server = Server::start(&dir.0.join("data"), &env, "https");
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let https = reqwest::blocking::Client::builder()
+        .tls_certs_only([root])
+        .build()
+        .unwrap();
+    let res = https.get(format!("{}/healthz", server.url)).send().unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("strict-transport-security").unwrap(),
+        "max-age=63072000; includeSubDomains"
+    );
+    // Plain HTTP to the TLS port gets nothing useful.
+    assert!(
+        client()
+            .get(server.url.replace("https", "http") + "/healthz")
+            .send()
+            .is_err()
+    );
+    assert!(server.stop().success());
+    // A key that does not match is refused at start with a sentence, not a panic.
+    let o = tessera(
+        &["serve", "--data-dir", dir.0.to_str().unwrap()],
+        &[
+            ("TESSERA_TLS_CERT", cert.to_str().unwrap()),
+            ("TESSERA_TLS_KEY", cert.to_str().unwrap()),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tls_key"));
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let dir = Dir::new("graceful");
+    let data = dir.0.join("data");
+    // Slow hashing makes a login a request that is still running when the signal comes.
+    let env = [("TESSERA_PASSWORD_ITERATIONS", "40")];
+    let o = tessera(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &env,
+        Some(PW),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let server = Server::start(&data, &env, "http");
+    let url = server.url.clone();
+    let started = Instant::now();
+    let in_flight = std::thread::spawn(move || login(&url, "alice").status());
+    std::thread::sleep(Duration::from_millis(150));
+    let status = server.stop();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(in_flight.join().unwrap(), 200);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
