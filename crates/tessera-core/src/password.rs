@@ -117,15 +117,52 @@ impl PasswordPolicy {
     }
 }
 
-/// Hashes and verifies passwords with Argon2id, at most `concurrency` at a time, each on a
-/// blocking thread.
+/// Hashes and verifies passwords with Argon2id on `concurrency` dedicated threads of the lowest
+/// scheduling priority, so that hashing only ever uses CPU time that request handling leaves
+/// idle: a flood of logins slows logins, not the requests beside them.
 #[derive(Debug, Clone)]
 pub struct PasswordHasherPool {
     params: HashParams,
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
     /// A hash of a random password, verified against when the user does not exist, so that an
     /// unknown username costs what a wrong password costs.
     dummy: Arc<String>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts `n` hashing threads at the lowest priority, fed by one queue.
+fn start_threads(n: usize) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    for i in 0..n {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name(format!("tessera-hash-{i}"))
+            .spawn(move || {
+                // Best effort: without the right to lower it, hashing runs at normal priority.
+                if thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                )
+                .is_err()
+                {
+                    tracing::debug!("could not lower the hashing thread's priority");
+                }
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return, // the pool is gone
+                    }
+                }
+            })
+            .map_err(|_| PasswordError::Internal)?;
+    }
+    Ok(tx)
 }
 
 /// Salt length in bytes.
@@ -156,9 +193,11 @@ impl PasswordHasherPool {
         let mut random = Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(random.as_mut()).map_err(|_| PasswordError::Internal)?;
         let dummy = hash_blocking(params, random.as_ref())?;
+        let concurrency = concurrency.max(1);
         Ok(PasswordHasherPool {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            jobs: start_threads(concurrency)?,
             dummy: Arc::new(dummy),
         })
     }
@@ -177,9 +216,13 @@ impl PasswordHasherPool {
             .acquire()
             .await
             .map_err(|_| PasswordError::Internal)?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|_| PasswordError::Internal)
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(job());
+            }))
+            .map_err(|_| PasswordError::Internal)?;
+        result.await.map_err(|_| PasswordError::Internal)
     }
 
     /// Hashes a password (PHC string).

@@ -173,10 +173,7 @@ async fn finish<U: UserStore, S: SessionStore>(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let mut res = next.run(req).await;
     let status = res.status();
     let is_problem = res
@@ -201,9 +198,10 @@ async fn finish<U: UserStore, S: SessionStore>(
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         );
     }
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
         .metrics
-        .record(&route, status.as_u16(), started.elapsed());
+        .record(route, status.as_u16(), started.elapsed());
     res
 }
 

@@ -20,9 +20,14 @@ struct Histogram {
 }
 
 #[derive(Debug, Default)]
+struct Route {
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
+#[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
+    routes: BTreeMap<String, Route>,
 }
 
 /// Request metrics, labelled by the matched route (never the raw path, which is unbounded).
@@ -36,8 +41,15 @@ impl Metrics {
     pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *g.requests.entry((route.to_owned(), status)).or_default() += 1;
-        let h = g.latency.entry(route.to_owned()).or_default();
+        // Allocates only the first time a route is seen.
+        if !g.routes.contains_key(route) {
+            g.routes.insert(route.to_owned(), Route::default());
+        }
+        let Some(r) = g.routes.get_mut(route) else {
+            return;
+        };
+        *r.statuses.entry(status).or_default() += 1;
+        let h = &mut r.latency;
         h.count += 1;
         h.sum += secs;
         for (i, b) in BOUNDS.iter().enumerate() {
@@ -52,14 +64,16 @@ impl Metrics {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n# TYPE tessera_http_requests_total counter\n");
-        for ((route, status), n) in &g.requests {
-            let _ = writeln!(
-                out,
-                "tessera_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        for (route, r) in &g.routes {
+            for (status, n) in &r.statuses {
+                let _ = writeln!(
+                    out,
+                    "tessera_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP tessera_http_request_duration_seconds Time to answer, by route.\n# TYPE tessera_http_request_duration_seconds histogram\n");
-        for (route, h) in &g.latency {
+        for (route, h) in g.routes.iter().map(|(k, r)| (k, &r.latency)) {
             for (i, b) in BOUNDS.iter().enumerate() {
                 let _ = writeln!(
                     out,

@@ -3,10 +3,12 @@
 //! default. PostgreSQL and Redis come with the many-servers work. The same conformance suite
 //! (`tests/conformance.rs`) runs against every backend.
 
+mod cached;
 mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use cached::CachedStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

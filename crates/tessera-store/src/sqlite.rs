@@ -12,11 +12,18 @@ use sqlx::{Row, SqlSafeStr, SqlitePool};
 use tessera_core::{Session, SessionStore, StoreError, StoreResult, TokenHash, User, UserStore};
 
 /// The embedded schema, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "users and sessions",
-    include_str!("../migrations/sqlite/0001_users_sessions.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "users and sessions",
+        include_str!("../migrations/sqlite/0001_users_sessions.sql"),
+    ),
+    (
+        2,
+        "revocation generation",
+        include_str!("../migrations/sqlite/0002_revocation_generation.sql"),
+    ),
+];
 
 /// The SQLite store. Clones share the connection pool.
 #[derive(Debug, Clone)]
@@ -67,6 +74,51 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the SQLite schema: {e}")))?;
         Ok(SqliteStore { pool })
+    }
+
+    /// A number that moves whenever sessions are ended or users disabled or deleted, by any
+    /// process sharing the file.
+    pub async fn revocation_generation(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.try_get("value").map_err(unavailable)
+    }
+
+    /// Called after the change it announces has been committed.
+    async fn bump_generation(&self) -> StoreResult<()> {
+        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Watches the revocation generation every `every` and drops `cache` when it moves: how a
+    /// running server learns of users disabled or sessions ended by the CLI.
+    pub fn watch_generation<T: Send + Sync + 'static>(
+        &self,
+        cache: crate::CachedStore<T>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut last = store.revocation_generation().await.ok();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match store.revocation_generation().await {
+                    Ok(g) if Some(g) != last => {
+                        cache.invalidate_all();
+                        last = Some(g);
+                    }
+                    Ok(_) => {}
+                    // Unreadable: drop the cache to be safe, and retry next tick.
+                    Err(_) => cache.invalidate_all(),
+                }
+            }
+        })
     }
 
     /// Closes the pool (waits for connections to be returned).
@@ -166,6 +218,7 @@ impl UserStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        self.bump_generation().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -185,6 +238,7 @@ impl UserStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        self.bump_generation().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -294,6 +348,7 @@ impl SessionStore for SqliteStore {
             }
         }
         .map_err(unavailable)?;
+        self.bump_generation().await?;
         Ok(r.rows_affected())
     }
 

@@ -149,6 +149,24 @@ macro_rules! suite {
 
 suite!(memory, tessera_store::MemoryStore::new());
 suite!(
+    cached_memory,
+    tessera_store::CachedStore::new(
+        tessera_store::MemoryStore::new(),
+        std::time::Duration::from_secs(5),
+        1000
+    )
+);
+suite!(
+    cached_sqlite,
+    tessera_store::CachedStore::new(
+        tessera_store::SqliteStore::open("sqlite::memory:")
+            .await
+            .unwrap(),
+        std::time::Duration::from_secs(5),
+        1000
+    )
+);
+suite!(
     sqlite_memory,
     tessera_store::SqliteStore::open("sqlite::memory:")
         .await
@@ -180,6 +198,41 @@ mod sqlite_file {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+
+    /// A second process (the CLI) ends sessions and disables a user in the same file: a server
+    /// that caches sessions notices through the revocation generation, within its poll period.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_learns_of_changes_made_by_another_process() {
+        use std::time::{Duration, Instant};
+        let db = TempDb::new("generation");
+        let server = tessera_store::SqliteStore::open(&db.url()).await.unwrap();
+        let cached =
+            tessera_store::CachedStore::new(server.clone(), Duration::from_secs(3600), 1000);
+        server.watch_generation(cached.clone(), Duration::from_millis(50));
+        cached.create_user(&user("usr_a", "alice")).await.unwrap();
+        let (h, s) = session("ses_1", "usr_a", 1_000);
+        cached.create_session(&h, &s).await.unwrap();
+        assert!(cached.session(&h).await.unwrap().is_some());
+        assert!(!cached.user_by_id("usr_a").await.unwrap().unwrap().disabled);
+
+        let cli = tessera_store::SqliteStore::open(&db.url()).await.unwrap();
+        assert_eq!(cli.delete_sessions_of("usr_a", None).await.unwrap(), 1);
+        assert!(cli.set_disabled("usr_a", true).await.unwrap());
+        let started = Instant::now();
+        loop {
+            let gone = cached.session(&h).await.unwrap().is_none();
+            let disabled = cached.user_by_id("usr_a").await.unwrap().unwrap().disabled;
+            if gone && disabled {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "the cache kept a revoked session"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cli.close().await;
     }
 
     #[tokio::test]

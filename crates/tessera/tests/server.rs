@@ -175,10 +175,18 @@ fn serve_with_nothing_but_a_data_dir_and_administer_it_live() {
     assert_eq!(list[0]["username"], "alice");
     assert_eq!(list[0]["disabled"], false);
 
-    // Disabling by the CLI ends the user's sessions on the running server.
+    // Disabling by the CLI ends the user's sessions on the running server: its session cache
+    // learns of it within its 250 ms poll.
     let o = tessera(&["user", "disable", "alice", "--data-dir", d], &[], None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(me(&token), 401);
+    let disabled_at = Instant::now();
+    while me(&token) != 401 {
+        assert!(
+            disabled_at.elapsed() < Duration::from_secs(1),
+            "still accepted 1 s after disable"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(login(&server.url, "alice").status(), 401);
     let o = tessera(&["user", "enable", "alice", "--data-dir", d], &[], None);
     assert!(o.status.success());

@@ -9,6 +9,35 @@ use tessera_server::Config;
 use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
 use crate::Failure;
 
+/// The settings `serve` reads, for `--help`; a test checks it names every one.
+pub(crate) const SETTINGS_HELP: &str = "\
+Settings (TOML key, environment variable; see examples/tessera.toml for defaults):
+  listen                           TESSERA_LISTEN
+  data_dir                         TESSERA_DATA_DIR
+  issuer                           TESSERA_ISSUER
+  database_url                     TESSERA_DATABASE_URL            (sqlite://PATH or memory:)
+  allow_registration               TESSERA_ALLOW_REGISTRATION
+  behind_tls_proxy                 TESSERA_BEHIND_TLS_PROXY
+  tls_cert, tls_key                TESSERA_TLS_CERT, TESSERA_TLS_KEY
+  trusted_proxies                  TESSERA_TRUSTED_PROXIES         (comma-separated IPs/CIDRs)
+  body_limit                       TESSERA_BODY_LIMIT              (bytes)
+  request_timeout                  TESSERA_REQUEST_TIMEOUT
+  shutdown_grace                   TESSERA_SHUTDOWN_GRACE
+  log_format                       TESSERA_LOG_FORMAT              (text or json)
+  session.idle_timeout             TESSERA_SESSION_IDLE_TIMEOUT
+  session.absolute_timeout         TESSERA_SESSION_ABSOLUTE_TIMEOUT
+  password.min_length              TESSERA_PASSWORD_MIN_LENGTH
+  password.memory_kib              TESSERA_PASSWORD_MEMORY_KIB
+  password.iterations              TESSERA_PASSWORD_ITERATIONS
+  password.parallelism             TESSERA_PASSWORD_PARALLELISM
+  password.hash_concurrency        TESSERA_PASSWORD_HASH_CONCURRENCY
+  throttle.account_free_attempts   TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS
+  throttle.ip_free_attempts        TESSERA_THROTTLE_IP_FREE_ATTEMPTS
+  throttle.base_delay              TESSERA_THROTTLE_BASE_DELAY
+  throttle.max_delay               TESSERA_THROTTLE_MAX_DELAY
+  throttle.window                  TESSERA_THROTTLE_WINDOW
+Durations are strings: \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\".";
+
 /// Arguments of `tessera serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -38,7 +67,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::refused(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(with_stores(&config, Serve))
+    runtime.block_on(with_stores(&config, true, Serve))
 }
 
 struct Serve;
@@ -125,4 +154,28 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn help_and_example_config_name_every_setting() {
+        let example = include_str!("../../../../examples/tessera.toml");
+        for (var, key) in tessera_server::config::ENV_KEYS {
+            assert!(super::SETTINGS_HELP.contains(var), "--help lacks {var}");
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            assert!(super::SETTINGS_HELP.contains(leaf), "--help lacks {key}");
+            assert!(example.contains(var), "examples/tessera.toml lacks {var}");
+            assert!(example.contains(leaf), "examples/tessera.toml lacks {key}");
+        }
+        // The example parses, and its values are the defaults.
+        let dir = std::env::temp_dir().join(format!("tessera-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tessera.toml");
+        std::fs::write(&file, example).unwrap();
+        let parsed = tessera_server::Config::load(Some(&file), Vec::new()).unwrap();
+        let defaults = tessera_server::Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{defaults:?}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tessera_core::{SessionStore, UserStore};
 use tessera_jose::SystemClock;
 use tessera_server::{AppState, Config};
-use tessera_store::{MemoryStore, SqliteStore};
+use tessera_store::{CachedStore, MemoryStore, SqliteStore};
 
 use crate::Failure;
 
@@ -34,8 +35,19 @@ impl ConfigArgs {
     }
 }
 
-/// Runs `f` with the stores the configuration names.
-pub(crate) async fn with_stores<T>(config: &Config, f: impl AsyncStoreFn<T>) -> Result<T, Failure> {
+/// How long a cached session or user may be served without asking SQLite again.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How often a serving process checks whether another process ended sessions or disabled users.
+const GENERATION_POLL: Duration = Duration::from_millis(250);
+
+/// Runs `f` with the stores the configuration names. With `cache` (the server), SQLite reads of
+/// sessions and users go through an in-process cache that learns of other processes' changes
+/// within [`GENERATION_POLL`].
+pub(crate) async fn with_stores<T>(
+    config: &Config,
+    cache: bool,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure> {
     let url = config.database_url();
     if let Some(path) = url.strip_prefix("sqlite://") {
         if let Some(parent) = std::path::Path::new(path).parent()
@@ -51,7 +63,15 @@ pub(crate) async fn with_stores<T>(config: &Config, f: impl AsyncStoreFn<T>) -> 
         let store = SqliteStore::open(&url)
             .await
             .map_err(|e| Failure::refused(format!("cannot open the database: {e}")))?;
-        let out = f.call(config, store.clone(), store.clone()).await;
+        let out = if cache {
+            let cached = CachedStore::new(store.clone(), CACHE_TTL, 100_000);
+            let watch = store.watch_generation(cached.clone(), GENERATION_POLL);
+            let out = f.call(config, cached.clone(), cached).await;
+            watch.abort();
+            out
+        } else {
+            f.call(config, store.clone(), store.clone()).await
+        };
         store.close().await;
         out
     } else if url == "memory:" {

@@ -173,5 +173,5 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::refused(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(with_stores(&config, Run(command, password)))
+    runtime.block_on(with_stores(&config, false, Run(command, password)))
 }

@@ -1,0 +1,231 @@
+//! A read-through cache of sessions and users in front of a slower store, for the hot path of
+//! every request (`/auth/me`). Writes made through it update or evict at once; writes made by
+//! another process (the CLI disabling a user) arrive through [`CachedStore::invalidate_all`],
+//! which the server calls when the store's revocation generation moves; and no entry lives
+//! longer than its time-to-live.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tessera_core::{Session, SessionStore, StoreResult, TokenHash, User, UserStore};
+
+#[derive(Debug)]
+struct Entry<T> {
+    value: T,
+    at: Instant,
+}
+
+#[derive(Debug)]
+struct Cache {
+    sessions: RwLock<HashMap<TokenHash, Entry<Session>>>,
+    users: RwLock<HashMap<String, Entry<User>>>,
+    /// Bumped by every eviction: a read that started before one does not fill the cache.
+    epoch: AtomicU64,
+    ttl: Duration,
+    capacity: usize,
+}
+
+/// `inner` with a bounded, short-lived cache of `session(hash)` and `user_by_id(id)`.
+#[derive(Debug, Clone)]
+pub struct CachedStore<T> {
+    inner: T,
+    cache: Arc<Cache>,
+}
+
+impl<T> CachedStore<T> {
+    /// Caches at most `capacity` sessions and as many users, each for at most `ttl`.
+    pub fn new(inner: T, ttl: Duration, capacity: usize) -> CachedStore<T> {
+        CachedStore {
+            inner,
+            cache: Arc::new(Cache {
+                sessions: RwLock::new(HashMap::new()),
+                users: RwLock::new(HashMap::new()),
+                epoch: AtomicU64::new(0),
+                ttl,
+                capacity,
+            }),
+        }
+    }
+
+    /// The store behind the cache.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// Forgets everything (another process changed the store).
+    pub fn invalidate_all(&self) {
+        self.cache.epoch.fetch_add(1, Ordering::SeqCst);
+        write(&self.cache.sessions).clear();
+        write(&self.cache.users).clear();
+    }
+
+    fn evict_session(&self, hash: &TokenHash) {
+        self.cache.epoch.fetch_add(1, Ordering::SeqCst);
+        write(&self.cache.sessions).remove(hash);
+    }
+
+    fn evict_sessions(&self) {
+        self.cache.epoch.fetch_add(1, Ordering::SeqCst);
+        write(&self.cache.sessions).clear();
+    }
+
+    fn evict_user(&self, id: &str) {
+        self.cache.epoch.fetch_add(1, Ordering::SeqCst);
+        write(&self.cache.users).remove(id);
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T: SessionStore> SessionStore for CachedStore<T> {
+    async fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()> {
+        self.inner.create_session(hash, session).await
+    }
+
+    async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let c = &self.cache;
+        if let Some(e) = read(&c.sessions).get(hash)
+            && e.at.elapsed() < c.ttl
+        {
+            return Ok(Some(e.value.clone()));
+        }
+        let epoch = c.epoch.load(Ordering::SeqCst);
+        let found = self.inner.session(hash).await?;
+        if let Some(s) = &found {
+            let mut map = write(&c.sessions);
+            if c.epoch.load(Ordering::SeqCst) == epoch {
+                if map.len() >= c.capacity {
+                    map.clear();
+                }
+                map.insert(
+                    *hash,
+                    Entry {
+                        value: s.clone(),
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
+        self.inner.touch_session(hash, last_seen_at).await?;
+        if let Some(e) = write(&self.cache.sessions).get_mut(hash) {
+            e.value.last_seen_at = last_seen_at;
+        }
+        Ok(())
+    }
+
+    async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
+        let r = self.inner.set_session_data(hash, data).await;
+        self.evict_session(hash);
+        r
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
+        self.evict_session(hash);
+        let r = self.inner.delete_session(hash).await;
+        self.evict_session(hash);
+        r
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        self.inner.sessions_of(user_id).await
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> StoreResult<u64> {
+        self.evict_sessions();
+        let r = self.inner.delete_sessions_of(user_id, except).await;
+        self.evict_sessions();
+        r
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        let r = self.inner.purge_expired_sessions(now).await;
+        self.evict_sessions();
+        r
+    }
+
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        self.inner.count_sessions().await
+    }
+}
+
+impl<T: UserStore> UserStore for CachedStore<T> {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.inner.create_user(user).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        self.inner.user_by_name(username).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let c = &self.cache;
+        if let Some(e) = read(&c.users).get(id)
+            && e.at.elapsed() < c.ttl
+        {
+            return Ok(Some(e.value.clone()));
+        }
+        let epoch = c.epoch.load(Ordering::SeqCst);
+        let found = self.inner.user_by_id(id).await?;
+        if let Some(u) = &found {
+            let mut map = write(&c.users);
+            if c.epoch.load(Ordering::SeqCst) == epoch {
+                if map.len() >= c.capacity {
+                    map.clear();
+                }
+                map.insert(
+                    id.to_owned(),
+                    Entry {
+                        value: u.clone(),
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.inner.list_users().await
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool> {
+        self.evict_user(id);
+        let r = self.inner.set_disabled(id, disabled).await;
+        self.evict_user(id);
+        r
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool> {
+        let r = self.inner.set_password_hash(id, hash).await;
+        self.evict_user(id);
+        r
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        self.evict_user(id);
+        let r = self.inner.delete_user(id).await;
+        self.evict_user(id);
+        r
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Loads the real tessera server over loopback and prints requests/s and latency per scenario.
+# The server is pinned to one core (SERVER_CPU, default 0), wrk to the other (LOAD_CPU, 1).
+#
+#   scripts/bench-server.sh               # 3 runs x 10 s per scenario, medians
+#   QUICK=1 scripts/bench-server.sh       # 1 run x 3 s, a smoke test
+#
+# Scenarios: /healthz (the floor); /auth/me with a session cookie on SQLite and on the memory
+# store; /auth/me on SQLite while logins run at full speed beside it. Every loop is bounded and
+# only 127.0.0.1 is ever contacted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+DURATION=${DURATION:-10}
+REPS=${REPS:-3}
+CONNS=${CONNS:-32}
+if [ -n "${QUICK:-}" ]; then DURATION=3; REPS=1; fi
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release -q -p tessera
+BIN=$PWD/target/release/tessera
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+LUA=$WORK/req.lua
+cat > "$LUA" <<'LUA'
+wrk.method = os.getenv("B_METHOD") or "GET"
+local body = os.getenv("B_BODY")
+if body and body ~= "" then wrk.body = body end
+local h = os.getenv("B_H1")
+if h and h ~= "" then
+  local k, v = h:match("^([^:]+):%s*(.*)$")
+  wrk.headers[k] = v
+end
+function done(summary, latency, requests)
+  io.write(string.format("BENCH rps=%.0f p50_ms=%.3f p99_ms=%.3f errors=%d non2xx=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+LUA
+
+PW='correct horse battery staple'
+
+# start NAME PORT [ENV...]: a server pinned to SERVER_CPU, waited for (at most 30 s).
+start() {
+  local name=$1 port=$2; shift 2
+  env "$@" taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$WORK/$name" \
+    >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server $name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
+}
+
+login_cookie() {
+  curl -sf -c - -X POST "http://127.0.0.1:$1/auth/login" -H 'content-type: application/json' \
+    -d "{\"username\":\"bench\",\"password\":\"$PW\"}" | awk '$6 == "tessera_session" {print $6 "=" $7}'
+}
+
+# run LABEL URL [HEADER]: REPS runs of wrk; prints the median of each column.
+run() {
+  local label=$1 url=$2 header=${3:-}
+  local out=()
+  for _ in $(seq "$REPS"); do
+    out+=("$(B_H1="$header" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+      wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$LUA" "$url" | grep '^BENCH')")
+  done
+  printf '%s\n' "${out[@]}" | python3 -c '
+import sys, statistics
+rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+med = lambda k: statistics.median(float(r[k]) for r in rows)
+bad = sum(int(r["errors"]) + int(r["non2xx"]) for r in rows)
+rps, p50, p99 = med("rps"), med("p50_ms"), med("p99_ms")
+print(f"| {sys.argv[1]} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {bad} |")
+' "$label"
+}
+
+# SQLite (the embedded default), the user made by the CLI.
+echo "$PW" | "$BIN" user add bench --password-stdin --data-dir "$WORK/sqlite" >/dev/null 2>&1
+start sqlite 18181
+SQLITE_COOKIE="Cookie: $(login_cookie 18181)"
+
+# The memory store, the user registered over HTTP.
+start memory 18182 TESSERA_DATABASE_URL=memory: TESSERA_ALLOW_REGISTRATION=true
+curl -sf -X POST http://127.0.0.1:18182/auth/register -H 'content-type: application/json' \
+  -d "{\"username\":\"bench\",\"password\":\"$PW\"}" >/dev/null
+MEMORY_COOKIE="Cookie: $(login_cookie 18182)"
+
+echo "| scenario | rps (median of $REPS) | p50 ms | p99 ms | errors+non-2xx |"
+echo "|---|---|---|---|---|"
+run "healthz (floor)" http://127.0.0.1:18181/healthz
+run "me, session cookie, SQLite" http://127.0.0.1:18181/auth/me "$SQLITE_COOKIE"
+run "me, session cookie, memory" http://127.0.0.1:18182/auth/me "$MEMORY_COOKIE"
+
+# Logins at full speed beside /auth/me: a second wrk, on the load core too.
+B_METHOD=POST B_BODY="{\"username\":\"bench\",\"password\":\"$PW\"}" B_H1="Content-Type: application/json" \
+  timeout $((DURATION * REPS + 60)) taskset -c "$LOAD_CPU" \
+  wrk -t1 -c8 -d"$((DURATION * REPS + 5))s" -s "$LUA" http://127.0.0.1:18181/auth/login \
+  >"$WORK/flood.txt" 2>&1 &
+FLOOD=$!
+PIDS+=($FLOOD)
+sleep 2
+run "me, SQLite, during a login flood" http://127.0.0.1:18181/auth/me "$SQLITE_COOKIE"
+wait "$FLOOD" || true
+echo
+echo "login flood beside it: $(grep '^BENCH' "$WORK/flood.txt" || echo 'no result')"
