@@ -975,3 +975,53 @@ async fn health_readiness_and_metrics() {
     }
     assert!(!m.contains("tss_"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_with_older_hash_parameters_rehashes() {
+    let store = MemoryStore::new();
+    let old = spawn_with(config(), store.clone(), store.clone()).await;
+    old.user("alice").await;
+    let before = store
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(before.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    let mut stronger = config();
+    stronger.password.iterations = 3;
+    let new = spawn_with(stronger, store.clone(), store.clone()).await;
+    new.login("alice").await;
+    let after = store
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(
+        after.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"),
+        "{after}"
+    );
+    // The new hash still opens the account.
+    new.login("alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_is_a_408_problem() {
+    let mut c = config();
+    c.request_timeout = tessera_server::config::Dur(std::time::Duration::from_millis(1));
+    let app = spawn(c).await;
+    app.user("alice").await;
+    // An Argon2id verification takes far longer than a millisecond.
+    let res = app
+        .login_raw(
+            json!({"username": "alice", "password": PW}),
+            HeaderMap::new(),
+        )
+        .await;
+    problem(res, StatusCode::REQUEST_TIMEOUT).await;
+    assert_eq!(
+        app.get("/healthz", HeaderMap::new()).await.status(),
+        StatusCode::OK
+    );
+}

@@ -60,12 +60,15 @@ fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
 struct Server {
     child: Child,
     url: String,
+    log: PathBuf,
 }
 
 impl Server {
     fn start(data: &Path, env: &[(&str, &str)], scheme: &str) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
+        // The log sits beside the data directory, which the server must create itself.
+        let log = data.parent().unwrap().join(format!("serve-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.args([
             "serve",
@@ -75,7 +78,7 @@ impl Server {
             &listen,
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -83,6 +86,7 @@ impl Server {
         let server = Server {
             child,
             url: format!("{scheme}://{listen}"),
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&listen).is_err() {
@@ -90,6 +94,10 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
@@ -194,6 +202,20 @@ fn serve_with_nothing_but_a_data_dir_and_administer_it_live() {
     let o = tessera(&["user", "delete", "alice", "--data-dir", d], &[], None);
     assert!(o.status.success());
     assert_eq!(login(&server.url, "alice").status(), 401);
+
+    // The audit trail names what happened and never a password or a token.
+    let log = server.log();
+    for event in [
+        "event=\"login_ok\"",
+        "event=\"session_created\"",
+        "event=\"login_failed\"",
+    ] {
+        assert!(log.contains(event), "{event} missing from the log:\n{log}");
+    }
+    assert!(
+        !log.contains(PW) && !log.contains(&token) && !log.contains("tss_"),
+        "{log}"
+    );
 
     // Refusals: one plain line, exit 1; bad flags exit 2.
     for (args, stdin) in [
