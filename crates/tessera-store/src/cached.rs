@@ -4,7 +4,10 @@
 //! which the server calls when the store's revocation generation moves; and no entry lives
 //! longer than its time-to-live.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -86,6 +89,46 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Cache {
+    /// The cached value for `key` if fresh; otherwise `fetch`, remembered unless an eviction
+    /// happened meanwhile (which could mean the fetched value is already stale).
+    async fn read_through<K, Q, V>(
+        &self,
+        map: &RwLock<HashMap<K, Entry<V>>>,
+        key: &Q,
+        fetch: impl Future<Output = StoreResult<Option<V>>>,
+    ) -> StoreResult<Option<V>>
+    where
+        K: Borrow<Q> + Hash + Eq,
+        Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+        V: Clone,
+    {
+        if let Some(e) = read(map).get(key)
+            && e.at.elapsed() < self.ttl
+        {
+            return Ok(Some(e.value.clone()));
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let found = fetch.await?;
+        if let Some(v) = &found {
+            let mut m = write(map);
+            if self.epoch.load(Ordering::SeqCst) == epoch {
+                if m.len() >= self.capacity {
+                    m.clear();
+                }
+                m.insert(
+                    key.to_owned(),
+                    Entry {
+                        value: v.clone(),
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+}
+
 impl<T: SessionStore> SessionStore for CachedStore<T> {
     async fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()> {
         self.inner.create_session(hash, session).await
@@ -93,29 +136,8 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let c = &self.cache;
-        if let Some(e) = read(&c.sessions).get(hash)
-            && e.at.elapsed() < c.ttl
-        {
-            return Ok(Some(e.value.clone()));
-        }
-        let epoch = c.epoch.load(Ordering::SeqCst);
-        let found = self.inner.session(hash).await?;
-        if let Some(s) = &found {
-            let mut map = write(&c.sessions);
-            if c.epoch.load(Ordering::SeqCst) == epoch {
-                if map.len() >= c.capacity {
-                    map.clear();
-                }
-                map.insert(
-                    *hash,
-                    Entry {
-                        value: s.clone(),
-                        at: Instant::now(),
-                    },
-                );
-            }
-        }
-        Ok(found)
+        c.read_through(&c.sessions, hash, self.inner.session(hash))
+            .await
     }
 
     async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
@@ -176,29 +198,8 @@ impl<T: UserStore> UserStore for CachedStore<T> {
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
         let c = &self.cache;
-        if let Some(e) = read(&c.users).get(id)
-            && e.at.elapsed() < c.ttl
-        {
-            return Ok(Some(e.value.clone()));
-        }
-        let epoch = c.epoch.load(Ordering::SeqCst);
-        let found = self.inner.user_by_id(id).await?;
-        if let Some(u) = &found {
-            let mut map = write(&c.users);
-            if c.epoch.load(Ordering::SeqCst) == epoch {
-                if map.len() >= c.capacity {
-                    map.clear();
-                }
-                map.insert(
-                    id.to_owned(),
-                    Entry {
-                        value: u.clone(),
-                        at: Instant::now(),
-                    },
-                );
-            }
-        }
-        Ok(found)
+        c.read_through(&c.users, id, self.inner.user_by_id(id))
+            .await
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {

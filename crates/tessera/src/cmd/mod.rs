@@ -38,6 +38,14 @@ pub(crate) fn token_arg(arg: &str) -> Result<String, Failure> {
     Ok(token.to_owned())
 }
 
+/// The async runtime of the stateful commands.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::refused(format!("cannot start the runtime: {e}")))
+}
+
 /// Pretty JSON; serde_json cannot fail on a `Value`.
 pub(crate) fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()

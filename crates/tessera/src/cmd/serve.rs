@@ -63,10 +63,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     config
         .check_transport()
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::refused(format!("cannot start the runtime: {e}")))?;
+    let runtime = super::runtime()?;
     runtime.block_on(with_stores(&config, true, Serve))
 }
 

@@ -169,9 +169,6 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
         Command::Add { password_stdin, .. } => Some(read_password(*password_stdin)?),
         _ => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::refused(format!("cannot start the runtime: {e}")))?;
+    let runtime = super::runtime()?;
     runtime.block_on(with_stores(&config, false, Run(command, password)))
 }
