@@ -3,6 +3,7 @@
 //! tessera-server and tessera-store. Time comes from a [`tessera_jose::Clock`].
 
 pub mod auth;
+pub mod keys;
 pub mod password;
 pub mod session;
 pub mod store;
@@ -11,9 +12,10 @@ pub mod token;
 pub mod user;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
+pub use keys::{KeyError, KeyInfo, KeyRing, KeyState, MasterKey, StoredKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use session::{Session, SessionPolicy};
-pub use store::{SessionStore, StoreError, StoreResult, UserStore};
+pub use store::{KeyStore, SessionStore, StoreError, StoreResult, UserStore};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};
 pub use user::User;

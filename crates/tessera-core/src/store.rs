@@ -5,6 +5,7 @@ use std::future::Future;
 
 use serde_json::Value;
 
+use crate::keys::StoredKey;
 use crate::session::Session;
 use crate::token::TokenHash;
 use crate::user::User;
@@ -97,4 +98,12 @@ pub trait SessionStore: Send + Sync + 'static {
     fn purge_expired_sessions(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
     /// How many sessions exist (for the active-sessions gauge).
     fn count_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+/// Where signing keys live (private parts sealed by the caller).
+pub trait KeyStore: Send + Sync + 'static {
+    /// Every stored signing key.
+    fn signing_keys(&self) -> impl Future<Output = StoreResult<Vec<StoredKey>>> + Send;
+    /// Adds a key; [`StoreError::Conflict`] if its kid exists.
+    fn add_signing_key(&self, key: &StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
 }

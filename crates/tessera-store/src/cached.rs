@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tessera_core::{Session, SessionStore, StoreResult, TokenHash, User, UserStore};
+use tessera_core::{
+    KeyStore, Session, SessionStore, StoreResult, StoredKey, TokenHash, User, UserStore,
+};
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -228,5 +230,15 @@ impl<T: UserStore> UserStore for CachedStore<T> {
 
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
+    }
+}
+
+impl<T: KeyStore> KeyStore for CachedStore<T> {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.inner.signing_keys().await
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        self.inner.add_signing_key(key).await
     }
 }

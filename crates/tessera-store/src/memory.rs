@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
-use tessera_core::{Session, SessionStore, StoreError, StoreResult, TokenHash, User, UserStore};
+use tessera_core::{
+    KeyStore, Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
+};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -12,6 +14,7 @@ struct Inner {
     user_by_name: HashMap<String, String>,
     sessions: HashMap<TokenHash, Session>,
     sessions_by_user: HashMap<String, HashSet<TokenHash>>,
+    keys: Vec<StoredKey>,
 }
 
 /// The in-process store. Clones share the same data.
@@ -210,5 +213,20 @@ impl SessionStore for MemoryStore {
 
     async fn count_sessions(&self) -> StoreResult<u64> {
         Ok(self.read().sessions.len() as u64)
+    }
+}
+
+impl KeyStore for MemoryStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        Ok(self.read().keys.clone())
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        let mut g = self.write();
+        if g.keys.iter().any(|k| k.kid == key.kid) {
+            return Err(StoreError::Conflict);
+        }
+        g.keys.push(key.clone());
+        Ok(())
     }
 }

@@ -9,7 +9,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlSafeStr, SqlitePool};
-use tessera_core::{Session, SessionStore, StoreError, StoreResult, TokenHash, User, UserStore};
+use tessera_core::{
+    KeyStore, Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
+};
 
 /// The embedded schema, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -22,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "revocation generation",
         include_str!("../migrations/sqlite/0002_revocation_generation.sql"),
+    ),
+    (
+        3,
+        "signing keys",
+        include_str!("../migrations/sqlite/0003_signing_keys.sql"),
     ),
 ];
 
@@ -371,5 +378,39 @@ impl SessionStore for SqliteStore {
             .map_err(unavailable)?;
         let n: i64 = row.try_get("n").map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT kid, alg, sealed, created_at, activates_at FROM signing_keys ORDER BY activates_at, created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    alg: r.try_get("alg")?,
+                    sealed: r.try_get("sealed")?,
+                    created_at: r.try_get("created_at")?,
+                    activates_at: r.try_get("activates_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, alg, sealed, created_at, activates_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.sealed)
+            .bind(key.created_at)
+            .bind(key.activates_at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
 use serde_json::json;
-use tessera_core::{Kind, Session, SessionStore, StoreError, Token, TokenHash, User, UserStore};
+use tessera_core::{
+    KeyStore, Kind, Session, SessionStore, StoreError, StoredKey, Token, TokenHash, User, UserStore,
+};
 
 fn user(id: &str, name: &str) -> User {
     User {
@@ -126,6 +128,26 @@ async fn purge<S: SessionStore>(s: S) {
     assert!(s.session(&h2).await.unwrap().is_none());
 }
 
+async fn keys<S: KeyStore>(s: S) {
+    assert!(s.signing_keys().await.unwrap().is_empty());
+    let k = |kid: &str, at: i64| StoredKey {
+        kid: kid.into(),
+        alg: "EdDSA".into(),
+        sealed: vec![1, 2, 3, 0, 255],
+        created_at: at,
+        activates_at: at + 10,
+    };
+    s.add_signing_key(&k("b", 200)).await.unwrap();
+    s.add_signing_key(&k("a", 100)).await.unwrap();
+    assert!(matches!(
+        s.add_signing_key(&k("a", 300)).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut got = s.signing_keys().await.unwrap();
+    got.sort_by_key(|k| k.activates_at);
+    assert_eq!(got, vec![k("a", 100), k("b", 200)]);
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -142,6 +164,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn purge() {
                 super::purge($make).await;
+            }
+
+            #[tokio::test]
+            async fn keys() {
+                super::keys($make).await;
             }
         }
     };

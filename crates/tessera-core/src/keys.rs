@@ -1,0 +1,364 @@
+//! Signing keys: kept in the store with their private part sealed (AES-256-GCM) under a master
+//! key that never enters the store; rotated by adding a key that becomes active after a delay,
+//! so verifiers learn it from the JWKS before it signs anything; kept in the JWKS after it is
+//! superseded for as long as tokens it signed can live.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
+use serde::{Deserialize, Serialize};
+use tessera_jose::{Algorithm, Jwk, JwkSet, KeySet, Signer, SigningKey, VerifyingKey, b64};
+use zeroize::Zeroizing;
+
+/// Why key material could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The master key is missing, malformed, or unreadable.
+    #[error("master key: {0}")]
+    Master(String),
+    /// A stored key does not open under the master key (wrong master key, or tampering).
+    #[error("the stored signing key {0} cannot be opened with this master key")]
+    Sealed(String),
+    /// The key material is not usable.
+    #[error("signing key: {0}")]
+    Key(String),
+}
+
+/// The master key: 256 bits that seal private keys at rest.
+pub struct MasterKey(RandomizedNonceKey);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+const NONCE: usize = 12;
+
+impl MasterKey {
+    /// A master key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<MasterKey, KeyError> {
+        if bytes.len() != 32 {
+            return Err(KeyError::Master(
+                "it must be 32 bytes (43 base64url characters)".into(),
+            ));
+        }
+        RandomizedNonceKey::new(&AES_256_GCM, bytes)
+            .map(MasterKey)
+            .map_err(|_| KeyError::Master("rejected by the cipher".into()))
+    }
+
+    /// A master key from base64url text (`TESSERA_MASTER_KEY`).
+    pub fn from_text(text: &str) -> Result<MasterKey, KeyError> {
+        let bytes = Zeroizing::new(
+            b64::decode(text.trim().as_bytes())
+                .map_err(|_| KeyError::Master("it is not base64url".into()))?,
+        );
+        MasterKey::from_bytes(&bytes)
+    }
+
+    /// Reads `path`, or creates it with a new random key readable by its owner only.
+    pub fn load_or_create(path: &Path) -> Result<MasterKey, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => MasterKey::from_text(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                aws_lc_rs::rand::fill(bytes.as_mut())
+                    .map_err(|_| KeyError::Master("no randomness".into()))?;
+                let text = Zeroizing::new(b64::encode(bytes.as_ref()));
+                write_private(path, text.as_bytes()).map_err(|e| {
+                    KeyError::Master(format!("cannot create {}: {e}", path.display()))
+                })?;
+                MasterKey::from_bytes(bytes.as_ref())
+            }
+            Err(e) => Err(KeyError::Master(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Seals `plain` bound to `context` (the key id): nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, KeyError> {
+        let mut buf = plain.to_vec();
+        let nonce = self
+            .0
+            .seal_in_place_append_tag(Aad::from(context.as_bytes()), &mut buf)
+            .map_err(|_| KeyError::Key("sealing failed".into()))?;
+        let mut out = nonce.as_ref().to_vec();
+        out.extend_from_slice(&buf);
+        zeroize::Zeroize::zeroize(&mut buf);
+        Ok(out)
+    }
+
+    /// Opens what [`MasterKey::seal`] made for the same `context`.
+    pub fn open(&self, sealed: &[u8], context: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let bad = || KeyError::Sealed(context.to_owned());
+        if sealed.len() < NONCE + 16 {
+            return Err(bad());
+        }
+        let (nonce, body) = sealed.split_at(NONCE);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
+        let mut buf = Zeroizing::new(body.to_vec());
+        let len = self
+            .0
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
+            .map_err(|_| bad())?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// A signing key as the store keeps it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// Key id (the RFC 7638 thumbprint for asymmetric keys).
+    pub kid: String,
+    /// Algorithm name.
+    pub alg: String,
+    /// The private JWK, sealed under the master key with the kid as context.
+    pub sealed: Vec<u8>,
+    /// When it was made.
+    pub created_at: i64,
+    /// From when it signs (publication is immediate).
+    pub activates_at: i64,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("activates_at", &self.activates_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Generates a key for `alg` and seals it.
+pub fn new_key(
+    master: &MasterKey,
+    alg: Algorithm,
+    now: i64,
+    activates_at: i64,
+) -> Result<StoredKey, KeyError> {
+    let key = SigningKey::generate(alg, None).map_err(|e| KeyError::Key(e.to_string()))?;
+    let jwk = key.to_jwk().map_err(|e| KeyError::Key(e.to_string()))?;
+    let json = Zeroizing::new(serde_json::to_vec(&jwk).map_err(|e| KeyError::Key(e.to_string()))?);
+    Ok(StoredKey {
+        kid: key.kid().to_owned(),
+        alg: alg.name().to_owned(),
+        sealed: master.seal(&json, key.kid())?,
+        created_at: now,
+        activates_at,
+    })
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Published, not signing yet.
+    Next,
+    /// Signing.
+    Active,
+    /// Superseded; published until the tokens it signed have expired.
+    Retiring,
+    /// Superseded long enough ago that no token it signed is still valid.
+    Expired,
+}
+
+/// A key's state at a given time, for `tessera keys list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: String,
+    /// State now.
+    pub state: KeyState,
+    /// From when it signs.
+    pub activates_at: i64,
+    /// When a newer key took over, if one did.
+    pub superseded_at: Option<i64>,
+    /// When it leaves the JWKS, if superseded.
+    pub unpublished_at: Option<i64>,
+}
+
+/// States of `keys` at `now`, oldest first. A superseded key stays published for `retain`
+/// seconds (the longest access-token lifetime plus leeway).
+pub fn key_states(keys: &[StoredKey], now: i64, retain: i64) -> Vec<KeyInfo> {
+    let mut sorted: Vec<&StoredKey> = keys.iter().collect();
+    sorted.sort_by_key(|k| (k.activates_at, k.created_at));
+    // The active key: the last one whose activation has come.
+    let active = sorted.iter().rposition(|k| k.activates_at <= now);
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let superseded_at = match active {
+                Some(a) if i < a => sorted.get(i + 1).map(|n| n.activates_at),
+                _ => None,
+            };
+            let unpublished_at = superseded_at.map(|s| s.saturating_add(retain));
+            let state = match (active, superseded_at, unpublished_at) {
+                (_, _, Some(u)) if now >= u => KeyState::Expired,
+                (_, Some(_), _) => KeyState::Retiring,
+                (Some(a), None, _) if i == a => KeyState::Active,
+                _ => KeyState::Next,
+            };
+            KeyInfo {
+                kid: k.kid.clone(),
+                alg: k.alg.clone(),
+                state,
+                activates_at: k.activates_at,
+                superseded_at,
+                unpublished_at,
+            }
+        })
+        .collect()
+}
+
+/// What the server signs and verifies with at a moment: built from the stored keys.
+#[derive(Debug)]
+pub struct KeyRing {
+    /// Signs new tokens (`None` until a key is active).
+    pub signer: Option<Signer>,
+    /// Verifies tokens: every published key, and the HMAC secret if one is in use.
+    pub keys: KeySet,
+    /// The JWKS document (public keys only), serialized once.
+    pub jwks: Arc<str>,
+    /// The earliest future time at which a key changes state (rebuild then).
+    pub next_change: Option<i64>,
+}
+
+impl KeyRing {
+    /// Opens the stored keys that are still published and arranges them at `now`.
+    pub fn build(
+        stored: &[StoredKey],
+        master: &MasterKey,
+        now: i64,
+        retain: i64,
+    ) -> Result<KeyRing, KeyError> {
+        let states = key_states(stored, now, retain);
+        let mut signer = None;
+        let mut verifying = Vec::new();
+        let mut next_change: Option<i64> = None;
+        let mut soonest = |t: i64| {
+            if t > now {
+                next_change = Some(next_change.map_or(t, |c: i64| c.min(t)));
+            }
+        };
+        for info in &states {
+            soonest(info.activates_at);
+            if let Some(u) = info.unpublished_at {
+                soonest(u);
+            }
+            if info.state == KeyState::Expired {
+                continue;
+            }
+            let Some(k) = stored.iter().find(|k| k.kid == info.kid) else {
+                continue;
+            };
+            let alg = Algorithm::from_name(&k.alg)
+                .ok_or_else(|| KeyError::Key(format!("unknown algorithm {}", k.alg)))?;
+            let plain = master.open(&k.sealed, &k.kid)?;
+            let jwk: Jwk =
+                serde_json::from_slice(&plain).map_err(|e| KeyError::Key(e.to_string()))?;
+            let key =
+                SigningKey::from_jwk(&jwk, Some(alg)).map_err(|e| KeyError::Key(e.to_string()))?;
+            verifying.push(
+                key.verifying_key()
+                    .map_err(|e| KeyError::Key(e.to_string()))?,
+            );
+            if info.state == KeyState::Active {
+                signer = Some(
+                    Signer::new(key, Some("at+jwt")).map_err(|e| KeyError::Key(e.to_string()))?,
+                );
+            }
+        }
+        let keys = KeySet::new(verifying).map_err(|e| KeyError::Key(e.to_string()))?;
+        let jwks: JwkSet = keys.to_jwks();
+        let jwks = serde_json::to_string(&jwks).map_err(|e| KeyError::Key(e.to_string()))?;
+        Ok(KeyRing {
+            signer,
+            keys,
+            jwks: jwks.into(),
+            next_change,
+        })
+    }
+
+    /// The verifying key for `kid`, if published.
+    pub fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.find(Some(kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_tamper() {
+        let m = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let sealed = m.seal(b"private", "kid1").unwrap();
+        assert_eq!(&*m.open(&sealed, "kid1").unwrap(), b"private");
+        assert!(m.open(&sealed, "kid2").is_err());
+        let mut bad = sealed.clone();
+        bad[20] ^= 1;
+        assert!(m.open(&bad, "kid1").is_err());
+        let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
+        assert!(other.open(&sealed, "kid1").is_err());
+        assert!(MasterKey::from_bytes(&[1u8; 16]).is_err());
+        assert!(!format!("{m:?}").contains('7'));
+    }
+
+    #[test]
+    fn rotation_states() {
+        let m = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let a = new_key(&m, Algorithm::EdDSA, 0, 0).unwrap();
+        let b = new_key(&m, Algorithm::EdDSA, 100, 160).unwrap();
+        let keys = vec![a.clone(), b.clone()];
+        let at = |now| {
+            key_states(&keys, now, 1000)
+                .into_iter()
+                .map(|i| i.state)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(120), [KeyState::Active, KeyState::Next]);
+        assert_eq!(at(160), [KeyState::Retiring, KeyState::Active]);
+        assert_eq!(at(1159), [KeyState::Retiring, KeyState::Active]);
+        assert_eq!(at(1160), [KeyState::Expired, KeyState::Active]);
+        let ring = KeyRing::build(&keys, &m, 120, 1000).unwrap();
+        assert_eq!(ring.signer.as_ref().unwrap().key().kid(), a.kid);
+        assert_eq!(ring.keys.keys().len(), 2);
+        assert_eq!(ring.next_change, Some(160));
+        assert!(ring.jwks.contains(&b.kid) && !ring.jwks.contains("\"d\""));
+        let ring = KeyRing::build(&keys, &m, 2000, 1000).unwrap();
+        assert_eq!(ring.keys.keys().len(), 1);
+        assert_eq!(ring.signer.as_ref().unwrap().key().kid(), b.kid);
+    }
+}
