@@ -362,3 +362,112 @@ mod tests {
         assert_eq!(ring.signer.as_ref().unwrap().key().kid(), b.kid);
     }
 }
+
+/// Keeps the current [`KeyRing`] of a server: built at start, rebuilt when the stored keys
+/// change (a rotation by the CLI or another instance) or when a key changes state.
+#[derive(Debug)]
+pub struct KeyManager<K> {
+    store: K,
+    master: MasterKey,
+    retain: i64,
+    ring: std::sync::RwLock<Arc<KeyRing>>,
+    /// The kids and activation times the ring was built from.
+    built_from: std::sync::Mutex<Vec<(String, i64)>>,
+}
+
+impl<K: crate::store::KeyStore> KeyManager<K> {
+    /// Loads the keys, creating a first `alg` key (active at once) if the store has none.
+    /// Superseded keys stay published for `retain` seconds.
+    pub async fn start(
+        store: K,
+        master: MasterKey,
+        alg: Algorithm,
+        now: i64,
+        retain: i64,
+    ) -> Result<KeyManager<K>, KeyError> {
+        let stored = store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyError::Key(e.to_string()))?;
+        if stored.is_empty() {
+            let key = new_key(&master, alg, now, now)?;
+            match store.add_signing_key(&key).await {
+                // Another instance made one at the same moment: use theirs.
+                Ok(()) | Err(crate::StoreError::Conflict) => {}
+                Err(e) => return Err(KeyError::Key(e.to_string())),
+            }
+            tracing::info!(target: "audit", event = "key_created", kid = %key.kid, alg = %key.alg);
+        }
+        let manager = KeyManager {
+            store,
+            master,
+            retain,
+            ring: std::sync::RwLock::new(Arc::new(KeyRing {
+                signer: None,
+                keys: KeySet::default(),
+                jwks: "{\"keys\":[]}".into(),
+                next_change: None,
+            })),
+            built_from: std::sync::Mutex::new(Vec::new()),
+        };
+        manager.refresh(now).await?;
+        Ok(manager)
+    }
+
+    /// The ring in force.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.ring.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Rebuilds the ring if the stored keys changed or a key changed state since the last build.
+    pub async fn refresh(&self, now: i64) -> Result<bool, KeyError> {
+        let stored = self
+            .store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyError::Key(e.to_string()))?;
+        let mut ids: Vec<(String, i64)> = stored
+            .iter()
+            .map(|k| (k.kid.clone(), k.activates_at))
+            .collect();
+        ids.sort();
+        let due = self.ring().next_change.is_some_and(|t| t <= now);
+        {
+            let built = self.built_from.lock().unwrap_or_else(|e| e.into_inner());
+            if *built == ids && !due {
+                return Ok(false);
+            }
+        }
+        let ring = KeyRing::build(&stored, &self.master, now, self.retain)?;
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        *self.built_from.lock().unwrap_or_else(|e| e.into_inner()) = ids;
+        Ok(true)
+    }
+
+    /// Adds a new `alg` key that signs from `now + delay` (published at once).
+    pub async fn rotate(
+        &self,
+        alg: Algorithm,
+        now: i64,
+        delay: i64,
+    ) -> Result<StoredKey, KeyError> {
+        let key = new_key(&self.master, alg, now, now.saturating_add(delay.max(0)))?;
+        self.store
+            .add_signing_key(&key)
+            .await
+            .map_err(|e| KeyError::Key(e.to_string()))?;
+        tracing::info!(target: "audit", event = "key_rotated", kid = %key.kid, alg = %key.alg, activates_at = key.activates_at);
+        self.refresh(now).await?;
+        Ok(key)
+    }
+
+    /// Every key's state at `now`.
+    pub async fn states(&self, now: i64) -> Result<Vec<KeyInfo>, KeyError> {
+        let stored = self
+            .store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyError::Key(e.to_string()))?;
+        Ok(key_states(&stored, now, self.retain))
+    }
+}

@@ -12,10 +12,10 @@ pub mod token;
 pub mod user;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
-pub use keys::{KeyError, KeyInfo, KeyRing, KeyState, MasterKey, StoredKey};
+pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, StoredKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use session::{Session, SessionPolicy};
-pub use store::{KeyStore, SessionStore, StoreError, StoreResult, UserStore};
+pub use store::{KeyStore, SessionStore, StoreError, StoreResult, Stores, UserStore};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};
 pub use user::User;

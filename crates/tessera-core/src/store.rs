@@ -107,3 +107,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Adds a key; [`StoreError::Conflict`] if its kid exists.
     fn add_signing_key(&self, key: &StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
 }
+
+/// Everything the service keeps besides users: the bound of the server's second store.
+pub trait Stores: SessionStore + KeyStore {}
+
+impl<T: SessionStore + KeyStore> Stores for T {}

@@ -200,6 +200,46 @@ impl Default for ThrottleConfig {
     }
 }
 
+/// Access and refresh tokens, and the keys that sign them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Algorithm of new signing keys: EdDSA, ES256, RS256 or HS256.
+    pub algorithm: String,
+    /// Lifetime of access tokens.
+    pub access_ttl: Dur,
+    /// `aud` of first-party access tokens (default: the issuer).
+    pub audience: Option<String>,
+    /// The built-in first-party public client.
+    pub client_id: String,
+    /// `scope` of first-party access tokens.
+    pub scope: String,
+    /// How long a rotated key is published before it signs.
+    pub key_activation_delay: Dur,
+    /// A refresh token unused this long expires.
+    pub refresh_idle: Dur,
+    /// A refresh-token family ends this long after login, however used.
+    pub refresh_absolute: Dur,
+    /// A retried refresh within this window gets the same successor instead of a theft alarm.
+    pub refresh_grace: Dur,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            algorithm: "EdDSA".into(),
+            access_ttl: Dur(Duration::from_secs(15 * 60)),
+            audience: None,
+            client_id: "tessera".into(),
+            scope: "openid".into(),
+            key_activation_delay: Dur(Duration::from_secs(5 * 60)),
+            refresh_idle: Dur(Duration::from_secs(7 * 86_400)),
+            refresh_absolute: Dur(Duration::from_secs(30 * 86_400)),
+            refresh_grace: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
 /// Everything `tessera serve` reads. See `examples/tessera.toml` for each key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,6 +277,8 @@ pub struct Config {
     pub password: PasswordConfig,
     /// Login throttling.
     pub throttle: ThrottleConfig,
+    /// Access and refresh tokens and their keys.
+    pub tokens: TokenConfig,
 }
 
 impl Default for Config {
@@ -258,6 +300,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             password: PasswordConfig::default(),
             throttle: ThrottleConfig::default(),
+            tokens: TokenConfig::default(),
         }
     }
 }
@@ -301,6 +344,18 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_THROTTLE_BASE_DELAY", "throttle.base_delay"),
     ("TESSERA_THROTTLE_MAX_DELAY", "throttle.max_delay"),
     ("TESSERA_THROTTLE_WINDOW", "throttle.window"),
+    ("TESSERA_TOKENS_ALGORITHM", "tokens.algorithm"),
+    ("TESSERA_TOKENS_ACCESS_TTL", "tokens.access_ttl"),
+    ("TESSERA_TOKENS_AUDIENCE", "tokens.audience"),
+    ("TESSERA_TOKENS_CLIENT_ID", "tokens.client_id"),
+    ("TESSERA_TOKENS_SCOPE", "tokens.scope"),
+    (
+        "TESSERA_TOKENS_KEY_ACTIVATION_DELAY",
+        "tokens.key_activation_delay",
+    ),
+    ("TESSERA_TOKENS_REFRESH_IDLE", "tokens.refresh_idle"),
+    ("TESSERA_TOKENS_REFRESH_ABSOLUTE", "tokens.refresh_absolute"),
+    ("TESSERA_TOKENS_REFRESH_GRACE", "tokens.refresh_grace"),
 ];
 
 /// Keys whose TOML value is a string (the others are numbers, booleans or lists).
@@ -425,6 +480,18 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(bad("tls_cert and tls_key go together"));
         }
+        if !matches!(
+            self.tokens.algorithm.as_str(),
+            "EdDSA" | "ES256" | "RS256" | "HS256"
+        ) {
+            return Err(bad("tokens.algorithm is EdDSA, ES256, RS256 or HS256"));
+        }
+        if self.tokens.access_ttl.0.is_zero()
+            || self.tokens.refresh_idle.0.is_zero()
+            || self.tokens.refresh_absolute.0.is_zero()
+        {
+            return Err(bad("token lifetimes must be longer than zero"));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format is `text` or `json`"));
         }
@@ -450,6 +517,14 @@ impl Config {
                 format!("{scheme}://{}", self.listen)
             }
         }
+    }
+
+    /// `aud` of first-party access tokens: configured, or the issuer.
+    pub fn audience(&self) -> String {
+        self.tokens
+            .audience
+            .clone()
+            .unwrap_or_else(|| self.issuer())
     }
 
     /// The database URL: configured, or the SQLite file in the data directory.

@@ -22,8 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, HashParams, PasswordHasherPool, PasswordPolicy, SessionPolicy, SessionStore, Throttle,
-    ThrottlePolicy, UserStore,
+    Auth, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy, SessionPolicy,
+    Stores, Throttle, ThrottlePolicy, UserStore,
 };
 use tessera_jose::Clock;
 use tokio::net::TcpListener;
@@ -47,7 +47,24 @@ pub struct Settings {
     pub allow_registration: bool,
     /// Whether to send `Strict-Transport-Security` (the issuer is https).
     pub hsts: bool,
+    /// The issuer URL (`iss`).
+    pub issuer: String,
+    /// `aud` of first-party access tokens.
+    pub audience: String,
+    /// Access-token lifetime, seconds.
+    pub access_ttl: i64,
+    /// The built-in first-party public client.
+    pub client_id: String,
+    /// `scope` of first-party access tokens.
+    pub scope: String,
+    /// Algorithm of new keys.
+    pub algorithm: tessera_jose::Algorithm,
+    /// How long a rotated key is published before it signs, seconds.
+    pub key_activation_delay: i64,
 }
+
+/// Clock-skew tolerance on token times, seconds.
+pub const LEEWAY: i64 = 60;
 
 /// The shared state of every handler.
 #[derive(Debug)]
@@ -58,6 +75,8 @@ pub struct AppState<U, S> {
     pub settings: Arc<Settings>,
     /// Request metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The signing keys.
+    pub keys: Arc<KeyManager<S>>,
 }
 
 impl<U, S> Clone for AppState<U, S> {
@@ -66,16 +85,19 @@ impl<U, S> Clone for AppState<U, S> {
             auth: Arc::clone(&self.auth),
             settings: Arc::clone(&self.settings),
             metrics: Arc::clone(&self.metrics),
+            keys: Arc::clone(&self.keys),
         }
     }
 }
 
-/// Builds the service over `users` and `sessions` with `clock`.
-pub fn build<U: UserStore, S: SessionStore>(
+/// Builds the service over `users` and `sessions` with `clock`; signing keys are sealed under
+/// `master` (a first key is made if the store has none).
+pub async fn build<U: UserStore, S: Stores + Clone>(
     config: &Config,
     users: U,
     sessions: S,
     clock: Arc<dyn Clock>,
+    master: MasterKey,
 ) -> Result<AppState<U, S>, ConfigError> {
     let p = &config.password;
     let hasher = PasswordHasherPool::new(
@@ -96,6 +118,21 @@ pub fn build<U: UserStore, S: SessionStore>(
         window: t.window.secs().max(1),
         ..ThrottlePolicy::default()
     });
+    let development = config.development();
+    let issuer = config.issuer();
+    let algorithm = tessera_jose::Algorithm::from_name(&config.tokens.algorithm)
+        .ok_or_else(|| ConfigError("tokens.algorithm is EdDSA, ES256, RS256 or HS256".into()))?;
+    let access_ttl = config.tokens.access_ttl.secs();
+    let now = clock.now();
+    let keys = KeyManager::start(
+        sessions.clone(),
+        master,
+        algorithm,
+        now,
+        access_ttl + LEEWAY,
+    )
+    .await
+    .map_err(|e| ConfigError(e.to_string()))?;
     let auth = Auth::new(
         users,
         sessions,
@@ -112,9 +149,8 @@ pub fn build<U: UserStore, S: SessionStore>(
         throttle,
         clock,
     );
-    let development = config.development();
-    let issuer = config.issuer();
     Ok(AppState {
+        keys: Arc::new(keys),
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             cookie_name: if development {
@@ -127,6 +163,13 @@ pub fn build<U: UserStore, S: SessionStore>(
             trusted_proxies: config.trusted_proxies.clone(),
             allow_registration: config.allow_registration,
             hsts: issuer.starts_with("https://"),
+            audience: config.audience(),
+            issuer,
+            access_ttl,
+            client_id: config.tokens.client_id.clone(),
+            scope: config.tokens.scope.clone(),
+            algorithm,
+            key_activation_delay: config.tokens.key_activation_delay.secs(),
         }),
         metrics: Arc::new(metrics::Metrics::default()),
     })
@@ -134,7 +177,7 @@ pub fn build<U: UserStore, S: SessionStore>(
 
 /// The routes, with the body limit, the request timeout, metrics and problem bodies for every
 /// error the framework itself produces.
-pub fn router<U: UserStore, S: SessionStore>(state: AppState<U, S>, config: &Config) -> Router {
+pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -> Router {
     Router::new()
         .route("/auth/login", post(routes::login::<U, S>))
         .route("/auth/logout", post(routes::logout::<U, S>))
@@ -152,6 +195,15 @@ pub fn router<U: UserStore, S: SessionStore>(state: AppState<U, S>, config: &Con
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<U, S>))
         .route("/metrics", get(routes::metrics::<U, S>))
+        .route("/.well-known/jwks.json", get(routes::jwks::<U, S>))
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::discovery::<U, S>),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(routes::discovery::<U, S>),
+        )
         .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
@@ -167,7 +219,7 @@ pub fn router<U: UserStore, S: SessionStore>(state: AppState<U, S>, config: &Con
 
 /// Records metrics, adds the security headers, and turns any error response that is not yet a
 /// problem (router 405, timeout 408, …) into one.
-async fn finish<U: UserStore, S: SessionStore>(
+async fn finish<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     req: Request,
     next: Next,
@@ -219,11 +271,27 @@ pub async fn serve(
     .await
 }
 
-/// Removes dead sessions every `every` until the process ends (stores without native expiry).
-pub fn spawn_purger<U: UserStore, S: SessionStore>(
+/// Reloads the signing keys every `every`: a rotation made by the CLI or another instance, or
+/// a key reaching its activation time, takes effect without a restart.
+pub fn spawn_key_refresher<U: UserStore, S: Stores>(
     state: &AppState<U, S>,
     every: std::time::Duration,
 ) {
+    let keys = Arc::clone(&state.keys);
+    let auth = Arc::clone(&state.auth);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.refresh(auth.now()).await {
+                tracing::warn!(error = %e, "reloading the signing keys failed");
+            }
+        }
+    });
+}
+
+/// Removes dead sessions every `every` until the process ends (stores without native expiry).
+pub fn spawn_purger<U: UserStore, S: Stores>(state: &AppState<U, S>, every: std::time::Duration) {
     let auth = Arc::clone(&state.auth);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tessera_core::{Authenticated, ClientInfo, SessionStore, UserStore};
+use tessera_core::{Authenticated, ClientInfo, Stores, UserStore};
 
 use crate::AppState;
 use crate::http::{JsonBody, Peer, bearer, client_ip, cookie, same_origin};
@@ -24,7 +24,7 @@ pub struct Caller {
     pub via_cookie: bool,
 }
 
-impl<U: UserStore, S: SessionStore> AppState<U, S> {
+impl<U: UserStore, S: Stores> AppState<U, S> {
     /// The caller's session from `Authorization: Bearer tss_…` or the session cookie; never
     /// from the URL.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
@@ -76,7 +76,7 @@ pub(crate) struct LoginRequest {
     mode: Option<String>,
 }
 
-pub(crate) async fn login<U: UserStore, S: SessionStore>(
+pub(crate) async fn login<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     peer: Peer,
     headers: HeaderMap,
@@ -124,7 +124,7 @@ pub(crate) async fn login<U: UserStore, S: SessionStore>(
     Ok(no_store(res))
 }
 
-pub(crate) async fn logout<U: UserStore, S: SessionStore>(
+pub(crate) async fn logout<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -137,7 +137,7 @@ pub(crate) async fn logout<U: UserStore, S: SessionStore>(
     Ok(no_store(res))
 }
 
-pub(crate) async fn me<U: UserStore, S: SessionStore>(
+pub(crate) async fn me<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -155,7 +155,7 @@ pub(crate) async fn me<U: UserStore, S: SessionStore>(
     ))
 }
 
-pub(crate) async fn list_sessions<U: UserStore, S: SessionStore>(
+pub(crate) async fn list_sessions<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -178,7 +178,7 @@ pub(crate) async fn list_sessions<U: UserStore, S: SessionStore>(
     Ok(no_store(Json(out).into_response()))
 }
 
-pub(crate) async fn end_session<U: UserStore, S: SessionStore>(
+pub(crate) async fn end_session<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -193,7 +193,7 @@ pub(crate) async fn end_session<U: UserStore, S: SessionStore>(
     }
 }
 
-pub(crate) async fn end_other_sessions<U: UserStore, S: SessionStore>(
+pub(crate) async fn end_other_sessions<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -206,7 +206,7 @@ pub(crate) async fn end_other_sessions<U: UserStore, S: SessionStore>(
     Ok(Json(json!({ "ended": n })).into_response())
 }
 
-pub(crate) async fn get_session_data<U: UserStore, S: SessionStore>(
+pub(crate) async fn get_session_data<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -214,7 +214,7 @@ pub(crate) async fn get_session_data<U: UserStore, S: SessionStore>(
     Ok(no_store(Json(caller.auth.session.data).into_response()))
 }
 
-pub(crate) async fn put_session_data<U: UserStore, S: SessionStore>(
+pub(crate) async fn put_session_data<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
     JsonBody(data): JsonBody<Value>,
@@ -248,7 +248,7 @@ pub(crate) struct RegisterRequest {
     password: String,
 }
 
-pub(crate) async fn register<U: UserStore, S: SessionStore>(
+pub(crate) async fn register<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<RegisterRequest>,
@@ -273,7 +273,7 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub(crate) async fn readyz<U: UserStore, S: SessionStore>(
+pub(crate) async fn readyz<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
 ) -> Response {
     let users = state.auth.users().ping().await.is_ok();
@@ -291,7 +291,7 @@ pub(crate) async fn readyz<U: UserStore, S: SessionStore>(
     no_store((status, body).into_response())
 }
 
-pub(crate) async fn metrics<U: UserStore, S: SessionStore>(
+pub(crate) async fn metrics<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
 ) -> Response {
     let active = state.auth.sessions().count_sessions().await.ok();
@@ -304,4 +304,45 @@ pub(crate) async fn metrics<U: UserStore, S: SessionStore>(
         text,
     )
         .into_response()
+}
+
+pub(crate) async fn jwks<U: UserStore, S: Stores>(State(state): State<AppState<U, S>>) -> Response {
+    let ring = state.keys.ring();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
+        ring.jwks.to_string(),
+    )
+        .into_response()
+}
+
+/// RFC 8414 / OpenID discovery: exactly what this server offers.
+pub(crate) async fn discovery<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+) -> Response {
+    let s = &state.settings;
+    let mut algs = vec![s.algorithm.name()];
+    for k in state.keys.ring().keys.keys() {
+        let name = k.algorithm().name();
+        if !algs.contains(&name) {
+            algs.push(name);
+        }
+    }
+    let issuer = &s.issuer;
+    let doc = json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "grant_types_supported": ["refresh_token"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "access_token_signing_alg_values_supported": algs,
+        "subject_types_supported": ["public"],
+        "scopes_supported": [s.scope],
+    });
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(doc)).into_response()
 }

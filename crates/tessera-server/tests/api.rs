@@ -8,7 +8,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use tessera_core::{SessionStore, UserStore};
+use tessera_core::{KeyStore, MasterKey, SessionStore, Stores, UserStore};
 use tessera_jose::ManualClock;
 use tessera_server::{AppState, Config};
 use tessera_store::{MemoryStore, SqliteStore};
@@ -31,7 +31,7 @@ fn config() -> Config {
     c
 }
 
-async fn spawn_with<U: UserStore + Clone, S: SessionStore + Clone>(
+async fn spawn_with<U: UserStore + Clone, S: Stores + Clone>(
     mut config: Config,
     users: U,
     sessions: S,
@@ -40,7 +40,10 @@ async fn spawn_with<U: UserStore + Clone, S: SessionStore + Clone>(
     let addr = listener.local_addr().unwrap();
     config.listen = addr;
     let clock = ManualClock::new(T0);
-    let state = tessera_server::build(&config, users, sessions, Arc::new(clock.clone())).unwrap();
+    let master = MasterKey::from_bytes(&[42u8; 32]).unwrap();
+    let state = tessera_server::build(&config, users, sessions, Arc::new(clock.clone()), master)
+        .await
+        .unwrap();
     let cookie_name = state.settings.cookie_name;
     let router = tessera_server::router(state.clone(), &config);
     tokio::spawn(tessera_server::serve(
@@ -76,7 +79,7 @@ struct Login {
     body: Value,
 }
 
-impl<U: UserStore, S: SessionStore> App<U, S> {
+impl<U: UserStore, S: Stores> App<U, S> {
     async fn user(&self, name: &str) {
         self.state.auth.create_user(name, PW).await.unwrap();
     }
@@ -191,7 +194,7 @@ macro_rules! on_both_stores {
     };
 }
 
-async fn login_me_logout<U: UserStore, S: SessionStore>(app: App<U, S>) {
+async fn login_me_logout<U: UserStore, S: Stores>(app: App<U, S>) {
     app.user("Alice").await;
     let l = app.login("alice").await;
     assert!(l.token.starts_with("tss_"));
@@ -236,7 +239,7 @@ async fn login_me_logout<U: UserStore, S: SessionStore>(app: App<U, S>) {
 }
 on_both_stores!(login_me_logout);
 
-async fn sessions_list_end_one_end_others<U: UserStore, S: SessionStore>(app: App<U, S>) {
+async fn sessions_list_end_one_end_others<U: UserStore, S: Stores>(app: App<U, S>) {
     app.user("alice").await;
     app.user("bob").await;
     let a1 = app.login("alice").await;
@@ -322,7 +325,7 @@ async fn sessions_list_end_one_end_others<U: UserStore, S: SessionStore>(app: Ap
 }
 on_both_stores!(sessions_list_end_one_end_others);
 
-async fn idle_and_absolute_expiry<U: UserStore, S: SessionStore>(app: App<U, S>) {
+async fn idle_and_absolute_expiry<U: UserStore, S: Stores>(app: App<U, S>) {
     app.user("alice").await;
     let l = app.login("alice").await;
     // Idle timeout 30 min: activity keeps it alive...
@@ -354,7 +357,7 @@ impl<U, S> App<U, S> {
     }
 }
 
-async fn last_seen_written_at_most_once_a_minute<U: UserStore, S: SessionStore>(app: App<U, S>) {
+async fn last_seen_written_at_most_once_a_minute<U: UserStore, S: Stores>(app: App<U, S>) {
     app.user("alice").await;
     let l = app.login("alice").await;
     let hash = tessera_core::Token::parse(tessera_core::Kind::Session, &l.token)
@@ -1023,5 +1026,142 @@ async fn a_request_past_its_timeout_is_a_408_problem() {
     assert_eq!(
         app.get("/healthz", HeaderMap::new()).await.status(),
         StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_and_discovery_publish_public_keys_only() {
+    let app = spawn_sqlite(config()).await;
+    let res = app.get("/.well-known/jwks.json", HeaderMap::new()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()
+            .get("cache-control")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let jwks: Value = res.json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert_eq!(keys[0]["use"], "sig");
+    assert_eq!(keys[0]["kty"], "OKP");
+    assert!(keys[0]["kid"].as_str().unwrap().len() > 20);
+    assert!(keys[0].get("d").is_none());
+    // At rest the private key is sealed: the store holds no "d".
+    let stored = app.state.auth.sessions().signing_keys().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(!String::from_utf8_lossy(&stored[0].sealed).contains("\"d\""));
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let doc: Value = app.get(path, HeaderMap::new()).await.json().await.unwrap();
+        assert_eq!(doc["issuer"], app.url);
+        assert_eq!(
+            doc["jwks_uri"],
+            format!("{}/.well-known/jwks.json", app.url)
+        );
+        assert_eq!(doc["token_endpoint"], format!("{}/oauth2/token", app.url));
+        assert_eq!(
+            doc["revocation_endpoint"],
+            format!("{}/oauth2/revoke", app.url)
+        );
+        assert_eq!(
+            doc["access_token_signing_alg_values_supported"],
+            json!(["EdDSA"])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_published_at_once_signs_after_its_delay_and_retires_late() {
+    let app = spawn(config()).await;
+    let jwks_kids = || async {
+        let v: Value = app
+            .get("/.well-known/jwks.json", HeaderMap::new())
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let first = app
+        .state
+        .keys
+        .ring()
+        .signer
+        .as_ref()
+        .unwrap()
+        .key()
+        .kid()
+        .to_owned();
+    let t = app.clock_now();
+    let new = app
+        .state
+        .keys
+        .rotate(tessera_jose::Algorithm::EdDSA, t, 300)
+        .await
+        .unwrap();
+    // Published at once, not signing yet.
+    assert_eq!(jwks_kids().await, vec![first.clone(), new.kid.clone()]);
+    assert_eq!(
+        app.state.keys.ring().signer.as_ref().unwrap().key().kid(),
+        first
+    );
+    app.clock.set(t + 299);
+    app.state.keys.refresh(t + 299).await.unwrap();
+    assert_eq!(
+        app.state.keys.ring().signer.as_ref().unwrap().key().kid(),
+        first
+    );
+    // From its activation it signs; the old key stays published for 15 min + 60 s.
+    app.clock.set(t + 300);
+    app.state.keys.refresh(t + 300).await.unwrap();
+    assert_eq!(
+        app.state.keys.ring().signer.as_ref().unwrap().key().kid(),
+        new.kid
+    );
+    assert_eq!(jwks_kids().await.len(), 2);
+    app.clock.set(t + 300 + 960 - 1);
+    app.state.keys.refresh(t + 300 + 959).await.unwrap();
+    assert_eq!(jwks_kids().await.len(), 2);
+    app.clock.set(t + 300 + 960);
+    app.state.keys.refresh(t + 300 + 960).await.unwrap();
+    assert_eq!(jwks_kids().await, vec![new.kid.clone()]);
+    let states = app.state.keys.states(t + 300 + 960).await.unwrap();
+    assert_eq!(states[0].state, tessera_core::KeyState::Expired);
+    assert_eq!(states[1].state, tessera_core::KeyState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hmac_secret_is_never_published() {
+    let mut c = config();
+    c.tokens.algorithm = "HS256".into();
+    let app = spawn(c).await;
+    let jwks: Value = app
+        .get("/.well-known/jwks.json", HeaderMap::new())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks, json!({"keys": []}));
+    assert_eq!(
+        app.state
+            .keys
+            .ring()
+            .signer
+            .as_ref()
+            .unwrap()
+            .key()
+            .algorithm(),
+        tessera_jose::Algorithm::HS256
     );
 }

@@ -38,7 +38,7 @@ enum Command {
     /// Verify a token's signature and claims against a JWK Set (file or URL) or an issuer's
     /// discovery document. Exit 0 when valid, 1 when refused (reason on stderr), 2 on bad usage.
     Verify(cmd::verify::Args),
-    /// Signing keys.
+    /// Signing keys: generate one for yourself, or list and rotate the service's.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
 }

@@ -381,3 +381,84 @@ fn sigterm_lets_requests_in_flight_finish() {
     assert_eq!(in_flight.join().unwrap(), 200);
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn keys_rotate_from_the_cli_reaches_the_running_server() {
+    let dir = Dir::new("keys");
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    let server = Server::start(
+        &data,
+        &[("TESSERA_TOKENS_KEY_ACTIVATION_DELAY", "0s")],
+        "http",
+    );
+    // The master key file is private to its owner.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let jwks = || -> Vec<String> {
+        let v: Value = client()
+            .get(format!("{}/.well-known/jwks.json", server.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = jwks();
+    assert_eq!(before.len(), 1);
+    let o = tessera(&["keys", "list", "--json", "--data-dir", d], &[], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["kid"], before[0].as_str());
+    assert_eq!(list[0]["state"], "active");
+
+    let o = tessera(
+        &["keys", "rotate", "--alg", "ES256", "--data-dir", d],
+        &[("TESSERA_TOKENS_KEY_ACTIVATION_DELAY", "0s")],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let started = Instant::now();
+    while jwks().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the rotation did not reach the server"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = tessera(&["keys", "list", "--data-dir", d], &[], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("ES256") && text.contains("active") && text.contains("retiring"),
+        "{text}"
+    );
+    // A wrong master key cannot open the stored keys: refused with a sentence.
+    let o = tessera(
+        &["keys", "list", "--data-dir", d],
+        &[(
+            "TESSERA_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("master key"));
+    assert!(server.stop().success());
+}

@@ -11,6 +11,23 @@ pub(crate) enum Command {
     /// Generate a signing key: prints the private JWK (keep it secret) and the public JWK (publish
     /// it). HMAC algorithms have no public key: their secret is both.
     Generate(GenerateArgs),
+    /// List the service's signing keys and their state (next, active, retiring, expired).
+    List {
+        /// One JSON array for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: super::store::ConfigArgs,
+    },
+    /// Add a new signing key: published in the JWKS at once, signing only after
+    /// tokens.key_activation_delay, so that caches learn it first.
+    Rotate {
+        /// Algorithm of the new key (default: tokens.algorithm).
+        #[arg(long, value_parser = parse_alg)]
+        alg: Option<Algorithm>,
+        #[command(flatten)]
+        common: super::store::ConfigArgs,
+    },
 }
 
 /// Arguments of `tessera keys generate`.
@@ -37,6 +54,75 @@ fn parse_alg(s: &str) -> Result<Algorithm, String> {
 pub(crate) fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Generate(args) => generate(args),
+        Command::List { json, common } => managed(&common, Managed::List { json }),
+        Command::Rotate { alg, common } => managed(&common, Managed::Rotate { alg }),
+    }
+}
+
+enum Managed {
+    List { json: bool },
+    Rotate { alg: Option<Algorithm> },
+}
+
+fn managed(common: &super::store::ConfigArgs, what: Managed) -> Result<(), Failure> {
+    let config = common.load()?;
+    crate::logging(&config.log_format);
+    super::runtime()?.block_on(super::store::with_stores(&config, false, what))
+}
+
+impl super::store::AsyncStoreFn<()> for Managed {
+    async fn call<U: tessera_core::UserStore + Clone, S: tessera_core::Stores + Clone>(
+        self,
+        config: &tessera_server::Config,
+        _users: U,
+        store: S,
+    ) -> Result<(), Failure> {
+        use tessera_jose::Clock as _;
+        let now = tessera_jose::SystemClock.now();
+        let default_alg = Algorithm::from_name(&config.tokens.algorithm)
+            .ok_or_else(|| Failure::usage("tokens.algorithm is EdDSA, ES256, RS256 or HS256"))?;
+        let retain = config.tokens.access_ttl.secs() + tessera_server::LEEWAY;
+        let master = super::store::master_key(config)?;
+        let keys = tessera_core::KeyManager::start(store, master, default_alg, now, retain)
+            .await
+            .map_err(|e| Failure::refused(e.to_string()))?;
+        let fail = |e: tessera_core::KeyError| Failure::refused(e.to_string());
+        match self {
+            Managed::List { json } => {
+                let states = keys.states(now).await.map_err(fail)?;
+                if json {
+                    out(&format!(
+                        "{}\n",
+                        super::pretty(&serde_json::to_value(&states).unwrap_or_default())
+                    ));
+                } else {
+                    let mut text = String::new();
+                    for k in &states {
+                        let state = serde_json::to_value(k.state).unwrap_or_default();
+                        text.push_str(&format!(
+                            "{}\t{}\t{}\tsigns from {}\n",
+                            k.kid,
+                            k.alg,
+                            state.as_str().unwrap_or(""),
+                            crate::humantime::utc(k.activates_at)
+                        ));
+                    }
+                    out(&text);
+                }
+            }
+            Managed::Rotate { alg } => {
+                let alg = alg.unwrap_or(default_alg);
+                let delay = config.tokens.key_activation_delay.secs();
+                let key = keys.rotate(alg, now, delay).await.map_err(fail)?;
+                out(&format!(
+                    "new {} key {}: published now, signs from {}\n",
+                    key.alg,
+                    key.kid,
+                    crate::humantime::utc(key.activates_at)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

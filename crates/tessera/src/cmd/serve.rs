@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tessera_core::{SessionStore, UserStore};
+use tessera_core::{Stores, UserStore};
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
@@ -36,6 +36,17 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   throttle.base_delay              TESSERA_THROTTLE_BASE_DELAY
   throttle.max_delay               TESSERA_THROTTLE_MAX_DELAY
   throttle.window                  TESSERA_THROTTLE_WINDOW
+  tokens.algorithm                 TESSERA_TOKENS_ALGORITHM        (EdDSA, ES256, RS256, HS256)
+  tokens.access_ttl                TESSERA_TOKENS_ACCESS_TTL
+  tokens.audience                  TESSERA_TOKENS_AUDIENCE
+  tokens.client_id                 TESSERA_TOKENS_CLIENT_ID
+  tokens.scope                     TESSERA_TOKENS_SCOPE
+  tokens.key_activation_delay      TESSERA_TOKENS_KEY_ACTIVATION_DELAY
+  tokens.refresh_idle              TESSERA_TOKENS_REFRESH_IDLE
+  tokens.refresh_absolute          TESSERA_TOKENS_REFRESH_ABSOLUTE
+  tokens.refresh_grace             TESSERA_TOKENS_REFRESH_GRACE
+The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or
+DATA_DIR/master.key (created owner-only on first start).
 Durations are strings: \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\".";
 
 /// Arguments of `tessera serve`.
@@ -70,7 +81,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
 struct Serve;
 
 impl AsyncStoreFn<()> for Serve {
-    async fn call<U: UserStore + Clone, S: SessionStore + Clone>(
+    async fn call<U: UserStore + Clone, S: Stores + Clone>(
         self,
         config: &Config,
         users: U,
@@ -83,8 +94,9 @@ impl AsyncStoreFn<()> for Serve {
             ),
             _ => None,
         };
-        let state = state(config, users, sessions)?;
+        let state = state(config, users, sessions).await?;
         tessera_server::spawn_purger(&state, Duration::from_secs(60));
+        tessera_server::spawn_key_refresher(&state, Duration::from_secs(2));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Failure::refused(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_core::{SessionStore, UserStore};
+use tessera_core::{MasterKey, Stores, UserStore};
 use tessera_jose::SystemClock;
 use tessera_server::{AppState, Config};
 use tessera_store::{CachedStore, MemoryStore, SqliteStore};
@@ -90,7 +90,7 @@ pub(crate) async fn with_stores<T>(
 
 /// A generic async callback over the two stores (a trait because closures cannot be generic).
 pub(crate) trait AsyncStoreFn<T> {
-    fn call<U: UserStore + Clone, S: SessionStore + Clone>(
+    fn call<U: UserStore + Clone, S: Stores + Clone>(
         self,
         config: &Config,
         users: U,
@@ -98,12 +98,25 @@ pub(crate) trait AsyncStoreFn<T> {
     ) -> impl Future<Output = Result<T, Failure>>;
 }
 
+/// The master key that seals signing keys: `TESSERA_MASTER_KEY` (base64url, 32 bytes), or
+/// `DATA_DIR/master.key`, created owner-only on first use.
+pub(crate) fn master_key(config: &Config) -> Result<MasterKey, Failure> {
+    match std::env::var("TESSERA_MASTER_KEY") {
+        Ok(text) => MasterKey::from_text(&text)
+            .map_err(|e| Failure::usage(format!("TESSERA_MASTER_KEY: {e}"))),
+        Err(_) => MasterKey::load_or_create(&config.data_dir.join("master.key"))
+            .map_err(|e| Failure::refused(e.to_string())),
+    }
+}
+
 /// The service over the stores, on the system clock.
-pub(crate) fn state<U: UserStore, S: SessionStore>(
+pub(crate) async fn state<U: UserStore, S: Stores + Clone>(
     config: &Config,
     users: U,
     sessions: S,
 ) -> Result<AppState<U, S>, Failure> {
-    tessera_server::build(config, users, sessions, Arc::new(SystemClock))
+    let master = master_key(config)?;
+    tessera_server::build(config, users, sessions, Arc::new(SystemClock), master)
+        .await
         .map_err(|e| Failure::usage(e.to_string()))
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 
 use serde_json::json;
-use tessera_core::{AccountError, SessionStore, UserStore};
+use tessera_core::{AccountError, Stores, UserStore};
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
@@ -87,13 +87,13 @@ fn account_failure(e: AccountError) -> Failure {
 struct Run(Command, Option<String>);
 
 impl AsyncStoreFn<()> for Run {
-    async fn call<U: UserStore + Clone, S: SessionStore + Clone>(
+    async fn call<U: UserStore + Clone, S: Stores + Clone>(
         self,
         config: &Config,
         users: U,
         sessions: S,
     ) -> Result<(), Failure> {
-        let st = state(config, users, sessions)?;
+        let st = state(config, users, sessions).await?;
         let auth = &st.auth;
         match self.0 {
             Command::Add { name, .. } => {
