@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod keys;
 pub mod password;
+pub mod refresh;
 pub mod session;
 pub mod store;
 pub mod throttle;
@@ -14,8 +15,9 @@ pub mod user;
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
 pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, StoredKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
+pub use refresh::RefreshRecord;
 pub use session::{Session, SessionPolicy};
-pub use store::{KeyStore, SessionStore, StoreError, StoreResult, Stores, UserStore};
+pub use store::{KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores, UserStore};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};
 pub use user::User;

@@ -6,6 +6,7 @@ use std::future::Future;
 use serde_json::Value;
 
 use crate::keys::StoredKey;
+use crate::refresh::RefreshRecord;
 use crate::session::Session;
 use crate::token::TokenHash;
 use crate::user::User;
@@ -108,7 +109,45 @@ pub trait KeyStore: Send + Sync + 'static {
     fn add_signing_key(&self, key: &StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
-/// Everything the service keeps besides users: the bound of the server's second store.
-pub trait Stores: SessionStore + KeyStore {}
+/// Where refresh tokens and their families live, keyed by the hash of the token.
+pub trait RefreshStore: Send + Sync + 'static {
+    /// Adds a token (its family is created with the first); [`StoreError::Conflict`] if the
+    /// hash exists.
+    fn create_refresh(
+        &self,
+        hash: &TokenHash,
+        record: &RefreshRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The token and whether its family is revoked.
+    fn refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = StoreResult<Option<(RefreshRecord, bool)>>> + Send;
+    /// Marks the token used at `at` if it was unused; true if this call did it (the one winner
+    /// among concurrent uses).
+    fn mark_refresh_used(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records the `jti` of the access token issued with this token.
+    fn set_access_jti(
+        &self,
+        hash: &TokenHash,
+        jti: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The family of the token with which access token `jti` was issued.
+    fn family_of_access(
+        &self,
+        jti: &str,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// Revokes a family: none of its tokens refresh again.
+    fn revoke_family(&self, family: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Revokes every family of a user; how many were live.
+    fn revoke_families_of(&self, user_id: &str) -> impl Future<Output = StoreResult<u64>> + Send;
+}
 
-impl<T: SessionStore + KeyStore> Stores for T {}
+/// Everything the service keeps besides users: the bound of the server's second store.
+pub trait Stores: SessionStore + KeyStore + RefreshStore {}
+
+impl<T: SessionStore + KeyStore + RefreshStore> Stores for T {}

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    KeyStore, Session, SessionStore, StoreResult, StoredKey, TokenHash, User, UserStore,
+    KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreResult, StoredKey,
+    TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]
@@ -240,5 +241,35 @@ impl<T: KeyStore> KeyStore for CachedStore<T> {
 
     async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
         self.inner.add_signing_key(key).await
+    }
+}
+
+impl<T: RefreshStore> RefreshStore for CachedStore<T> {
+    async fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()> {
+        self.inner.create_refresh(hash, record).await
+    }
+
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
+        self.inner.refresh_token(hash).await
+    }
+
+    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
+        self.inner.mark_refresh_used(hash, at).await
+    }
+
+    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
+        self.inner.set_access_jti(hash, jti).await
+    }
+
+    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
+        self.inner.family_of_access(jti).await
+    }
+
+    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
+        self.inner.revoke_family(family).await
+    }
+
+    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
+        self.inner.revoke_families_of(user_id).await
     }
 }

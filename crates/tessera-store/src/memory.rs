@@ -5,7 +5,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use tessera_core::{
-    KeyStore, Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
+    KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult,
+    StoredKey, TokenHash, User, UserStore,
 };
 
 #[derive(Debug, Default)]
@@ -15,6 +16,9 @@ struct Inner {
     sessions: HashMap<TokenHash, Session>,
     sessions_by_user: HashMap<String, HashSet<TokenHash>>,
     keys: Vec<StoredKey>,
+    refresh: HashMap<TokenHash, RefreshRecord>,
+    /// Family → (user, revoked).
+    families: HashMap<String, (String, bool)>,
 }
 
 /// The in-process store. Clones share the same data.
@@ -228,5 +232,71 @@ impl KeyStore for MemoryStore {
         }
         g.keys.push(key.clone());
         Ok(())
+    }
+}
+
+impl RefreshStore for MemoryStore {
+    async fn create_refresh(&self, hash: &TokenHash, r: &RefreshRecord) -> StoreResult<()> {
+        let mut g = self.write();
+        if g.refresh.contains_key(hash) {
+            return Err(StoreError::Conflict);
+        }
+        g.families
+            .entry(r.family.clone())
+            .or_insert_with(|| (r.user_id.clone(), false));
+        g.refresh.insert(*hash, r.clone());
+        Ok(())
+    }
+
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
+        let g = self.read();
+        Ok(g.refresh.get(hash).map(|r| {
+            let revoked = g.families.get(&r.family).is_some_and(|f| f.1);
+            (r.clone(), revoked)
+        }))
+    }
+
+    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
+        Ok(match self.write().refresh.get_mut(hash) {
+            Some(r) if r.used_at.is_none() => {
+                r.used_at = Some(at);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
+        if let Some(r) = self.write().refresh.get_mut(hash) {
+            r.access_jti = Some(jti.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .read()
+            .refresh
+            .values()
+            .find(|r| r.access_jti.as_deref() == Some(jti))
+            .map(|r| r.family.clone()))
+    }
+
+    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
+        if let Some(f) = self.write().families.get_mut(family) {
+            f.1 = true;
+        }
+        Ok(())
+    }
+
+    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
+        let mut n = 0;
+        for (user, revoked) in self.write().families.values_mut() {
+            if user == user_id && !*revoked {
+                *revoked = true;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }

@@ -10,7 +10,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 use tessera_core::{
-    KeyStore, Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
+    KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult,
+    StoredKey, TokenHash, User, UserStore,
 };
 
 /// The embedded schema, in order.
@@ -29,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "signing keys",
         include_str!("../migrations/sqlite/0003_signing_keys.sql"),
+    ),
+    (
+        4,
+        "refresh tokens",
+        include_str!("../migrations/sqlite/0004_refresh_tokens.sql"),
     ),
 ];
 
@@ -412,5 +418,112 @@ impl KeyStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+impl RefreshStore for SqliteStore {
+    async fn create_refresh(&self, hash: &TokenHash, r: &RefreshRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("INSERT OR IGNORE INTO refresh_families (family, user_id) VALUES (?, ?)")
+            .bind(&r.family)
+            .bind(&r.user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(hash.to_hex())
+            .bind(&r.family)
+            .bind(&r.user_id)
+            .bind(&r.client_id)
+            .bind(&r.scope)
+            .bind(r.created_at)
+            .bind(r.expires_at)
+            .bind(r.family_expires_at)
+            .bind(r.used_at)
+            .bind(&r.access_jti)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
+        let row = sqlx::query("SELECT t.family, t.user_id, t.client_id, t.scope, t.created_at, t.expires_at, t.family_expires_at, t.used_at, t.access_jti, f.revoked FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = ?")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(r) = row else { return Ok(None) };
+        let rec = (|| -> Result<_, sqlx::Error> {
+            Ok((
+                RefreshRecord {
+                    family: r.try_get("family")?,
+                    user_id: r.try_get("user_id")?,
+                    client_id: r.try_get("client_id")?,
+                    scope: r.try_get("scope")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    family_expires_at: r.try_get("family_expires_at")?,
+                    used_at: r.try_get("used_at")?,
+                    access_jti: r.try_get("access_jti")?,
+                },
+                r.try_get::<i64, _>("revoked")? != 0,
+            ))
+        })()
+        .map_err(unavailable)?;
+        Ok(Some(rec))
+    }
+
+    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(hash.to_hex())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE refresh_tokens SET access_jti = ? WHERE token_hash = ?")
+            .bind(jti)
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT family FROM refresh_tokens WHERE access_jti = ? LIMIT 1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| r.try_get("family"))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family = ?")
+            .bind(family)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE refresh_families SET revoked = 1 WHERE user_id = ? AND revoked = 0",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected())
     }
 }

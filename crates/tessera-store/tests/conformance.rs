@@ -5,7 +5,8 @@
 
 use serde_json::json;
 use tessera_core::{
-    KeyStore, Kind, Session, SessionStore, StoreError, StoredKey, Token, TokenHash, User, UserStore,
+    KeyStore, Kind, RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoredKey,
+    Token, TokenHash, User, UserStore,
 };
 
 fn user(id: &str, name: &str) -> User {
@@ -148,6 +149,59 @@ async fn keys<S: KeyStore>(s: S) {
     assert_eq!(got, vec![k("a", 100), k("b", 200)]);
 }
 
+async fn refresh<S: RefreshStore>(s: S) {
+    let rec = |family: &str, user: &str| RefreshRecord {
+        family: family.into(),
+        user_id: user.into(),
+        client_id: "tessera".into(),
+        scope: "openid".into(),
+        created_at: 1_000,
+        expires_at: 2_000,
+        family_expires_at: 9_000,
+        used_at: None,
+        access_jti: None,
+    };
+    let h1 = Token::generate(Kind::Refresh).hash();
+    let h2 = Token::generate(Kind::Refresh).hash();
+    let h3 = Token::generate(Kind::Refresh).hash();
+    s.create_refresh(&h1, &rec("fam_1", "usr_a")).await.unwrap();
+    s.create_refresh(&h2, &rec("fam_1", "usr_a")).await.unwrap();
+    s.create_refresh(&h3, &rec("fam_2", "usr_b")).await.unwrap();
+    assert!(matches!(
+        s.create_refresh(&h1, &rec("fam_1", "usr_a")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        s.refresh_token(&h1).await.unwrap(),
+        Some((rec("fam_1", "usr_a"), false))
+    );
+    // Exactly one use wins.
+    assert!(s.mark_refresh_used(&h1, 1_500).await.unwrap());
+    assert!(!s.mark_refresh_used(&h1, 1_501).await.unwrap());
+    assert_eq!(
+        s.refresh_token(&h1).await.unwrap().unwrap().0.used_at,
+        Some(1_500)
+    );
+    s.set_access_jti(&h2, "jti-2").await.unwrap();
+    assert_eq!(
+        s.family_of_access("jti-2").await.unwrap().as_deref(),
+        Some("fam_1")
+    );
+    assert_eq!(s.family_of_access("nope").await.unwrap(), None);
+    s.revoke_family("fam_1").await.unwrap();
+    assert!(s.refresh_token(&h2).await.unwrap().unwrap().1);
+    assert!(!s.refresh_token(&h3).await.unwrap().unwrap().1);
+    assert_eq!(s.revoke_families_of("usr_b").await.unwrap(), 1);
+    assert!(s.refresh_token(&h3).await.unwrap().unwrap().1);
+    assert_eq!(s.revoke_families_of("usr_b").await.unwrap(), 0);
+    assert_eq!(
+        s.refresh_token(&Token::generate(Kind::Refresh).hash())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -169,6 +223,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn keys() {
                 super::keys($make).await;
+            }
+
+            #[tokio::test]
+            async fn refresh() {
+                super::refresh($make).await;
             }
         }
     };
