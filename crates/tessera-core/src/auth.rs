@@ -10,7 +10,7 @@ use tessera_jose::Clock;
 
 use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
 use crate::session::{Session, SessionPolicy};
-use crate::store::{SessionStore, StoreError, UserStore};
+use crate::store::{StoreError, Stores, UserStore};
 use crate::throttle::Throttle;
 use crate::token::{Kind, Token, TokenHash, random_id};
 use crate::user::{User, normalize_username};
@@ -133,7 +133,7 @@ pub struct Auth<U, S> {
 /// The longest `User-Agent` kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
-impl<U: UserStore, S: SessionStore> Auth<U, S> {
+impl<U: UserStore, S: Stores> Auth<U, S> {
     /// A service over these stores.
     pub fn new(
         users: U,
@@ -207,13 +207,13 @@ impl<U: UserStore, S: SessionStore> Auth<U, S> {
         Ok(user)
     }
 
-    /// Checks a username and password and opens a session.
-    pub async fn login(
+    /// Checks a username and password (throttled, no enumeration) and returns the user.
+    pub async fn check_password(
         &self,
         username: &str,
         password: &str,
         client: &ClientInfo,
-    ) -> Result<(Token, Authenticated), LoginError> {
+    ) -> Result<User, LoginError> {
         let now = self.now();
         // An invalid username is throttled and answered like any wrong password.
         let name = normalize_username(username).unwrap_or_else(|| username.trim().to_lowercase());
@@ -249,10 +249,20 @@ impl<U: UserStore, S: SessionStore> Auth<U, S> {
         {
             tracing::warn!(error = %e, "could not store the rehashed password");
         }
-        let (token, auth) = self.open_session(user, client, now).await?;
         bump(&self.counters.logins_ok, 1);
-        tracing::info!(target: "audit", event = "login_ok", user = %auth.user.id, ip = ?ip);
-        Ok((token, auth))
+        tracing::info!(target: "audit", event = "login_ok", user = %user.id, ip = ?ip);
+        Ok(user)
+    }
+
+    /// Checks a username and password and opens a session.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<(Token, Authenticated), LoginError> {
+        let user = self.check_password(username, password, client).await?;
+        self.open_session(user, client, self.now()).await
     }
 
     async fn open_session(
@@ -434,7 +444,8 @@ impl<U: UserStore, S: SessionStore> Auth<U, S> {
         if disabled {
             let n = self.sessions.delete_sessions_of(&user.id, None).await?;
             bump(&self.counters.sessions_ended, n);
-            tracing::info!(target: "audit", event = "user_disabled", user = %user.id, sessions_ended = n);
+            let families = self.sessions.revoke_families_of(&user.id).await?;
+            tracing::info!(target: "audit", event = "user_disabled", user = %user.id, sessions_ended = n, refresh_families_revoked = families);
         } else {
             tracing::info!(target: "audit", event = "user_enabled", user = %user.id);
         }
@@ -451,6 +462,7 @@ impl<U: UserStore, S: SessionStore> Auth<U, S> {
             .ok_or(AccountError::NotFound)?;
         let n = self.sessions.delete_sessions_of(&user.id, None).await?;
         bump(&self.counters.sessions_ended, n);
+        self.sessions.revoke_families_of(&user.id).await?;
         self.users.delete_user(&user.id).await?;
         tracing::info!(target: "audit", event = "user_deleted", user = %user.id, sessions_ended = n);
         Ok(user)

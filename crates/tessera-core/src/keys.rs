@@ -26,8 +26,12 @@ pub enum KeyError {
     Key(String),
 }
 
-/// The master key: 256 bits that seal private keys at rest.
-pub struct MasterKey(RandomizedNonceKey);
+/// The master key: 256 bits that seal private keys at rest and from which the service's other
+/// secrets are derived.
+pub struct MasterKey {
+    aead: RandomizedNonceKey,
+    bytes: Zeroizing<[u8; 32]>,
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,9 +49,11 @@ impl MasterKey {
                 "it must be 32 bytes (43 base64url characters)".into(),
             ));
         }
-        RandomizedNonceKey::new(&AES_256_GCM, bytes)
-            .map(MasterKey)
-            .map_err(|_| KeyError::Master("rejected by the cipher".into()))
+        let aead = RandomizedNonceKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| KeyError::Master("rejected by the cipher".into()))?;
+        let mut own = Zeroizing::new([0u8; 32]);
+        own.copy_from_slice(bytes);
+        Ok(MasterKey { aead, bytes: own })
     }
 
     /// A master key from base64url text (`TESSERA_MASTER_KEY`).
@@ -80,11 +86,18 @@ impl MasterKey {
         }
     }
 
+    /// An HMAC-SHA256 key derived for `purpose` (HMAC of the purpose under the master key).
+    pub fn derive(&self, purpose: &str) -> aws_lc_rs::hmac::Key {
+        let outer = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.bytes.as_ref());
+        let tag = aws_lc_rs::hmac::sign(&outer, purpose.as_bytes());
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, tag.as_ref())
+    }
+
     /// Seals `plain` bound to `context` (the key id): nonce ‖ ciphertext ‖ tag.
     pub fn seal(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, KeyError> {
         let mut buf = plain.to_vec();
         let nonce = self
-            .0
+            .aead
             .seal_in_place_append_tag(Aad::from(context.as_bytes()), &mut buf)
             .map_err(|_| KeyError::Key("sealing failed".into()))?;
         let mut out = nonce.as_ref().to_vec();
@@ -103,7 +116,7 @@ impl MasterKey {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
         let mut buf = Zeroizing::new(body.to_vec());
         let len = self
-            .0
+            .aead
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
             .map_err(|_| bad())?
             .len();

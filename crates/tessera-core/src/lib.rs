@@ -10,6 +10,7 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod tokens;
 pub mod user;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
@@ -20,4 +21,5 @@ pub use session::{Session, SessionPolicy};
 pub use store::{KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores, UserStore};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};
+pub use tokens::{GrantError, Issued, TokenCounters, TokenSettings, Tokens};
 pub use user::User;

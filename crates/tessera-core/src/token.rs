@@ -109,6 +109,18 @@ impl Token {
         }
     }
 
+    /// A token of `kind` derived from `from` under `key`: unpredictable without the key, and
+    /// the same every time (a rotated refresh token's successor, reproducible for a retry).
+    pub fn derived(kind: Kind, key: &aws_lc_rs::hmac::Key, from: &str) -> Token {
+        let tag = aws_lc_rs::hmac::sign(key, from.as_bytes());
+        let body = b64::encode(tag.as_ref());
+        let check = checksum(kind.prefix(), &body);
+        Token {
+            kind,
+            value: format!("{}{body}{check}", kind.prefix()),
+        }
+    }
+
     /// Checks the shape and checksum of a presented token of `kind`: no store is asked for a
     /// token that fails here.
     pub fn parse(kind: Kind, value: &str) -> Option<Token> {

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod oauth;
 pub mod problem;
 mod routes;
 pub mod tls;
@@ -23,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
     Auth, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy, SessionPolicy,
-    Stores, Throttle, ThrottlePolicy, UserStore,
+    Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
 };
 use tessera_jose::Clock;
 use tokio::net::TcpListener;
@@ -77,6 +78,10 @@ pub struct AppState<U, S> {
     pub metrics: Arc<metrics::Metrics>,
     /// The signing keys.
     pub keys: Arc<KeyManager<S>>,
+    /// Access and refresh tokens.
+    pub tokens: Arc<Tokens<S>>,
+    /// Access tokens revoked before their expiry.
+    pub denylist: Arc<Denylist>,
 }
 
 impl<U, S> Clone for AppState<U, S> {
@@ -86,7 +91,58 @@ impl<U, S> Clone for AppState<U, S> {
             settings: Arc::clone(&self.settings),
             metrics: Arc::clone(&self.metrics),
             keys: Arc::clone(&self.keys),
+            tokens: Arc::clone(&self.tokens),
+            denylist: Arc::clone(&self.denylist),
         }
+    }
+}
+
+/// Revoked access-token ids, each kept until the token would have expired anyway.
+#[derive(Debug, Default)]
+pub struct Denylist {
+    entries: std::sync::RwLock<std::collections::HashMap<String, i64>>,
+}
+
+impl Denylist {
+    /// Refuses `jti` until `exp`; forgets entries already past their expiry.
+    pub fn add(&self, jti: &str, exp: i64, now: i64) {
+        let mut g = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        g.retain(|_, e| *e > now - LEEWAY);
+        g.insert(jti.to_owned(), exp);
+    }
+
+    /// Whether `jti` is refused.
+    pub fn contains(&self, jti: &str) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(jti)
+    }
+
+    /// How many entries are held.
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// Denylists a verified access token until its expiry and revokes its refresh family.
+    pub async fn revoke_access(
+        &self,
+        token: &tessera_jose::Token,
+    ) -> Result<(), tessera_core::GrantError> {
+        let c = &token.claims;
+        if let (Some(jti), Some(exp)) = (&c.jti, c.exp) {
+            self.denylist.add(jti, exp, self.auth.now());
+            tracing::info!(target: "audit", event = "access_token_denylisted", user = ?c.sub, until = exp);
+            self.tokens.revoke_family_of_access(jti).await?;
+        }
+        Ok(())
     }
 }
 
@@ -124,15 +180,36 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         .ok_or_else(|| ConfigError("tokens.algorithm is EdDSA, ES256, RS256 or HS256".into()))?;
     let access_ttl = config.tokens.access_ttl.secs();
     let now = clock.now();
-    let keys = KeyManager::start(
+    let successor = master.derive("refresh-token-successor");
+    let keys = Arc::new(
+        KeyManager::start(
+            sessions.clone(),
+            master,
+            algorithm,
+            now,
+            access_ttl + LEEWAY,
+        )
+        .await
+        .map_err(|e| ConfigError(e.to_string()))?,
+    );
+    let t = &config.tokens;
+    let tokens = Tokens::new(
         sessions.clone(),
-        master,
-        algorithm,
-        now,
-        access_ttl + LEEWAY,
-    )
-    .await
-    .map_err(|e| ConfigError(e.to_string()))?;
+        Arc::clone(&keys),
+        successor,
+        TokenSettings {
+            issuer: issuer.clone(),
+            audience: config.audience(),
+            access_ttl,
+            client_id: t.client_id.clone(),
+            scope: t.scope.clone(),
+            refresh_idle: t.refresh_idle.secs(),
+            refresh_absolute: t.refresh_absolute.secs(),
+            refresh_grace: t.refresh_grace.secs(),
+            leeway: LEEWAY,
+        },
+        Arc::clone(&clock),
+    );
     let auth = Auth::new(
         users,
         sessions,
@@ -150,7 +227,9 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         clock,
     );
     Ok(AppState {
-        keys: Arc::new(keys),
+        keys,
+        tokens: Arc::new(tokens),
+        denylist: Arc::new(Denylist::default()),
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             cookie_name: if development {
@@ -196,6 +275,8 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
         .route("/readyz", get(routes::readyz::<U, S>))
         .route("/metrics", get(routes::metrics::<U, S>))
         .route("/.well-known/jwks.json", get(routes::jwks::<U, S>))
+        .route("/oauth2/token", post(oauth::token::<U, S>))
+        .route("/oauth2/revoke", post(oauth::revoke::<U, S>))
         .route(
             "/.well-known/openid-configuration",
             get(routes::discovery::<U, S>),
@@ -228,13 +309,21 @@ async fn finish<U: UserStore, S: Stores>(
     let route = req.extensions().get::<MatchedPath>().cloned();
     let mut res = next.run(req).await;
     let status = res.status();
-    let is_problem = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+    let oauth_route = route
+        .as_ref()
+        .is_some_and(|r| r.as_str().starts_with("/oauth2/"));
+    let is_formatted = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/problem+json")
+            || (oauth_route && v.starts_with(b"application/json"))
+    });
+    if (status.is_client_error() || status.is_server_error()) && !is_formatted {
         let allow = res.headers().get(header::ALLOW).cloned();
-        res = Problem::for_status(status).into_response();
+        res = if oauth_route {
+            oauth::OAuthError::for_status(status).into_response()
+        } else {
+            Problem::for_status(status).into_response()
+        };
         if let Some(a) = allow {
             res.headers_mut().insert(header::ALLOW, a);
         }

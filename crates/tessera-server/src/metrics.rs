@@ -28,6 +28,7 @@ struct Route {
 #[derive(Debug, Default)]
 struct Inner {
     routes: BTreeMap<String, Route>,
+    verification_failures: BTreeMap<&'static str, u64>,
 }
 
 /// Request metrics, labelled by the matched route (never the raw path, which is unbounded).
@@ -57,6 +58,45 @@ impl Metrics {
                 h.buckets[i] += 1;
             }
         }
+    }
+
+    /// Counts a refused access token by reason (`expired`, `bad_signature`, `revoked`, …).
+    pub fn verification_failed(&self, reason: &'static str) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *g.verification_failures.entry(reason).or_default() += 1;
+    }
+
+    /// Token counters in the exposition format.
+    pub fn render_tokens(&self, t: &tessera_core::TokenCounters, denylisted: usize) -> String {
+        let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        out.push_str("# HELP tessera_tokens_issued_total Access tokens issued.\n# TYPE tessera_tokens_issued_total counter\n");
+        let _ = writeln!(out, "tessera_tokens_issued_total {}", c(&t.issued));
+        out.push_str("# HELP tessera_tokens_refreshed_total Refresh-token rotations.\n# TYPE tessera_tokens_refreshed_total counter\n");
+        let _ = writeln!(out, "tessera_tokens_refreshed_total {}", c(&t.refreshed));
+        out.push_str("# HELP tessera_refresh_families_revoked_total Refresh families revoked.\n# TYPE tessera_refresh_families_revoked_total counter\n");
+        let _ = writeln!(
+            out,
+            "tessera_refresh_families_revoked_total {}",
+            c(&t.revoked)
+        );
+        out.push_str("# HELP tessera_refresh_reuse_detected_total Replays of used refresh tokens.\n# TYPE tessera_refresh_reuse_detected_total counter\n");
+        let _ = writeln!(
+            out,
+            "tessera_refresh_reuse_detected_total {}",
+            c(&t.reuse_detected)
+        );
+        out.push_str("# HELP tessera_denylisted_access_tokens Revoked access tokens not yet expired.\n# TYPE tessera_denylisted_access_tokens gauge\n");
+        let _ = writeln!(out, "tessera_denylisted_access_tokens {denylisted}");
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP tessera_token_verification_failures_total Refused access tokens by reason.\n# TYPE tessera_token_verification_failures_total counter\n");
+        for (reason, n) in &g.verification_failures {
+            let _ = writeln!(
+                out,
+                "tessera_token_verification_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out
     }
 
     /// The exposition text, with the domain counters and the active-session gauge.

@@ -19,6 +19,8 @@ pub struct Problem {
     pub retry_after: Option<i64>,
     /// Adds `WWW-Authenticate: Bearer` (401).
     pub bearer_challenge: bool,
+    /// Makes the challenge `Bearer error="invalid_token"` (a token was presented and refused).
+    pub invalid_token: bool,
 }
 
 impl Problem {
@@ -30,6 +32,7 @@ impl Problem {
             detail: detail.into(),
             retry_after: None,
             bearer_challenge: false,
+            invalid_token: false,
         }
     }
 

@@ -128,6 +128,16 @@ pub(crate) async fn logout<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
+    if let Some(token) = bearer(&headers)
+        && !token.starts_with("tss_")
+    {
+        let (t, _) = state.jwt_caller(token).await?;
+        state
+            .revoke_access(&t)
+            .await
+            .map_err(|_| Problem::unavailable())?;
+        return Ok(no_store(StatusCode::NO_CONTENT.into_response()));
+    }
     let caller = state.caller(&headers).await?;
     state.guard(&caller, &headers)?;
     state.auth.logout(&caller.auth.hash).await?;
@@ -137,10 +147,66 @@ pub(crate) async fn logout<U: UserStore, S: Stores>(
     Ok(no_store(res))
 }
 
+/// `401` with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1).
+fn invalid_token(why: &str) -> Problem {
+    let mut p = Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", why);
+    p.invalid_token = true;
+    p
+}
+
+impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// A bearer access JWT verified: ours, unexpired, not denylisted, of a live user.
+    pub async fn jwt_caller(
+        &self,
+        token: &str,
+    ) -> Result<(tessera_jose::Token, tessera_core::User), Problem> {
+        if tessera_core::Tokens::<S>::is_refresh_token(token) {
+            return Err(invalid_token("a refresh token is not an access token"));
+        }
+        let verified = self.tokens.verify_access(token).map_err(|e| {
+            tracing::debug!(reason = e.kind(), "access token refused");
+            self.metrics.verification_failed(e.kind());
+            invalid_token("the access token is invalid or expired")
+        })?;
+        if verified
+            .claims
+            .jti
+            .as_deref()
+            .is_some_and(|j| self.denylist.contains(j))
+        {
+            self.metrics.verification_failed("revoked");
+            return Err(invalid_token("the access token was revoked"));
+        }
+        let sub = verified.claims.sub.as_deref().unwrap_or_default();
+        let user = match self.auth.users().user_by_id(sub).await {
+            Ok(Some(u)) if !u.disabled => u,
+            Ok(_) => return Err(invalid_token("the access token's user no longer exists")),
+            Err(_) => return Err(Problem::unavailable()),
+        };
+        Ok((verified, user))
+    }
+}
+
 pub(crate) async fn me<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
+    if let Some(token) = bearer(&headers)
+        && !token.starts_with("tss_")
+    {
+        let (t, user) = state.jwt_caller(token).await?;
+        return Ok(no_store(
+            Json(json!({
+                "sub": user.id,
+                "username": user.username,
+                "auth": "jwt",
+                "scope": t.claims.scope,
+                "client_id": t.claims.client_id,
+                "exp": t.claims.exp,
+            }))
+            .into_response(),
+        ));
+    }
     let caller = state.caller(&headers).await?;
     let a = &caller.auth;
     Ok(no_store(
@@ -295,7 +361,12 @@ pub(crate) async fn metrics<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
 ) -> Response {
     let active = state.auth.sessions().count_sessions().await.ok();
-    let text = state.metrics.render(state.auth.counters(), active);
+    let mut text = state.metrics.render(state.auth.counters(), active);
+    text.push_str(
+        &state
+            .metrics
+            .render_tokens(state.tokens.counters(), state.denylist.len()),
+    );
     (
         [(
             header::CONTENT_TYPE,
