@@ -120,7 +120,12 @@ impl IntoResponse for Problem {
         {
             h.insert(header::RETRY_AFTER, v);
         }
-        if self.bearer_challenge {
+        if self.invalid_token {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_token\""),
+            );
+        } else if self.bearer_challenge {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"tessera\""),

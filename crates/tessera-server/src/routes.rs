@@ -86,17 +86,11 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
     if !same_origin(&headers, &state.settings.origin) {
         return Err(Problem::cross_site());
     }
-    match req.mode.as_deref() {
-        None | Some("session") => {}
-        Some("token") => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_mode",
-                "token mode is not enabled on this server",
-            ));
-        }
+    let token_mode = match req.mode.as_deref() {
+        None | Some("session") => false,
+        Some("token") => true,
         Some(_) => return Err(Problem::bad_request("mode is \"session\" or \"token\"")),
-    }
+    };
     let client = ClientInfo {
         user_agent: headers
             .get(header::USER_AGENT)
@@ -104,6 +98,20 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
             .map(str::to_owned),
         ip: client_ip(peer, &headers, &state.settings.trusted_proxies),
     };
+    if token_mode {
+        let user = state
+            .auth
+            .check_password(&req.username, &req.password, &client)
+            .await?;
+        let issued = state
+            .tokens
+            .issue_for_login(&user)
+            .await
+            .map_err(|_| Problem::unavailable())?;
+        let mut res = crate::oauth::token_response(&issued, &state.tokens.settings().scope);
+        res.headers_mut().remove(header::PRAGMA);
+        return Ok(res);
+    }
     let (token, auth) = state
         .auth
         .login(&req.username, &req.password, &client)

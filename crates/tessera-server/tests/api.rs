@@ -1165,3 +1165,652 @@ async fn an_hmac_secret_is_never_published() {
         tessera_jose::Algorithm::HS256
     );
 }
+
+// ---- JWT access tokens and refresh tokens ----
+
+struct Tokens {
+    access: String,
+    refresh: String,
+}
+
+impl<U: UserStore, S: Stores> App<U, S> {
+    async fn token_login(&self, name: &str) -> Tokens {
+        let res = self
+            .login_raw(
+                json!({"username": name, "password": PW, "mode": "token"}),
+                HeaderMap::new(),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        assert!(body["expires_in"].as_i64().unwrap() > 0);
+        Tokens {
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn form(&self, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn refresh(&self, refresh: &str) -> reqwest::Response {
+        self.form(
+            "/oauth2/token",
+            &format!("grant_type=refresh_token&client_id=tessera&refresh_token={refresh}"),
+        )
+        .await
+    }
+}
+
+async fn oauth_error(res: reqwest::Response, status: StatusCode, error: &str) {
+    assert_eq!(res.status(), status);
+    assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_login_gives_an_rfc9068_access_token_that_me_accepts() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    assert!(t.refresh.starts_with("tsr_"));
+    let raw: Value = app
+        .login_raw(
+            json!({"username": "alice", "password": PW, "mode": "token"}),
+            HeaderMap::new(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["expires_in"], 900);
+    let d = tessera_jose::dangerous::decode_unverified(&t.access, 8192).unwrap();
+    assert_eq!(d.header["typ"], "at+jwt");
+    assert_eq!(d.header["alg"], "EdDSA");
+    let c = d.claims.unwrap();
+    for k in [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "client_id",
+        "scope",
+    ] {
+        assert!(c.get(k).is_some(), "{k} missing in {c}");
+    }
+    assert_eq!(c["iss"], app.url);
+    assert_eq!(c["aud"], app.url);
+    assert_eq!(c["client_id"], "tessera");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
+    let me: Value = app
+        .get("/auth/me", app.bearer(&t.access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["auth"], "jwt");
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["client_id"], "tessera");
+    assert_eq!(me["scope"], "openid");
+    assert_eq!(me["exp"], c["exp"]);
+    // A refresh token is not an access token.
+    let res = app.get("/auth/me", app.bearer(&t.refresh)).await;
+    assert_eq!(
+        res.headers().get("www-authenticate").unwrap(),
+        "Bearer realm=\"tessera\", error=\"invalid_token\""
+    );
+    problem(res, StatusCode::UNAUTHORIZED).await;
+    // Verifiable with the published JWKS alone, by an independent library.
+    let jwks: tessera_jose::JwkSet = app
+        .get("/.well-known/jwks.json", HeaderMap::new())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(serde_json::to_value(&jwks.keys[0]).unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&[&app.url]);
+    v.set_issuer(&[&app.url]);
+    v.validate_exp = false; // the server's clock is the test's, not the wall clock
+    jsonwebtoken::decode::<Value>(
+        &t.access,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_a_replay_revokes_the_family() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    let res = app.refresh(&t.refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+    let r1: Value = res.json().await.unwrap();
+    let next = r1["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(next, t.refresh);
+    assert_eq!(
+        app.me(app.bearer(r1["access_token"].as_str().unwrap()))
+            .await,
+        StatusCode::OK
+    );
+    // The successor works once.
+    app.clock.advance(30);
+    let r2: Value = app.refresh(&next).await.json().await.unwrap();
+    let third = r2["refresh_token"].as_str().unwrap().to_owned();
+    // Replaying the first token, long after its use: theft. The whole family dies.
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    oauth_error(
+        app.refresh(&third).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let m = app
+        .get("/metrics", HeaderMap::new())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("tessera_refresh_reuse_detected_total 1"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_retry_gets_the_same_successor() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    let first: Value = app.refresh(&t.refresh).await.json().await.unwrap();
+    // The answer was lost; the client retries 5 s later with the same token.
+    app.clock.advance(5);
+    let res = app.refresh(&t.refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let retry: Value = res.json().await.unwrap();
+    assert_eq!(retry["refresh_token"], first["refresh_token"]);
+    // The family is alive: the successor works.
+    let succ = first["refresh_token"].as_str().unwrap();
+    assert_eq!(app.refresh(succ).await.status(), StatusCode::OK);
+    // Now that the successor is used, the same retry is a replay.
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    // Past the grace window a retry is a replay too.
+    let t = app.token_login("alice").await;
+    app.refresh(&t.refresh).await;
+    app.clock.advance(11);
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_refreshes_leave_one_family_and_one_successor() {
+    let app = Arc::new(spawn_sqlite(config()).await);
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let app = Arc::clone(&app);
+        let refresh = t.refresh.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = app.refresh(&refresh).await;
+            (res.status(), res.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut successors = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        successors.insert(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        successors.len(),
+        1,
+        "more than one successor: {successors:?}"
+    );
+    let succ = successors.into_iter().next().unwrap();
+    assert_eq!(app.refresh(&succ).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_with_a_bearer_token_denylists_it_and_revokes_the_family() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    let other = app.token_login("alice").await;
+    assert_eq!(
+        app.send(reqwest::Method::POST, "/auth/logout", app.bearer(&t.access))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let res = app.get("/auth/me", app.bearer(&t.access)).await;
+    assert_eq!(
+        res.headers().get("www-authenticate").unwrap(),
+        "Bearer realm=\"tessera\", error=\"invalid_token\""
+    );
+    problem(res, StatusCode::UNAUTHORIZED).await;
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // Another login of the same user is untouched.
+    assert_eq!(app.me(app.bearer(&other.access)).await, StatusCode::OK);
+    assert_eq!(app.refresh(&other.refresh).await.status(), StatusCode::OK);
+    // The denylist forgets the entry once the token has expired anyway.
+    app.clock.advance(900 + 61);
+    let fresh = app.token_login("alice").await;
+    app.send(
+        reqwest::Method::POST,
+        "/auth/logout",
+        app.bearer(&fresh.access),
+    )
+    .await;
+    assert_eq!(app.state.denylist.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7009_revocation_of_either_kind() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    let res = app
+        .form(
+            "/oauth2/revoke",
+            &format!(
+                "token={}&token_type_hint=refresh_token&client_id=tessera",
+                t.refresh
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let t = app.token_login("alice").await;
+    let res = app
+        .form(
+            "/oauth2/revoke",
+            &format!("token={}&client_id=tessera", t.access),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        app.me(app.bearer(&t.access)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Unknown tokens: 200 all the same.
+    assert_eq!(
+        app.form("/oauth2/revoke", "token=nonsense&client_id=tessera")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    oauth_error(
+        app.form(
+            "/oauth2/revoke",
+            "token=x&client_id=tessera&token_type_hint=id_token",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unsupported_token_type",
+    )
+    .await;
+    oauth_error(
+        app.form("/oauth2/revoke", "token=x&client_id=someone")
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_revokes_its_refresh_tokens() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    app.state.auth.set_disabled("alice", true).await.unwrap();
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        app.me(app.bearer(&t.access)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lifetimes_expire() {
+    let mut c = config();
+    c.tokens.access_ttl = tessera_server::config::Dur(std::time::Duration::from_secs(60));
+    c.tokens.refresh_idle = tessera_server::config::Dur(std::time::Duration::from_secs(120));
+    c.tokens.refresh_absolute = tessera_server::config::Dur(std::time::Duration::from_secs(300));
+    let app = spawn(c).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    app.clock.advance(60 + 59);
+    assert_eq!(app.me(app.bearer(&t.access)).await, StatusCode::OK); // leeway
+    app.clock.advance(1);
+    assert_eq!(
+        app.me(app.bearer(&t.access)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Idle: unused 120 s, the refresh token is dead.
+    let t = app.token_login("alice").await;
+    app.clock.advance(120);
+    oauth_error(
+        app.refresh(&t.refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // Absolute: used every 100 s, the family still ends 300 s after login.
+    let t = app.token_login("alice").await;
+    let mut r = t.refresh.clone();
+    for _ in 0..2 {
+        app.clock.advance(100);
+        let body: Value = app.refresh(&r).await.json().await.unwrap();
+        r = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+    app.clock.advance(100);
+    oauth_error(
+        app.refresh(&r).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones_after_the_delay() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let kid = |jwt: &str| {
+        tessera_jose::dangerous::decode_unverified(jwt, 8192)
+            .unwrap()
+            .header["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old = app.token_login("alice").await;
+    let t0 = app.clock_now();
+    let new = app
+        .state
+        .keys
+        .rotate(tessera_jose::Algorithm::ES256, t0, 120)
+        .await
+        .unwrap();
+    // Before its activation the new key does not sign.
+    assert_ne!(kid(&app.token_login("alice").await.access), new.kid);
+    app.clock.set(t0 + 120);
+    app.state.keys.refresh(t0 + 120).await.unwrap();
+    let fresh = app.token_login("alice").await;
+    assert_eq!(kid(&fresh.access), new.kid);
+    assert_eq!(
+        tessera_jose::dangerous::decode_unverified(&fresh.access, 8192)
+            .unwrap()
+            .header["alg"],
+        "ES256"
+    );
+    // A token signed by the retiring key is still good until it expires.
+    assert_eq!(app.me(app.bearer(&old.access)).await, StatusCode::OK);
+    assert_eq!(app.me(app.bearer(&fresh.access)).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_attacks_are_refused_with_401_and_the_server_stays_healthy() {
+    use tessera_jose::b64::encode as b64;
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let good = app.token_login("alice").await.access;
+    let (h, rest) = good.split_once('.').unwrap();
+    let (p, s) = rest.split_once('.').unwrap();
+    let claims = String::from_utf8(tessera_jose::b64::decode(p.as_bytes()).unwrap()).unwrap();
+    let header = String::from_utf8(tessera_jose::b64::decode(h.as_bytes()).unwrap()).unwrap();
+    let kid = tessera_jose::dangerous::decode_unverified(&good, 8192)
+        .unwrap()
+        .header["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let jku = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    // An attacker's own key, offered inline and by URL.
+    let evil =
+        tessera_jose::SigningKey::generate(tessera_jose::Algorithm::EdDSA, Some(&kid)).unwrap();
+    let evil_jwk =
+        serde_json::to_string(evil.verifying_key().unwrap().public_jwk().unwrap()).unwrap();
+    let forge = |header: String, payload: &str, key: &tessera_jose::SigningKey| {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let sig = key.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(&sig))
+    };
+    // Key confusion: the published public key used as an HMAC secret.
+    let public = app.state.keys.ring().keys.keys()[0].to_spki_der().unwrap();
+    let confused = tessera_jose::SigningKey::from_jwk(
+        &tessera_jose::Jwk {
+            kty: "oct".into(),
+            k: Some(b64(&public).into()),
+            ..Default::default()
+        },
+        Some(tessera_jose::Algorithm::HS256),
+    )
+    .unwrap();
+    let admin = claims.replace("\"sub\":\"", "\"sub\":\"x");
+    let attacks: Vec<String> = vec![
+        format!("{}.{p}.", b64(br#"{"alg":"none","typ":"at+jwt"}"#)),
+        format!(
+            "{}.{p}.{s}",
+            b64(format!(r#"{{"alg":"none","kid":"{kid}","typ":"at+jwt"}}"#).as_bytes())
+        ),
+        forge(
+            format!(r#"{{"alg":"HS256","kid":"{kid}","typ":"at+jwt"}}"#),
+            &claims,
+            &confused,
+        ),
+        forge(
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","jwk":{evil_jwk}}}"#),
+            &claims,
+            &evil,
+        ),
+        forge(
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","jku":"{jku}"}}"#),
+            &claims,
+            &evil,
+        ),
+        forge(
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","typ":"at+jwt","x5u":"{jku}"}}"#),
+            &claims,
+            &evil,
+        ),
+        format!("{h}.{}.{s}", b64(admin.as_bytes())),
+        format!("{h}.{p}=.{s}"),
+        format!(
+            "{h}.{}.{s}",
+            p.replace('-', "+").replace('_', "/").replacen('e', "+", 1)
+        ),
+        format!("{h} .{p}.{s}"),
+        format!("{h}.{p}.{s}{}", "A".repeat(9000)),
+        format!(
+            "{}.{p}.{s}",
+            b64(header.replace("at+jwt", "JWT").as_bytes())
+        ),
+        "a.b.c.d.e".into(),
+        "%%%".into(),
+    ];
+    for (i, t) in attacks.iter().enumerate() {
+        let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) else {
+            continue;
+        };
+        let mut hm = HeaderMap::new();
+        hm.insert("authorization", v);
+        let res = app.get("/auth/me", hm).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "attack {i} was not refused: {t}"
+        );
+    }
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a key URL was fetched"
+    );
+    assert_eq!(app.me(app.bearer(&good)).await, StatusCode::OK);
+    assert_eq!(
+        app.get("/healthz", HeaderMap::new()).await.status(),
+        StatusCode::OK
+    );
+    let m = app
+        .get("/metrics", HeaderMap::new())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("tessera_token_verification_failures_total{reason=\"bad_signature\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_errors_are_rfc6749() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let t = app.token_login("alice").await;
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            "grant_type=password&username=alice&password=x&client_id=tessera",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    )
+    .await;
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            "grant_type=client_credentials&client_id=tessera",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    )
+    .await;
+    oauth_error(
+        app.form("/oauth2/token", "client_id=tessera").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            &format!("grant_type=refresh_token&refresh_token={}", t.refresh),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            &format!(
+                "grant_type=refresh_token&client_id=other&refresh_token={}",
+                t.refresh
+            ),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    oauth_error(app.form("/oauth2/token", &format!("grant_type=refresh_token&grant_type=refresh_token&client_id=tessera&refresh_token={}", t.refresh)).await, StatusCode::BAD_REQUEST, "invalid_request").await;
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            "grant_type=refresh_token&client_id=tessera&refresh_token=tsr_bogus",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // Unknown parameters are ignored (RFC 6749 §3.2).
+    assert_eq!(
+        app.form(
+            "/oauth2/token",
+            &format!(
+                "grant_type=refresh_token&client_id=tessera&refresh_token={}&extra=1",
+                t.refresh
+            )
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    let res = app
+        .http
+        .post(format!("{}/oauth2/token", app.url))
+        .json(&json!({"grant_type": "refresh_token"}))
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request").await;
+    let res = app
+        .http
+        .post(format!("{}/oauth2/token", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![b'a'; 70 * 1024])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request").await;
+    oauth_error(
+        app.get("/oauth2/token", HeaderMap::new()).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+    )
+    .await;
+}
