@@ -386,6 +386,8 @@ pub struct KeyManager<K> {
     ring: std::sync::RwLock<Arc<KeyRing>>,
     /// The kids and activation times the ring was built from.
     built_from: std::sync::Mutex<Vec<(String, i64)>>,
+    /// Counts rebuilds: whatever was verified under an older ring must be verified again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl<K: crate::store::KeyStore> KeyManager<K> {
@@ -422,9 +424,15 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
                 next_change: None,
             })),
             built_from: std::sync::Mutex::new(Vec::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         manager.refresh(now).await?;
         Ok(manager)
+    }
+
+    /// How many times the ring was rebuilt.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The ring in force.
@@ -454,6 +462,8 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
         let ring = KeyRing::build(&stored, &self.master, now, self.retain)?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         *self.built_from.lock().unwrap_or_else(|e| e.into_inner()) = ids;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
     }
 

@@ -75,6 +75,21 @@ pub struct TokenCounters {
     pub reuse_detected: AtomicU64,
 }
 
+/// Access tokens already verified, keyed by the whole token: a client re-sends the same token
+/// for its whole life, so the signature check runs once. An entry is used only while the key
+/// ring it was verified under is still in force; expiry is checked on every hit, and the
+/// caller checks the denylist on every hit too.
+#[derive(Debug, Default)]
+struct Verified {
+    entries: std::sync::RwLock<std::collections::HashMap<Box<str>, VerifiedEntry>>,
+}
+
+/// A verified token and the key-ring generation it was verified under.
+type VerifiedEntry = (Arc<tessera_jose::Token>, u64);
+
+/// The most verified tokens remembered; past it the cache starts over.
+const VERIFIED_CAPACITY: usize = 50_000;
+
 /// The token service.
 #[derive(Debug)]
 pub struct Tokens<S> {
@@ -85,6 +100,9 @@ pub struct Tokens<S> {
     validation: Validation,
     clock: Arc<dyn Clock>,
     counters: TokenCounters,
+    verified: Verified,
+    /// The verifier for the key ring of the given generation.
+    verifier: std::sync::RwLock<(u64, Arc<tessera_jose::Verifier>)>,
 }
 
 impl<S: Stores> Tokens<S> {
@@ -112,7 +130,31 @@ impl<S: Stores> Tokens<S> {
             validation,
             clock,
             counters: TokenCounters::default(),
+            verified: Verified::default(),
+            verifier: std::sync::RwLock::new((
+                u64::MAX,
+                Arc::new(tessera_jose::Verifier::new(
+                    tessera_jose::KeySet::default(),
+                    Validation::default(),
+                )),
+            )),
         }
+    }
+
+    /// A verifier over the current key ring, built once per ring.
+    fn verifier(&self, generation: u64) -> Arc<tessera_jose::Verifier> {
+        {
+            let g = self.verifier.read().unwrap_or_else(|e| e.into_inner());
+            if g.0 == generation {
+                return Arc::clone(&g.1);
+            }
+        }
+        let v = Arc::new(tessera_jose::Verifier::new(
+            self.keys.ring().keys.clone(),
+            self.validation.clone(),
+        ));
+        *self.verifier.write().unwrap_or_else(|e| e.into_inner()) = (generation, Arc::clone(&v));
+        v
     }
 
     /// The settings.
@@ -274,11 +316,38 @@ impl<S: Stores> Tokens<S> {
     }
 
     /// Verifies a first-party access token now: signature by a published key, `typ`, `iss`,
-    /// `aud`, times with leeway.
-    pub fn verify_access(&self, token: &str) -> Result<tessera_jose::Token, tessera_jose::Error> {
-        let ring = self.keys.ring();
-        tessera_jose::Verifier::new(ring.keys.clone(), self.validation.clone())
-            .verify_at(token, self.clock.now())
+    /// `aud`, times with leeway. A token verified before under the same key ring is not
+    /// verified again; its times are.
+    pub fn verify_access(
+        &self,
+        token: &str,
+    ) -> Result<Arc<tessera_jose::Token>, tessera_jose::Error> {
+        let now = self.clock.now();
+        let generation = self.keys.generation();
+        let hit = self
+            .verified
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .filter(|(_, g)| *g == generation)
+            .map(|(t, _)| Arc::clone(t));
+        if let Some(t) = hit {
+            // Signature and claims were checked; only time moves.
+            self.validation.check(&t.header, &t.claims, now)?;
+            return Ok(t);
+        }
+        let verified = Arc::new(self.verifier(generation).verify_at(token, now)?);
+        let mut entries = self
+            .verified
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= VERIFIED_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(token.into(), (Arc::clone(&verified), generation));
+        Ok(verified)
     }
 
     /// Revokes the family of a refresh token (RFC 7009); false if the token is unknown.

@@ -167,7 +167,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     pub async fn jwt_caller(
         &self,
         token: &str,
-    ) -> Result<(tessera_jose::Token, tessera_core::User), Problem> {
+    ) -> Result<(std::sync::Arc<tessera_jose::Token>, tessera_core::User), Problem> {
         if tessera_core::Tokens::<S>::is_refresh_token(token) {
             return Err(invalid_token("a refresh token is not an access token"));
         }
