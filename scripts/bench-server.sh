@@ -104,6 +104,55 @@ run "healthz (floor)" http://127.0.0.1:18181/healthz
 run "me, session cookie, SQLite" http://127.0.0.1:18181/auth/me "$SQLITE_COOKIE"
 run "me, session cookie, memory" http://127.0.0.1:18182/auth/me "$MEMORY_COOKIE"
 
+# Bearer access JWTs (EdDSA). Hot: one token re-sent, as a client does for its 15 minutes.
+ACCESS=$(curl -sf -X POST http://127.0.0.1:18181/auth/login -H 'content-type: application/json' \
+  -d "{\"username\":\"bench\",\"password\":\"$PW\",\"mode\":\"token\"}" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+run "me, Bearer EdDSA JWT, hot" http://127.0.0.1:18181/auth/me "Authorization: Bearer $ACCESS"
+
+# Cold: 10,000 distinct tokens (from refresh rotations) against a server whose verified-token
+# cache is off, so every request checks a signature.
+echo "$PW" | "$BIN" user add bench --password-stdin --data-dir "$WORK/cold" >/dev/null 2>&1
+start cold 18183 TESSERA_TOKENS_VERIFIED_CACHE_SIZE=0
+python3 - "$PW" > "$WORK/tokens.txt" <<'PY'
+import json, sys, urllib.request
+pw = sys.argv[1]
+def post(path, data, ctype):
+    req = urllib.request.Request("http://127.0.0.1:18183" + path, data=data.encode(), headers={"content-type": ctype})
+    return json.load(urllib.request.urlopen(req, timeout=10))
+t = post("/auth/login", json.dumps({"username": "bench", "password": pw, "mode": "token"}), "application/json")
+refresh = t["refresh_token"]
+print(t["access_token"])
+for _ in range(9999):
+    t = post("/oauth2/token", "grant_type=refresh_token&client_id=tessera&refresh_token=" + refresh, "application/x-www-form-urlencoded")
+    refresh = t["refresh_token"]
+    print(t["access_token"])
+PY
+COLD_LUA=$WORK/cold.lua
+cat > "$COLD_LUA" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("B_TOKENS")) do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", nil, { Authorization = "Bearer " .. tokens[(i % #tokens) + 1] })
+end
+LUA
+sed -n '/^function done/,$p' "$LUA" >> "$COLD_LUA"
+cold_out=()
+for _ in $(seq "$REPS"); do
+  cold_out+=("$(B_TOKENS="$WORK/tokens.txt" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$COLD_LUA" http://127.0.0.1:18183/auth/me | grep '^BENCH')")
+done
+printf '%s\n' "${cold_out[@]}" | python3 -c '
+import sys, statistics
+rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+med = lambda k: statistics.median(float(r[k]) for r in rows)
+bad = sum(int(r["errors"]) + int(r["non2xx"]) for r in rows)
+rps, p50, p99 = med("rps"), med("p50_ms"), med("p99_ms")
+print(f"| me, Bearer EdDSA JWT, cold (10,000 tokens, no cache) | {rps:.0f} | {p50:.3f} | {p99:.3f} | {bad} |")
+'
+
 # Logins at full speed beside /auth/me: a second wrk, on the load core too.
 B_METHOD=POST B_BODY="{\"username\":\"bench\",\"password\":\"$PW\"}" B_H1="Content-Type: application/json" \
   timeout $((DURATION * REPS + 60)) taskset -c "$LOAD_CPU" \

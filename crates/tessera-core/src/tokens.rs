@@ -33,6 +33,8 @@ pub struct TokenSettings {
     pub refresh_grace: i64,
     /// Clock-skew tolerance when verifying.
     pub leeway: i64,
+    /// How many verified access tokens to remember (0: verify every time).
+    pub verified_cache: usize,
 }
 
 /// A token response.
@@ -86,9 +88,6 @@ struct Verified {
 
 /// A verified token and the key-ring generation it was verified under.
 type VerifiedEntry = (Arc<tessera_jose::Token>, u64);
-
-/// The most verified tokens remembered; past it the cache starts over.
-const VERIFIED_CAPACITY: usize = 50_000;
 
 /// The token service.
 #[derive(Debug)]
@@ -338,15 +337,19 @@ impl<S: Stores> Tokens<S> {
             return Ok(t);
         }
         let verified = Arc::new(self.verifier(generation).verify_at(token, now)?);
-        let mut entries = self
-            .verified
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= VERIFIED_CAPACITY {
-            entries.clear();
+        let capacity = self.settings.verified_cache;
+        if capacity > 0 {
+            let mut entries = self
+                .verified
+                .entries
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            // Past the bound the cache starts over.
+            if entries.len() >= capacity {
+                entries.clear();
+            }
+            entries.insert(token.into(), (Arc::clone(&verified), generation));
         }
-        entries.insert(token.into(), (Arc::clone(&verified), generation));
         Ok(verified)
     }
 

@@ -222,6 +222,9 @@ pub struct TokenConfig {
     pub refresh_absolute: Dur,
     /// A retried refresh within this window gets the same successor instead of a theft alarm.
     pub refresh_grace: Dur,
+    /// Verified access tokens remembered, so a re-sent token skips the signature check
+    /// (0 turns the cache off).
+    pub verified_cache_size: usize,
 }
 
 impl Default for TokenConfig {
@@ -236,6 +239,7 @@ impl Default for TokenConfig {
             refresh_idle: Dur(Duration::from_secs(7 * 86_400)),
             refresh_absolute: Dur(Duration::from_secs(30 * 86_400)),
             refresh_grace: Dur(Duration::from_secs(10)),
+            verified_cache_size: 50_000,
         }
     }
 }
@@ -356,6 +360,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_TOKENS_REFRESH_IDLE", "tokens.refresh_idle"),
     ("TESSERA_TOKENS_REFRESH_ABSOLUTE", "tokens.refresh_absolute"),
     ("TESSERA_TOKENS_REFRESH_GRACE", "tokens.refresh_grace"),
+    (
+        "TESSERA_TOKENS_VERIFIED_CACHE_SIZE",
+        "tokens.verified_cache_size",
+    ),
 ];
 
 /// Keys whose TOML value is a string (the others are numbers, booleans or lists).
@@ -373,6 +381,7 @@ fn is_string_key(key: &str) -> bool {
             | "password.hash_concurrency"
             | "throttle.account_free_attempts"
             | "throttle.ip_free_attempts"
+            | "tokens.verified_cache_size"
     )
 }
 

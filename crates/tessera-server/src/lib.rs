@@ -207,6 +207,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             refresh_absolute: t.refresh_absolute.secs(),
             refresh_grace: t.refresh_grace.secs(),
             leeway: LEEWAY,
+            verified_cache: t.verified_cache_size,
         },
         Arc::clone(&clock),
     );
