@@ -18,7 +18,9 @@ pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, Stor
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
 pub use session::{Session, SessionPolicy};
-pub use store::{KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores, UserStore};
+pub use store::{
+    DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores, UserStore,
+};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};
 pub use tokens::{GrantError, Issued, TokenCounters, TokenSettings, Tokens};

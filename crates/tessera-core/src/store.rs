@@ -147,7 +147,20 @@ pub trait RefreshStore: Send + Sync + 'static {
     fn revoke_families_of(&self, user_id: &str) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
-/// Everything the service keeps besides users: the bound of the server's second store.
-pub trait Stores: SessionStore + KeyStore + RefreshStore {}
+/// Where revoked access-token ids are kept until the tokens would have expired anyway.
+pub trait DenylistStore: Send + Sync + 'static {
+    /// Refuses access token `jti` until `exp`.
+    fn deny_access(&self, jti: &str, exp: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Every entry still in force at `now`.
+    fn denied_access(
+        &self,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
+    /// Forgets entries whose tokens have expired by `now`.
+    fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+}
 
-impl<T: SessionStore + KeyStore + RefreshStore> Stores for T {}
+/// Everything the service keeps besides users: the bound of the server's second store.
+pub trait Stores: SessionStore + KeyStore + RefreshStore + DenylistStore {}
+
+impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore> Stores for T {}

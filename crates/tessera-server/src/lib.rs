@@ -138,7 +138,16 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     ) -> Result<(), tessera_core::GrantError> {
         let c = &token.claims;
         if let (Some(jti), Some(exp)) = (&c.jti, c.exp) {
-            self.denylist.add(jti, exp, self.auth.now());
+            let now = self.auth.now();
+            self.denylist.add(jti, exp, now);
+            self.auth
+                .sessions()
+                .deny_access(jti, exp)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "storing a revoked access token failed");
+                    tessera_core::GrantError::Unavailable
+                })?;
             tracing::info!(target: "audit", event = "access_token_denylisted", user = ?c.sub, until = exp);
             self.tokens.revoke_family_of_access(jti).await?;
         }
@@ -227,10 +236,20 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         throttle,
         clock,
     );
+    // Revocations survive a restart: the denylist is reloaded from the store.
+    let denylist = Denylist::default();
+    for (jti, exp) in auth
+        .sessions()
+        .denied_access(now)
+        .await
+        .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?
+    {
+        denylist.add(&jti, exp, now);
+    }
     Ok(AppState {
         keys,
         tokens: Arc::new(tokens),
-        denylist: Arc::new(Denylist::default()),
+        denylist: Arc::new(denylist),
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             cookie_name: if development {
@@ -387,6 +406,9 @@ pub fn spawn_purger<U: UserStore, S: Stores>(state: &AppState<U, S>, every: std:
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            if let Err(e) = auth.sessions().purge_denied(auth.now() - LEEWAY).await {
+                tracing::warn!(error = %e, "purging the access-token denylist failed");
+            }
             match auth.sessions().purge_expired_sessions(auth.now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),

@@ -1814,3 +1814,40 @@ async fn token_endpoint_errors_are_rfc6749() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_access_token_stays_revoked_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("tessera-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    let first = spawn_with(config(), store.clone(), store.clone()).await;
+    first.user("alice").await;
+    let t = first.token_login("alice").await;
+    assert_eq!(
+        first
+            .send(
+                reqwest::Method::POST,
+                "/auth/logout",
+                first.bearer(&t.access)
+            )
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    // A new server process over the same database (same master key) refuses it too.
+    let store2 = SqliteStore::open(&url).await.unwrap();
+    let second = spawn_with(config(), store2.clone(), store2).await;
+    assert_eq!(
+        second.me(second.bearer(&t.access)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let fresh = second.token_login("alice").await;
+    assert_eq!(
+        second.me(second.bearer(&fresh.access)).await,
+        StatusCode::OK
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

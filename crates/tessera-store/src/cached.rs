@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreResult, StoredKey,
-    TokenHash, User, UserStore,
+    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreResult,
+    StoredKey, TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]
@@ -271,5 +271,19 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
 
     async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
         self.inner.revoke_families_of(user_id).await
+    }
+}
+
+impl<T: DenylistStore> DenylistStore for CachedStore<T> {
+    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+        self.inner.deny_access(jti, exp).await
+    }
+
+    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.denied_access(now).await
+    }
+
+    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+        self.inner.purge_denied(now).await
     }
 }

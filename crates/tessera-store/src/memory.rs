@@ -5,8 +5,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use tessera_core::{
-    KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult,
-    StoredKey, TokenHash, User, UserStore,
+    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
+    StoreResult, StoredKey, TokenHash, User, UserStore,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +19,7 @@ struct Inner {
     refresh: HashMap<TokenHash, RefreshRecord>,
     /// Family → (user, revoked).
     families: HashMap<String, (String, bool)>,
+    denied: HashMap<String, i64>,
 }
 
 /// The in-process store. Clones share the same data.
@@ -298,5 +299,31 @@ impl RefreshStore for MemoryStore {
             }
         }
         Ok(n)
+    }
+}
+
+impl DenylistStore for MemoryStore {
+    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+        let mut g = self.write();
+        let e = g.denied.entry(jti.to_owned()).or_insert(exp);
+        *e = (*e).max(exp);
+        Ok(())
+    }
+
+    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(self
+            .read()
+            .denied
+            .iter()
+            .filter(|(_, e)| **e > now)
+            .map(|(j, e)| (j.clone(), *e))
+            .collect())
+    }
+
+    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+        let mut g = self.write();
+        let before = g.denied.len();
+        g.denied.retain(|_, e| *e > now);
+        Ok((before - g.denied.len()) as u64)
     }
 }

@@ -10,8 +10,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 use tessera_core::{
-    KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult,
-    StoredKey, TokenHash, User, UserStore,
+    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
+    StoreResult, StoredKey, TokenHash, User, UserStore,
 };
 
 /// The embedded schema, in order.
@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "refresh tokens",
         include_str!("../migrations/sqlite/0004_refresh_tokens.sql"),
+    ),
+    (
+        5,
+        "access token denylist",
+        include_str!("../migrations/sqlite/0005_denylist.sql"),
     ),
 ];
 
@@ -524,6 +529,39 @@ impl RefreshStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl DenylistStore for SqliteStore {
+    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO access_denylist (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)")
+            .bind(jti)
+            .bind(exp)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE expires_at > ?")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
+    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM access_denylist WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(r.rows_affected())
     }
 }

@@ -5,8 +5,8 @@
 
 use serde_json::json;
 use tessera_core::{
-    KeyStore, Kind, RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoredKey,
-    Token, TokenHash, User, UserStore,
+    DenylistStore, KeyStore, Kind, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
+    StoredKey, Token, TokenHash, User, UserStore,
 };
 
 fn user(id: &str, name: &str) -> User {
@@ -202,6 +202,27 @@ async fn refresh<S: RefreshStore>(s: S) {
     );
 }
 
+async fn denylist<S: DenylistStore>(s: S) {
+    s.deny_access("j1", 1_000).await.unwrap();
+    s.deny_access("j2", 2_000).await.unwrap();
+    s.deny_access("j1", 900).await.unwrap(); // never shortened
+    let mut got = s.denied_access(999).await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("j1".to_owned(), 1_000), ("j2".to_owned(), 2_000)]
+    );
+    assert_eq!(
+        s.denied_access(1_000).await.unwrap(),
+        vec![("j2".to_owned(), 2_000)]
+    );
+    assert_eq!(s.purge_denied(1_500).await.unwrap(), 1);
+    assert_eq!(
+        s.denied_access(0).await.unwrap(),
+        vec![("j2".to_owned(), 2_000)]
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -228,6 +249,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn refresh() {
                 super::refresh($make).await;
+            }
+
+            #[tokio::test]
+            async fn denylist() {
+                super::denylist($make).await;
             }
         }
     };
