@@ -69,13 +69,14 @@ login_cookie() {
     -d "{\"username\":\"bench\",\"password\":\"$PW\"}" | awk '$6 == "tessera_session" {print $6 "=" $7}'
 }
 
-# run LABEL URL [HEADER]: REPS runs of wrk; prints the median of each column.
+# run LABEL URL [HEADER]: REPS runs of wrk (with the Lua script SCRIPT, default the one-request
+# script above); prints the median of each column.
 run() {
   local label=$1 url=$2 header=${3:-}
   local out=()
   for _ in $(seq "$REPS"); do
     out+=("$(B_H1="$header" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" \
-      wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$LUA" "$url" | grep '^BENCH')")
+      wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "${SCRIPT:-$LUA}" "$url" | grep '^BENCH')")
   done
   printf '%s\n' "${out[@]}" | python3 -c '
 import sys, statistics
@@ -139,19 +140,8 @@ request = function()
 end
 LUA
 sed -n '/^function done/,$p' "$LUA" >> "$COLD_LUA"
-cold_out=()
-for _ in $(seq "$REPS"); do
-  cold_out+=("$(B_TOKENS="$WORK/tokens.txt" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" \
-    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$COLD_LUA" http://127.0.0.1:18183/auth/me | grep '^BENCH')")
-done
-printf '%s\n' "${cold_out[@]}" | python3 -c '
-import sys, statistics
-rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
-med = lambda k: statistics.median(float(r[k]) for r in rows)
-bad = sum(int(r["errors"]) + int(r["non2xx"]) for r in rows)
-rps, p50, p99 = med("rps"), med("p50_ms"), med("p99_ms")
-print(f"| me, Bearer EdDSA JWT, cold (10,000 tokens, no cache) | {rps:.0f} | {p50:.3f} | {p99:.3f} | {bad} |")
-'
+B_TOKENS="$WORK/tokens.txt" SCRIPT="$COLD_LUA" \
+  run "me, Bearer EdDSA JWT, cold (10,000 tokens, no cache)" http://127.0.0.1:18183/auth/me
 
 # Logins at full speed beside /auth/me: a second wrk, on the load core too.
 B_METHOD=POST B_BODY="{\"username\":\"bench\",\"password\":\"$PW\"}" B_H1="Content-Type: application/json" \

@@ -117,7 +117,7 @@ pub struct Authenticated {
     pub user: User,
 }
 
-/// The service. Cheap to clone (all state is shared).
+/// The service; the server shares one behind an `Arc`.
 #[derive(Debug)]
 pub struct Auth<U, S> {
     users: U,

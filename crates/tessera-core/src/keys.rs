@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use serde::{Deserialize, Serialize};
-use tessera_jose::{Algorithm, Jwk, JwkSet, KeySet, Signer, SigningKey, VerifyingKey, b64};
+use tessera_jose::{Algorithm, Jwk, JwkSet, KeySet, Signer, SigningKey, b64};
 use zeroize::Zeroizing;
 
 /// Why key material could not be used.
@@ -322,11 +322,6 @@ impl KeyRing {
             jwks: jwks.into(),
             next_change,
         })
-    }
-
-    /// The verifying key for `kid`, if published.
-    pub fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.keys.find(Some(kid))
     }
 }
 

@@ -414,7 +414,7 @@ impl<S: Stores> Tokens<S> {
         Ok(n)
     }
 
-    /// The hash of a refresh token, if well-formed (to refuse it where an access token belongs).
+    /// Whether `presented` is a well-formed refresh token (refused where an access token belongs).
     pub fn is_refresh_token(presented: &str) -> bool {
         Token::parse(Kind::Refresh, presented).is_some()
     }
