@@ -19,7 +19,8 @@ pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy
 pub use refresh::RefreshRecord;
 pub use session::{Session, SessionPolicy};
 pub use store::{
-    DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores, UserStore,
+    Change, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores,
+    UserStore,
 };
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};

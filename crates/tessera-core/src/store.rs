@@ -164,3 +164,91 @@ pub trait DenylistStore: Send + Sync + 'static {
 pub trait Stores: SessionStore + KeyStore + RefreshStore + DenylistStore {}
 
 impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore> Stores for T {}
+
+/// A change made by one instance that other instances' caches must learn of: the messages of
+/// the invalidation feed (Redis pub/sub, or a generation number the instances poll).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This session ended.
+    Session(TokenHash),
+    /// Sessions of this user ended (all, or all but one).
+    SessionsOf(String),
+    /// This user was disabled, enabled or deleted.
+    User(String),
+    /// Access token `jti` is refused until `exp`.
+    Denied {
+        /// The token's id.
+        jti: String,
+        /// Its expiry (seconds since the epoch).
+        exp: i64,
+    },
+    /// Signing keys were added.
+    Keys,
+    /// Anything may have changed (a generation moved, the feed reconnected): drop every cache
+    /// and reload what is held in memory.
+    Everything,
+    /// The feed is lost: changes may go unseen until the next [`Change::Everything`], so
+    /// caches must not be trusted meanwhile.
+    FeedLost,
+}
+
+impl Change {
+    /// The wire form on the pub/sub channel: one line, a word and its arguments.
+    pub fn encode(&self) -> String {
+        match self {
+            Change::Session(h) => format!("session {}", h.to_hex()),
+            Change::SessionsOf(u) => format!("sessions-of {u}"),
+            Change::User(u) => format!("user {u}"),
+            Change::Denied { jti, exp } => format!("denied {exp} {jti}"),
+            Change::Keys => "keys".into(),
+            Change::Everything => "everything".into(),
+            Change::FeedLost => "feed-lost".into(),
+        }
+    }
+
+    /// Parses [`Change::encode`]'s form; anything unreadable is taken as
+    /// [`Change::Everything`], the safe reading.
+    pub fn decode(line: &str) -> Change {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let parsed = match word {
+            "session" => TokenHash::from_hex(rest).map(Change::Session),
+            "sessions-of" if !rest.is_empty() => Some(Change::SessionsOf(rest.into())),
+            "user" if !rest.is_empty() => Some(Change::User(rest.into())),
+            "denied" => rest.split_once(' ').and_then(|(exp, jti)| {
+                Some(Change::Denied {
+                    jti: jti.into(),
+                    exp: exp.parse().ok()?,
+                })
+            }),
+            "keys" => Some(Change::Keys),
+            _ => None,
+        };
+        parsed.unwrap_or(Change::Everything)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip_and_garbage_means_everything() {
+        let h = crate::Token::generate(crate::Kind::Session).hash();
+        for c in [
+            Change::Session(h),
+            Change::SessionsOf("usr_1".into()),
+            Change::User("usr_2".into()),
+            Change::Denied {
+                jti: "j 1".into(),
+                exp: 1_700_000_000,
+            },
+            Change::Keys,
+            Change::Everything,
+        ] {
+            assert_eq!(Change::decode(&c.encode()), c);
+        }
+        for junk in ["", "session zz", "denied x y", "user", "nonsense 1", "\u{0}"] {
+            assert_eq!(Change::decode(junk), Change::Everything, "{junk:?}");
+        }
+    }
+}

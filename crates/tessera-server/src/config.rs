@@ -254,8 +254,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The public URL of this service (`iss` of its tokens, the origin of its cookies).
     pub issuer: Option<String>,
-    /// `sqlite://PATH` (default: `DATA_DIR/tessera.db`) or `memory:` (nothing kept).
+    /// `sqlite://PATH` (default: `DATA_DIR/tessera.db`), `postgres://…` (a cluster's shared
+    /// database) or `memory:` (nothing kept).
     pub database_url: Option<String>,
+    /// `redis://…`: sessions, the denylist and the change feed of a cluster live there.
+    pub redis_url: Option<String>,
+    /// The prefix of every Redis key, so that deployments can share one Redis.
+    pub redis_prefix: String,
+    /// A name for this instance, sent in an `X-Tessera-Instance` response header (unset: no
+    /// header), so that an operator sees which instance behind a load balancer answered.
+    pub instance_name: Option<String>,
     /// Whether `POST /auth/register` creates accounts.
     pub allow_registration: bool,
     /// Acknowledges that a TLS-terminating proxy sits in front, so plain HTTP may listen on a
@@ -292,6 +300,9 @@ impl Default for Config {
             data_dir: PathBuf::from("tessera-data"),
             issuer: None,
             database_url: None,
+            redis_url: None,
+            redis_prefix: "tessera".into(),
+            instance_name: None,
             allow_registration: false,
             behind_tls_proxy: false,
             tls_cert: None,
@@ -315,6 +326,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_DATA_DIR", "data_dir"),
     ("TESSERA_ISSUER", "issuer"),
     ("TESSERA_DATABASE_URL", "database_url"),
+    ("TESSERA_REDIS_URL", "redis_url"),
+    ("TESSERA_REDIS_PREFIX", "redis_prefix"),
+    ("TESSERA_INSTANCE_NAME", "instance_name"),
     ("TESSERA_ALLOW_REGISTRATION", "allow_registration"),
     ("TESSERA_BEHIND_TLS_PROXY", "behind_tls_proxy"),
     ("TESSERA_TLS_CERT", "tls_cert"),
@@ -454,10 +468,7 @@ impl Config {
                 // Secrets and tool variables share the prefix; only config keys are read here.
                 None if matches!(
                     name.as_str(),
-                    "TESSERA_MASTER_KEY"
-                        | "TESSERA_CONFIG"
-                        | "TESSERA_REDIS_URL"
-                        | "TESSERA_REDIS_PREFIX"
+                    "TESSERA_MASTER_KEY" | "TESSERA_CONFIG"
                 ) => {}
                 None => return Err(bad(format!("unknown configuration variable {name}"))),
             }
@@ -500,6 +511,21 @@ impl Config {
             || self.tokens.refresh_absolute.0.is_zero()
         {
             return Err(bad("token lifetimes must be longer than zero"));
+        }
+        if let Some(url) = &self.redis_url
+            && !url.starts_with("redis://")
+        {
+            return Err(bad(
+                "redis_url must be a redis:// URL (TLS to Redis is not built in: keep Redis on a private network)",
+            ));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(bad("redis_prefix must be a non-empty word"));
+        }
+        if let Some(name) = &self.instance_name
+            && (name.is_empty() || axum::http::HeaderValue::from_str(name).is_err())
+        {
+            return Err(bad("instance_name must be a non-empty printable word"));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format is `text` or `json`"));

@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy, SessionPolicy,
+    Auth, Change, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy, SessionPolicy,
     Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
 };
 use tessera_jose::Clock;
@@ -62,6 +62,8 @@ pub struct Settings {
     pub algorithm: tessera_jose::Algorithm,
     /// How long a rotated key is published before it signs, seconds.
     pub key_activation_delay: i64,
+    /// `X-Tessera-Instance` on every response, when configured.
+    pub instance_name: Option<HeaderValue>,
 }
 
 /// Clock-skew tolerance on token times, seconds.
@@ -269,6 +271,10 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             scope: config.tokens.scope.clone(),
             algorithm,
             key_activation_delay: config.tokens.key_activation_delay.secs(),
+            instance_name: config
+                .instance_name
+                .as_deref()
+                .and_then(|n| HeaderValue::from_str(n).ok()),
         }),
         metrics: Arc::new(metrics::Metrics::default()),
     })
@@ -349,6 +355,9 @@ async fn finish<U: UserStore, S: Stores>(
         }
     }
     let h = res.headers_mut();
+    if let Some(name) = &state.settings.instance_name {
+        h.insert("x-tessera-instance", name.clone());
+    }
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -397,6 +406,46 @@ pub fn spawn_key_refresher<U: UserStore, S: Stores>(
             }
         }
     });
+}
+
+/// Applies the [`Change`]s other instances (or the CLI) announce, until `changes` closes:
+/// `evict` drops what the store caches hold, a revoked access token joins the denylist, a key
+/// change reloads the keys, and [`Change::Everything`] (a feed that reconnected, a generation
+/// that moved) reloads both.
+pub fn spawn_change_listener<U: UserStore, S: Stores>(
+    state: &AppState<U, S>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+    evict: impl Fn(&Change) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        while let Some(change) = changes.recv().await {
+            evict(&change);
+            let now = state.auth.now();
+            match &change {
+                Change::Denied { jti, exp } => state.denylist.add(jti, *exp, now),
+                Change::Keys => {
+                    if let Err(e) = state.keys.refresh(now).await {
+                        tracing::warn!(error = %e, "reloading the signing keys failed");
+                    }
+                }
+                Change::Everything => {
+                    match state.auth.sessions().denied_access(now - LEEWAY).await {
+                        Ok(entries) => {
+                            for (jti, exp) in entries {
+                                state.denylist.add(&jti, exp, now);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
+                    }
+                    if let Err(e) = state.keys.refresh(now).await {
+                        tracing::warn!(error = %e, "reloading the signing keys failed");
+                    }
+                }
+                Change::Session(_) | Change::SessionsOf(_) | Change::User(_) | Change::FeedLost => {}
+            }
+        }
+    })
 }
 
 /// Removes dead sessions every `every` until the process ends (stores without native expiry).

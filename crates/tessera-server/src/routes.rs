@@ -352,17 +352,19 @@ pub(crate) async fn readyz<U: UserStore, S: Stores>(
 ) -> Response {
     let users = state.auth.users().ping().await.is_ok();
     let sessions = state.auth.sessions().count_sessions().await.is_ok();
-    let ready = users && sessions;
+    // One store down leaves the other half of the service up (Bearer JWTs verify without any
+    // store), and a store outage hits every instance alike: the instance stays in the load
+    // balancer and says `degraded`. Only with both stores gone is it `unavailable`.
+    let (status, code) = match (users, sessions) {
+        (true, true) => ("ready", StatusCode::OK),
+        (false, false) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        _ => ("degraded", StatusCode::OK),
+    };
     let body = Json(json!({
-        "status": if ready { "ready" } else { "unavailable" },
+        "status": status,
         "checks": { "users": users, "sessions": sessions },
     }));
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    no_store((status, body).into_response())
+    no_store((code, body).into_response())
 }
 
 pub(crate) async fn metrics<U: UserStore, S: Stores>(

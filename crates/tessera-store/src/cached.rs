@@ -8,13 +8,13 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreResult,
+    Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreResult,
     StoredKey, TokenHash, User, UserStore,
 };
 
@@ -30,6 +30,8 @@ struct Cache {
     users: RwLock<HashMap<String, Entry<User>>>,
     /// Bumped by every eviction: a read that started before one does not fill the cache.
     epoch: AtomicU64,
+    /// False while the change feed is lost: then nothing is served from the cache or put in it.
+    live: AtomicBool,
     ttl: Duration,
     capacity: usize,
 }
@@ -50,6 +52,7 @@ impl<T> CachedStore<T> {
                 sessions: RwLock::new(HashMap::new()),
                 users: RwLock::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
+                live: AtomicBool::new(true),
                 ttl,
                 capacity,
             }),
@@ -66,6 +69,26 @@ impl<T> CachedStore<T> {
         self.cache.epoch.fetch_add(1, Ordering::SeqCst);
         write(&self.cache.sessions).clear();
         write(&self.cache.users).clear();
+    }
+
+    /// Applies a change announced by another instance (or process): evicts what it touches.
+    /// While the feed is lost ([`Change::FeedLost`] until the next [`Change::Everything`]) the
+    /// cache is bypassed, since changes could go unseen.
+    pub fn apply(&self, change: &Change) {
+        match change {
+            Change::Session(hash) => self.evict_session(hash),
+            Change::SessionsOf(_) => self.evict_sessions(),
+            Change::User(id) => self.evict_user(id),
+            Change::Denied { .. } | Change::Keys => {}
+            Change::Everything => {
+                self.invalidate_all();
+                self.cache.live.store(true, Ordering::SeqCst);
+            }
+            Change::FeedLost => {
+                self.cache.live.store(false, Ordering::SeqCst);
+                self.invalidate_all();
+            }
+        }
     }
 
     fn evict_session(&self, hash: &TokenHash) {
@@ -106,6 +129,9 @@ impl Cache {
         Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
         V: Clone,
     {
+        if !self.live.load(Ordering::SeqCst) {
+            return fetch.await;
+        }
         if let Some(e) = read(map).get(key)
             && e.at.elapsed() < self.ttl
         {
@@ -115,7 +141,7 @@ impl Cache {
         let found = fetch.await?;
         if let Some(v) = &found {
             let mut m = write(map);
-            if self.epoch.load(Ordering::SeqCst) == epoch {
+            if self.epoch.load(Ordering::SeqCst) == epoch && self.live.load(Ordering::SeqCst) {
                 if m.len() >= self.capacity {
                     m.clear();
                 }

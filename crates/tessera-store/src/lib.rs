@@ -1,14 +1,71 @@
 //! tessera-store: the backends of tessera-core's store traits. [`MemoryStore`] keeps everything
 //! in the process (tests, single-instance development); [`SqliteStore`] is the embedded
-//! default. PostgreSQL and Redis come with the many-servers work. The same conformance suite
-//! (`tests/conformance.rs`) runs against every backend.
+//! default; [`PostgresStore`] and [`RedisStore`] are the shared stores of a cluster, paired by
+//! [`SharedStore`]. [`CachedStore`] caches hot reads in front of any of them and learns of
+//! changes through a feed of [`Change`]s: Redis pub/sub, or [`watch_generation`] for a database
+//! alone. The same conformance suite (`tests/conformance.rs`) runs against every backend.
 
 mod cached;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+mod shared;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+use std::future::Future;
+use std::time::Duration;
+
 pub use cached::CachedStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+#[cfg(feature = "redis")]
+pub use shared::SharedStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+use tessera_core::{Change, StoreResult};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A database with a revocation generation: a number every revoking change moves, so that
+/// processes sharing the database notice each other's changes by polling it.
+pub trait Generation: Clone + Send + Sync + 'static {
+    /// The current generation.
+    fn revocation_generation(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+}
+
+/// Polls `store`'s generation every `every` and sends [`Change::Everything`] to `to` when it
+/// moves; while it cannot be read, [`Change::FeedLost`]. Ends when `to` is closed.
+pub fn watch_generation<G: Generation>(
+    store: G,
+    every: Duration,
+    to: UnboundedSender<Change>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = store.revocation_generation().await.ok();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let change = match store.revocation_generation().await {
+                Ok(g) if Some(g) != last => {
+                    last = Some(g);
+                    Change::Everything
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    // Unreadable: nothing cached can be trusted until it reads again.
+                    last = None;
+                    Change::FeedLost
+                }
+            };
+            if to.send(change).is_err() {
+                return;
+            }
+        }
+    })
+}

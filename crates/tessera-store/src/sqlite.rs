@@ -96,7 +96,7 @@ impl SqliteStore {
 
     /// A number that moves whenever sessions are ended or users disabled or deleted, by any
     /// process sharing the file.
-    pub async fn revocation_generation(&self) -> StoreResult<i64> {
+    async fn generation(&self) -> StoreResult<i64> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
             .fetch_one(&self.pool)
             .await
@@ -111,32 +111,6 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-
-    /// Watches the revocation generation every `every` and drops `cache` when it moves: how a
-    /// running server learns of users disabled or sessions ended by the CLI.
-    pub fn watch_generation<T: Send + Sync + 'static>(
-        &self,
-        cache: crate::CachedStore<T>,
-        every: Duration,
-    ) -> tokio::task::JoinHandle<()> {
-        let store = self.clone();
-        tokio::spawn(async move {
-            let mut last = store.revocation_generation().await.ok();
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match store.revocation_generation().await {
-                    Ok(g) if Some(g) != last => {
-                        cache.invalidate_all();
-                        last = Some(g);
-                    }
-                    Ok(_) => {}
-                    // Unreadable: drop the cache to be safe, and retry next tick.
-                    Err(_) => cache.invalidate_all(),
-                }
-            }
-        })
     }
 
     /// Closes the pool (waits for connections to be returned).
@@ -563,5 +537,11 @@ impl DenylistStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(r.rows_affected())
+    }
+}
+
+impl crate::Generation for SqliteStore {
+    async fn revocation_generation(&self) -> StoreResult<i64> {
+        self.generation().await
     }
 }

@@ -1,5 +1,10 @@
-//! One store test suite, written once, run against every backend (memory and SQLite here;
-//! PostgreSQL and Redis join it later). Each backend gets a fresh, empty store per test.
+//! One store test suite, written once, run against every backend: memory, SQLite, PostgreSQL,
+//! and PostgreSQL with Redis (the cluster pairing). Each backend gets a fresh, empty store per
+//! test: its own PostgreSQL schema, its own Redis key prefix, removed when the test ends.
+//!
+//! PostgreSQL and Redis are the machine's (`TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`; `TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`). A service that is not there fails these tests; none is skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
@@ -226,64 +231,239 @@ async fn denylist<S: DenylistStore>(s: S) {
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
             #[tokio::test]
             async fn users() {
-                super::users($make).await;
+                let (s, _guard) = $make;
+                super::users(s).await;
             }
 
             #[tokio::test]
             async fn sessions() {
-                super::sessions($make).await;
+                let (s, _guard) = $make;
+                super::sessions(s).await;
             }
 
             #[tokio::test]
             async fn purge() {
-                super::purge($make).await;
+                let (s, _guard) = $make;
+                super::purge(s).await;
             }
 
             #[tokio::test]
             async fn keys() {
-                super::keys($make).await;
+                let (s, _guard) = $make;
+                super::keys(s).await;
             }
 
             #[tokio::test]
             async fn refresh() {
-                super::refresh($make).await;
+                let (s, _guard) = $make;
+                super::refresh(s).await;
             }
 
             #[tokio::test]
             async fn denylist() {
-                super::denylist($make).await;
+                let (s, _guard) = $make;
+                super::denylist(s).await;
             }
         }
     };
 }
 
-suite!(memory, tessera_store::MemoryStore::new());
+suite!(memory, (tessera_store::MemoryStore::new(), ()));
 suite!(
     cached_memory,
-    tessera_store::CachedStore::new(
-        tessera_store::MemoryStore::new(),
-        std::time::Duration::from_secs(5),
-        1000
+    (
+        tessera_store::CachedStore::new(
+            tessera_store::MemoryStore::new(),
+            std::time::Duration::from_secs(5),
+            1000
+        ),
+        ()
     )
 );
 suite!(
     cached_sqlite,
-    tessera_store::CachedStore::new(
-        tessera_store::SqliteStore::open("sqlite::memory:")
-            .await
-            .unwrap(),
-        std::time::Duration::from_secs(5),
-        1000
+    (
+        tessera_store::CachedStore::new(
+            tessera_store::SqliteStore::open("sqlite::memory:")
+                .await
+                .unwrap(),
+            std::time::Duration::from_secs(5),
+            1000
+        ),
+        ()
     )
 );
 suite!(
     sqlite_memory,
-    tessera_store::SqliteStore::open("sqlite::memory:")
-        .await
-        .unwrap()
+    (
+        tessera_store::SqliteStore::open("sqlite::memory:")
+            .await
+            .unwrap(),
+        ()
+    )
 );
+suite!(postgres, services::postgres().await);
+suite!(postgres_redis, services::postgres_redis().await);
+suite!(
+    cached_postgres_redis,
+    {
+        let (s, guard) = services::postgres_redis().await;
+        (
+            tessera_store::CachedStore::new(s, std::time::Duration::from_secs(5), 1000),
+            guard,
+        )
+    }
+);
+
+/// The machine's PostgreSQL and Redis, one schema and one key prefix per test.
+mod services {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tessera_store::{PostgresStore, RedisStore, SharedStore};
+
+    pub fn postgres_url() -> String {
+        std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    pub fn redis_url() -> String {
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// A name no other test (of this run or a concurrent one) uses.
+    pub fn unique(kind: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "tessera_test_{kind}_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Removes a test's schema and keys when the test ends, passed or failed.
+    pub struct Cleanup {
+        schema: Option<String>,
+        prefix: Option<String>,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let schema = self.schema.take();
+            let prefix = self.prefix.take();
+            // Drop may run inside the test's runtime: clean up from a thread of our own.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Some(schema) = schema {
+                        drop_schema(&schema).await;
+                    }
+                    if let Some(prefix) = prefix {
+                        let r = RedisStore::open(
+                            &redis_url(),
+                            &prefix,
+                            Arc::new(tessera_jose::SystemClock),
+                            60,
+                        )
+                        .unwrap();
+                        r.remove_all().await.unwrap();
+                    }
+                });
+            })
+            .join()
+            .unwrap();
+        }
+    }
+
+    async fn admin() -> sqlx::PgPool {
+        sqlx::PgPool::connect(&postgres_url())
+            .await
+            .expect("PostgreSQL at TEST_POSTGRES_URL (default 127.0.0.1:5432/test) is required")
+    }
+
+    async fn drop_schema(schema: &str) {
+        let pool = admin().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+
+    /// A fresh schema; the URL that selects it.
+    pub async fn schema() -> (String, String) {
+        let schema = unique("pg");
+        let pool = admin().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let url = postgres_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}options[search_path]={schema}");
+        (schema, url)
+    }
+
+    pub async fn postgres() -> (PostgresStore, Cleanup) {
+        let (schema, url) = schema().await;
+        let cleanup = Cleanup {
+            schema: Some(schema),
+            prefix: None,
+        };
+        let store = PostgresStore::open(&url).await.unwrap();
+        (store, cleanup)
+    }
+
+    /// Redis with the suite's fixed clock (the suite's times are around 1000).
+    pub fn redis(prefix: &str) -> RedisStore {
+        RedisStore::open(
+            &redis_url(),
+            prefix,
+            Arc::new(tessera_jose::ManualClock::new(1_000)),
+            60,
+        )
+        .unwrap()
+    }
+
+    pub async fn postgres_redis() -> (SharedStore<PostgresStore>, Cleanup) {
+        let (pg, mut cleanup) = postgres().await;
+        let prefix = unique("redis");
+        let redis = redis(&prefix);
+        redis
+            .ping()
+            .await
+            .expect("Redis at TEST_REDIS_URL (default 127.0.0.1:6379) is required");
+        cleanup.prefix = Some(prefix);
+        (SharedStore::new(pg, redis), cleanup)
+    }
+}
+
+/// Applies a change feed to a cache, as `tessera serve` does.
+fn follow<T: Send + Sync + 'static>(
+    cache: tessera_store::CachedStore<T>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<tessera_core::Change>,
+) {
+    tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            cache.apply(&c);
+        }
+    });
+}
 
 /// A file database, as `tessera serve` uses, in its own temporary directory.
 mod sqlite_file {
@@ -321,7 +501,9 @@ mod sqlite_file {
         let server = tessera_store::SqliteStore::open(&db.url()).await.unwrap();
         let cached =
             tessera_store::CachedStore::new(server.clone(), Duration::from_secs(3600), 1000);
-        server.watch_generation(cached.clone(), Duration::from_millis(50));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tessera_store::watch_generation(server.clone(), Duration::from_millis(50), tx);
+        follow(cached.clone(), rx);
         cached.create_user(&user("usr_a", "alice")).await.unwrap();
         let (h, s) = session("ses_1", "usr_a", 1_000);
         cached.create_session(&h, &s).await.unwrap();

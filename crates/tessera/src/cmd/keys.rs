@@ -76,6 +76,7 @@ impl super::store::AsyncStoreFn<()> for Managed {
         config: &tessera_server::Config,
         _users: U,
         store: S,
+        _feed: Option<super::store::Feed>,
     ) -> Result<(), Failure> {
         use tessera_jose::Clock as _;
         let now = tessera_jose::SystemClock.now();

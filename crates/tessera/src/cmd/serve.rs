@@ -6,7 +6,7 @@ use std::time::Duration;
 use tessera_core::{Stores, UserStore};
 use tessera_server::Config;
 
-use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
+use super::store::{AsyncStoreFn, ConfigArgs, Feed, redact, state, with_stores};
 use crate::Failure;
 
 /// The settings `serve` reads, for `--help`; a test checks it names every one.
@@ -15,7 +15,10 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   listen                           TESSERA_LISTEN
   data_dir                         TESSERA_DATA_DIR
   issuer                           TESSERA_ISSUER
-  database_url                     TESSERA_DATABASE_URL            (sqlite://PATH or memory:)
+  database_url                     TESSERA_DATABASE_URL            (sqlite://PATH, postgres://… or memory:)
+  redis_url                        TESSERA_REDIS_URL               (redis://…; sessions, denylist, change feed)
+  redis_prefix                     TESSERA_REDIS_PREFIX
+  instance_name                    TESSERA_INSTANCE_NAME           (sent as X-Tessera-Instance)
   allow_registration               TESSERA_ALLOW_REGISTRATION
   behind_tls_proxy                 TESSERA_BEHIND_TLS_PROXY
   tls_cert, tls_key                TESSERA_TLS_CERT, TESSERA_TLS_KEY
@@ -87,6 +90,7 @@ impl AsyncStoreFn<()> for Serve {
         config: &Config,
         users: U,
         sessions: S,
+        feed: Option<Feed>,
     ) -> Result<(), Failure> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(
@@ -98,6 +102,9 @@ impl AsyncStoreFn<()> for Serve {
         let state = state(config, users, sessions).await?;
         tessera_server::spawn_purger(&state, Duration::from_secs(60));
         tessera_server::spawn_key_refresher(&state, Duration::from_secs(2));
+        if let Some(feed) = feed {
+            tessera_server::spawn_change_listener(&state, feed.changes, feed.evict);
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Failure::refused(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -133,14 +140,6 @@ impl AsyncStoreFn<()> for Serve {
         }
         tracing::info!("tessera stopped");
         Ok(())
-    }
-}
-
-/// A database URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
     }
 }
 

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_core::{MasterKey, Stores, UserStore};
-use tessera_jose::SystemClock;
+use tessera_core::{Change, MasterKey, Stores, UserStore};
 use tessera_server::{AppState, Config};
-use tessera_store::{CachedStore, MemoryStore, SqliteStore};
+use tessera_store::{CachedStore, Generation, MemoryStore, SqliteStore};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::Failure;
 
@@ -35,17 +35,28 @@ impl ConfigArgs {
     }
 }
 
-/// How long a cached session or user may be served without asking SQLite again.
+/// How long a cached session or user may be served without asking the store again (changes
+/// made elsewhere arrive through the change feed long before).
 const CACHE_TTL: Duration = Duration::from_secs(5);
-/// How often a serving process checks whether another process ended sessions or disabled users.
+/// Most sessions (and as many users) cached.
+const CACHE_CAPACITY: usize = 100_000;
+/// How often a serving process without Redis polls the database for changes made by another
+/// process (the CLI, or another instance on the same PostgreSQL).
 const GENERATION_POLL: Duration = Duration::from_millis(250);
 
-/// Runs `f` with the stores the configuration names. With `cache` (the server), SQLite reads of
-/// sessions and users go through an in-process cache that learns of other processes' changes
-/// within [`GENERATION_POLL`].
+/// The changes a serving process must learn of, and how its store cache applies them.
+pub(crate) struct Feed {
+    pub changes: UnboundedReceiver<Change>,
+    pub evict: Box<dyn Fn(&Change) + Send>,
+}
+
+/// Runs `f` with the stores the configuration names: `database_url` (SQLite, PostgreSQL or
+/// memory) and, if set, `redis_url` for sessions, the denylist and the change feed. With
+/// `serve`, reads of sessions and users go through an in-process cache, and `f` gets the feed
+/// that keeps that cache (and the server's denylist and keys) true to changes made elsewhere.
 pub(crate) async fn with_stores<T>(
     config: &Config,
-    cache: bool,
+    serve: bool,
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure> {
     let url = config.database_url();
@@ -63,29 +74,142 @@ pub(crate) async fn with_stores<T>(
         let store = SqliteStore::open(&url)
             .await
             .map_err(|e| Failure::refused(format!("cannot open the database: {e}")))?;
-        let out = if cache {
-            let cached = CachedStore::new(store.clone(), CACHE_TTL, 100_000);
-            let watch = store.watch_generation(cached.clone(), GENERATION_POLL);
-            let out = f.call(config, cached.clone(), cached).await;
-            watch.abort();
-            out
-        } else {
-            f.call(config, store.clone(), store.clone()).await
-        };
+        let out = with_redis(config, serve, store.clone(), f).await;
         store.close().await;
         out
     } else if url == "memory:" {
+        if config.redis_url.is_some() {
+            return Err(Failure::usage(
+                "database_url `memory:` keeps nothing to share; use redis_url with sqlite:// or postgres://",
+            ));
+        }
         let store = MemoryStore::new();
-        f.call(config, store.clone(), store).await
+        f.call(config, store.clone(), store, None).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(Failure::usage(
-            "PostgreSQL support is not built into this tessera yet; use sqlite://PATH",
-        ))
+        postgres(config, serve, &url, f).await
     } else {
         Err(Failure::usage(format!(
-            "unsupported database_url `{url}` (use sqlite://PATH or memory:)"
+            "unsupported database_url `{}` (use sqlite://PATH, postgres://… or memory:)",
+            redact(&url)
         )))
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres<T>(
+    config: &Config,
+    serve: bool,
+    url: &str,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure> {
+    let store = tessera_store::PostgresStore::open(url)
+        .await
+        .map_err(|e| Failure::refused(format!("cannot open the database: {e}")))?;
+    let out = with_redis(config, serve, store.clone(), f).await;
+    store.close().await;
+    out
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres<T>(
+    _: &Config,
+    _: bool,
+    _: &str,
+    _: impl AsyncStoreFn<T>,
+) -> Result<T, Failure> {
+    Err(Failure::usage(
+        "this tessera was built without PostgreSQL support (cargo feature `postgres`)",
+    ))
+}
+
+/// `db` alone, or paired with Redis when `redis_url` is set; cached when serving.
+async fn with_redis<D, T>(
+    config: &Config,
+    serve: bool,
+    db: D,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure>
+where
+    D: UserStore + Stores + Generation + Clone,
+{
+    let Some(redis_url) = &config.redis_url else {
+        if !serve {
+            return f.call(config, db.clone(), db, None).await;
+        }
+        let (tx, changes) = unbounded_channel();
+        let watch = tessera_store::watch_generation(db.clone(), GENERATION_POLL, tx);
+        let out = cached(config, db, changes, f).await;
+        watch.abort();
+        return out;
+    };
+    shared(config, serve, db, redis_url, f).await
+}
+
+#[cfg(not(feature = "redis"))]
+async fn shared<D, T>(_: &Config, _: bool, _: D, _: &str, _: impl AsyncStoreFn<T>) -> Result<T, Failure>
+where
+    D: UserStore + Stores + Generation + Clone,
+{
+    Err(Failure::usage(
+        "this tessera was built without Redis support (cargo feature `redis`)",
+    ))
+}
+
+#[cfg(feature = "redis")]
+async fn shared<D, T>(
+    config: &Config,
+    serve: bool,
+    db: D,
+    redis_url: &str,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure>
+where
+    D: UserStore + Stores + Generation + Clone,
+{
+    let redis = open_redis(config, redis_url)?;
+    let shared = tessera_store::SharedStore::new(db, redis.clone());
+    if !serve {
+        return f.call(config, shared.clone(), shared, None).await;
+    }
+    let (tx, changes) = unbounded_channel();
+    let follow = redis.follow_changes(tx);
+    let out = cached(config, shared, changes, f).await;
+    follow.abort();
+    out
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(config: &Config, url: &str) -> Result<tessera_store::RedisStore, Failure> {
+    tessera_store::RedisStore::open(
+        url,
+        &config.redis_prefix,
+        Arc::new(tessera_jose::SystemClock),
+        tessera_server::LEEWAY,
+    )
+    .map_err(|e| Failure::usage(format!("redis_url: {e}")))
+}
+
+async fn cached<D, T>(
+    config: &Config,
+    store: D,
+    changes: UnboundedReceiver<Change>,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure>
+where
+    D: UserStore + Stores + Clone,
+{
+    let cache = CachedStore::new(store, CACHE_TTL, CACHE_CAPACITY);
+    let evict = {
+        let cache = cache.clone();
+        Box::new(move |c: &Change| cache.apply(c))
+    };
+    f.call(
+        config,
+        cache.clone(),
+        cache,
+        Some(Feed { changes, evict }),
+    )
+    .await
 }
 
 /// A generic async callback over the two stores (a trait because closures cannot be generic).
@@ -95,7 +219,16 @@ pub(crate) trait AsyncStoreFn<T> {
         config: &Config,
         users: U,
         sessions: S,
+        feed: Option<Feed>,
     ) -> impl Future<Output = Result<T, Failure>>;
+}
+
+/// A database URL without its password.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// The master key that seals signing keys: `TESSERA_MASTER_KEY` (base64url, 32 bytes), or
@@ -116,7 +249,7 @@ pub(crate) async fn state<U: UserStore, S: Stores + Clone>(
     sessions: S,
 ) -> Result<AppState<U, S>, Failure> {
     let master = master_key(config)?;
-    tessera_server::build(config, users, sessions, Arc::new(SystemClock), master)
+    tessera_server::build(config, users, sessions, Arc::new(tessera_jose::SystemClock), master)
         .await
         .map_err(|e| Failure::usage(e.to_string()))
 }

@@ -92,6 +92,7 @@ impl AsyncStoreFn<()> for Run {
         config: &Config,
         users: U,
         sessions: S,
+        _feed: Option<super::store::Feed>,
     ) -> Result<(), Failure> {
         let st = state(config, users, sessions).await?;
         let auth = &st.auth;

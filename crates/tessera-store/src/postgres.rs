@@ -1,0 +1,549 @@
+//! PostgreSQL through sqlx: the shared store of a cluster. Migrations are embedded and applied
+//! under sqlx's advisory lock, so instances starting together migrate once. Every revoking
+//! change moves a generation number that each instance watches, so caches in front of this
+//! store learn of changes made by any instance within the watch interval.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row, SqlSafeStr};
+use tessera_core::{
+    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
+    StoreResult, StoredKey, TokenHash, User, UserStore,
+};
+
+/// The embedded schema, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "schema",
+    include_str!("../migrations/postgres/0001_schema.sql"),
+)];
+
+/// How long a statement may wait for a pooled connection, and a connection for the server:
+/// a PostgreSQL that does not answer makes requests fail in this time, never hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The PostgreSQL store. Clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…`; `?options[search_path]=SCHEMA` picks a schema) and
+    /// brings the schema up to date. Connections are made lazily, so a PostgreSQL that is down
+    /// at start is an error here (the migration needs it) but not later: requests then fail
+    /// with [`StoreError::Unavailable`] until it is back.
+    pub async fn open(url: &str) -> StoreResult<PostgresStore> {
+        let store = PostgresStore::connect(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on `url` without touching the schema (the pool connects on first use).
+    pub fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(PostgresStore { pool })
+    }
+
+    /// Applies the embedded migrations not yet applied (under an advisory lock); how many ran.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(
+                    *v,
+                    (*d).into(),
+                    MigrationType::Simple,
+                    (*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        let before = self.applied_migrations().await?;
+        migrator.run(&self.pool).await.map_err(|e| {
+            StoreError::Unavailable(format!("migrating the PostgreSQL schema: {e}"))
+        })?;
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> StoreResult<usize> {
+        let exists: bool =
+            sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS present")
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|r| r.try_get("present"))
+                .map_err(unavailable)?;
+        if !exists {
+            return Ok(0);
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get("n"))
+            .map_err(unavailable)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// A number that moves whenever something is revoked, by any instance.
+    async fn generation(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.try_get("value").map_err(unavailable)
+    }
+
+    /// Called after the change it announces has been committed.
+    async fn bump_generation(&self) -> StoreResult<()> {
+        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn user_from(row: &PgRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        disabled: row.try_get("disabled")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn session_from(row: &PgRow) -> Result<(TokenHash, Session), sqlx::Error> {
+    let hash: String = row.try_get("token_hash")?;
+    let hash = TokenHash::from_hex(&hash)
+        .ok_or_else(|| sqlx::Error::Decode("malformed token hash in the sessions table".into()))?;
+    let data: String = row.try_get("data")?;
+    let data: Value = serde_json::from_str(&data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok((
+        hash,
+        Session {
+            handle: row.try_get("handle")?,
+            user_id: row.try_get("user_id")?,
+            created_at: row.try_get("created_at")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+            expires_at: row.try_get("expires_at")?,
+            idle_timeout: row.try_get("idle_timeout")?,
+            user_agent: row.try_get("user_agent")?,
+            ip: row.try_get("ip")?,
+            data,
+        },
+    ))
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at";
+const SESSION_COLUMNS: &str = "token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, user_agent, ip, data";
+
+impl UserStore for PostgresStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query("INSERT INTO users (id, username, password_hash, disabled, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(user.disabled)
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        )))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(user_from).transpose().map_err(unavailable)
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(user_from).transpose().map_err(unavailable)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(user_from)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+            .bind(disabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        self.bump_generation().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        self.bump_generation().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl SessionStore for PostgresStore {
+    async fn create_session(&self, hash: &TokenHash, s: &Session) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, user_agent, ip, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(hash.to_hex())
+            .bind(&s.handle)
+            .bind(&s.user_id)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(s.idle_timeout)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(s.data.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1"
+        )))
+        .bind(hash.to_hex())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref()
+            .map(|r| session_from(r).map(|(_, s)| s))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+            .bind(last_seen_at)
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE sessions SET data = $1 WHERE token_hash = $2")
+            .bind(data.to_string())
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if r.rows_affected() > 0 {
+            self.bump_generation().await?;
+        }
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1"
+        )))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(session_from)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1 AND ($2::TEXT IS NULL OR token_hash <> $2)",
+        )
+        .bind(user_id)
+        .bind(except.map(TokenHash::to_hex))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        self.bump_generation().await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let n: i64 = row.try_get("n").map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl KeyStore for PostgresStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT kid, alg, sealed, created_at, activates_at FROM signing_keys ORDER BY activates_at, created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    alg: r.try_get("alg")?,
+                    sealed: r.try_get("sealed")?,
+                    created_at: r.try_get("created_at")?,
+                    activates_at: r.try_get("activates_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, alg, sealed, created_at, activates_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.sealed)
+            .bind(key.created_at)
+            .bind(key.activates_at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl RefreshStore for PostgresStore {
+    async fn create_refresh(&self, hash: &TokenHash, r: &RefreshRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO refresh_families (family, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.family)
+        .bind(&r.user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(hash.to_hex())
+            .bind(&r.family)
+            .bind(&r.user_id)
+            .bind(&r.client_id)
+            .bind(&r.scope)
+            .bind(r.created_at)
+            .bind(r.expires_at)
+            .bind(r.family_expires_at)
+            .bind(r.used_at)
+            .bind(&r.access_jti)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
+        let row = sqlx::query("SELECT t.family, t.user_id, t.client_id, t.scope, t.created_at, t.expires_at, t.family_expires_at, t.used_at, t.access_jti, f.revoked FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = $1")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(r) = row else { return Ok(None) };
+        let rec = (|| -> Result<_, sqlx::Error> {
+            Ok((
+                RefreshRecord {
+                    family: r.try_get("family")?,
+                    user_id: r.try_get("user_id")?,
+                    client_id: r.try_get("client_id")?,
+                    scope: r.try_get("scope")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    family_expires_at: r.try_get("family_expires_at")?,
+                    used_at: r.try_get("used_at")?,
+                    access_jti: r.try_get("access_jti")?,
+                },
+                r.try_get::<bool, _>("revoked")?,
+            ))
+        })()
+        .map_err(unavailable)?;
+        Ok(Some(rec))
+    }
+
+    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(hash.to_hex())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE refresh_tokens SET access_jti = $1 WHERE token_hash = $2")
+            .bind(jti)
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT family FROM refresh_tokens WHERE access_jti = $1 LIMIT 1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| r.try_get("family"))
+            .transpose()
+            .map_err(unavailable)
+    }
+
+    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1")
+            .bind(family)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl DenylistStore for PostgresStore {
+    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO access_denylist (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(access_denylist.expires_at, excluded.expires_at)")
+            .bind(jti)
+            .bind(exp)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        self.bump_generation().await
+    }
+
+    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE expires_at > $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
+    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM access_denylist WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl crate::Generation for PostgresStore {
+    async fn revocation_generation(&self) -> StoreResult<i64> {
+        self.generation().await
+    }
+}

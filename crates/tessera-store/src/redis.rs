@@ -1,0 +1,528 @@
+//! Redis: sessions with native expiry, the access-token denylist with TTL = remaining lifetime,
+//! and the pub/sub channel that carries [`Change`]s between the instances of a cluster.
+//!
+//! Keys, under a configurable prefix `P`:
+//! - `P:s:HASH` a session (a hash of its fields), expiring when the session would end;
+//! - `P:u:USER` the set of a user's session hashes, expiring with the last of them;
+//! - `P:sx` every session hash scored by when it ends (purging, counting);
+//! - `P:d:JTI` a denylisted access token, expiring a leeway after the token;
+//! - `P:dx` every denylisted `jti` scored by its expiry (how an instance loads its copy);
+//! - `P:changes` the pub/sub channel.
+//!
+//! Multi-key updates run as Lua scripts, so each is atomic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde_json::Value;
+use tessera_core::{Change, DenylistStore, Session, SessionStore, StoreError, StoreResult, TokenHash};
+use tessera_jose::Clock;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long a command may take before the store answers "unavailable": a Redis that does not
+/// answer makes requests fail in this time, never hang.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Sessions purged per script call, so that no call blocks Redis for long.
+const PURGE_BATCH: usize = 500;
+
+/// The Redis store. Clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    client: redis::Client,
+    prefix: Arc<str>,
+    clock: Arc<dyn Clock>,
+    leeway: i64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("redis: malformed {what}"))
+}
+
+impl RedisStore {
+    /// A store on `url` (`redis://[:password@]host[:port][/db]`) with keys under `prefix`.
+    /// Lifetimes are turned into TTLs with `clock`; denylist entries outlive their token by
+    /// `leeway` seconds (the verifier's clock-skew allowance). Connects lazily and reconnects by
+    /// itself: a Redis that is down makes calls fail with [`StoreError::Unavailable`] until it is
+    /// back.
+    pub fn open(
+        url: &str,
+        prefix: &str,
+        clock: Arc<dyn Clock>,
+        leeway: i64,
+    ) -> StoreResult<RedisStore> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Ok(RedisStore {
+            conn,
+            client,
+            prefix: prefix.into(),
+            clock,
+            leeway,
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    fn sessions_index(&self) -> String {
+        format!("{}:sx", self.prefix)
+    }
+
+    fn denylist_index(&self) -> String {
+        format!("{}:dx", self.prefix)
+    }
+
+    /// The pub/sub channel of this prefix.
+    pub fn channel(&self) -> String {
+        format!("{}:changes", self.prefix)
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Tells every instance (this one too) of `change`.
+    pub async fn publish(&self, change: &Change) -> StoreResult<()> {
+        let mut c = self.conn.clone();
+        c.publish::<_, _, i64>(self.channel(), change.encode())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Removes every key under this prefix (tests, and `tessera` never calls it on its own).
+    pub async fn remove_all(&self) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                removed += c.del::<_, u64>(&keys).await.map_err(unavailable)?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Follows the change channel until the process ends, sending each change to `to`. On every
+    /// (re)connection it sends [`Change::Everything`] (messages may have been missed before);
+    /// when the connection is lost it sends [`Change::FeedLost`], then retries with backoff.
+    pub fn follow_changes(&self, to: UnboundedSender<Change>) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let channel = self.channel();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match subscribe(&client, &channel).await {
+                    Ok((mut sink, mut stream)) => {
+                        backoff = Duration::from_millis(100);
+                        if to.send(Change::Everything).is_err() {
+                            return;
+                        }
+                        // A ping every second finds a connection that died silently.
+                        let mut tick = tokio::time::interval(Duration::from_secs(1));
+                        loop {
+                            tokio::select! {
+                                msg = stream.next() => {
+                                    let Some(msg) = msg else { break };
+                                    let change = match msg.get_payload::<String>() {
+                                        Ok(line) => Change::decode(&line),
+                                        Err(_) => Change::Everything,
+                                    };
+                                    if to.send(change).is_err() {
+                                        return;
+                                    }
+                                }
+                                _ = tick.tick() => {
+                                    let ping = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                                    if !matches!(ping, Ok(Ok(_))) {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        tracing::warn!("lost the Redis change feed; caches are bypassed until it is back");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot follow the Redis change feed; retrying");
+                    }
+                }
+                if to.send(Change::FeedLost).is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        })
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+    let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    let (mut sink, stream) = pubsub.split();
+    sink.subscribe(channel).await?;
+    Ok((sink, stream))
+}
+
+/// Adds a session unless its hash exists. KEYS: session, user set, index. ARGV: hash, ttl,
+/// ends_at, then field/value pairs.
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1"));
+
+/// Records activity and moves the expiry. KEYS: session, user set, index. ARGV: last_seen_at,
+/// now, hash.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout')
+if not f[1] then return 0 end
+local ends = math.min(tonumber(f[1]), tonumber(ARGV[1]) + tonumber(f[2]))
+redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
+local ttl = math.max(1, ends - tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ttl)
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
+redis.call('ZADD', KEYS[3], ends, ARGV[3])
+return 1"));
+
+/// Replaces the data of an existing session. KEYS: session. ARGV: JSON.
+static SET_DATA: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[1])
+return 1"));
+
+/// Ends one session. KEYS: session, index. ARGV: hash, user-set key prefix.
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local u = redis.call('HGET', KEYS[1], 'user_id')
+redis.call('ZREM', KEYS[2], ARGV[1])
+if not u then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[2] .. u, ARGV[1])
+return 1"));
+
+/// Ends a user's sessions but one. KEYS: user set, index. ARGV: kept hash or '', session key
+/// prefix.
+static DELETE_OF: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local n = 0
+for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if h ~= ARGV[1] then
+    n = n + redis.call('DEL', ARGV[2] .. h)
+    redis.call('SREM', KEYS[1], h)
+    redis.call('ZREM', KEYS[2], h)
+  end
+end
+return n"));
+
+/// Removes up to ARGV[4] sessions that ended by ARGV[1]. KEYS: index. ARGV: now, session key
+/// prefix, user-set key prefix, batch.
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local n = 0
+local hs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+for _, h in ipairs(hs) do
+  local u = redis.call('HGET', ARGV[2] .. h, 'user_id')
+  if u then
+    n = n + redis.call('DEL', ARGV[2] .. h)
+    redis.call('SREM', ARGV[3] .. u, h)
+  end
+  redis.call('ZREM', KEYS[1], h)
+end
+return {n, #hs}"));
+
+/// Denylists a jti, never shortening an entry. KEYS: entry, index. ARGV: jti, exp, ttl.
+static DENY: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+local cur = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1"));
+
+fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("handle", s.handle.clone()),
+        ("user_id", s.user_id.clone()),
+        ("created_at", s.created_at.to_string()),
+        ("last_seen_at", s.last_seen_at.to_string()),
+        ("expires_at", s.expires_at.to_string()),
+        ("idle_timeout", s.idle_timeout.to_string()),
+        ("data", s.data.to_string()),
+    ];
+    if let Some(ua) = &s.user_agent {
+        f.push(("user_agent", ua.clone()));
+    }
+    if let Some(ip) = &s.ip {
+        f.push(("ip", ip.clone()));
+    }
+    f
+}
+
+fn session_from(mut m: HashMap<String, String>) -> StoreResult<Option<Session>> {
+    if m.is_empty() {
+        return Ok(None);
+    }
+    let mut text = |k: &str| m.remove(k).ok_or_else(|| corrupt("session"));
+    let handle = text("handle")?;
+    let user_id = text("user_id")?;
+    let num = |v: String| v.parse::<i64>().map_err(|_| corrupt("session"));
+    let created_at = num(text("created_at")?)?;
+    let last_seen_at = num(text("last_seen_at")?)?;
+    let expires_at = num(text("expires_at")?)?;
+    let idle_timeout = num(text("idle_timeout")?)?;
+    let data: Value = serde_json::from_str(&text("data")?).map_err(|_| corrupt("session data"))?;
+    Ok(Some(Session {
+        handle,
+        user_id,
+        created_at,
+        last_seen_at,
+        expires_at,
+        idle_timeout,
+        user_agent: m.remove("user_agent"),
+        ip: m.remove("ip"),
+        data,
+    }))
+}
+
+impl SessionStore for RedisStore {
+    async fn create_session(&self, hash: &TokenHash, s: &Session) -> StoreResult<()> {
+        let hex = hash.to_hex();
+        let ttl = (s.ends_at() - self.clock.now()).max(1);
+        let mut inv = CREATE.key(self.key("s", &hex));
+        inv.key(self.key("u", &s.user_id))
+            .key(self.sessions_index())
+            .arg(&hex)
+            .arg(ttl)
+            .arg(s.ends_at());
+        for (k, v) in session_fields(s) {
+            inv.arg(k).arg(v);
+        }
+        let mut c = self.conn.clone();
+        let created: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        let mut c = self.conn.clone();
+        let m: HashMap<String, String> = c
+            .hgetall(self.key("s", &hash.to_hex()))
+            .await
+            .map_err(unavailable)?;
+        session_from(m)
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
+        let hex = hash.to_hex();
+        let mut c = self.conn.clone();
+        let user: Option<String> = c
+            .hget(self.key("s", &hex), "user_id")
+            .await
+            .map_err(unavailable)?;
+        let Some(user) = user else { return Ok(()) };
+        TOUCH
+            .key(self.key("s", &hex))
+            .key(self.key("u", &user))
+            .key(self.sessions_index())
+            .arg(last_seen_at)
+            .arg(self.clock.now())
+            .arg(&hex)
+            .invoke_async::<i64>(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
+        let mut c = self.conn.clone();
+        let n: i64 = SET_DATA
+            .key(self.key("s", &hash.to_hex()))
+            .arg(data.to_string())
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
+        let hex = hash.to_hex();
+        let mut c = self.conn.clone();
+        let n: i64 = DELETE
+            .key(self.key("s", &hex))
+            .key(self.sessions_index())
+            .arg(&hex)
+            .arg(format!("{}:u:", self.prefix))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if n == 1 {
+            self.publish(&Change::Session(*hash)).await?;
+        }
+        Ok(n == 1)
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        let mut c = self.conn.clone();
+        let set = self.key("u", user_id);
+        let hashes: Vec<String> = c.smembers(&set).await.map_err(unavailable)?;
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for h in &hashes {
+            pipe.hgetall(self.key("s", h));
+        }
+        let maps: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (h, m) in hashes.into_iter().zip(maps) {
+            match (TokenHash::from_hex(&h), session_from(m)?) {
+                (Some(hash), Some(s)) => out.push((hash, s)),
+                _ => gone.push(h),
+            }
+        }
+        if !gone.is_empty() {
+            // Expired by Redis: tidy the set.
+            c.srem::<_, _, i64>(&set, &gone)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(out)
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        let n: u64 = DELETE_OF
+            .key(self.key("u", user_id))
+            .key(self.sessions_index())
+            .arg(except.map(TokenHash::to_hex).unwrap_or_default())
+            .arg(format!("{}:s:", self.prefix))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        self.publish(&Change::SessionsOf(user_id.into())).await?;
+        Ok(n)
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        let mut total = 0;
+        loop {
+            let (n, seen): (u64, usize) = PURGE
+                .key(self.sessions_index())
+                .arg(now)
+                .arg(format!("{}:s:", self.prefix))
+                .arg(format!("{}:u:", self.prefix))
+                .arg(PURGE_BATCH)
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            total += n;
+            if seen < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        c.zcard(self.sessions_index()).await.map_err(unavailable)
+    }
+}
+
+impl DenylistStore for RedisStore {
+    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+        let ttl = (exp + self.leeway - self.clock.now()).max(1);
+        let mut c = self.conn.clone();
+        let added: i64 = DENY
+            .key(self.key("d", jti))
+            .key(self.denylist_index())
+            .arg(jti)
+            .arg(exp)
+            .arg(ttl)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if added == 1 {
+            self.publish(&Change::Denied {
+                jti: jti.into(),
+                exp,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let mut c = self.conn.clone();
+        let rows: Vec<(String, f64)> = c
+            .zrangebyscore_withscores(self.denylist_index(), format!("({now}"), "+inf")
+            .await
+            .map_err(unavailable)?;
+        #[allow(clippy::cast_possible_truncation)] // scores are whole seconds, far below 2^53
+        Ok(rows.into_iter().map(|(j, e)| (j, e as i64)).collect())
+    }
+
+    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+        let mut c = self.conn.clone();
+        c.zrembyscore(self.denylist_index(), "-inf", now)
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,179 @@
+//! The cluster store: durable things (users, keys, refresh tokens) in a database, fast and
+//! expiring things (sessions, the denylist) in Redis, and every revoking change announced on
+//! Redis pub/sub so that each instance drops what it cached.
+
+use serde_json::Value;
+use tessera_core::{
+    Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore,
+    StoreResult, StoredKey, TokenHash, User, UserStore,
+};
+
+use crate::RedisStore;
+
+/// `db` for users, keys and refresh tokens; `redis` for sessions and the denylist.
+#[derive(Debug, Clone)]
+pub struct SharedStore<D> {
+    db: D,
+    redis: RedisStore,
+}
+
+impl<D> SharedStore<D> {
+    /// Pairs a database with Redis.
+    pub fn new(db: D, redis: RedisStore) -> SharedStore<D> {
+        SharedStore { db, redis }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &D {
+        &self.db
+    }
+
+    /// Redis.
+    pub fn redis(&self) -> &RedisStore {
+        &self.redis
+    }
+
+    /// Announces a change already committed to the database. A failed announcement is logged,
+    /// not returned: the change itself stands, and caches expire on their own.
+    async fn announce(&self, change: Change) {
+        if let Err(e) = self.redis.publish(&change).await {
+            tracing::warn!(error = %e, "announcing a change on Redis failed");
+        }
+    }
+}
+
+impl<D: UserStore> UserStore for SharedStore<D> {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.db.create_user(user).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        self.db.user_by_name(username).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        self.db.user_by_id(id).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.db.list_users().await
+    }
+
+    async fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool> {
+        let changed = self.db.set_disabled(id, disabled).await?;
+        self.announce(Change::User(id.into())).await;
+        Ok(changed)
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool> {
+        self.db.set_password_hash(id, hash).await
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let deleted = self.db.delete_user(id).await?;
+        self.announce(Change::User(id.into())).await;
+        Ok(deleted)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await
+    }
+}
+
+impl<D: Send + Sync + 'static> SessionStore for SharedStore<D> {
+    async fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()> {
+        self.redis.create_session(hash, session).await
+    }
+
+    async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
+        self.redis.session(hash).await
+    }
+
+    async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
+        self.redis.touch_session(hash, last_seen_at).await
+    }
+
+    async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
+        self.redis.set_session_data(hash, data).await
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
+        self.redis.delete_session(hash).await
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        self.redis.sessions_of(user_id).await
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        except: Option<&TokenHash>,
+    ) -> StoreResult<u64> {
+        self.redis.delete_sessions_of(user_id, except).await
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        self.redis.purge_expired_sessions(now).await
+    }
+
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        self.redis.count_sessions().await
+    }
+}
+
+impl<D: KeyStore> KeyStore for SharedStore<D> {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.db.signing_keys().await
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        self.db.add_signing_key(key).await?;
+        self.announce(Change::Keys).await;
+        Ok(())
+    }
+}
+
+impl<D: RefreshStore> RefreshStore for SharedStore<D> {
+    async fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()> {
+        self.db.create_refresh(hash, record).await
+    }
+
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
+        self.db.refresh_token(hash).await
+    }
+
+    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
+        self.db.mark_refresh_used(hash, at).await
+    }
+
+    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
+        self.db.set_access_jti(hash, jti).await
+    }
+
+    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
+        self.db.family_of_access(jti).await
+    }
+
+    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
+        self.db.revoke_family(family).await
+    }
+
+    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
+        self.db.revoke_families_of(user_id).await
+    }
+}
+
+impl<D: Send + Sync + 'static> DenylistStore for SharedStore<D> {
+    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+        self.redis.deny_access(jti, exp).await
+    }
+
+    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.redis.denied_access(now).await
+    }
+
+    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+        self.redis.purge_denied(now).await
+    }
+}
