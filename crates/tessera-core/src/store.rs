@@ -247,7 +247,14 @@ mod tests {
         ] {
             assert_eq!(Change::decode(&c.encode()), c);
         }
-        for junk in ["", "session zz", "denied x y", "user", "nonsense 1", "\u{0}"] {
+        for junk in [
+            "",
+            "session zz",
+            "denied x y",
+            "user",
+            "nonsense 1",
+            "\u{0}",
+        ] {
             assert_eq!(Change::decode(junk), Change::Everything, "{junk:?}");
         }
     }

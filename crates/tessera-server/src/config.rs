@@ -466,10 +466,7 @@ impl Config {
             match ENV_KEYS.iter().find(|(n, _)| *n == name) {
                 Some((_, key)) => set(&mut doc, key, env_value(key, &raw)?),
                 // Secrets and tool variables share the prefix; only config keys are read here.
-                None if matches!(
-                    name.as_str(),
-                    "TESSERA_MASTER_KEY" | "TESSERA_CONFIG"
-                ) => {}
+                None if matches!(name.as_str(), "TESSERA_MASTER_KEY" | "TESSERA_CONFIG") => {}
                 None => return Err(bad(format!("unknown configuration variable {name}"))),
             }
         }

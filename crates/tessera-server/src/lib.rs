@@ -23,8 +23,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, Change, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy, SessionPolicy,
-    Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
+    Auth, Change, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy,
+    SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
 };
 use tessera_jose::Clock;
 use tokio::net::TcpListener;
@@ -442,7 +442,8 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                         tracing::warn!(error = %e, "reloading the signing keys failed");
                     }
                 }
-                Change::Session(_) | Change::SessionsOf(_) | Change::User(_) | Change::FeedLost => {}
+                Change::Session(_) | Change::SessionsOf(_) | Change::User(_) | Change::FeedLost => {
+                }
             }
         }
     })

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreResult,
-    StoredKey, TokenHash, User, UserStore,
+    Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore,
+    StoreResult, StoredKey, TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]

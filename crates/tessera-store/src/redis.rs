@@ -19,7 +19,9 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde_json::Value;
-use tessera_core::{Change, DenylistStore, Session, SessionStore, StoreError, StoreResult, TokenHash};
+use tessera_core::{
+    Change, DenylistStore, Session, SessionStore, StoreError, StoreResult, TokenHash,
+};
 use tessera_jose::Clock;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -184,7 +186,9 @@ impl RedisStore {
                                 }
                             }
                         }
-                        tracing::warn!("lost the Redis change feed; caches are bypassed until it is back");
+                        tracing::warn!(
+                            "lost the Redis change feed; caches are bypassed until it is back"
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot follow the Redis change feed; retrying");
@@ -214,18 +218,24 @@ async fn subscribe(
 
 /// Adds a session unless its hash exists. KEYS: session, user set, index. ARGV: hash, ttl,
 /// ends_at, then field/value pairs.
-static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-return 1"));
+return 1",
+    )
+});
 
 /// Records activity and moves the expiry. KEYS: session, user set, index. ARGV: last_seen_at,
 /// now, hash.
-static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout')
 if not f[1] then return 0 end
 local ends = math.min(tonumber(f[1]), tonumber(ARGV[1]) + tonumber(f[2]))
@@ -234,26 +244,38 @@ local ttl = math.max(1, ends - tonumber(ARGV[2]))
 redis.call('EXPIRE', KEYS[1], ttl)
 if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
 redis.call('ZADD', KEYS[3], ends, ARGV[3])
-return 1"));
+return 1",
+    )
+});
 
 /// Replaces the data of an existing session. KEYS: session. ARGV: JSON.
-static SET_DATA: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static SET_DATA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'data', ARGV[1])
-return 1"));
+return 1",
+    )
+});
 
 /// Ends one session. KEYS: session, index. ARGV: hash, user-set key prefix.
-static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local u = redis.call('HGET', KEYS[1], 'user_id')
 redis.call('ZREM', KEYS[2], ARGV[1])
 if not u then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[2] .. u, ARGV[1])
-return 1"));
+return 1",
+    )
+});
 
 /// Ends a user's sessions but one. KEYS: user set, index. ARGV: kept hash or '', session key
 /// prefix.
-static DELETE_OF: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static DELETE_OF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local n = 0
 for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if h ~= ARGV[1] then
@@ -262,11 +284,15 @@ for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('ZREM', KEYS[2], h)
   end
 end
-return n"));
+return n",
+    )
+});
 
 /// Removes up to ARGV[4] sessions that ended by ARGV[1]. KEYS: index. ARGV: now, session key
 /// prefix, user-set key prefix, batch.
-static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local n = 0
 local hs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
 for _, h in ipairs(hs) do
@@ -277,15 +303,21 @@ for _, h in ipairs(hs) do
   end
   redis.call('ZREM', KEYS[1], h)
 end
-return {n, #hs}"));
+return {n, #hs}",
+    )
+});
 
 /// Denylists a jti, never shortening an entry. KEYS: entry, index. ARGV: jti, exp, ttl.
-static DENY: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+static DENY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local cur = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-return 1"));
+return 1",
+    )
+});
 
 fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
     let mut f = vec![

@@ -309,16 +309,13 @@ suite!(
 );
 suite!(postgres, services::postgres().await);
 suite!(postgres_redis, services::postgres_redis().await);
-suite!(
-    cached_postgres_redis,
-    {
-        let (s, guard) = services::postgres_redis().await;
-        (
-            tessera_store::CachedStore::new(s, std::time::Duration::from_secs(5), 1000),
-            guard,
-        )
-    }
-);
+suite!(cached_postgres_redis, {
+    let (s, guard) = services::postgres_redis().await;
+    (
+        tessera_store::CachedStore::new(s, std::time::Duration::from_secs(5), 1000),
+        guard,
+    )
+});
 
 /// The machine's PostgreSQL and Redis, one schema and one key prefix per test.
 mod services {

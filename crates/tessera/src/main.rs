@@ -41,6 +41,9 @@ enum Command {
     /// Signing keys: generate one for yourself, or list and rotate the service's.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// Bring the database schema (SQLite or PostgreSQL) up to date, then exit. `serve` also
+    /// migrates at start; run this first to migrate before rolling out new instances.
+    Migrate(cmd::migrate::Args),
 }
 
 /// A command's failure: the exit status and one plain sentence for stderr.
@@ -76,7 +79,8 @@ pub(crate) fn out(text: &str) {
 /// Structured log lines on stderr (`text` or `json`), filtered by `RUST_LOG` (default `info`).
 pub(crate) fn logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // PostgreSQL's notices ("relation … already exists, skipping") are not news.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => cmd::decode::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Migrate(args) => cmd::migrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

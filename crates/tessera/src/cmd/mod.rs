@@ -2,6 +2,7 @@
 
 pub(crate) mod decode;
 pub(crate) mod keys;
+pub(crate) mod migrate;
 pub(crate) mod serve;
 pub(crate) mod store;
 pub(crate) mod user;

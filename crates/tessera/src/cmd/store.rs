@@ -60,20 +60,8 @@ pub(crate) async fn with_stores<T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure> {
     let url = config.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if let Some(parent) = std::path::Path::new(path).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                Failure::refused(format!(
-                    "cannot create the data directory {}: {e}",
-                    parent.display()
-                ))
-            })?;
-        }
-        let store = SqliteStore::open(&url)
-            .await
-            .map_err(|e| Failure::refused(format!("cannot open the database: {e}")))?;
+    if url.starts_with("sqlite://") {
+        let store = open_sqlite(&url).await?;
         let out = with_redis(config, serve, store.clone(), f).await;
         store.close().await;
         out
@@ -95,6 +83,24 @@ pub(crate) async fn with_stores<T>(
     }
 }
 
+/// Opens (creating its directory and the file if needed) and migrates a SQLite database.
+pub(crate) async fn open_sqlite(url: &str) -> Result<SqliteStore, Failure> {
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Failure::refused(format!(
+                "cannot create the data directory {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    SqliteStore::open(url)
+        .await
+        .map_err(|e| Failure::refused(format!("cannot open the database: {e}")))
+}
+
 #[cfg(feature = "postgres")]
 async fn postgres<T>(
     config: &Config,
@@ -111,12 +117,7 @@ async fn postgres<T>(
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn postgres<T>(
-    _: &Config,
-    _: bool,
-    _: &str,
-    _: impl AsyncStoreFn<T>,
-) -> Result<T, Failure> {
+async fn postgres<T>(_: &Config, _: bool, _: &str, _: impl AsyncStoreFn<T>) -> Result<T, Failure> {
     Err(Failure::usage(
         "this tessera was built without PostgreSQL support (cargo feature `postgres`)",
     ))
@@ -146,7 +147,13 @@ where
 }
 
 #[cfg(not(feature = "redis"))]
-async fn shared<D, T>(_: &Config, _: bool, _: D, _: &str, _: impl AsyncStoreFn<T>) -> Result<T, Failure>
+async fn shared<D, T>(
+    _: &Config,
+    _: bool,
+    _: D,
+    _: &str,
+    _: impl AsyncStoreFn<T>,
+) -> Result<T, Failure>
 where
     D: UserStore + Stores + Generation + Clone,
 {
@@ -203,13 +210,8 @@ where
         let cache = cache.clone();
         Box::new(move |c: &Change| cache.apply(c))
     };
-    f.call(
-        config,
-        cache.clone(),
-        cache,
-        Some(Feed { changes, evict }),
-    )
-    .await
+    f.call(config, cache.clone(), cache, Some(Feed { changes, evict }))
+        .await
 }
 
 /// A generic async callback over the two stores (a trait because closures cannot be generic).
@@ -249,7 +251,13 @@ pub(crate) async fn state<U: UserStore, S: Stores + Clone>(
     sessions: S,
 ) -> Result<AppState<U, S>, Failure> {
     let master = master_key(config)?;
-    tessera_server::build(config, users, sessions, Arc::new(tessera_jose::SystemClock), master)
-        .await
-        .map_err(|e| Failure::usage(e.to_string()))
+    tessera_server::build(
+        config,
+        users,
+        sessions,
+        Arc::new(tessera_jose::SystemClock),
+        master,
+    )
+    .await
+    .map_err(|e| Failure::usage(e.to_string()))
 }

@@ -1,0 +1,508 @@
+//! Many servers: real `tessera serve` processes sharing the machine's PostgreSQL and Redis,
+//! behind a real HAProxy in plain round-robin, no stickiness. Each test works in its own
+//! PostgreSQL schema and Redis key prefix and removes them.
+//!
+//! PostgreSQL: `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! Redis: `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); HAProxy on the PATH (`.ci/run`
+//! installs it). A missing one fails these tests; none is skipped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PW: &str = "correct horse battery";
+/// The promise: a revocation made on one instance is refused by every instance within this.
+const WITHIN: Duration = Duration::from_secs(1);
+
+fn postgres_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A PostgreSQL schema, a Redis prefix, a master key and a scratch directory of one test, and
+/// the environment that points `tessera` at them. Dropped: all removed.
+struct Shared {
+    schema: String,
+    prefix: String,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Shared {
+    fn new(name: &str) -> Shared {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!("tessera_test_cluster_{name}_{}_{nanos}", std::process::id());
+        block_on(async {
+            let pool = sqlx::PgPool::connect(&postgres_url()).await.expect(
+                "PostgreSQL at TEST_POSTGRES_URL (default 127.0.0.1:5432/test) is required",
+            );
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        });
+        let dir = std::env::temp_dir().join(&schema);
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = postgres_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let env = vec![
+            (
+                "TESSERA_DATABASE_URL".to_owned(),
+                format!("{url}{sep}options[search_path]={schema}"),
+            ),
+            ("TESSERA_REDIS_URL".to_owned(), redis_url()),
+            ("TESSERA_REDIS_PREFIX".to_owned(), schema.clone()),
+            // Every instance unseals the same signing keys.
+            (
+                "TESSERA_MASTER_KEY".to_owned(),
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned(),
+            ),
+            (
+                "TESSERA_TOKENS_KEY_ACTIVATION_DELAY".to_owned(),
+                "0s".to_owned(),
+            ),
+        ];
+        Shared {
+            prefix: schema.clone(),
+            schema,
+            dir,
+            env,
+        }
+    }
+
+    fn tessera(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.dir.join("cli"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            let _ = input.write_all(s.as_bytes());
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "tessera {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// An instance named `name`, with `issuer` (all instances of a cluster share it).
+    fn instance(&self, name: &str, issuer: &str) -> Instance {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = self.dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--issuer",
+                issuer,
+                "--data-dir",
+            ])
+            .arg(self.dir.join(name))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("TESSERA_INSTANCE_NAME", name)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "instance {name} did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Instance {
+            child,
+            url: format!("http://{listen}"),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let (schema, prefix) = (self.schema.clone(), self.prefix.clone());
+        block_on(async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&postgres_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&pool)
+                .await;
+                pool.close().await;
+            }
+            if let Ok(r) = tessera_store::RedisStore::open(
+                &redis_url(),
+                &prefix,
+                Arc::new(tessera_jose::SystemClock),
+                60,
+            ) {
+                let _ = r.remove_all().await;
+            }
+        });
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Instance {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HAProxy in round-robin over `backends`, health-checking `/healthz` every 200 ms.
+struct Haproxy {
+    child: Child,
+    url: String,
+}
+
+impl Haproxy {
+    fn start(dir: &std::path::Path, backends: &[(&str, &Instance)]) -> Haproxy {
+        let port = free_port();
+        let mut cfg = format!(
+            "global\n  maxconn 2000\n  log stderr format raw local0 info\n\
+             defaults\n  mode http\n  log global\n  option log-health-checks\n  option redispatch\n  retries 2\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend tessera\n  bind 127.0.0.1:{port}\n  default_backend instances\n\
+             backend instances\n  balance roundrobin\n  option httpchk GET /healthz\n\
+             \x20 timeout check 2s\n  default-server inter 200ms fall 2 rise 2\n"
+        );
+        for (name, i) in backends {
+            let addr = i.url.trim_start_matches("http://");
+            cfg.push_str(&format!("  server {name} {addr} check\n"));
+        }
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, cfg).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
+            .spawn()
+            .expect("haproxy is required on the PATH (.ci/run installs it)");
+        let listen = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Haproxy {
+            child,
+            url: format!("http://{listen}"),
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+fn post_json(url: &str, body: &Value) -> reqwest::blocking::Response {
+    client().post(url).json(body).send().unwrap()
+}
+
+/// `/auth/me` with `token`: the status and the instance that answered.
+fn me(base: &str, token: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    let who = r
+        .headers()
+        .get("x-tessera-instance")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.status().as_u16(), who)
+}
+
+/// Waits until every instance refuses `token`; panics if one still accepts it after
+/// [`WITHIN`]. Returns how long it took.
+fn refused_by_all(instances: &[&Instance], token: &str, what: &str) -> Duration {
+    let start = Instant::now();
+    let mut pending: Vec<&&Instance> = instances.iter().collect();
+    while !pending.is_empty() {
+        pending.retain(|i| me(&i.url, token).0 != 401);
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < WITHIN,
+            "{what}: still accepted by {} 1 s later",
+            pending[0].url
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+fn session_login(base: &str) -> String {
+    let r = post_json(
+        &format!("{base}/auth/login"),
+        &json!({"username": "alice", "password": PW}),
+    );
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn token_login(base: &str) -> Value {
+    let r = post_json(
+        &format!("{base}/auth/login"),
+        &json!({"username": "alice", "password": PW, "mode": "token"}),
+    );
+    assert_eq!(r.status(), 200);
+    r.json().unwrap()
+}
+
+#[test]
+fn three_instances_behind_haproxy_share_everything() {
+    let shared = Shared::new("lb");
+    shared.tessera(&["migrate"], None);
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let issuer_port = free_port();
+    let issuer = format!("http://127.0.0.1:{issuer_port}");
+    let a = shared.instance("a", &issuer);
+    let b = shared.instance("b", &issuer);
+    let c = shared.instance("c", &issuer);
+    let lb = Haproxy::start(&shared.dir, &[("a", &a), ("b", &b), ("c", &c)]);
+    let all = [&a, &b, &c];
+
+    // A session made through the balancer is honoured by whichever instance answers.
+    let session = session_login(&lb.url);
+    let mut seen = BTreeMap::new();
+    for _ in 0..100 {
+        let (status, who) = me(&lb.url, &session);
+        assert_eq!(status, 200, "refused by {who}");
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["a", "b", "c"],
+        "round robin reaches every instance: {seen:?}"
+    );
+
+    // Every instance has the session cached now. Logging out through one ends it on all.
+    for i in all {
+        assert_eq!(me(&i.url, &session).0, 200);
+    }
+    let r = client()
+        .post(format!("{}/auth/logout", a.url))
+        .bearer_auth(&session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let took = refused_by_all(&all, &session, "logout");
+    eprintln!("logout reached every instance in {took:?}");
+
+    // An access token verified (and cached) everywhere, revoked through one: refused by all.
+    let tokens = token_login(&lb.url);
+    let access = tokens["access_token"].as_str().unwrap();
+    for i in all {
+        assert_eq!(me(&i.url, access).0, 200);
+    }
+    let r = client()
+        .post(format!("{}/oauth2/revoke", b.url))
+        .form(&[("token", access), ("client_id", "tessera")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let took = refused_by_all(&all, access, "access-token revocation");
+    eprintln!("revocation reached every instance in {took:?}");
+    // The refresh family went with it, on every instance.
+    let r = client()
+        .post(format!("{}/oauth2/token", c.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "tessera"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Disabling the user with the CLI: every instance refuses its session within 1 s.
+    let session = session_login(&lb.url);
+    for i in all {
+        assert_eq!(me(&i.url, &session).0, 200);
+    }
+    shared.tessera(&["user", "disable", "alice"], None);
+    let took = refused_by_all(&all, &session, "disabling the user");
+    eprintln!("disabling reached every instance in {took:?}");
+    shared.tessera(&["user", "enable", "alice"], None);
+
+    // A key rotation made with the CLI: every instance publishes the same JWKS with the new key.
+    let jwks = |i: &Instance| -> Value {
+        client()
+            .get(format!("{}/.well-known/jwks.json", i.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let before = jwks(&a);
+    shared.tessera(&["keys", "rotate"], None);
+    let start = Instant::now();
+    loop {
+        let sets: Vec<Value> = all.iter().map(|i| jwks(i)).collect();
+        let grown =
+            sets[0]["keys"].as_array().unwrap().len() > before["keys"].as_array().unwrap().len();
+        if grown && sets.iter().all(|s| *s == sets[0]) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the instances do not agree on the JWKS: {sets:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Tokens signed by any instance now verify on every other.
+    let tokens = token_login(&a.url);
+    for i in all {
+        assert_eq!(me(&i.url, tokens["access_token"].as_str().unwrap()).0, 200);
+    }
+
+    // SIGKILL one instance under load. Requests in flight may fail; once HAProxy has noticed
+    // (two failed checks, 200 ms apart), none does, and nothing stored was lost.
+    let session = session_login(&lb.url);
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    // Failures, by when the request started (ms since `start`).
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<u128>::new()));
+    let served = Arc::new(AtomicU64::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failures, served) = (
+                Arc::clone(&stop),
+                Arc::clone(&failures),
+                Arc::clone(&served),
+            );
+            let (url, session) = (lb.url.clone(), session.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let began = start.elapsed().as_millis();
+                    let ok = http
+                        .get(format!("{url}/auth/me"))
+                        .bearer_auth(&session)
+                        .send()
+                        .is_ok_and(|r| r.status() == 200);
+                    if !ok {
+                        failures.lock().unwrap().push(began);
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut b = b;
+    let killed_at = start.elapsed().as_millis();
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    // HAProxy needs two failed checks 200 ms apart; a second is ample.
+    let noticed_at = killed_at + 1000;
+    std::thread::sleep(Duration::from_millis(3000));
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let late: Vec<_> = failures.iter().filter(|t| **t >= noticed_at).collect();
+    assert!(
+        late.is_empty(),
+        "requests started after HAProxy noticed the dead instance failed (started at ms {late:?}; killed at {killed_at})"
+    );
+    eprintln!(
+        "{} requests under load; {} failed, all in flight when the instance was killed",
+        served.load(Ordering::SeqCst),
+        failures.len()
+    );
+    let mut answered = BTreeSet::new();
+    for _ in 0..30 {
+        let (status, who) = me(&lb.url, &session);
+        assert_eq!(status, 200);
+        answered.insert(who);
+    }
+    assert_eq!(answered.into_iter().collect::<Vec<_>>(), ["a", "c"]);
+    // The refresh token issued before the kill still refreshes, through the balancer.
+    let r = client()
+        .post(format!("{}/oauth2/token", lb.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "tessera"),
+            ("refresh_token", refresh.as_str()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
