@@ -123,6 +123,7 @@ impl Cache {
         map: &RwLock<HashMap<K, Entry<V>>>,
         key: &Q,
         fetch: impl Future<Output = StoreResult<Option<V>>>,
+        stale_if_error: bool,
     ) -> StoreResult<Option<V>>
     where
         K: Borrow<Q> + Hash + Eq,
@@ -138,7 +139,16 @@ impl Cache {
             return Ok(Some(e.value.clone()));
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let found = fetch.await?;
+        let found = match fetch.await {
+            Ok(found) => found,
+            // The store is down: an entry past its TTL but never evicted by a change is still
+            // the latest word on it (the feed is live, or it would have been dropped).
+            Err(e) if stale_if_error => match read(map).get(key) {
+                Some(stale) => return Ok(Some(stale.value.clone())),
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         if let Some(v) = &found {
             let mut m = write(map);
             if self.epoch.load(Ordering::SeqCst) == epoch && self.live.load(Ordering::SeqCst) {
@@ -165,7 +175,7 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let c = &self.cache;
-        c.read_through(&c.sessions, hash, self.inner.session(hash))
+        c.read_through(&c.sessions, hash, self.inner.session(hash), false)
             .await
     }
 
@@ -227,7 +237,9 @@ impl<T: UserStore> UserStore for CachedStore<T> {
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
         let c = &self.cache;
-        c.read_through(&c.users, id, self.inner.user_by_id(id))
+        // A user is served from a stale entry while the database is down, so that Bearer
+        // tokens go on verifying; sessions never are (their store being down means 503).
+        c.read_through(&c.users, id, self.inner.user_by_id(id), true)
             .await
     }
 

@@ -179,7 +179,8 @@ impl RedisStore {
                                     }
                                 }
                                 _ = tick.tick() => {
-                                    let ping = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                                    // Subscribed, Redis answers a PING with an array, not +PONG.
+                                    let ping = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
                                     if !matches!(ping, Ok(Ok(_))) {
                                         break;
                                     }

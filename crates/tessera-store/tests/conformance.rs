@@ -542,3 +542,46 @@ mod sqlite_file {
         s.close().await;
     }
 }
+
+/// The Redis change feed: one `Everything` on connecting, then each change published, in
+/// order, and it stays up (its keep-alive pings do not break it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_feed_carries_changes_and_stays_up() {
+    use std::time::Duration;
+    use tessera_core::Change;
+    let (store, _guard) = services::postgres_redis().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let feed = store.redis().follow_changes(tx);
+    let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>| {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(next(&mut rx).await, Change::Everything);
+    // Past two keep-alive pings, nothing but silence.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), rx.recv())
+            .await
+            .is_err(),
+        "the feed should stay quiet and connected"
+    );
+    let (h, s) = session("ses_1", "usr_a", 1_000);
+    store.create_session(&h, &s).await.unwrap();
+    assert!(store.delete_session(&h).await.unwrap());
+    assert_eq!(next(&mut rx).await, Change::Session(h));
+    store.create_user(&user("usr_a", "alice")).await.unwrap();
+    store.set_disabled("usr_a", true).await.unwrap();
+    assert_eq!(next(&mut rx).await, Change::User("usr_a".into()));
+    store.deny_access("jti-1", 5_000).await.unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        Change::Denied {
+            jti: "jti-1".into(),
+            exp: 5_000
+        }
+    );
+    store.delete_sessions_of("usr_a", None).await.unwrap();
+    assert_eq!(next(&mut rx).await, Change::SessionsOf("usr_a".into()));
+    feed.abort();
+}

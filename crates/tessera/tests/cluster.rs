@@ -506,3 +506,387 @@ fn three_instances_behind_haproxy_share_everything() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+impl Shared {
+    /// Overrides one variable of the instances' environment.
+    fn set(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+}
+
+/// A Redis of the test's own, on its own port, that the test stops and starts.
+struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    aof: bool,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(dir: PathBuf, aof: bool) -> OwnRedis {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = OwnRedis {
+            port: free_port(),
+            dir,
+            aof,
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if self.aof {
+            // Every write reaches the disk before it is acknowledged.
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server is required on the PATH"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ping = std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
+                use std::io::Read;
+                s.write_all(b"PING\r\n")?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf)?;
+                Ok(buf)
+            });
+            if ping.is_ok_and(|b| &b == b"+PONG\r\n") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no goodbye, no final save.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP relay to the machine's PostgreSQL that the test cuts and restores: while cut, every
+/// connection through it is closed at once and new ones are refused, as with a database that
+/// went away.
+struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, open2, target) = (Arc::clone(&up), Arc::clone(&open), target.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut list = open2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn ready(base: &str) -> Value {
+    client()
+        .get(format!("{base}/readyz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Polls `f` until it holds, for at most `limit`.
+fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn redis_down_sessions_answer_503_jwts_go_on_and_all_resumes() {
+    let mut shared = Shared::new("redisdown");
+    let mut redis = OwnRedis::start(shared.dir.join("redis"), false);
+    shared.set("TESSERA_REDIS_URL", &redis.url());
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let i = shared.instance("solo", "http://127.0.0.1:1");
+    let session = session_login(&i.url);
+    let tokens = token_login(&i.url);
+    let access = tokens["access_token"].as_str().unwrap();
+    let revoked = token_login(&i.url)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .post(format!("{}/oauth2/revoke", i.url))
+        .form(&[("token", revoked.as_str()), ("client_id", "tessera")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(me(&i.url, &session).0, 200);
+    assert_eq!(ready(&i.url)["status"], "ready");
+
+    redis.kill();
+    // Session checks: 503 with a problem body, never 500, never "not logged in".
+    eventually(Duration::from_secs(3), "session checks answer 503", || {
+        me(&i.url, &session).0 == 503
+    });
+    let r = client()
+        .get(format!("{}/auth/me", i.url))
+        .bearer_auth(&session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let login = post_json(
+        &format!("{}/auth/login", i.url),
+        &json!({"username": "alice", "password": PW}),
+    );
+    assert_eq!(login.status(), 503);
+    // Bearer JWTs go on, and the last copy of the denylist still refuses the revoked one.
+    assert_eq!(me(&i.url, access).0, 200);
+    assert_eq!(me(&i.url, &revoked).0, 401);
+    let status = ready(&i.url);
+    assert_eq!(status["status"], "degraded", "{status}");
+    assert_eq!(status["checks"]["sessions"], false);
+
+    // Redis is back (empty: it kept nothing): no restart of tessera needed.
+    redis.restart();
+    eventually(Duration::from_secs(5), "readiness recovers", || {
+        ready(&i.url)["status"] == "ready"
+    });
+    let fresh = session_login(&i.url);
+    assert_eq!(me(&i.url, &fresh).0, 200);
+    // The lost session is simply gone, never half-alive.
+    assert_eq!(me(&i.url, &session).0, 401);
+    assert_eq!(me(&i.url, access).0, 200);
+}
+
+#[test]
+fn sessions_survive_a_redis_restart_with_aof() {
+    let mut shared = Shared::new("aof");
+    let mut redis = OwnRedis::start(shared.dir.join("redis"), true);
+    shared.set("TESSERA_REDIS_URL", &redis.url());
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let i = shared.instance("solo", "http://127.0.0.1:1");
+    let sessions: Vec<String> = (0..5).map(|_| session_login(&i.url)).collect();
+    let revoked = token_login(&i.url)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .post(format!("{}/oauth2/revoke", i.url))
+        .form(&[("token", revoked.as_str()), ("client_id", "tessera")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    redis.kill();
+    redis.restart();
+    // A second instance started now learns the denylist from the restarted Redis alone.
+    let j = shared.instance("late", "http://127.0.0.1:1");
+    eventually(Duration::from_secs(5), "sessions are back", || {
+        sessions.iter().all(|s| me(&i.url, s).0 == 200)
+    });
+    for s in &sessions {
+        assert_eq!(me(&j.url, s).0, 200);
+    }
+    assert_eq!(me(&j.url, &revoked).0, 401);
+}
+
+#[test]
+fn postgres_down_logins_and_refreshes_answer_503_jwts_go_on() {
+    let mut shared = Shared::new("pgdown");
+    let pg = postgres_url();
+    let relay = Relay::start(
+        pg.split('@')
+            .nth(1)
+            .and_then(|h| h.split('/').next())
+            .unwrap_or("127.0.0.1:5432"),
+    );
+    let db = shared
+        .env
+        .iter()
+        .find(|(k, _)| k == "TESSERA_DATABASE_URL")
+        .unwrap()
+        .1
+        .clone();
+    let relayed = db.replacen(
+        db.split('@').nth(1).unwrap().split('/').next().unwrap(),
+        &format!("127.0.0.1:{}", relay.port),
+        1,
+    );
+    shared.tessera(&["migrate"], None);
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    shared.set("TESSERA_DATABASE_URL", &relayed);
+    let i = shared.instance("solo", "http://127.0.0.1:1");
+    let tokens = token_login(&i.url);
+    let access = tokens["access_token"].as_str().unwrap();
+    let session = session_login(&i.url);
+    assert_eq!(me(&i.url, access).0, 200);
+
+    relay.cut();
+    let login = post_json(
+        &format!("{}/auth/login", i.url),
+        &json!({"username": "alice", "password": PW, "mode": "token"}),
+    );
+    assert_eq!(login.status(), 503);
+    let refresh = client()
+        .post(format!("{}/oauth2/token", i.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "tessera"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(refresh.status(), 503);
+    assert_eq!(
+        refresh.json::<Value>().unwrap()["error"],
+        "temporarily_unavailable"
+    );
+    // Past the cache's TTL, Bearer JWTs still verify and sessions (in Redis) still work.
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(me(&i.url, access).0, 200);
+    assert_eq!(me(&i.url, &session).0, 200);
+    let status = ready(&i.url);
+    assert_eq!(status["status"], "degraded", "{status}");
+    assert_eq!(status["checks"]["users"], false);
+
+    // Back: logins and refreshes resume without a restart, and nothing was lost.
+    relay.restore();
+    eventually(Duration::from_secs(10), "logins resume", || {
+        post_json(
+            &format!("{}/auth/login", i.url),
+            &json!({"username": "alice", "password": PW, "mode": "token"}),
+        )
+        .status()
+            == 200
+    });
+    let refresh = client()
+        .post(format!("{}/oauth2/token", i.url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "tessera"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(refresh.status(), 200);
+}
+
+#[test]
+fn postgres_without_redis_is_a_cluster_too() {
+    let mut shared = Shared::new("pgonly");
+    shared.env.retain(|(k, _)| k != "TESSERA_REDIS_URL");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let issuer = "http://127.0.0.1:1";
+    let a = shared.instance("a", issuer);
+    let b = shared.instance("b", issuer);
+    let both = [&a, &b];
+    // Sessions live in PostgreSQL: made on one, honoured by the other; ended on one, refused by
+    // both within 1 s (each polls the revocation generation every 250 ms).
+    let session = session_login(&a.url);
+    for i in both {
+        assert_eq!(me(&i.url, &session).0, 200);
+    }
+    let r = client()
+        .post(format!("{}/auth/logout", b.url))
+        .bearer_auth(&session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    refused_by_all(&both, &session, "logout without Redis");
+    let access = token_login(&a.url)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in both {
+        assert_eq!(me(&i.url, &access).0, 200);
+    }
+    let r = client()
+        .post(format!("{}/oauth2/revoke", a.url))
+        .form(&[("token", access.as_str()), ("client_id", "tessera")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    refused_by_all(&both, &access, "revocation without Redis");
+}
