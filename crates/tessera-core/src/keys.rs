@@ -225,7 +225,11 @@ pub struct KeyInfo {
 /// seconds (the longest access-token lifetime plus leeway).
 pub fn key_states(keys: &[StoredKey], now: i64, retain: i64) -> Vec<KeyInfo> {
     let mut sorted: Vec<&StoredKey> = keys.iter().collect();
-    sorted.sort_by_key(|k| (k.activates_at, k.created_at));
+    // `kid` breaks ties, so that instances that made a first key at the same moment agree on
+    // which one signs.
+    sorted.sort_by(|a, b| {
+        (a.activates_at, a.created_at, &a.kid).cmp(&(b.activates_at, b.created_at, &b.kid))
+    });
     // The active key: the last one whose activation has come.
     let active = sorted.iter().rposition(|k| k.activates_at <= now);
     sorted
