@@ -132,6 +132,9 @@ pub struct SessionConfig {
     pub idle_timeout: Dur,
     /// Ends a session this long after login, whatever happens.
     pub absolute_timeout: Dur,
+    /// How long a server serves a session from memory before asking its store again (ended
+    /// sessions are dropped at once through the change feed); `0s` reads the store every time.
+    pub cache_ttl: Dur,
 }
 
 impl Default for SessionConfig {
@@ -139,6 +142,7 @@ impl Default for SessionConfig {
         SessionConfig {
             idle_timeout: Dur(Duration::from_secs(30 * 60)),
             absolute_timeout: Dur(Duration::from_secs(12 * 3600)),
+            cache_ttl: Dur(Duration::from_secs(5)),
         }
     }
 }
@@ -343,6 +347,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "TESSERA_SESSION_ABSOLUTE_TIMEOUT",
         "session.absolute_timeout",
     ),
+    ("TESSERA_SESSION_CACHE_TTL", "session.cache_ttl"),
     ("TESSERA_PASSWORD_MIN_LENGTH", "password.min_length"),
     ("TESSERA_PASSWORD_MEMORY_KIB", "password.memory_kib"),
     ("TESSERA_PASSWORD_ITERATIONS", "password.iterations"),

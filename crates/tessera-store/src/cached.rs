@@ -30,6 +30,8 @@ struct Cache {
     users: RwLock<HashMap<String, Entry<User>>>,
     /// Bumped by every eviction: a read that started before one does not fill the cache.
     epoch: AtomicU64,
+    /// How long a session is served from here (users: `ttl`).
+    session_ttl: Duration,
     /// False while the change feed is lost: then nothing is served from the cache or put in it.
     live: AtomicBool,
     ttl: Duration,
@@ -46,6 +48,17 @@ pub struct CachedStore<T> {
 impl<T> CachedStore<T> {
     /// Caches at most `capacity` sessions and as many users, each for at most `ttl`.
     pub fn new(inner: T, ttl: Duration, capacity: usize) -> CachedStore<T> {
+        Self::with_session_ttl(inner, ttl, ttl, capacity)
+    }
+
+    /// As [`CachedStore::new`], sessions cached for `session_ttl` (zero: never served from
+    /// the cache).
+    pub fn with_session_ttl(
+        inner: T,
+        ttl: Duration,
+        session_ttl: Duration,
+        capacity: usize,
+    ) -> CachedStore<T> {
         CachedStore {
             inner,
             cache: Arc::new(Cache {
@@ -53,6 +66,7 @@ impl<T> CachedStore<T> {
                 users: RwLock::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
                 live: AtomicBool::new(true),
+                session_ttl,
                 ttl,
                 capacity,
             }),
@@ -123,6 +137,7 @@ impl Cache {
         map: &RwLock<HashMap<K, Entry<V>>>,
         key: &Q,
         fetch: impl Future<Output = StoreResult<Option<V>>>,
+        ttl: Duration,
         stale_if_error: bool,
     ) -> StoreResult<Option<V>>
     where
@@ -130,11 +145,11 @@ impl Cache {
         Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
         V: Clone,
     {
-        if !self.live.load(Ordering::SeqCst) {
+        if !self.live.load(Ordering::SeqCst) || ttl.is_zero() && !stale_if_error {
             return fetch.await;
         }
         if let Some(e) = read(map).get(key)
-            && e.at.elapsed() < self.ttl
+            && e.at.elapsed() < ttl
         {
             return Ok(Some(e.value.clone()));
         }
@@ -175,8 +190,14 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let c = &self.cache;
-        c.read_through(&c.sessions, hash, self.inner.session(hash), false)
-            .await
+        c.read_through(
+            &c.sessions,
+            hash,
+            self.inner.session(hash),
+            c.session_ttl,
+            false,
+        )
+        .await
     }
 
     async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
@@ -239,7 +260,7 @@ impl<T: UserStore> UserStore for CachedStore<T> {
         let c = &self.cache;
         // A user is served from a stale entry while the database is down, so that Bearer
         // tokens go on verifying; sessions never are (their store being down means 503).
-        c.read_through(&c.users, id, self.inner.user_by_id(id), true)
+        c.read_through(&c.users, id, self.inner.user_by_id(id), c.ttl, true)
             .await
     }
 

@@ -890,3 +890,48 @@ fn postgres_without_redis_is_a_cluster_too() {
     assert_eq!(r.status(), 200);
     refused_by_all(&both, &access, "revocation without Redis");
 }
+
+#[test]
+fn session_cache_ttl_zero_reads_redis_on_every_request() {
+    let redis_key = |shared: &Shared, token: &str| {
+        let hash = tessera_core::Token::parse(tessera_core::Kind::Session, token)
+            .unwrap()
+            .hash()
+            .to_hex();
+        format!("{}:s:{hash}", shared.prefix)
+    };
+    let redis_cli = |args: &[&str]| {
+        let port = redis_url()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned();
+        let o = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    };
+    let mut shared = Shared::new("ttl");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    // Default: a session read once is served from memory; a change made behind tessera's back
+    // (no announcement) is seen only when the entry expires.
+    let cached = shared.instance("cached", "http://127.0.0.1:1");
+    let s1 = session_login(&cached.url);
+    assert_eq!(me(&cached.url, &s1).0, 200);
+    redis_cli(&["DEL", &redis_key(&shared, &s1)]);
+    assert_eq!(me(&cached.url, &s1).0, 200);
+    drop(cached);
+    // cache_ttl = 0s: every request reads Redis.
+    shared.set("TESSERA_SESSION_CACHE_TTL", "0s");
+    let direct = shared.instance("direct", "http://127.0.0.1:1");
+    let s2 = session_login(&direct.url);
+    assert_eq!(me(&direct.url, &s2).0, 200);
+    redis_cli(&["DEL", &redis_key(&shared, &s2)]);
+    assert_eq!(me(&direct.url, &s2).0, 401);
+}

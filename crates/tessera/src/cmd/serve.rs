@@ -29,6 +29,7 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   log_format                       TESSERA_LOG_FORMAT              (text or json)
   session.idle_timeout             TESSERA_SESSION_IDLE_TIMEOUT
   session.absolute_timeout         TESSERA_SESSION_ABSOLUTE_TIMEOUT
+  session.cache_ttl                TESSERA_SESSION_CACHE_TTL       (0s: read the store every time)
   password.min_length              TESSERA_PASSWORD_MIN_LENGTH
   password.memory_kib              TESSERA_PASSWORD_MEMORY_KIB
   password.iterations              TESSERA_PASSWORD_ITERATIONS

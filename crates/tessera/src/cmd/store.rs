@@ -205,7 +205,8 @@ async fn cached<D, T>(
 where
     D: UserStore + Stores + Clone,
 {
-    let cache = CachedStore::new(store, CACHE_TTL, CACHE_CAPACITY);
+    let cache =
+        CachedStore::with_session_ttl(store, CACHE_TTL, config.session.cache_ttl.0, CACHE_CAPACITY);
     let evict = {
         let cache = cache.clone();
         Box::new(move |c: &Change| cache.apply(c))
