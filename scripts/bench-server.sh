@@ -29,14 +29,18 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-32}
 if [ -n "${QUICK:-}" ]; then DURATION=3; REPS=1; fi
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+for t in wrk haproxy redis-server psql; do
+  command -v "$t" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk haproxy redis-server postgresql-client; break; }
+done
 cargo build --release -q -p tessera
 BIN=$PWD/target/release/tessera
 WORK=$(mktemp -d)
 PIDS=()
+CLEAN_PG=
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "$CLEAN_PG" ]; then psql -q "${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" -c "$CLEAN_PG" || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -180,6 +184,93 @@ sed -n '/^function done/,$p' "$LUA" >> "$COLD_LUA"
 B_TOKENS="$WORK/tokens.txt" SCRIPT="$COLD_LUA" \
   run "me, Bearer EdDSA JWT, cold (10,000 tokens, no cache)" http://127.0.0.1:18183/auth/me
 
+# Many servers: PostgreSQL (the machine's, a schema of our own) and a Redis of our own pinned to
+# the server core like the server (as ../shared/bench-peers pins its Redis).
+PG_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+SCHEMA=tessera_bench_$$
+psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA"
+CLEAN_PG="DROP SCHEMA IF EXISTS $SCHEMA CASCADE"
+REDIS_PORT=${REDIS_PORT:-16391}
+taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+  --appendonly no >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+SEP='?'; case $PG_URL in *\?*) SEP='&';; esac
+SHARED_ENV=(TESSERA_DATABASE_URL="$PG_URL${SEP}options[search_path]=$SCHEMA"
+  TESSERA_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" TESSERA_REDIS_PREFIX=bench
+  TESSERA_MASTER_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8)
+PG_ENV=(TESSERA_DATABASE_URL="$PG_URL${SEP}options[search_path]=$SCHEMA"
+  TESSERA_MASTER_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8)
+echo "$PW" | env "${SHARED_ENV[@]}" "$BIN" user add bench --password-stdin --data-dir "$WORK/cli" >/dev/null 2>&1
+start redis 18184 "${SHARED_ENV[@]}"
+start redis-nocache 18185 "${SHARED_ENV[@]}" TESSERA_SESSION_CACHE_TTL=0s
+start pg 18186 "${PG_ENV[@]}"
+start pg-nocache 18187 "${PG_ENV[@]}" TESSERA_SESSION_CACHE_TTL=0s
+run "me, session cookie, Redis (+PostgreSQL), cached" http://127.0.0.1:18184/auth/me "Cookie: $(login_cookie 18184)"
+REDIS_COOKIE="Cookie: $(login_cookie 18185)"
+run "me, session cookie, Redis, cache off (a Redis read per request)" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE"
+run "me, session cookie, PostgreSQL alone, cached" http://127.0.0.1:18186/auth/me "Cookie: $(login_cookie 18186)"
+run "me, session cookie, PostgreSQL alone, cache off" http://127.0.0.1:18187/auth/me "Cookie: $(login_cookie 18187)"
+
+# p99 at 80 % of the maximum, for the session-in-Redis rows: 256 connections, each pausing
+# between requests so that the total comes near 0.8 x the rate just measured (wrk paces in whole
+# milliseconds, so the achieved rate is printed beside it).
+paced() {
+  local label=$1 url=$2 header=$3 max=$4
+  local conns=256
+  local delay
+  delay=$(python3 -c "print(max(1, round($conns * 1000 / (0.8 * $max) - 0.5)))")
+  PACE_LUA=$WORK/paced.lua
+  { echo "function delay() return $delay end"; cat "$LUA"; } > "$PACE_LUA"
+  out=$(B_H1="$header" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" \
+    wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$PACE_LUA" "$url" | grep '^BENCH')
+  python3 -c '
+import sys
+r = dict(kv.split("=") for kv in sys.argv[3].split()[1:])
+rps = float(r["rps"])
+p50, p99, bad = float(r["p50_ms"]), float(r["p99_ms"]), int(r["errors"]) + int(r["non2xx"])
+print(f"| {sys.argv[1]}, paced to {rps / float(sys.argv[2]):.2f} x its max | {rps:.0f} | {p50:.3f} | {p99:.3f} | {bad} |")
+' "$label" "$max" "$out"
+}
+rate_of() { awk -F'\t' -v k="$1" '$1 == k {print $2}' "$RESULTS"; }
+paced "me, Redis, cached" http://127.0.0.1:18184/auth/me "Cookie: $(login_cookie 18184)" \
+  "$(rate_of "me, session cookie, Redis (+PostgreSQL), cached")"
+paced "me, Redis, cache off" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE" \
+  "$(rate_of "me, session cookie, Redis, cache off (a Redis read per request)")"
+
+# Three instances behind HAProxy (round robin), all on the server core with HAProxy.
+HAPORT=18190
+start lb-a 18191 "${SHARED_ENV[@]}" TESSERA_INSTANCE_NAME=a
+start lb-b 18192 "${SHARED_ENV[@]}" TESSERA_INSTANCE_NAME=b
+start lb-c 18193 "${SHARED_ENV[@]}" TESSERA_INSTANCE_NAME=c
+cat > "$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option redispatch
+  retries 2
+frontend tessera
+  bind 127.0.0.1:$HAPORT
+  default_backend instances
+backend instances
+  balance roundrobin
+  option httpchk GET /healthz
+  default-server inter 1s fall 2 rise 2
+  server a 127.0.0.1:18191 check
+  server b 127.0.0.1:18192 check
+  server c 127.0.0.1:18193 check
+CFG
+taskset -c "$SERVER_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HAPORT/healthz" >/dev/null && break; sleep 0.1; done
+run "healthz through HAProxy, 3 instances" "http://127.0.0.1:$HAPORT/healthz"
+run "me, session cookie, Redis, through HAProxy, 3 instances" "http://127.0.0.1:$HAPORT/auth/me" \
+  "Cookie: $(login_cookie $HAPORT)"
+
 # Logins at full speed beside /auth/me: a second wrk, on the load core too.
 B_METHOD=POST B_BODY="{\"username\":\"bench\",\"password\":\"$PW\"}" B_H1="Content-Type: application/json" \
   timeout $((DURATION * REPS + 60)) taskset -c "$LOAD_CPU" \
@@ -202,4 +293,7 @@ hot, cold = rate("me, Bearer EdDSA JWT, hot"), rate("me, Bearer EdDSA JWT, cold"
 print()
 print(f"JWT cold / min(healthz, 1/verify = {verify:.0f}/s) = {cold / min(healthz, verify):.2f} (target >= 0.7)")
 print(f"JWT hot / healthz = {hot / healthz:.2f} (target >= 0.6)")
+redis = rate("me, session cookie, Redis (+PostgreSQL), cached")
+direct = rate("me, session cookie, Redis, cache off")
+print(f"session in Redis / healthz = {redis / healthz:.2f} cached, {direct / healthz:.2f} cache off (target >= 0.5)")
 PY
