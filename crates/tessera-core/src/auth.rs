@@ -207,6 +207,49 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         Ok(user)
     }
 
+    /// The throttle's answer: the shared counters when the store keeps them (a cluster's Redis),
+    /// else, or while they are unreachable, this process's own.
+    async fn throttle_check(&self, name: &str, ip: Option<IpAddr>, now: i64) -> Result<(), i64> {
+        let keys: Vec<String> = self
+            .throttle
+            .shared_keys(name, ip)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        match self.sessions.throttle_wait(&keys, now).await {
+            Ok(Some(wait)) if wait > 0 => Err(wait),
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self.throttle.check(name, ip, now),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared throttle unreachable; counting in this process");
+                self.throttle.check(name, ip, now)
+            }
+        }
+    }
+
+    async fn throttle_failure(&self, name: &str, ip: Option<IpAddr>, now: i64) -> i64 {
+        let keys = self.throttle.shared_keys(name, ip);
+        match self
+            .sessions
+            .throttle_failure(&keys, self.throttle.policy(), now)
+            .await
+        {
+            Ok(Some(delay)) => delay,
+            Ok(None) => self.throttle.failure(name, ip, now),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared throttle unreachable; counting in this process");
+                self.throttle.failure(name, ip, now)
+            }
+        }
+    }
+
+    async fn throttle_success(&self, name: &str) {
+        self.throttle.success(name);
+        if let Err(e) = self.sessions.throttle_clear(&format!("a:{name}")).await {
+            tracing::warn!(error = %e, "clearing the shared throttle failed");
+        }
+    }
+
     /// Checks a username and password (throttled, no enumeration) and returns the user.
     pub async fn check_password(
         &self,
@@ -218,7 +261,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         // An invalid username is throttled and answered like any wrong password.
         let name = normalize_username(username).unwrap_or_else(|| username.trim().to_lowercase());
         let ip = client.ip;
-        if let Err(wait) = self.throttle.check(&name, ip, now) {
+        if let Err(wait) = self.throttle_check(&name, ip, now).await {
             bump(&self.counters.logins_throttled, 1);
             tracing::warn!(target: "audit", event = "login_throttled", username = %name, ip = ?ip, retry_after = wait);
             return Err(LoginError::Throttled(wait));
@@ -237,12 +280,12 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             Some(u) if ok && !u.disabled => u,
             _ => {
                 bump(&self.counters.logins_failed, 1);
-                let delay = self.throttle.failure(&name, ip, now);
+                let delay = self.throttle_failure(&name, ip, now).await;
                 tracing::warn!(target: "audit", event = "login_failed", username = %name, ip = ?ip, delay);
                 return Err(LoginError::InvalidCredentials);
             }
         };
-        self.throttle.success(&name);
+        self.throttle_success(&name).await;
         if self.hasher.needs_rehash(&user.password_hash)
             && let Ok(hash) = self.hasher.hash(password).await
             && let Err(e) = self.users.set_password_hash(&user.id, &hash).await

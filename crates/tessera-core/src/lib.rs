@@ -20,7 +20,7 @@ pub use refresh::RefreshRecord;
 pub use session::{Session, SessionPolicy};
 pub use store::{
     Change, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores,
-    UserStore,
+    ThrottleStore, UserStore,
 };
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::keys::StoredKey;
 use crate::refresh::RefreshRecord;
 use crate::session::Session;
+use crate::throttle::ThrottlePolicy;
 use crate::token::TokenHash;
 use crate::user::User;
 
@@ -160,10 +161,43 @@ pub trait DenylistStore: Send + Sync + 'static {
     fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
-/// Everything the service keeps besides users: the bound of the server's second store.
-pub trait Stores: SessionStore + KeyStore + RefreshStore + DenylistStore {}
+/// Login-throttle counters shared by the instances of a cluster, under keys like `a:NAME`
+/// (an account) and `ip:ADDR` (a client address). A store that does not share them keeps the
+/// defaults, which answer `None`: each instance then counts for itself.
+pub trait ThrottleStore: Send + Sync + 'static {
+    /// Seconds until every one of `keys` may try again (0: none is locked).
+    fn throttle_wait(
+        &self,
+        keys: &[String],
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send {
+        let _ = (keys, now);
+        async { Ok(None) }
+    }
 
-impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore> Stores for T {}
+    /// Counts one failure under each key (with that key's number of free failures) and
+    /// returns the longest delay now in force.
+    fn throttle_failure(
+        &self,
+        keys: &[(String, u32)],
+        policy: &ThrottlePolicy,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send {
+        let _ = (keys, policy, now);
+        async { Ok(None) }
+    }
+
+    /// Forgets a key's failures (a successful login clears its account).
+    fn throttle_clear(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        let _ = key;
+        async { Ok(()) }
+    }
+}
+
+/// Everything the service keeps besides users: the bound of the server's second store.
+pub trait Stores: SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore {}
+
+impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore> Stores for T {}
 
 /// A change made by one instance that other instances' caches must learn of: the messages of
 /// the invalidation feed (Redis pub/sub, or a generation number the instances poll).

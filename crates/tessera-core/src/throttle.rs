@@ -69,6 +69,21 @@ impl Throttle {
         std::iter::once(Key::Account(username.to_owned())).chain(ip.map(Key::Ip))
     }
 
+    /// The policy.
+    pub fn policy(&self) -> &ThrottlePolicy {
+        &self.policy
+    }
+
+    /// The keys a shared store counts under for this attempt, with their free failures.
+    pub fn shared_keys(&self, username: &str, ip: Option<IpAddr>) -> Vec<(String, u32)> {
+        Self::keys(username, ip)
+            .map(|k| match k {
+                Key::Account(name) => (format!("a:{name}"), self.policy.account_free),
+                Key::Ip(ip) => (format!("ip:{ip}"), self.policy.ip_free),
+            })
+            .collect()
+    }
+
     /// `Err(seconds)` while either key is locked: how long until it may try again.
     pub fn check(&self, username: &str, ip: Option<IpAddr>, now: i64) -> Result<(), i64> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

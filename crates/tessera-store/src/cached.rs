@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tessera_core::{
     Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore,
-    StoreResult, StoredKey, TokenHash, User, UserStore,
+    StoreResult, StoredKey, ThrottlePolicy, ThrottleStore, TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]
@@ -344,5 +344,24 @@ impl<T: DenylistStore> DenylistStore for CachedStore<T> {
 
     async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
         self.inner.purge_denied(now).await
+    }
+}
+
+impl<T: ThrottleStore> ThrottleStore for CachedStore<T> {
+    async fn throttle_wait(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
+        self.inner.throttle_wait(keys, now).await
+    }
+
+    async fn throttle_failure(
+        &self,
+        keys: &[(String, u32)],
+        policy: &ThrottlePolicy,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        self.inner.throttle_failure(keys, policy, now).await
+    }
+
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
+        self.inner.throttle_clear(key).await
     }
 }

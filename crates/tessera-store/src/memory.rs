@@ -327,3 +327,7 @@ impl DenylistStore for MemoryStore {
         Ok((before - g.denied.len()) as u64)
     }
 }
+
+/// Each process counts login failures for itself (a single instance, or a cluster without
+/// Redis).
+impl tessera_core::ThrottleStore for MemoryStore {}

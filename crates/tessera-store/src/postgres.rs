@@ -547,3 +547,7 @@ impl crate::Generation for PostgresStore {
         self.generation().await
     }
 }
+
+/// Each process counts login failures for itself (a single instance, or a cluster without
+/// Redis).
+impl tessera_core::ThrottleStore for PostgresStore {}

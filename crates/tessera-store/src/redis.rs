@@ -20,7 +20,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde_json::Value;
 use tessera_core::{
-    Change, DenylistStore, Session, SessionStore, StoreError, StoreResult, TokenHash,
+    Change, DenylistStore, Session, SessionStore, StoreError, StoreResult, ThrottlePolicy,
+    ThrottleStore, TokenHash,
 };
 use tessera_jose::Clock;
 use tokio::sync::mpsc::UnboundedSender;
@@ -320,6 +321,32 @@ return 1",
     )
 });
 
+/// Counts a login failure under each key. KEYS: counters. ARGV: now, window, base delay, max
+/// delay, then each key's free failures. Returns the longest delay now in force.
+static FAIL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local base, maxd = tonumber(ARGV[3]), tonumber(ARGV[4])
+local longest = 0
+for i, k in ipairs(KEYS) do
+  local free = tonumber(ARGV[4 + i])
+  local f = redis.call('HMGET', k, 'failures', 'last')
+  local failures = tonumber(f[1]) or 0
+  if f[2] and now - tonumber(f[2]) > window then failures = 0 end
+  failures = failures + 1
+  local delay = 0
+  if failures > free then
+    delay = math.floor(math.min(base * 2 ^ math.min(failures - free - 1, 30), maxd))
+    if delay > longest then longest = delay end
+  end
+  redis.call('HSET', k, 'failures', failures, 'last', now, 'locked_until', now + delay)
+  redis.call('EXPIRE', k, window + delay + 1)
+end
+return longest",
+    )
+});
+
 fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
     let mut f = vec![
         ("handle", s.handle.clone()),
@@ -557,5 +584,55 @@ impl DenylistStore for RedisStore {
         c.zrembyscore(self.denylist_index(), "-inf", now)
             .await
             .map_err(unavailable)
+    }
+}
+
+impl ThrottleStore for RedisStore {
+    async fn throttle_wait(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.hget(self.key("t", k), "locked_until");
+        }
+        let mut c = self.conn.clone();
+        let until: Vec<Option<i64>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        Ok(Some(
+            until
+                .into_iter()
+                .flatten()
+                .map(|u| u - now)
+                .max()
+                .unwrap_or(0)
+                .max(0),
+        ))
+    }
+
+    async fn throttle_failure(
+        &self,
+        keys: &[(String, u32)],
+        policy: &ThrottlePolicy,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        let mut inv = FAIL.prepare_invoke();
+        for (k, _) in keys {
+            inv.key(self.key("t", k));
+        }
+        inv.arg(now)
+            .arg(policy.window)
+            .arg(policy.base_delay)
+            .arg(policy.max_delay);
+        for (_, free) in keys {
+            inv.arg(*free);
+        }
+        let mut c = self.conn.clone();
+        let delay: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        Ok(Some(delay))
+    }
+
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
+        let mut c = self.conn.clone();
+        c.del::<_, i64>(self.key("t", key))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }

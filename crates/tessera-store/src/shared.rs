@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tessera_core::{
     Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore,
-    StoreResult, StoredKey, TokenHash, User, UserStore,
+    StoreResult, StoredKey, ThrottlePolicy, ThrottleStore, TokenHash, User, UserStore,
 };
 
 use crate::RedisStore;
@@ -175,5 +175,24 @@ impl<D: Send + Sync + 'static> DenylistStore for SharedStore<D> {
 
     async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
         self.redis.purge_denied(now).await
+    }
+}
+
+impl<D: Send + Sync + 'static> ThrottleStore for SharedStore<D> {
+    async fn throttle_wait(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
+        self.redis.throttle_wait(keys, now).await
+    }
+
+    async fn throttle_failure(
+        &self,
+        keys: &[(String, u32)],
+        policy: &ThrottlePolicy,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        self.redis.throttle_failure(keys, policy, now).await
+    }
+
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
+        self.redis.throttle_clear(key).await
     }
 }

@@ -545,3 +545,7 @@ impl crate::Generation for SqliteStore {
         self.generation().await
     }
 }
+
+/// Each process counts login failures for itself (a single instance, or a cluster without
+/// Redis).
+impl tessera_core::ThrottleStore for SqliteStore {}

@@ -228,6 +228,65 @@ async fn denylist<S: DenylistStore>(s: S) {
     );
 }
 
+/// Shared login-throttle counters: what a cluster's Redis keeps. The same rules as the
+/// in-process throttle (free failures, doubling delays, a cap, success clears the account).
+async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
+    let policy = tessera_core::ThrottlePolicy {
+        account_free: 2,
+        ip_free: 3,
+        base_delay: 1,
+        max_delay: 4,
+        window: 3600,
+        ..tessera_core::ThrottlePolicy::default()
+    };
+    let keys = vec![("a:alice".to_owned(), 2), ("ip:192.0.2.1".to_owned(), 3)];
+    let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(s.throttle_wait(&names, 100).await.unwrap(), Some(0));
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        delays.push(
+            s.throttle_failure(&keys, &policy, 100)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    // account: free, free, 1, 2, 4, 4 (capped); the address's own count is behind it.
+    assert_eq!(delays, [0, 0, 1, 2, 4, 4]);
+    assert_eq!(s.throttle_wait(&names, 101).await.unwrap(), Some(3));
+    s.throttle_clear("a:alice").await.unwrap();
+    // The address keeps its record (4 over its 3 free: 1, 2, then 4 at most).
+    assert_eq!(s.throttle_wait(&names[..1], 101).await.unwrap(), Some(0));
+    assert_eq!(s.throttle_wait(&names[1..], 101).await.unwrap(), Some(3));
+    // Failures older than the window are forgotten.
+    let d = s
+        .throttle_failure(&keys[..1], &policy, 100 + 3601)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d, 0);
+}
+
+#[tokio::test]
+async fn throttle_counters_are_shared_through_redis() {
+    let (s, _guard) = services::postgres_redis().await;
+    throttle_shared(s).await;
+}
+
+#[tokio::test]
+async fn stores_without_redis_leave_throttling_to_each_process() {
+    use tessera_core::ThrottleStore;
+    let s = tessera_store::MemoryStore::new();
+    assert_eq!(s.throttle_wait(&["a:x".into()], 1).await.unwrap(), None);
+    let (pg, _guard) = services::postgres().await;
+    assert_eq!(
+        pg.throttle_failure(&[("a:x".into(), 1)], &Default::default(), 1)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {

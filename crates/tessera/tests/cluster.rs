@@ -935,3 +935,34 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
     redis_cli(&["DEL", &redis_key(&shared, &s2)]);
     assert_eq!(me(&direct.url, &s2).0, 401);
 }
+
+#[test]
+fn login_throttling_counts_across_instances() {
+    let mut shared = Shared::new("throttle");
+    shared.set("TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS", "2");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let a = shared.instance("a", "http://127.0.0.1:1");
+    let b = shared.instance("b", "http://127.0.0.1:1");
+    let attempt = |i: &Instance, pw: &str| {
+        post_json(
+            &format!("{}/auth/login", i.url),
+            &json!({"username": "alice", "password": pw}),
+        )
+        .status()
+        .as_u16()
+    };
+    // Two free failures on a, the third on b: the account is now locked on both.
+    assert_eq!(attempt(&a, "wrong password 1"), 401);
+    assert_eq!(attempt(&a, "wrong password 2"), 401);
+    assert_eq!(attempt(&b, "wrong password 3"), 401);
+    assert_eq!(attempt(&a, PW), 429);
+    assert_eq!(attempt(&b, PW), 429);
+    // After the delay, the right password works anywhere and clears the account everywhere.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(attempt(&b, PW), 200);
+    assert_eq!(attempt(&a, "wrong password 4"), 401);
+    assert_eq!(attempt(&a, PW), 200);
+}
