@@ -16,11 +16,18 @@ use tessera_core::{
 };
 
 /// The embedded schema, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "audit events",
+        include_str!("../migrations/postgres/0002_audit_events.sql"),
+    ),
+];
 
 /// How long a statement may wait for a pooled connection, and a connection for the server:
 /// a PostgreSQL that does not answer makes requests fail in this time, never hang.
@@ -116,6 +123,19 @@ impl PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Appends audit events `(at, event, fields as JSON text)` in one statement.
+    pub async fn record_audit(&self, events: &[(i64, String, String)]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO audit_events (at, event, fields) ");
+        q.push_values(events, |mut b, (at, event, fields)| {
+            b.push_bind(*at).push_bind(event).push_bind(fields);
+        });
+        q.build().execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The `tessera` command line: the server (`serve`), accounts (`user`), and the token tools
 //! (`decode`, `verify`, `keys generate`).
 
+mod audit;
 mod cmd;
 mod fetch;
 mod humantime;
@@ -81,14 +82,18 @@ pub(crate) fn logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // PostgreSQL's notices ("relation … already exists, skipping") are not news.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // The log level filters log lines only: the audit trail keeps every audit event.
+    let registry = tracing_subscriber::registry().with(audit::AuditLayer);
     let _ = if format == "json" {
-        builder.json().try_init()
+        registry.with(fmt.json().with_filter(filter)).try_init()
     } else {
-        builder.try_init()
+        registry.with(fmt.with_filter(filter)).try_init()
     };
 }
 

@@ -966,3 +966,60 @@ fn login_throttling_counts_across_instances() {
     assert_eq!(attempt(&a, "wrong password 4"), 401);
     assert_eq!(attempt(&a, PW), 200);
 }
+
+#[test]
+fn audit_events_land_in_postgresql_from_servers_and_the_cli() {
+    let shared = Shared::new("audit");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let a = shared.instance("a", "http://127.0.0.1:1");
+    let session = session_login(&a.url);
+    let r = post_json(
+        &format!("{}/auth/login", a.url),
+        &json!({"username": "alice", "password": "not the password"}),
+    );
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(format!("{}/auth/logout", a.url))
+        .bearer_auth(&session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    shared.tessera(&["user", "disable", "alice"], None);
+    let schema = shared.schema.clone();
+    let events = || -> Vec<(String, String)> {
+        block_on(async {
+            let pool = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+            let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT event, fields FROM {schema}.audit_events ORDER BY id"
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            rows
+        })
+    };
+    let want = [
+        "user_created",
+        "session_created",
+        "login_ok",
+        "login_failed",
+        "session_ended",
+        "user_disabled",
+    ];
+    eventually(Duration::from_secs(5), "audit events stored", || {
+        let got: Vec<String> = events().into_iter().map(|(e, _)| e).collect();
+        want.iter().all(|w| got.iter().any(|g| g == w))
+    });
+    for (event, fields) in events() {
+        let f: Value = serde_json::from_str(&fields).unwrap();
+        assert!(f.is_object(), "{event}: {fields}");
+        assert!(
+            !fields.contains("tss_") && !fields.contains(PW),
+            "a secret in the audit trail: {event} {fields}"
+        );
+    }
+}

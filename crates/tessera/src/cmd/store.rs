@@ -111,7 +111,9 @@ async fn postgres<T>(
     let store = tessera_store::PostgresStore::open(url)
         .await
         .map_err(|e| Failure::refused(format!("cannot open the database: {e}")))?;
+    crate::audit::attach(store.clone());
     let out = with_redis(config, serve, store.clone(), f).await;
+    crate::audit::flush().await;
     store.close().await;
     out
 }
