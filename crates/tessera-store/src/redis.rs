@@ -11,7 +11,6 @@
 //!
 //! Multi-key updates run as Lua scripts, so each is atomic.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -366,19 +365,34 @@ fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
     f
 }
 
-fn session_from(mut m: HashMap<String, String>) -> StoreResult<Option<Session>> {
-    if m.is_empty() {
+/// The fields read back, in this order, with one HMGET (no field names in the reply).
+const SESSION_FIELDS: [&str; 9] = [
+    "handle",
+    "user_id",
+    "created_at",
+    "last_seen_at",
+    "expires_at",
+    "idle_timeout",
+    "data",
+    "user_agent",
+    "ip",
+];
+
+fn session_from(values: Vec<Option<String>>) -> StoreResult<Option<Session>> {
+    let mut v = values.into_iter();
+    let mut next = || v.next().flatten();
+    let Some(handle) = next() else {
+        // No such key (HMGET answers nils).
         return Ok(None);
-    }
-    let mut text = |k: &str| m.remove(k).ok_or_else(|| corrupt("session"));
-    let handle = text("handle")?;
-    let user_id = text("user_id")?;
-    let num = |v: String| v.parse::<i64>().map_err(|_| corrupt("session"));
-    let created_at = num(text("created_at")?)?;
-    let last_seen_at = num(text("last_seen_at")?)?;
-    let expires_at = num(text("expires_at")?)?;
-    let idle_timeout = num(text("idle_timeout")?)?;
-    let data: Value = serde_json::from_str(&text("data")?).map_err(|_| corrupt("session data"))?;
+    };
+    let mut required = || next().ok_or_else(|| corrupt("session"));
+    let user_id = required()?;
+    let mut num = || required().and_then(|t| t.parse::<i64>().map_err(|_| corrupt("session")));
+    let created_at = num()?;
+    let last_seen_at = num()?;
+    let expires_at = num()?;
+    let idle_timeout = num()?;
+    let data: Value = serde_json::from_str(&required()?).map_err(|_| corrupt("session data"))?;
     Ok(Some(Session {
         handle,
         user_id,
@@ -386,8 +400,8 @@ fn session_from(mut m: HashMap<String, String>) -> StoreResult<Option<Session>> 
         last_seen_at,
         expires_at,
         idle_timeout,
-        user_agent: m.remove("user_agent"),
-        ip: m.remove("ip"),
+        user_agent: next(),
+        ip: next(),
         data,
     }))
 }
@@ -416,11 +430,11 @@ impl SessionStore for RedisStore {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let mut c = self.conn.clone();
-        let m: HashMap<String, String> = c
-            .hgetall(self.key("s", &hash.to_hex()))
+        let values: Vec<Option<String>> = c
+            .hmget(self.key("s", &hash.to_hex()), &SESSION_FIELDS[..])
             .await
             .map_err(unavailable)?;
-        session_from(m)
+        session_from(values)
     }
 
     async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
@@ -481,10 +495,9 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for h in &hashes {
-            pipe.hgetall(self.key("s", h));
+            pipe.hmget(self.key("s", h), &SESSION_FIELDS[..]);
         }
-        let maps: Vec<HashMap<String, String>> =
-            pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let maps: Vec<Vec<Option<String>>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (h, m) in hashes.into_iter().zip(maps) {
