@@ -133,7 +133,7 @@ impl Shared {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = self.dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args([
                 "serve",
                 "--listen",
@@ -149,12 +149,18 @@ impl Shared {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        // Ready when it says so (after binding): a bare TCP connect could be answered by the
+        // kernel's self-connect on an ephemeral port before the server is up.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&listen).is_err() {
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        while !text().contains("tessera is serving") {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("instance {name} exited ({status}): {}", text());
+            }
             assert!(
                 Instant::now() < deadline,
                 "instance {name} did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -232,16 +238,17 @@ impl Haproxy {
             .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
             .spawn()
             .expect("haproxy is required on the PATH (.ci/run installs it)");
-        let listen = format!("127.0.0.1:{port}");
+        let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&listen).is_err() {
+        while !client()
+            .get(format!("{url}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+        {
             assert!(Instant::now() < deadline, "haproxy did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Haproxy {
-            child,
-            url: format!("http://{listen}"),
-        }
+        Haproxy { child, url }
     }
 }
 

@@ -83,13 +83,18 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let server = Server {
+        let mut server = Server {
             child,
             url: format!("{scheme}://{listen}"),
             log,
         };
+        // Ready when it says so (after binding). A bare TCP connect could be answered by the
+        // kernel's self-connect on an ephemeral port before the server is up.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&listen).is_err() {
+        while !server.log().contains("tessera is serving") {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", server.log());
+            }
             assert!(Instant::now() < deadline, "the server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
