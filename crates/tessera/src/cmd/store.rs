@@ -8,7 +8,7 @@ use std::time::Duration;
 use tessera_core::{Change, MasterKey, Stores, UserStore};
 use tessera_server::{AppState, Config};
 use tessera_store::{CachedStore, Generation, MemoryStore, SqliteStore};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::Failure;
 
@@ -136,14 +136,11 @@ where
     D: UserStore + Stores + Generation + Clone,
 {
     let Some(redis_url) = &config.redis_url else {
-        if !serve {
-            return f.call(config, db.clone(), db, None).await;
-        }
-        let (tx, changes) = unbounded_channel();
-        let watch = tessera_store::watch_generation(db.clone(), GENERATION_POLL, tx);
-        let out = cached(config, db, changes, f).await;
-        watch.abort();
-        return out;
+        let watched = db.clone();
+        return run(config, serve, db, f, move |tx| {
+            tessera_store::watch_generation(watched, GENERATION_POLL, tx)
+        })
+        .await;
     };
     shared(config, serve, db, redis_url, f).await
 }
@@ -177,14 +174,7 @@ where
 {
     let redis = open_redis(config, redis_url)?;
     let shared = tessera_store::SharedStore::new(db, redis.clone());
-    if !serve {
-        return f.call(config, shared.clone(), shared, None).await;
-    }
-    let (tx, changes) = unbounded_channel();
-    let follow = redis.follow_changes(tx);
-    let out = cached(config, shared, changes, f).await;
-    follow.abort();
-    out
+    run(config, serve, shared, f, move |tx| redis.follow_changes(tx)).await
 }
 
 #[cfg(feature = "redis")]
@@ -198,23 +188,34 @@ fn open_redis(config: &Config, url: &str) -> Result<tessera_store::RedisStore, F
     .map_err(|e| Failure::usage(format!("redis_url: {e}")))
 }
 
-async fn cached<D, T>(
+/// Runs `f` on `store`. Serving, reads go through a cache that the change feed `follow` starts
+/// keeps true; the feed stops when `f` returns.
+async fn run<D, T>(
     config: &Config,
+    serve: bool,
     store: D,
-    changes: UnboundedReceiver<Change>,
     f: impl AsyncStoreFn<T>,
+    follow: impl FnOnce(UnboundedSender<Change>) -> tokio::task::JoinHandle<()>,
 ) -> Result<T, Failure>
 where
     D: UserStore + Stores + Clone,
 {
+    if !serve {
+        return f.call(config, store.clone(), store, None).await;
+    }
+    let (tx, changes) = unbounded_channel();
+    let feed = follow(tx);
     let cache =
         CachedStore::with_session_ttl(store, CACHE_TTL, config.session.cache_ttl.0, CACHE_CAPACITY);
     let evict = {
         let cache = cache.clone();
         Box::new(move |c: &Change| cache.apply(c))
     };
-    f.call(config, cache.clone(), cache, Some(Feed { changes, evict }))
-        .await
+    let out = f
+        .call(config, cache.clone(), cache, Some(Feed { changes, evict }))
+        .await;
+    feed.abort();
+    out
 }
 
 /// A generic async callback over the two stores (a trait because closures cannot be generic).
