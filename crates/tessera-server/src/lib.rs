@@ -108,9 +108,15 @@ pub struct Denylist {
 impl Denylist {
     /// Refuses `jti` until `exp`; forgets entries already past their expiry.
     pub fn add(&self, jti: &str, exp: i64, now: i64) {
+        self.extend([(jti.to_owned(), exp)], now);
+    }
+
+    /// Refuses each `(jti, exp)` (a reload from the store); forgets entries past their expiry,
+    /// once for the whole batch.
+    pub fn extend(&self, entries: impl IntoIterator<Item = (String, i64)>, now: i64) {
         let mut g = self.entries.write().unwrap_or_else(|e| e.into_inner());
         g.retain(|_, e| *e > now - LEEWAY);
-        g.insert(jti.to_owned(), exp);
+        g.extend(entries);
     }
 
     /// Whether `jti` is refused.
@@ -240,14 +246,13 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
     );
     // Revocations survive a restart: the denylist is reloaded from the store.
     let denylist = Denylist::default();
-    for (jti, exp) in auth
-        .sessions()
-        .denied_access(now)
-        .await
-        .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?
-    {
-        denylist.add(&jti, exp, now);
-    }
+    denylist.extend(
+        auth.sessions()
+            .denied_access(now)
+            .await
+            .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?,
+        now,
+    );
     Ok(AppState {
         keys,
         tokens: Arc::new(tokens),
@@ -431,11 +436,7 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                 }
                 Change::Everything => {
                     match state.auth.sessions().denied_access(now - LEEWAY).await {
-                        Ok(entries) => {
-                            for (jti, exp) in entries {
-                                state.denylist.add(&jti, exp, now);
-                            }
-                        }
+                        Ok(entries) => state.denylist.extend(entries, now),
                         Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
                     }
                     if let Err(e) = state.keys.refresh(now).await {
