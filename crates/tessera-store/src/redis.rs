@@ -232,19 +232,20 @@ return 1",
     )
 });
 
-/// Records activity and moves the expiry. KEYS: session, user set, index. ARGV: last_seen_at,
-/// now, hash.
+/// Records activity and moves the expiry. KEYS: session, index. ARGV: last_seen_at, now, hash,
+/// user-set key prefix.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout')
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout', 'user_id')
 if not f[1] then return 0 end
 local ends = math.min(tonumber(f[1]), tonumber(ARGV[1]) + tonumber(f[2]))
 redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
 local ttl = math.max(1, ends - tonumber(ARGV[2]))
 redis.call('EXPIRE', KEYS[1], ttl)
-if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
-redis.call('ZADD', KEYS[3], ends, ARGV[3])
+local users = ARGV[4] .. f[3]
+if redis.call('TTL', users) < ttl then redis.call('EXPIRE', users, ttl) end
+redis.call('ZADD', KEYS[2], ends, ARGV[3])
 return 1",
     )
 });
@@ -440,18 +441,13 @@ impl SessionStore for RedisStore {
     async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
         let hex = hash.to_hex();
         let mut c = self.conn.clone();
-        let user: Option<String> = c
-            .hget(self.key("s", &hex), "user_id")
-            .await
-            .map_err(unavailable)?;
-        let Some(user) = user else { return Ok(()) };
         TOUCH
             .key(self.key("s", &hex))
-            .key(self.key("u", &user))
             .key(self.sessions_index())
             .arg(last_seen_at)
             .arg(self.clock.now())
             .arg(&hex)
+            .arg(format!("{}:u:", self.prefix))
             .invoke_async::<i64>(&mut c)
             .await
             .map_err(unavailable)?;
