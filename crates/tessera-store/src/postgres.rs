@@ -108,15 +108,6 @@ impl PostgresStore {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// A number that moves whenever something is revoked, by any instance.
-    async fn generation(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.try_get("value").map_err(unavailable)
-    }
-
     /// Called after the change it announces has been committed.
     async fn bump_generation(&self) -> StoreResult<()> {
         sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
@@ -562,9 +553,14 @@ impl DenylistStore for PostgresStore {
     }
 }
 
+/// The generation moves with every revoking write (see `bump_generation`).
 impl crate::Generation for PostgresStore {
     async fn revocation_generation(&self) -> StoreResult<i64> {
-        self.generation().await
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.try_get("value").map_err(unavailable)
     }
 }
 

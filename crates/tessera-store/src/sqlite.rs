@@ -94,16 +94,6 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
-    /// A number that moves whenever sessions are ended or users disabled or deleted, by any
-    /// process sharing the file.
-    async fn generation(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.try_get("value").map_err(unavailable)
-    }
-
     /// Called after the change it announces has been committed.
     async fn bump_generation(&self) -> StoreResult<()> {
         sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
@@ -540,9 +530,14 @@ impl DenylistStore for SqliteStore {
     }
 }
 
+/// The generation moves with every revoking write (see `bump_generation`).
 impl crate::Generation for SqliteStore {
     async fn revocation_generation(&self) -> StoreResult<i64> {
-        self.generation().await
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revocation_generation'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.try_get("value").map_err(unavailable)
     }
 }
 
