@@ -9,6 +9,8 @@ mod cached;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod record;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]

@@ -9,6 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlSafeStr, SqlitePool};
+
+use crate::record;
 use tessera_core::{
     DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
     StoreResult, StoredKey, TokenHash, User, UserStore,
@@ -109,40 +111,7 @@ impl SqliteStore {
     }
 }
 
-fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        password_hash: row.try_get("password_hash")?,
-        disabled: row.try_get::<i64, _>("disabled")? != 0,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn session_from(row: &SqliteRow) -> Result<(TokenHash, Session), sqlx::Error> {
-    let hash: String = row.try_get("token_hash")?;
-    let hash = TokenHash::from_hex(&hash)
-        .ok_or_else(|| sqlx::Error::Decode("malformed token hash in the sessions table".into()))?;
-    let data: String = row.try_get("data")?;
-    let data: Value = serde_json::from_str(&data).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok((
-        hash,
-        Session {
-            handle: row.try_get("handle")?,
-            user_id: row.try_get("user_id")?,
-            created_at: row.try_get("created_at")?,
-            last_seen_at: row.try_get("last_seen_at")?,
-            expires_at: row.try_get("expires_at")?,
-            idle_timeout: row.try_get("idle_timeout")?,
-            user_agent: row.try_get("user_agent")?,
-            ip: row.try_get("ip")?,
-            data,
-        },
-    ))
-}
-
-const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at";
-const SESSION_COLUMNS: &str = "token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, user_agent, ip, data";
+crate::record::columns_of!(SqliteRow);
 
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
@@ -160,35 +129,44 @@ impl UserStore for SqliteStore {
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
+            "SELECT {} FROM users WHERE username = ?",
+            record::USER_COLUMNS
         )))
         .bind(username)
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.as_ref().map(user_from).transpose().map_err(unavailable)
+        row.as_ref()
+            .map(record::user)
+            .transpose()
+            .map_err(unavailable)
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = ?"
+            "SELECT {} FROM users WHERE id = ?",
+            record::USER_COLUMNS
         )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.as_ref().map(user_from).transpose().map_err(unavailable)
+        row.as_ref()
+            .map(record::user)
+            .transpose()
+            .map_err(unavailable)
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+            "SELECT {} FROM users ORDER BY username",
+            record::USER_COLUMNS
         )))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         rows.iter()
-            .map(user_from)
+            .map(record::user)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
@@ -254,14 +232,15 @@ impl SessionStore for SqliteStore {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?"
+            "SELECT {} FROM sessions WHERE token_hash = ?",
+            record::SESSION_COLUMNS
         )))
         .bind(hash.to_hex())
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
         row.as_ref()
-            .map(|r| session_from(r).map(|(_, s)| s))
+            .map(|r| record::session(r).map(|(_, s)| s))
             .transpose()
             .map_err(unavailable)
     }
@@ -297,14 +276,15 @@ impl SessionStore for SqliteStore {
 
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?"
+            "SELECT {} FROM sessions WHERE user_id = ?",
+            record::SESSION_COLUMNS
         )))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         rows.iter()
-            .map(session_from)
+            .map(record::session)
             .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
@@ -358,21 +338,16 @@ impl SessionStore for SqliteStore {
 
 impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        let rows = sqlx::query("SELECT kid, alg, sealed, created_at, activates_at FROM signing_keys ORDER BY activates_at, created_at")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM signing_keys ORDER BY activates_at, created_at",
+            record::KEY_COLUMNS
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         rows.iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get("kid")?,
-                    alg: r.try_get("alg")?,
-                    sealed: r.try_get("sealed")?,
-                    created_at: r.try_get("created_at")?,
-                    activates_at: r.try_get("activates_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+            .map(record::stored_key)
+            .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
 
@@ -417,30 +392,13 @@ impl RefreshStore for SqliteStore {
     }
 
     async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
-        let row = sqlx::query("SELECT t.family, t.user_id, t.client_id, t.scope, t.created_at, t.expires_at, t.family_expires_at, t.used_at, t.access_jti, f.revoked FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = ?")
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {} FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = ?", record::REFRESH_COLUMNS)))
             .bind(hash.to_hex())
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
         let Some(r) = row else { return Ok(None) };
-        let rec = (|| -> Result<_, sqlx::Error> {
-            Ok((
-                RefreshRecord {
-                    family: r.try_get("family")?,
-                    user_id: r.try_get("user_id")?,
-                    client_id: r.try_get("client_id")?,
-                    scope: r.try_get("scope")?,
-                    created_at: r.try_get("created_at")?,
-                    expires_at: r.try_get("expires_at")?,
-                    family_expires_at: r.try_get("family_expires_at")?,
-                    used_at: r.try_get("used_at")?,
-                    access_jti: r.try_get("access_jti")?,
-                },
-                r.try_get::<i64, _>("revoked")? != 0,
-            ))
-        })()
-        .map_err(unavailable)?;
-        Ok(Some(rec))
+        record::refresh(&r).map(Some).map_err(unavailable)
     }
 
     async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
@@ -515,8 +473,8 @@ impl DenylistStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?)))
-            .collect::<Result<_, sqlx::Error>>()
+            .map(record::denied)
+            .collect::<Result<_, _>>()
             .map_err(unavailable)
     }
 
