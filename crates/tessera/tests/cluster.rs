@@ -306,6 +306,41 @@ fn refused_by_all(instances: &[&Instance], token: &str, what: &str) -> Duration 
     start.elapsed()
 }
 
+/// `/oauth2/token` with `grant_type=refresh_token` for the built-in client.
+fn use_refresh(base: &str, token: &str) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "tessera"),
+            ("refresh_token", token),
+        ])
+        .send()
+        .unwrap()
+}
+
+/// RFC 7009 revocation of `token` for the built-in client: the status.
+fn revoke(base: &str, token: &str) -> u16 {
+    client()
+        .post(format!("{base}/oauth2/revoke"))
+        .form(&[("token", token), ("client_id", "tessera")])
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `/auth/logout` with a Bearer session token: the status.
+fn logout(base: &str, session: &str) -> u16 {
+    client()
+        .post(format!("{base}/auth/logout"))
+        .bearer_auth(session)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn session_login(base: &str) -> String {
     let r = post_json(
         &format!("{base}/auth/login"),
@@ -361,12 +396,7 @@ fn three_instances_behind_haproxy_share_everything() {
     for i in all {
         assert_eq!(me(&i.url, &session).0, 200);
     }
-    let r = client()
-        .post(format!("{}/auth/logout", a.url))
-        .bearer_auth(&session)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(logout(&a.url, &session), 204);
     let took = refused_by_all(&all, &session, "logout");
     eprintln!("logout reached every instance in {took:?}");
 
@@ -376,24 +406,11 @@ fn three_instances_behind_haproxy_share_everything() {
     for i in all {
         assert_eq!(me(&i.url, access).0, 200);
     }
-    let r = client()
-        .post(format!("{}/oauth2/revoke", b.url))
-        .form(&[("token", access), ("client_id", "tessera")])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(revoke(&b.url, access), 200);
     let took = refused_by_all(&all, access, "access-token revocation");
     eprintln!("revocation reached every instance in {took:?}");
     // The refresh family went with it, on every instance.
-    let r = client()
-        .post(format!("{}/oauth2/token", c.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tessera"),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .unwrap();
+    let r = use_refresh(&c.url, tokens["refresh_token"].as_str().unwrap());
     assert_eq!(r.status(), 400);
 
     // Disabling the user with the CLI: every instance refuses its session within 1 s.
@@ -502,15 +519,7 @@ fn three_instances_behind_haproxy_share_everything() {
     }
     assert_eq!(answered.into_iter().collect::<Vec<_>>(), ["a", "c"]);
     // The refresh token issued before the kill still refreshes, through the balancer.
-    let r = client()
-        .post(format!("{}/oauth2/token", lb.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tessera"),
-            ("refresh_token", refresh.as_str()),
-        ])
-        .send()
-        .unwrap();
+    let r = use_refresh(&lb.url, refresh.as_str());
     assert_eq!(r.status(), 200);
 }
 
@@ -690,12 +699,7 @@ fn redis_down_sessions_answer_503_jwts_go_on_and_all_resumes() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = client()
-        .post(format!("{}/oauth2/revoke", i.url))
-        .form(&[("token", revoked.as_str()), ("client_id", "tessera")])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(revoke(&i.url, &revoked), 200);
     assert_eq!(me(&i.url, &session).0, 200);
     assert_eq!(ready(&i.url)["status"], "ready");
 
@@ -753,12 +757,7 @@ fn sessions_survive_a_redis_restart_with_aof() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = client()
-        .post(format!("{}/oauth2/revoke", i.url))
-        .form(&[("token", revoked.as_str()), ("client_id", "tessera")])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(revoke(&i.url, &revoked), 200);
 
     redis.kill();
     redis.restart();
@@ -813,15 +812,7 @@ fn postgres_down_logins_and_refreshes_answer_503_jwts_go_on() {
         &json!({"username": "alice", "password": PW, "mode": "token"}),
     );
     assert_eq!(login.status(), 503);
-    let refresh = client()
-        .post(format!("{}/oauth2/token", i.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tessera"),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .unwrap();
+    let refresh = use_refresh(&i.url, tokens["refresh_token"].as_str().unwrap());
     assert_eq!(refresh.status(), 503);
     assert_eq!(
         refresh.json::<Value>().unwrap()["error"],
@@ -845,15 +836,7 @@ fn postgres_down_logins_and_refreshes_answer_503_jwts_go_on() {
         .status()
             == 200
     });
-    let refresh = client()
-        .post(format!("{}/oauth2/token", i.url))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", "tessera"),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-        ])
-        .send()
-        .unwrap();
+    let refresh = use_refresh(&i.url, tokens["refresh_token"].as_str().unwrap());
     assert_eq!(refresh.status(), 200);
 }
 
@@ -875,12 +858,7 @@ fn postgres_without_redis_is_a_cluster_too() {
     for i in both {
         assert_eq!(me(&i.url, &session).0, 200);
     }
-    let r = client()
-        .post(format!("{}/auth/logout", b.url))
-        .bearer_auth(&session)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(logout(&b.url, &session), 204);
     refused_by_all(&both, &session, "logout without Redis");
     let access = token_login(&a.url)["access_token"]
         .as_str()
@@ -889,12 +867,7 @@ fn postgres_without_redis_is_a_cluster_too() {
     for i in both {
         assert_eq!(me(&i.url, &access).0, 200);
     }
-    let r = client()
-        .post(format!("{}/oauth2/revoke", a.url))
-        .form(&[("token", access.as_str()), ("client_id", "tessera")])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(revoke(&a.url, &access), 200);
     refused_by_all(&both, &access, "revocation without Redis");
 }
 
@@ -988,12 +961,7 @@ fn audit_events_land_in_postgresql_from_servers_and_the_cli() {
         &json!({"username": "alice", "password": "not the password"}),
     );
     assert_eq!(r.status(), 401);
-    let r = client()
-        .post(format!("{}/auth/logout", a.url))
-        .bearer_auth(&session)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(logout(&a.url, &session), 204);
     shared.tessera(&["user", "disable", "alice"], None);
     let schema = shared.schema.clone();
     let events = || -> Vec<(String, String)> {
