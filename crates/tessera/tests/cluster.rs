@@ -920,6 +920,9 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
 fn login_throttling_counts_across_instances() {
     let mut shared = Shared::new("throttle");
     shared.set("TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS", "2");
+    // Delays count whole seconds: with 2 s, a second boundary crossed between the failure and
+    // the next attempt still leaves the account locked.
+    shared.set("TESSERA_THROTTLE_BASE_DELAY", "2s");
     shared.tessera(
         &["user", "add", "alice", "--password-stdin"],
         Some(&format!("{PW}\n")),
@@ -941,7 +944,7 @@ fn login_throttling_counts_across_instances() {
     assert_eq!(attempt(&a, PW), 429);
     assert_eq!(attempt(&b, PW), 429);
     // After the delay, the right password works anywhere and clears the account everywhere.
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(attempt(&b, PW), 200);
     assert_eq!(attempt(&a, "wrong password 4"), 401);
     assert_eq!(attempt(&a, PW), 200);
