@@ -673,6 +673,39 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_checked() {
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let c = Config::load(
+            None,
+            vec![
+                (
+                    "TESSERA_REDIS_URL".to_owned(),
+                    "redis://10.0.0.5:6379".to_owned(),
+                ),
+                ("TESSERA_REDIS_PREFIX".to_owned(), "prod".to_owned()),
+                ("TESSERA_INSTANCE_NAME".to_owned(), "tessera-1".to_owned()),
+                ("TESSERA_SESSION_CACHE_TTL".to_owned(), "0s".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379"));
+        assert_eq!(c.redis_prefix, "prod");
+        assert_eq!(c.instance_name.as_deref(), Some("tessera-1"));
+        assert!(c.session.cache_ttl.0.is_zero());
+        assert_eq!(Config::default().redis_prefix, "tessera");
+        for (k, v) in [
+            ("TESSERA_REDIS_URL", "rediss://10.0.0.5:6380"),
+            ("TESSERA_REDIS_URL", "http://10.0.0.5"),
+            ("TESSERA_REDIS_PREFIX", ""),
+            ("TESSERA_REDIS_PREFIX", "two words"),
+            ("TESSERA_INSTANCE_NAME", ""),
+            ("TESSERA_INSTANCE_NAME", "bad\nname"),
+        ] {
+            assert!(Config::load(None, env(k, v)).is_err(), "{k}={v:?} accepted");
+        }
+    }
+
+    #[test]
     fn transport_rules() {
         let mut c = Config::default();
         assert!(c.check_transport().is_ok());

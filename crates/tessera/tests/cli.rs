@@ -465,3 +465,24 @@ fn keys_generate_makes_working_key_pairs() {
         assert_refused(&tessera(&["keys", "generate", "--alg", bad], None), 2);
     }
 }
+
+#[test]
+fn migrate_brings_the_schema_up_to_date() {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-{}-migrate", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    for _ in 0..2 {
+        // Twice: the second run finds nothing to do and says the same.
+        let o = tessera(&["migrate", "--data-dir", d], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("schema up to date"), "{}", stdout(&o));
+        assert!(data.join("tessera.db").exists());
+    }
+    let config = dir.join("memory.toml");
+    std::fs::write(&config, "database_url = \"memory:\"\n").unwrap();
+    let o = tessera(&["migrate", "--config", config.to_str().unwrap()], None);
+    let err = assert_refused(&o, 2);
+    assert!(err.contains("no schema to migrate"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -365,7 +365,17 @@ fn token_login(base: &str) -> Value {
 #[test]
 fn three_instances_behind_haproxy_share_everything() {
     let shared = Shared::new("lb");
-    shared.tessera(&["migrate"], None);
+    // A fresh schema gets every migration; a second run has nothing left to do.
+    let o = shared.tessera(&["migrate"], None);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(2 migrations applied now)"),
+        "{o:?}"
+    );
+    let o = shared.tessera(&["migrate"], None);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(0 migrations applied now)"),
+        "{o:?}"
+    );
     shared.tessera(
         &["user", "add", "alice", "--password-stdin"],
         Some(&format!("{PW}\n")),
