@@ -3,6 +3,7 @@
 //! tessera-server and tessera-store. Time comes from a [`tessera_jose::Clock`].
 
 pub mod auth;
+pub mod client;
 pub mod keys;
 pub mod password;
 pub mod refresh;
@@ -14,13 +15,14 @@ pub mod tokens;
 pub mod user;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
+pub use client::{Client, CodeRecord, Consent};
 pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, StoredKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
 pub use session::{Session, SessionPolicy};
 pub use store::{
-    Change, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, Stores,
-    ThrottleStore, UserStore,
+    Change, ClientStore, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError,
+    StoreResult, Stores, ThrottleStore, UserStore,
 };
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use token::{Kind, Token, TokenHash};

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use serde_json::Value;
 
+use crate::client::{Client, CodeRecord, Consent};
 use crate::keys::StoredKey;
 use crate::refresh::RefreshRecord;
 use crate::session::Session;
@@ -194,10 +195,57 @@ pub trait ThrottleStore: Send + Sync + 'static {
     }
 }
 
-/// Everything the service keeps besides users: the bound of the server's second store.
-pub trait Stores: SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore {}
+/// Where OAuth clients, their authorization codes and people's consents live.
+pub trait ClientStore: Send + Sync + 'static {
+    /// Registers a client; [`StoreError::Conflict`] if its id is taken.
+    fn create_client(&self, client: &Client) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The client with this id.
+    fn client(&self, id: &str) -> impl Future<Output = StoreResult<Option<Client>>> + Send;
+    /// Every client, by id.
+    fn list_clients(&self) -> impl Future<Output = StoreResult<Vec<Client>>> + Send;
+    /// Removes a client and the consents given to it; false if there was none.
+    fn delete_client(&self, id: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Stores an authorization code; [`StoreError::Conflict`] if the hash exists.
+    fn create_code(
+        &self,
+        hash: &TokenHash,
+        record: &CodeRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Marks the code used at `at`: the record, and whether this call was its first use (the
+    /// one winner among concurrent uses); `None` for an unknown code.
+    fn use_code(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+    ) -> impl Future<Output = StoreResult<Option<(CodeRecord, bool)>>> + Send;
+    /// Forgets codes that expired before `now`; how many.
+    fn purge_codes(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Records (or replaces) `user_id`'s consent to `consent.client_id`.
+    fn set_consent(
+        &self,
+        user_id: &str,
+        consent: &Consent,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A user's consents, by client id.
+    fn consents_of(&self, user_id: &str) -> impl Future<Output = StoreResult<Vec<Consent>>> + Send;
+    /// Withdraws a consent; false if there was none.
+    fn delete_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
 
-impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore> Stores for T {}
+/// Everything the service keeps besides users: the bound of the server's second store.
+pub trait Stores:
+    SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore + ClientStore
+{
+}
+
+impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore + ClientStore> Stores
+    for T
+{
+}
 
 /// A change made by one instance that other instances' caches must learn of: the messages of
 /// the invalidation feed (Redis pub/sub, or a generation number the instances poll).

@@ -15,6 +15,8 @@ pub enum Kind {
     Refresh,
     /// A client secret: `tsc_`.
     ClientSecret,
+    /// An authorization code: `tsa_`.
+    Code,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::Session => "tss_",
             Kind::Refresh => "tsr_",
             Kind::ClientSecret => "tsc_",
+            Kind::Code => "tsa_",
         }
     }
 }
@@ -149,7 +152,12 @@ impl Token {
 
     /// The hash stores keep.
     pub fn hash(&self) -> TokenHash {
-        let d = digest::digest(&digest::SHA256, self.value.as_bytes());
+        Token::hash_of(&self.value)
+    }
+
+    /// The SHA-256 of any presented text (a secret checked against a stored hash).
+    pub fn hash_of(value: &str) -> TokenHash {
+        let d = digest::digest(&digest::SHA256, value.as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
         TokenHash(out)

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore,
-    StoreResult, StoredKey, ThrottlePolicy, ThrottleStore, TokenHash, User, UserStore,
+    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, RefreshRecord,
+    RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy, ThrottleStore,
+    TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]
@@ -363,5 +364,47 @@ impl<T: ThrottleStore> ThrottleStore for CachedStore<T> {
 
     async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
         self.inner.throttle_clear(key).await
+    }
+}
+
+impl<T: ClientStore> ClientStore for CachedStore<T> {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        self.inner.create_client(client).await
+    }
+
+    async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
+        self.inner.client(id).await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        self.inner.list_clients().await
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        self.inner.delete_client(id).await
+    }
+
+    async fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()> {
+        self.inner.create_code(hash, record).await
+    }
+
+    async fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>> {
+        self.inner.use_code(hash, at).await
+    }
+
+    async fn purge_codes(&self, now: i64) -> StoreResult<u64> {
+        self.inner.purge_codes(now).await
+    }
+
+    async fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {
+        self.inner.set_consent(user_id, consent).await
+    }
+
+    async fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        self.inner.consents_of(user_id).await
+    }
+
+    async fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool> {
+        self.inner.delete_consent(user_id, client_id).await
     }
 }

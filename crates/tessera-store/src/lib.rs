@@ -7,6 +7,8 @@
 
 mod cached;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod oauth_sql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -5,8 +5,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use tessera_core::{
-    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
-    StoreResult, StoredKey, TokenHash, User, UserStore,
+    Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, RefreshRecord, RefreshStore,
+    Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
 };
 
 #[derive(Debug, Default)]
@@ -20,6 +20,11 @@ struct Inner {
     /// Family → (user, revoked).
     families: HashMap<String, (String, bool)>,
     denied: HashMap<String, i64>,
+    clients: std::collections::BTreeMap<String, Client>,
+    /// Code hash → (record, used at).
+    codes: HashMap<TokenHash, (CodeRecord, Option<i64>)>,
+    /// User → client → consent.
+    consents: HashMap<String, std::collections::BTreeMap<String, Consent>>,
 }
 
 /// The in-process store. Clones share the same data.
@@ -331,3 +336,83 @@ impl DenylistStore for MemoryStore {
 /// Each process counts login failures for itself (a single instance, or a cluster without
 /// Redis).
 impl tessera_core::ThrottleStore for MemoryStore {}
+
+impl ClientStore for MemoryStore {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        let mut g = self.write();
+        if g.clients.contains_key(&client.id) {
+            return Err(StoreError::Conflict);
+        }
+        g.clients.insert(client.id.clone(), client.clone());
+        Ok(())
+    }
+
+    async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
+        Ok(self.read().clients.get(id).cloned())
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        Ok(self.read().clients.values().cloned().collect())
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        let mut g = self.write();
+        for per_user in g.consents.values_mut() {
+            per_user.remove(id);
+        }
+        Ok(g.clients.remove(id).is_some())
+    }
+
+    async fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()> {
+        let mut g = self.write();
+        if g.codes.contains_key(hash) {
+            return Err(StoreError::Conflict);
+        }
+        g.codes.insert(*hash, (record.clone(), None));
+        Ok(())
+    }
+
+    async fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>> {
+        let mut g = self.write();
+        Ok(g.codes.get_mut(hash).map(|(record, used)| {
+            let first = used.is_none();
+            if first {
+                *used = Some(at);
+            }
+            (record.clone(), first)
+        }))
+    }
+
+    async fn purge_codes(&self, now: i64) -> StoreResult<u64> {
+        let mut g = self.write();
+        let before = g.codes.len();
+        g.codes.retain(|_, (r, _)| r.expires_at > now);
+        Ok((before - g.codes.len()) as u64)
+    }
+
+    async fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {
+        self.write()
+            .consents
+            .entry(user_id.to_owned())
+            .or_default()
+            .insert(consent.client_id.clone(), consent.clone());
+        Ok(())
+    }
+
+    async fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        Ok(self
+            .read()
+            .consents
+            .get(user_id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool> {
+        Ok(self
+            .write()
+            .consents
+            .get_mut(user_id)
+            .is_some_and(|m| m.remove(client_id).is_some()))
+    }
+}

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit events",
         include_str!("../migrations/postgres/0002_audit_events.sql"),
     ),
+    (
+        3,
+        "oauth clients, codes and consents",
+        include_str!("../migrations/postgres/0003_oauth.sql"),
+    ),
 ];
 
 /// How long a statement may wait for a pooled connection, and a connection for the server:
@@ -139,6 +144,7 @@ impl PostgresStore {
 }
 
 crate::record::columns_of!(PgRow);
+crate::oauth_sql::client_store_sql!(PostgresStore);
 
 impl UserStore for PostgresStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {

@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 use tessera_core::{
-    Change, DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore,
-    StoreResult, StoredKey, ThrottlePolicy, ThrottleStore, TokenHash, User, UserStore,
+    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, RefreshRecord,
+    RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy, ThrottleStore,
+    TokenHash, User, UserStore,
 };
 
 use crate::RedisStore;
@@ -194,5 +195,47 @@ impl<D: Send + Sync + 'static> ThrottleStore for SharedStore<D> {
 
     async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
         self.redis.throttle_clear(key).await
+    }
+}
+
+impl<T: ClientStore> ClientStore for SharedStore<T> {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        self.db.create_client(client).await
+    }
+
+    async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
+        self.db.client(id).await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        self.db.list_clients().await
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        self.db.delete_client(id).await
+    }
+
+    async fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()> {
+        self.db.create_code(hash, record).await
+    }
+
+    async fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>> {
+        self.db.use_code(hash, at).await
+    }
+
+    async fn purge_codes(&self, now: i64) -> StoreResult<u64> {
+        self.db.purge_codes(now).await
+    }
+
+    async fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {
+        self.db.set_consent(user_id, consent).await
+    }
+
+    async fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        self.db.consents_of(user_id).await
+    }
+
+    async fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool> {
+        self.db.delete_consent(user_id, client_id).await
     }
 }

@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "access token denylist",
         include_str!("../migrations/sqlite/0005_denylist.sql"),
     ),
+    (
+        6,
+        "oauth clients, codes and consents",
+        include_str!("../migrations/sqlite/0006_oauth.sql"),
+    ),
 ];
 
 /// The SQLite store. Clones share the connection pool.
@@ -112,6 +117,7 @@ impl SqliteStore {
 }
 
 crate::record::columns_of!(SqliteRow);
+crate::oauth_sql::client_store_sql!(SqliteStore);
 
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {

@@ -10,8 +10,8 @@
 
 use serde_json::json;
 use tessera_core::{
-    DenylistStore, KeyStore, Kind, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
-    StoredKey, Token, TokenHash, User, UserStore,
+    Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, Kind, RefreshRecord,
+    RefreshStore, Session, SessionStore, StoreError, StoredKey, Token, TokenHash, User, UserStore,
 };
 
 fn user(id: &str, name: &str) -> User {
@@ -207,6 +207,107 @@ async fn refresh<S: RefreshStore>(s: S) {
     );
 }
 
+async fn clients<S: ClientStore>(s: S) {
+    let client = |id: &str| Client {
+        id: id.into(),
+        secret_hash: Some(Token::generate(Kind::ClientSecret).hash().to_hex()),
+        grants: vec!["client_credentials".into()],
+        scope: "api:read api:write".into(),
+        audience: vec!["https://api.example".into()],
+        redirect_uris: vec![],
+        created_at: 1_000,
+    };
+    s.create_client(&client("svc-b")).await.unwrap();
+    s.create_client(&client("svc-a")).await.unwrap();
+    assert!(matches!(
+        s.create_client(&client("svc-a")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(s.client("svc-a").await.unwrap().unwrap().id, "svc-a");
+    assert_eq!(s.client("nope").await.unwrap(), None);
+    let ids: Vec<String> = s
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["svc-a", "svc-b"]);
+
+    let code = |expires_at| CodeRecord {
+        client_id: "svc-a".into(),
+        user_id: "usr_a".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scope: "api:read".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaaTs".into(),
+        sid: None,
+        created_at: 1_000,
+        expires_at,
+        family: "fam_c".into(),
+        access_jti: "jti-c".into(),
+    };
+    let (c1, c2) = (
+        Token::generate(Kind::Code).hash(),
+        Token::generate(Kind::Code).hash(),
+    );
+    s.create_code(&c1, &code(1_060)).await.unwrap();
+    s.create_code(&c2, &code(1_010)).await.unwrap();
+    assert!(matches!(
+        s.create_code(&c1, &code(1_060)).await,
+        Err(StoreError::Conflict)
+    ));
+    // The first use wins; a second sees the record and that it was used.
+    assert_eq!(
+        s.use_code(&c1, 1_001).await.unwrap(),
+        Some((code(1_060), true))
+    );
+    assert_eq!(
+        s.use_code(&c1, 1_002).await.unwrap(),
+        Some((code(1_060), false))
+    );
+    assert_eq!(
+        s.use_code(&Token::generate(Kind::Code).hash(), 1_003)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.purge_codes(1_030).await.unwrap(), 1);
+    assert_eq!(s.use_code(&c2, 1_031).await.unwrap(), None);
+
+    let consent = |client: &str, scope: &str| Consent {
+        client_id: client.into(),
+        scope: scope.into(),
+        granted_at: 1_000,
+    };
+    s.set_consent("usr_a", &consent("svc-a", "api:read"))
+        .await
+        .unwrap();
+    s.set_consent("usr_a", &consent("svc-a", "api:read api:write"))
+        .await
+        .unwrap();
+    s.set_consent("usr_a", &consent("svc-b", "api:read"))
+        .await
+        .unwrap();
+    s.set_consent("usr_b", &consent("svc-a", "api:read"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.consents_of("usr_a").await.unwrap(),
+        [
+            consent("svc-a", "api:read api:write"),
+            consent("svc-b", "api:read")
+        ]
+    );
+    assert!(s.delete_consent("usr_a", "svc-b").await.unwrap());
+    assert!(!s.delete_consent("usr_a", "svc-b").await.unwrap());
+    // Removing a client removes the consents given to it.
+    assert!(s.delete_client("svc-a").await.unwrap());
+    assert!(!s.delete_client("svc-a").await.unwrap());
+    assert_eq!(s.client("svc-a").await.unwrap(), None);
+    assert!(s.consents_of("usr_a").await.unwrap().is_empty());
+    assert!(s.consents_of("usr_b").await.unwrap().is_empty());
+}
+
 async fn denylist<S: DenylistStore>(s: S) {
     s.deny_access("j1", 1_000).await.unwrap();
     s.deny_access("j2", 2_000).await.unwrap();
@@ -327,6 +428,12 @@ macro_rules! suite {
             async fn denylist() {
                 let (s, _guard) = $make;
                 super::denylist(s).await;
+            }
+
+            #[tokio::test]
+            async fn clients() {
+                let (s, _guard) = $make;
+                super::clients(s).await;
             }
         }
     };
