@@ -62,6 +62,105 @@ impl Client {
     }
 }
 
+/// What `tessera client add` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    /// `client_id`.
+    pub id: String,
+    /// Grants, by their `grant_type` names ([`TOKEN_EXCHANGE`] may be given as `token-exchange`).
+    pub grants: Vec<String>,
+    /// Space-separated scopes it may be given.
+    pub scope: String,
+    /// Audiences its tokens may name (the first is the default).
+    pub audience: Vec<String>,
+    /// Redirect URIs (authorization code).
+    pub redirect_uris: Vec<String>,
+    /// A public client: no secret, authorization code with PKCE only.
+    pub public: bool,
+}
+
+/// Why a client cannot be registered as asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);
+
+impl NewClient {
+    /// Checks the request and makes the client, with its secret unless it is public. The
+    /// secret is a `tsc_` token of 256 random bits: its SHA-256 is all that is kept (a slow
+    /// password hash would add nothing to a secret this long, and would cap token issuance).
+    pub fn build(
+        self,
+        first_party: &str,
+        now: i64,
+    ) -> Result<(Client, Option<crate::Token>), ClientError> {
+        let bad = |m: &str| Err(ClientError(m.to_owned()));
+        if !valid_client_id(&self.id) {
+            return bad(
+                "a client id is 1 to 64 of A-Z a-z 0-9 . _ : - and does not start with usr_",
+            );
+        }
+        if self.id == first_party {
+            return bad("that id is the built-in first-party client's (tokens.client_id)");
+        }
+        let mut grants = Vec::new();
+        for g in &self.grants {
+            let g = match g.as_str() {
+                CLIENT_CREDENTIALS | AUTHORIZATION_CODE | TOKEN_EXCHANGE => g.clone(),
+                "token-exchange" | "token_exchange" => TOKEN_EXCHANGE.to_owned(),
+                "password" => return bad("the password grant is not offered (RFC 9700 §2.4)"),
+                _ => {
+                    return Err(ClientError(format!(
+                        "unknown grant `{g}` (client_credentials, authorization_code, token-exchange)"
+                    )));
+                }
+            };
+            if !grants.contains(&g) {
+                grants.push(g);
+            }
+        }
+        if grants.is_empty() {
+            return bad("name at least one grant with --grant");
+        }
+        let scope = normalize_scope(&self.scope);
+        if !scope.is_empty() && !valid_scope(&scope) {
+            return bad("a scope is space-separated tokens of printable ASCII without \\ or \"");
+        }
+        let code = grants.iter().any(|g| g == AUTHORIZATION_CODE);
+        if self.public && grants.iter().any(|g| g != AUTHORIZATION_CODE) {
+            return bad(
+                "a public client has no secret, so it may only use authorization_code (with PKCE)",
+            );
+        }
+        if code && self.redirect_uris.is_empty() {
+            return bad("authorization_code needs at least one --redirect-uri");
+        }
+        if !code && !self.redirect_uris.is_empty() {
+            return bad("--redirect-uri is for authorization_code clients");
+        }
+        for uri in &self.redirect_uris {
+            if let Some(why) = redirect_uri_problem(uri) {
+                return Err(ClientError(format!("{why}: {uri}")));
+            }
+        }
+        for aud in &self.audience {
+            if aud.is_empty() || aud.contains(' ') || aud.chars().any(char::is_control) {
+                return bad("an audience is a non-empty string without spaces");
+            }
+        }
+        let secret = (!self.public).then(|| crate::Token::generate(crate::Kind::ClientSecret));
+        let client = Client {
+            id: self.id,
+            secret_hash: secret.as_ref().map(|s| s.hash().to_hex()),
+            grants,
+            scope,
+            audience: self.audience,
+            redirect_uris: self.redirect_uris,
+            created_at: now,
+        };
+        Ok((client, secret))
+    }
+}
+
 /// An authorization code as the store keeps it (under the hash of its value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeRecord {

@@ -15,7 +15,7 @@ pub mod tokens;
 pub mod user;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
-pub use client::{Client, CodeRecord, Consent};
+pub use client::{Client, ClientError, CodeRecord, Consent, NewClient};
 pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, StoredKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
@@ -25,6 +25,8 @@ pub use store::{
     StoreResult, Stores, ThrottleStore, UserStore,
 };
 pub use throttle::{Throttle, ThrottlePolicy};
-pub use token::{Kind, Token, TokenHash};
-pub use tokens::{GrantError, Issued, TokenCounters, TokenSettings, Tokens};
+pub use token::{CsrfKey, Kind, Token, TokenHash};
+pub use tokens::{
+    AccessGrant, AccessIssued, GrantError, Issued, TokenCounters, TokenSettings, Tokens,
+};
 pub use user::User;

@@ -176,6 +176,37 @@ impl Drop for Token {
     }
 }
 
+/// Anti-forgery tokens for the server's HTML forms: a MAC of what the form is bound to (a
+/// session, a login cookie), so nothing is stored and a token from one binding fails another.
+#[derive(Clone)]
+pub struct CsrfKey(aws_lc_rs::hmac::Key);
+
+impl fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CsrfKey(…)")
+    }
+}
+
+impl CsrfKey {
+    /// A key (derive it from the master key).
+    pub fn new(key: aws_lc_rs::hmac::Key) -> CsrfKey {
+        CsrfKey(key)
+    }
+
+    /// The token for `binding`.
+    pub fn token(&self, binding: &str) -> String {
+        b64::encode(aws_lc_rs::hmac::sign(&self.0, binding.as_bytes()).as_ref())
+    }
+
+    /// Whether `presented` is the token for `binding`; in constant time.
+    pub fn verify(&self, binding: &str, presented: &str) -> bool {
+        match b64::decode(presented.as_bytes()) {
+            Ok(tag) => aws_lc_rs::hmac::verify(&self.0, binding.as_bytes(), &tag).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
 /// A random identifier with a readable prefix (`usr_…`, `ses_…`): unique, not secret.
 pub fn random_id(prefix: &str) -> String {
     let mut random = [0u8; 16];

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tessera_jose::{Audience, Claims, Clock, Validation};
 
+use crate::client::{Client, CodeRecord, pkce_matches};
 use crate::keys::KeyManager;
 use crate::refresh::RefreshRecord;
 use crate::store::{StoreError, Stores};
@@ -48,12 +49,73 @@ pub struct Issued {
     pub expires_in: i64,
 }
 
+/// An access token alone (client credentials, token exchange): no refresh token.
+#[derive(Debug)]
+pub struct AccessIssued {
+    /// The access JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// The scope it carries.
+    pub scope: String,
+}
+
+/// What goes into an access token besides the issuer and times.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessGrant<'a> {
+    /// `sub`: a user id, or a client id for a client acting for itself.
+    pub sub: &'a str,
+    /// `client_id`.
+    pub client_id: &'a str,
+    /// `scope`.
+    pub scope: &'a str,
+    /// `aud` (`None`: the server's audience).
+    pub aud: Option<&'a str>,
+    /// `sid`, when issued under a session.
+    pub sid: Option<&'a str>,
+    /// The `jti` to use (`None`: a fresh one).
+    pub jti: Option<&'a str>,
+    /// The lifetime, when shorter than the configured one.
+    pub ttl: Option<i64>,
+}
+
+impl<'a> AccessGrant<'a> {
+    /// A grant with the defaults: server audience, fresh `jti`, configured lifetime.
+    pub fn new(sub: &'a str, client_id: &'a str, scope: &'a str) -> AccessGrant<'a> {
+        AccessGrant {
+            sub,
+            client_id,
+            scope,
+            aud: None,
+            sid: None,
+            jti: None,
+            ttl: None,
+        }
+    }
+}
+
 /// Why a grant was refused (RFC 6749 §5.2 terms).
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    /// The refresh token is unknown, expired, revoked, replayed, or not this client's.
-    #[error("the refresh token is invalid")]
+    /// The refresh token or code is unknown, expired, revoked, replayed, or not this client's.
+    #[error("the grant is invalid")]
     InvalidGrant,
+    /// An authorization code was used a second time: what its first use issued is revoked
+    /// (the refresh family in the store, access token `jti` denylisted in the store until
+    /// `exp`; the caller adds it to its in-memory denylist).
+    #[error("the authorization code was used before")]
+    CodeReused {
+        /// The access token its first use issued.
+        jti: String,
+        /// When that token expires at the latest.
+        exp: i64,
+    },
+    /// More scope than the client may have.
+    #[error("the requested scope is not allowed")]
+    InvalidScope,
+    /// An audience (`resource`, `audience`) the client may not name.
+    #[error("the requested audience is not allowed")]
+    InvalidTarget,
     /// A store failed, or no key can sign.
     #[error("temporarily unavailable")]
     Unavailable,
@@ -63,6 +125,9 @@ fn unavailable(e: StoreError) -> GrantError {
     tracing::error!(error = %e, "token store unavailable");
     GrantError::Unavailable
 }
+
+/// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2: short).
+pub const CODE_TTL: i64 = 60;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -171,34 +236,194 @@ impl<S: Stores> Tokens<S> {
         &self.keys
     }
 
-    /// Signs an access token for `user` (or `sub`) and `client_id`; returns it and its jti.
-    pub fn access_token(
+    /// Signs an access token; returns it, its `jti` and its lifetime in seconds.
+    pub fn sign_access(
         &self,
-        sub: &str,
-        client_id: &str,
-        scope: &str,
-        sid: Option<&str>,
+        g: AccessGrant<'_>,
         now: i64,
-    ) -> Result<(String, String), GrantError> {
+    ) -> Result<(String, String, i64), GrantError> {
         let ring = self.keys.ring();
         let signer = ring.signer.as_ref().ok_or(GrantError::Unavailable)?;
-        let jti = random_id("");
+        let jti = g.jti.map_or_else(|| random_id(""), str::to_owned);
+        let ttl = g
+            .ttl
+            .map_or(self.settings.access_ttl, |t| {
+                t.min(self.settings.access_ttl)
+            })
+            .max(1);
         let claims = Claims {
             iss: Some(self.settings.issuer.clone()),
-            sub: Some(sub.to_owned()),
-            aud: Some(Audience::One(self.settings.audience.clone())),
-            exp: Some(now + self.settings.access_ttl),
+            sub: Some(g.sub.to_owned()),
+            aud: Some(Audience::One(
+                g.aud.unwrap_or(&self.settings.audience).to_owned(),
+            )),
+            exp: Some(now + ttl),
             iat: Some(now),
             nbf: Some(now),
             jti: Some(jti.clone()),
-            scope: Some(scope.to_owned()),
-            client_id: Some(client_id.to_owned()),
-            sid: sid.map(str::to_owned),
+            scope: Some(g.scope.to_owned()),
+            client_id: Some(g.client_id.to_owned()),
+            sid: g.sid.map(str::to_owned),
             ..Claims::default()
         };
         let token = signer.sign(&claims).map_err(|_| GrantError::Unavailable)?;
         self.counters.issued.fetch_add(1, Ordering::Relaxed);
-        Ok((token, jti))
+        Ok((token, jti, ttl))
+    }
+
+    /// The audience a client's tokens get: `requested` if the client may name it, else its
+    /// first registered audience, else the server's.
+    pub fn audience_for<'a>(
+        &'a self,
+        client: &'a Client,
+        requested: Option<&'a str>,
+    ) -> Result<&'a str, GrantError> {
+        match requested {
+            Some(r) if client.audience.iter().any(|a| a == r) => Ok(r),
+            Some(r) if client.audience.is_empty() && r == self.settings.audience => Ok(r),
+            Some(_) => Err(GrantError::InvalidTarget),
+            None => Ok(client
+                .audience
+                .first()
+                .map_or(self.settings.audience.as_str(), String::as_str)),
+        }
+    }
+
+    /// `grant_type=client_credentials` (RFC 6749 §4.4) for an authenticated confidential
+    /// client: an access token with the client as `sub`, never more scope than it was given.
+    pub fn client_credentials(
+        &self,
+        client: &Client,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<AccessIssued, GrantError> {
+        let scope = client.grant_scope(scope).ok_or(GrantError::InvalidScope)?;
+        let aud = self.audience_for(client, resource)?;
+        let grant = AccessGrant {
+            aud: Some(aud),
+            ..AccessGrant::new(&client.id, &client.id, &scope)
+        };
+        let (access_token, _, expires_in) = self.sign_access(grant, self.clock.now())?;
+        tracing::info!(target: "audit", event = "client_token_issued", client = %client.id);
+        Ok(AccessIssued {
+            access_token,
+            expires_in,
+            scope,
+        })
+    }
+
+    /// An authorization code for `client`, after `user_id` consented to `scope`; it expires in
+    /// a minute and works once.
+    pub async fn issue_code(
+        &self,
+        client: &Client,
+        user_id: &str,
+        redirect_uri: &str,
+        scope: &str,
+        code_challenge: &str,
+        sid: Option<&str>,
+    ) -> Result<Token, GrantError> {
+        let now = self.clock.now();
+        let code = Token::generate(Kind::Code);
+        let record = CodeRecord {
+            client_id: client.id.clone(),
+            user_id: user_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            scope: scope.to_owned(),
+            code_challenge: code_challenge.to_owned(),
+            sid: sid.map(str::to_owned),
+            created_at: now,
+            expires_at: now + CODE_TTL,
+            family: random_id("fam_"),
+            access_jti: random_id(""),
+        };
+        self.store
+            .create_code(&code.hash(), &record)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(target: "audit", event = "authorization_code_issued", user = %user_id, client = %client.id);
+        Ok(code)
+    }
+
+    /// `grant_type=authorization_code` (RFC 6749 §4.1.3 with RFC 7636 S256): the code must be
+    /// this client's, unexpired, for this `redirect_uri`, and `verifier` must hash to its
+    /// challenge. Any use burns the code; a second use revokes what the first issued.
+    pub async fn exchange_code(
+        &self,
+        client: &Client,
+        presented: &str,
+        redirect_uri: Option<&str>,
+        verifier: &str,
+    ) -> Result<(Issued, String), GrantError> {
+        let now = self.clock.now();
+        let code = Token::parse(Kind::Code, presented).ok_or(GrantError::InvalidGrant)?;
+        let (record, first) = self
+            .store
+            .use_code(&code.hash(), now)
+            .await
+            .map_err(unavailable)?
+            .ok_or(GrantError::InvalidGrant)?;
+        if !first {
+            self.store
+                .revoke_family(&record.family)
+                .await
+                .map_err(unavailable)?;
+            let exp = now + self.settings.access_ttl;
+            self.store
+                .deny_access(&record.access_jti, exp)
+                .await
+                .map_err(unavailable)?;
+            self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %record.client_id, family = %record.family);
+            return Err(GrantError::CodeReused {
+                jti: record.access_jti,
+                exp,
+            });
+        }
+        let valid = record.client_id == client.id
+            && redirect_uri == Some(record.redirect_uri.as_str())
+            && now < record.expires_at
+            && pkce_matches(verifier, &record.code_challenge);
+        if !valid {
+            return Err(GrantError::InvalidGrant);
+        }
+        let s = &self.settings;
+        let family_expires_at = now + s.refresh_absolute;
+        let refresh = Token::generate(Kind::Refresh);
+        let aud = self.audience_for(client, None)?;
+        let grant = AccessGrant {
+            aud: Some(aud),
+            sid: record.sid.as_deref(),
+            jti: Some(&record.access_jti),
+            ..AccessGrant::new(&record.user_id, &client.id, &record.scope)
+        };
+        let (access, jti, expires_in) = self.sign_access(grant, now)?;
+        self.store
+            .create_refresh(
+                &refresh.hash(),
+                &RefreshRecord {
+                    family: record.family.clone(),
+                    user_id: record.user_id.clone(),
+                    client_id: client.id.clone(),
+                    scope: record.scope.clone(),
+                    created_at: now,
+                    expires_at: (now + s.refresh_idle).min(family_expires_at),
+                    family_expires_at,
+                    used_at: None,
+                    access_jti: Some(jti),
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %client.id, grant = "authorization_code");
+        Ok((
+            Issued {
+                access_token: access,
+                refresh_token: refresh,
+                expires_in,
+            },
+            record.scope,
+        ))
     }
 
     /// A new refresh family for `user` at login, with its first tokens.
@@ -219,7 +444,8 @@ impl<S: Stores> Tokens<S> {
         };
         let refresh = Token::generate(Kind::Refresh);
         let hash = refresh.hash();
-        let (access, jti) = self.access_token(&user.id, &s.client_id, &s.scope, None, now)?;
+        let (access, jti, _) =
+            self.sign_access(AccessGrant::new(&user.id, &s.client_id, &s.scope), now)?;
         self.store
             .create_refresh(
                 &hash,
@@ -254,6 +480,31 @@ impl<S: Stores> Tokens<S> {
         if revoked || record.client_id != client_id || now >= record.expires_at {
             return Err(GrantError::InvalidGrant);
         }
+        // A registered client's family lives while the client exists and the person's consent
+        // still covers the scope: removing the client or withdrawing consent ends it.
+        let client = if client_id == self.settings.client_id {
+            None
+        } else {
+            let client = self
+                .store
+                .client(client_id)
+                .await
+                .map_err(unavailable)?
+                .ok_or(GrantError::InvalidGrant)?;
+            let consented = self
+                .store
+                .consents_of(&record.user_id)
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .any(|c| {
+                    c.client_id == client_id && crate::client::subset(&record.scope, &c.scope)
+                });
+            if !consented {
+                return Err(GrantError::InvalidGrant);
+            }
+            Some(client)
+        };
         let successor = Token::derived(Kind::Refresh, &self.successor, token.expose());
         let succ_hash = successor.hash();
         let won = self
@@ -299,8 +550,15 @@ impl<S: Stores> Tokens<S> {
             Ok(()) | Err(StoreError::Conflict) => {}
             Err(e) => return Err(unavailable(e)),
         }
-        let (access, jti) =
-            self.access_token(&record.user_id, &record.client_id, &record.scope, None, now)?;
+        let aud = match &client {
+            Some(c) => Some(self.audience_for(c, None)?),
+            None => None,
+        };
+        let grant = AccessGrant {
+            aud,
+            ..AccessGrant::new(&record.user_id, &record.client_id, &record.scope)
+        };
+        let (access, jti, _) = self.sign_access(grant, now)?;
         self.store
             .set_access_jti(&succ_hash, &jti)
             .await
@@ -412,6 +670,26 @@ impl<S: Stores> Tokens<S> {
             .map_err(unavailable)?;
         self.counters.revoked.fetch_add(n, Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// The record of a refresh token that could be used now (RFC 7662): known, unused,
+    /// unexpired, its family live.
+    pub async fn refresh_state(
+        &self,
+        presented: &str,
+    ) -> Result<Option<RefreshRecord>, GrantError> {
+        let Some(token) = Token::parse(Kind::Refresh, presented) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .refresh_token(&token.hash())
+            .await
+            .map_err(unavailable)?
+            .and_then(|(r, revoked)| {
+                (!revoked && r.used_at.is_none() && now < r.expires_at).then_some(r)
+            }))
     }
 
     /// Whether `presented` is a well-formed refresh token (refused where an access token belongs).

@@ -229,6 +229,9 @@ pub struct TokenConfig {
     /// Verified access tokens remembered, so a re-sent token skips the signature check
     /// (0 turns the cache off).
     pub verified_cache_size: usize,
+    /// What introspection answers for an access token while this instance's denylist may be
+    /// stale (its change feed lost): `closed` (inactive) or `open` (judge by the last copy).
+    pub introspection_stale_denylist: String,
 }
 
 impl Default for TokenConfig {
@@ -244,6 +247,7 @@ impl Default for TokenConfig {
             refresh_absolute: Dur(Duration::from_secs(30 * 86_400)),
             refresh_grace: Dur(Duration::from_secs(10)),
             verified_cache_size: 50_000,
+            introspection_stale_denylist: "closed".into(),
         }
     }
 }
@@ -383,6 +387,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "TESSERA_TOKENS_VERIFIED_CACHE_SIZE",
         "tokens.verified_cache_size",
     ),
+    (
+        "TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST",
+        "tokens.introspection_stale_denylist",
+    ),
 ];
 
 /// Keys whose TOML value is a string (the others are numbers, booleans or lists).
@@ -513,6 +521,14 @@ impl Config {
             || self.tokens.refresh_absolute.0.is_zero()
         {
             return Err(bad("token lifetimes must be longer than zero"));
+        }
+        if !matches!(
+            self.tokens.introspection_stale_denylist.as_str(),
+            "closed" | "open"
+        ) {
+            return Err(bad(
+                "tokens.introspection_stale_denylist is `closed` or `open`",
+            ));
         }
         if let Some(url) = &self.redis_url
             && !url.starts_with("redis://")

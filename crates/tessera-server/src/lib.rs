@@ -7,6 +7,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
+mod pages;
 pub mod problem;
 mod routes;
 pub mod tls;
@@ -64,6 +65,11 @@ pub struct Settings {
     pub key_activation_delay: i64,
     /// `X-Tessera-Instance` on every response, when configured.
     pub instance_name: Option<HeaderValue>,
+    /// Signs the anti-forgery tokens of the HTML forms.
+    pub csrf: tessera_core::CsrfKey,
+    /// Whether introspection calls an access token active while the denylist may be stale
+    /// (`tokens.introspection_stale_denylist = "open"`); closed by default.
+    pub introspection_open_when_stale: bool,
 }
 
 /// Clock-skew tolerance on token times, seconds.
@@ -100,12 +106,34 @@ impl<U, S> Clone for AppState<U, S> {
 }
 
 /// Revoked access-token ids, each kept until the token would have expired anyway.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Denylist {
     entries: std::sync::RwLock<std::collections::HashMap<String, i64>>,
+    /// False while the change feed is lost: entries added elsewhere may be missing.
+    fresh: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Denylist {
+    fn default() -> Self {
+        Denylist {
+            entries: std::sync::RwLock::default(),
+            fresh: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
 }
 
 impl Denylist {
+    /// Whether this copy is known to hold every revocation (its feed is connected).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks this copy current or possibly stale.
+    pub fn set_fresh(&self, fresh: bool) {
+        self.fresh
+            .store(fresh, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Refuses `jti` until `exp`; forgets entries already past their expiry.
     pub fn add(&self, jti: &str, exp: i64, now: i64) {
         self.extend([(jti.to_owned(), exp)], now);
@@ -198,6 +226,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
     let access_ttl = config.tokens.access_ttl.secs();
     let now = clock.now();
     let successor = master.derive("refresh-token-successor");
+    let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
     let keys = Arc::new(
         KeyManager::start(
             sessions.clone(),
@@ -276,6 +305,8 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             scope: config.tokens.scope.clone(),
             algorithm,
             key_activation_delay: config.tokens.key_activation_delay.secs(),
+            csrf,
+            introspection_open_when_stale: config.tokens.introspection_stale_denylist == "open",
             instance_name: config
                 .instance_name
                 .as_deref()
@@ -308,6 +339,17 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
         .route("/.well-known/jwks.json", get(routes::jwks::<U, S>))
         .route("/oauth2/token", post(oauth::token::<U, S>))
         .route("/oauth2/revoke", post(oauth::revoke::<U, S>))
+        .route("/oauth2/introspect", post(oauth::introspect::<U, S>))
+        .route(
+            "/oauth2/authorize",
+            get(pages::authorize::<U, S>).post(pages::decide::<U, S>),
+        )
+        .route("/oauth2/login", post(pages::login_form::<U, S>))
+        .route("/auth/consents", get(pages::consents::<U, S>))
+        .route(
+            "/auth/consents/{client_id}",
+            delete(pages::withdraw_consent::<U, S>),
+        )
         .route(
             "/.well-known/openid-configuration",
             get(routes::discovery::<U, S>),
@@ -346,6 +388,7 @@ async fn finish<U: UserStore, S: Stores>(
     let is_formatted = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes();
         v.starts_with(b"application/problem+json")
+            || v.starts_with(b"text/html")
             || (oauth_route && v.starts_with(b"application/json"))
     });
     if (status.is_client_error() || status.is_server_error()) && !is_formatted {
@@ -436,15 +479,18 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                 }
                 Change::Everything => {
                     match state.auth.sessions().denied_access(now - LEEWAY).await {
-                        Ok(entries) => state.denylist.extend(entries, now),
+                        Ok(entries) => {
+                            state.denylist.extend(entries, now);
+                            state.denylist.set_fresh(true);
+                        }
                         Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
                     }
                     if let Err(e) = state.keys.refresh(now).await {
                         tracing::warn!(error = %e, "reloading the signing keys failed");
                     }
                 }
-                Change::Session(_) | Change::SessionsOf(_) | Change::User(_) | Change::FeedLost => {
-                }
+                Change::FeedLost => state.denylist.set_fresh(false),
+                Change::Session(_) | Change::SessionsOf(_) | Change::User(_) => {}
             }
         }
     })
@@ -459,6 +505,9 @@ pub fn spawn_purger<U: UserStore, S: Stores>(state: &AppState<U, S>, every: std:
             tick.tick().await;
             if let Err(e) = auth.sessions().purge_denied(auth.now() - LEEWAY).await {
                 tracing::warn!(error = %e, "purging the access-token denylist failed");
+            }
+            if let Err(e) = auth.sessions().purge_codes(auth.now()).await {
+                tracing::warn!(error = %e, "purging expired authorization codes failed");
             }
             match auth.sessions().purge_expired_sessions(auth.now()).await {
                 Ok(0) => {}

@@ -29,6 +29,8 @@ struct Route {
 struct Inner {
     routes: BTreeMap<String, Route>,
     verification_failures: BTreeMap<&'static str, u64>,
+    /// Introspections answered active, inactive.
+    introspections: [u64; 2],
 }
 
 /// Request metrics, labelled by the matched route (never the raw path, which is unbounded).
@@ -66,6 +68,12 @@ impl Metrics {
         *g.verification_failures.entry(reason).or_default() += 1;
     }
 
+    /// Counts an introspection by its answer.
+    pub fn introspected(&self, active: bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.introspections[usize::from(!active)] += 1;
+    }
+
     /// Token counters in the exposition format.
     pub fn render_tokens(&self, t: &tessera_core::TokenCounters, denylisted: usize) -> String {
         let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -89,6 +97,16 @@ impl Metrics {
         out.push_str("# HELP tessera_denylisted_access_tokens Revoked access tokens not yet expired.\n# TYPE tessera_denylisted_access_tokens gauge\n");
         let _ = writeln!(out, "tessera_denylisted_access_tokens {denylisted}");
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP tessera_introspections_total Introspection answers by activity.\n# TYPE tessera_introspections_total counter\n");
+        for (active, n) in [
+            ("true", g.introspections[0]),
+            ("false", g.introspections[1]),
+        ] {
+            let _ = writeln!(
+                out,
+                "tessera_introspections_total{{active=\"{active}\"}} {n}"
+            );
+        }
         out.push_str("# HELP tessera_token_verification_failures_total Refused access tokens by reason.\n# TYPE tessera_token_verification_failures_total counter\n");
         for (reason, n) in &g.verification_failures {
             let _ = writeln!(

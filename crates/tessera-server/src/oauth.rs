@@ -1,5 +1,6 @@
-//! The OAuth 2.0 endpoints: `/oauth2/token` (RFC 6749 §6, refresh) and `/oauth2/revoke`
-//! (RFC 7009). Form bodies; unknown parameters ignored, repeated ones refused; errors in the
+//! The OAuth 2.0 endpoints: `/oauth2/token` (RFC 6749: refresh, client credentials,
+//! authorization code with PKCE; RFC 8693 token exchange), `/oauth2/revoke` (RFC 7009) and
+//! `/oauth2/introspect` (RFC 7662). Form bodies; unknown parameters ignored, repeated ones refused; errors in the
 //! RFC 6749 §5.2 JSON shape; `Cache-Control: no-store` on every answer.
 
 use std::collections::HashMap;
@@ -9,8 +10,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-use tessera_core::{GrantError, Stores, Tokens, UserStore};
+use serde_json::{Value, json};
+use tessera_core::client::{AUTHORIZATION_CODE, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
+use tessera_core::{AccessGrant, AccessIssued, Client, GrantError, Issued, Stores, UserStore};
 
 use crate::AppState;
 
@@ -78,9 +80,15 @@ impl IntoResponse for OAuthError {
 impl From<GrantError> for OAuthError {
     fn from(e: GrantError) -> Self {
         match e {
-            GrantError::InvalidGrant => OAuthError::new(
-                "invalid_grant",
-                "the refresh token is invalid, expired or revoked",
+            GrantError::InvalidGrant | GrantError::CodeReused { .. } => {
+                OAuthError::new("invalid_grant", "the grant is invalid, expired or revoked")
+            }
+            GrantError::InvalidScope => {
+                OAuthError::new("invalid_scope", "the requested scope is not allowed")
+            }
+            GrantError::InvalidTarget => OAuthError::new(
+                "invalid_target",
+                "the requested resource or audience is not allowed for this client",
             ),
             GrantError::Unavailable => {
                 OAuthError::new("temporarily_unavailable", "try again shortly")
@@ -123,22 +131,156 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAu
     Ok(out)
 }
 
-/// The first-party public client: `client_id` must be it, and no secret is accepted.
-fn public_client<S: Stores>(
-    tokens: &Tokens<S>,
-    params: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Result<String, OAuthError> {
-    if headers.contains_key(header::AUTHORIZATION) || params.contains_key("client_secret") {
-        return Err(OAuthError::new(
+/// The client making an OAuth request, authenticated.
+#[derive(Debug)]
+pub struct OAuthClient {
+    /// `client_id`.
+    pub id: String,
+    /// The registered client; `None` for the built-in first-party public client.
+    pub client: Option<Client>,
+    /// Whether it proved a secret (a confidential client).
+    pub confidential: bool,
+}
+
+/// RFC 6749 §2.3.1 Basic credentials: `base64(urlencode(id) ":" urlencode(secret))`.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || {
+        OAuthError::new(
             "invalid_client",
-            "this client authenticates with no secret",
-        ));
+            "the Authorization header is not valid Basic credentials",
+        )
+    };
+    let v = v.to_str().map_err(|_| bad())?;
+    let (scheme, rest) = v.split_once(' ').ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad());
     }
-    match params.get("client_id") {
-        Some(id) if *id == tokens.settings().client_id => Ok(id.clone()),
-        Some(_) => Err(OAuthError::new("invalid_client", "unknown client")),
-        None => Err(OAuthError::new("invalid_request", "client_id is required")),
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let decode = |s: &str| -> Result<String, OAuthError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(&format!("v={s}")).map_err(|_| bad())?;
+        Ok(pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default())
+    };
+    Ok(Some((decode(id)?, decode(secret)?)))
+}
+
+impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// Authenticates the client of an OAuth request by exactly one method (RFC 6749 §2.3):
+    /// `client_secret_basic`, `client_secret_post`, or `none` (a public client naming itself).
+    pub async fn oauth_client(
+        &self,
+        params: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<OAuthClient, OAuthError> {
+        let basic = basic_credentials(headers)?;
+        let posted = params.get("client_secret");
+        let (id, secret) = match (basic, posted) {
+            (Some(_), Some(_)) => {
+                return Err(OAuthError::new(
+                    "invalid_request",
+                    "authenticate the client by one method only",
+                ));
+            }
+            (Some((id, secret)), None) => {
+                if params.get("client_id").is_some_and(|c| *c != id) {
+                    return Err(OAuthError::new(
+                        "invalid_request",
+                        "client_id differs from the authenticated client",
+                    ));
+                }
+                (id, Some(secret))
+            }
+            (None, posted) => match params.get("client_id") {
+                Some(id) => (id.clone(), posted.cloned()),
+                None => {
+                    return Err(OAuthError::new(
+                        "invalid_client",
+                        "client authentication is required",
+                    ));
+                }
+            },
+        };
+        if id == self.tokens.settings().client_id {
+            if secret.is_some() {
+                return Err(OAuthError::new(
+                    "invalid_client",
+                    "this client authenticates with no secret",
+                ));
+            }
+            return Ok(OAuthClient {
+                id,
+                client: None,
+                confidential: false,
+            });
+        }
+        let unknown = || OAuthError::new("invalid_client", "client authentication failed");
+        let client = self
+            .auth
+            .sessions()
+            .client(&id)
+            .await
+            .map_err(|_| OAuthError::new("temporarily_unavailable", "try again shortly"))?
+            .ok_or_else(unknown)?;
+        let confidential = match (&secret, client.is_public()) {
+            (Some(s), false) if client.secret_matches(s) => true,
+            (None, true) => false,
+            _ => {
+                tracing::info!(target: "audit", event = "client_authentication_failed", client = %client.id);
+                return Err(unknown());
+            }
+        };
+        Ok(OAuthClient {
+            id,
+            client: Some(client),
+            confidential,
+        })
+    }
+}
+
+fn required<'p>(params: &'p HashMap<String, String>, name: &str) -> Result<&'p str, OAuthError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_request", format!("{name} is required")))
+}
+
+/// The registered client behind `c` if it may use `grant`.
+fn registered<'c>(c: &'c OAuthClient, grant: &str) -> Result<&'c Client, OAuthError> {
+    match &c.client {
+        Some(client) if client.allows(grant) => Ok(client),
+        _ => Err(OAuthError::new(
+            "unauthorized_client",
+            "this client may not use this grant type",
+        )),
+    }
+}
+
+/// RFC 8707 `resource` or RFC 8693 `audience`: at most one of them.
+fn target(params: &HashMap<String, String>) -> Result<Option<&str>, OAuthError> {
+    match (params.get("resource"), params.get("audience")) {
+        (Some(_), Some(_)) => Err(OAuthError::new(
+            "invalid_request",
+            "send resource or audience, not both",
+        )),
+        (r, a) => Ok(r.or(a).map(String::as_str)),
+    }
+}
+
+fn scope_param(params: &HashMap<String, String>) -> Result<Option<&str>, OAuthError> {
+    match params.get("scope") {
+        Some(s) if !tessera_core::client::valid_scope(s) => {
+            Err(OAuthError::new("invalid_scope", "the scope is malformed"))
+        }
+        s => Ok(s.map(String::as_str)),
     }
 }
 
@@ -151,7 +293,7 @@ fn no_store(mut res: Response) -> Response {
 }
 
 /// The token response of RFC 6749 §5.1.
-pub fn token_response(issued: &tessera_core::Issued, scope: &str) -> Response {
+pub fn token_response(issued: &Issued, scope: &str) -> Response {
     no_store(
         Json(json!({
             "access_token": issued.access_token,
@@ -164,33 +306,180 @@ pub fn token_response(issued: &tessera_core::Issued, scope: &str) -> Response {
     )
 }
 
+/// RFC 8693 token type of an access token.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// tessera's token type for a session token (`tss_…`) as the subject of an exchange.
+pub const SESSION_TOKEN_TYPE: &str = "urn:tessera:params:oauth:token-type:session";
+
+fn access_response(issued: &AccessIssued, exchange: bool) -> Response {
+    let mut body = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    if exchange {
+        body["issued_token_type"] = json!(ACCESS_TOKEN_TYPE);
+    }
+    no_store(Json(body).into_response())
+}
+
 pub(crate) async fn token<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let params = form(&headers, &body)?;
-    let grant = params
-        .get("grant_type")
-        .ok_or_else(|| OAuthError::new("invalid_request", "grant_type is required"))?;
-    match grant.as_str() {
-        "refresh_token" => {
-            let client = public_client(&state.tokens, &params, &headers)?;
-            let presented = params
-                .get("refresh_token")
-                .ok_or_else(|| OAuthError::new("invalid_request", "refresh_token is required"))?;
-            let issued = state.tokens.refresh(presented, &client).await?;
-            Ok(token_response(&issued, &state.tokens.settings().scope))
-        }
-        "password" => Err(OAuthError::new(
+    let grant = required(&params, "grant_type")?;
+    if grant == "password" {
+        return Err(OAuthError::new(
             "unsupported_grant_type",
             "the password grant is not offered (RFC 9700 §2.4)",
-        )),
-        _ => Err(OAuthError::new(
+        ));
+    }
+    if !matches!(
+        grant,
+        "refresh_token" | CLIENT_CREDENTIALS | AUTHORIZATION_CODE | TOKEN_EXCHANGE
+    ) {
+        return Err(OAuthError::new(
             "unsupported_grant_type",
             "this grant type is not offered",
-        )),
+        ));
     }
+    let caller = state.oauth_client(&params, &headers).await?;
+    match grant {
+        "refresh_token" => {
+            let presented = required(&params, "refresh_token")?;
+            if params.contains_key("scope") {
+                // Narrowing on refresh is not offered: the family keeps its scope.
+                let _ = scope_param(&params)?;
+            }
+            let issued = state.tokens.refresh(presented, &caller.id).await?;
+            let scope = match &caller.client {
+                None => state.tokens.settings().scope.clone(),
+                Some(_) => scope_of(&state, &issued),
+            };
+            Ok(token_response(&issued, &scope))
+        }
+        CLIENT_CREDENTIALS => {
+            let client = registered(&caller, CLIENT_CREDENTIALS)?;
+            let issued =
+                state
+                    .tokens
+                    .client_credentials(client, scope_param(&params)?, target(&params)?)?;
+            Ok(access_response(&issued, false))
+        }
+        AUTHORIZATION_CODE => {
+            let client = registered(&caller, AUTHORIZATION_CODE)?;
+            let code = required(&params, "code")?;
+            let verifier = required(&params, "code_verifier")?;
+            let redirect_uri = params.get("redirect_uri").map(String::as_str);
+            match state
+                .tokens
+                .exchange_code(client, code, redirect_uri, verifier)
+                .await
+            {
+                Ok((issued, scope)) => Ok(token_response(&issued, &scope)),
+                Err(GrantError::CodeReused { jti, exp }) => {
+                    state.denylist.add(&jti, exp, state.auth.now());
+                    Err(OAuthError::new(
+                        "invalid_grant",
+                        "the authorization code was used before; what it issued is revoked",
+                    ))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ => token_exchange(&state, &caller, &params).await,
+    }
+}
+
+/// The scope of a just-issued token pair, read back from its access token.
+fn scope_of<U: UserStore, S: Stores>(state: &AppState<U, S>, issued: &Issued) -> String {
+    state
+        .tokens
+        .verify_access(&issued.access_token)
+        .ok()
+        .and_then(|t| t.claims.scope.clone())
+        .unwrap_or_default()
+}
+
+/// RFC 8693: a gateway holding a person's session token gets a short-lived access JWT for one
+/// audience, so the services behind it see a JWT, never the session.
+async fn token_exchange<U: UserStore, S: Stores>(
+    state: &AppState<U, S>,
+    caller: &OAuthClient,
+    params: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let client = registered(caller, TOKEN_EXCHANGE)?;
+    if !caller.confidential {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            "token exchange is for confidential clients",
+        ));
+    }
+    let subject = required(params, "subject_token")?;
+    let subject_type = required(params, "subject_token_type")?;
+    if subject_type != SESSION_TOKEN_TYPE
+        && !(subject_type == ACCESS_TOKEN_TYPE && subject.starts_with("tss_"))
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            format!("subject_token_type must be {SESSION_TOKEN_TYPE} (a tss_ session token)"),
+        ));
+    }
+    if params.contains_key("actor_token") {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "delegation with an actor_token is not offered",
+        ));
+    }
+    if let Some(t) = params.get("requested_token_type")
+        && t != ACCESS_TOKEN_TYPE
+        && t != "urn:ietf:params:oauth:token-type:jwt"
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "only access tokens are issued by exchange",
+        ));
+    }
+    let scope = client
+        .grant_scope(scope_param(params)?)
+        .ok_or_else(|| OAuthError::new("invalid_scope", "the requested scope is not allowed"))?;
+    let aud = state.tokens.audience_for(client, target(params)?)?;
+    let session = match state.auth.authenticate(subject).await {
+        Ok(a) => a,
+        Err(tessera_core::SessionError::Unavailable) => {
+            return Err(OAuthError::new(
+                "temporarily_unavailable",
+                "try again shortly",
+            ));
+        }
+        Err(_) => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "the subject token is not a live session",
+            ));
+        }
+    };
+    let now = state.auth.now();
+    let grant = AccessGrant {
+        aud: Some(aud),
+        sid: Some(&session.session.handle),
+        // Never outlives the session it stands for.
+        ttl: Some(session.session.ends_at() - now),
+        ..AccessGrant::new(&session.user.id, &client.id, &scope)
+    };
+    let (access_token, _, expires_in) = state.tokens.sign_access(grant, now)?;
+    tracing::info!(target: "audit", event = "token_exchanged", user = %session.user.id, client = %client.id, audience = %aud);
+    Ok(access_response(
+        &AccessIssued {
+            access_token,
+            expires_in,
+            scope,
+        },
+        true,
+    ))
 }
 
 pub(crate) async fn revoke<U: UserStore, S: Stores>(
@@ -199,13 +488,10 @@ pub(crate) async fn revoke<U: UserStore, S: Stores>(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let params = form(&headers, &body)?;
-    let client = public_client(&state.tokens, &params, &headers)?;
-    let presented = params
-        .get("token")
-        .ok_or_else(|| OAuthError::new("invalid_request", "token is required"))?;
-    let hint = params.get("token_type_hint").map(String::as_str);
-    if let Some(h) = hint
-        && !matches!(h, "access_token" | "refresh_token")
+    let client = state.oauth_client(&params, &headers).await?;
+    let presented = required(&params, "token")?;
+    if let Some(h) = params.get("token_type_hint")
+        && !matches!(h.as_str(), "access_token" | "refresh_token")
     {
         return Err(OAuthError::new(
             "unsupported_token_type",
@@ -214,17 +500,132 @@ pub(crate) async fn revoke<U: UserStore, S: Stores>(
     }
     if !state
         .tokens
-        .revoke_refresh(presented, Some(&client))
+        .revoke_refresh(presented, Some(&client.id))
         .await?
     {
-        // Not a refresh token we know: an access token of this client is denylisted until it
-        // expires, and its refresh family revoked.
+        // Not a refresh token of this client: an access token of this client is denylisted
+        // until it expires, and its refresh family revoked. Another client's token is left
+        // alone, with the same answer.
         if let Ok(t) = state.tokens.verify_access(presented)
-            && t.claims.client_id.as_deref() == Some(client.as_str())
+            && t.claims.client_id.as_deref() == Some(client.id.as_str())
         {
             state.revoke_access(&t).await?;
         }
     }
     // RFC 7009 §2.2: 200 whether or not the token was known.
     Ok(no_store(StatusCode::OK.into_response()))
+}
+
+pub(crate) async fn introspect<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = form(&headers, &body)?;
+    let client = state.oauth_client(&params, &headers).await?;
+    if !client.confidential {
+        return Err(OAuthError::new(
+            "invalid_client",
+            "introspection is for confidential clients",
+        ));
+    }
+    let presented = required(&params, "token")?;
+    let answer = state.introspection(presented).await?;
+    state
+        .metrics
+        .introspected(answer.get("active") == Some(&json!(true)));
+    Ok(no_store(Json(answer).into_response()))
+}
+
+impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// RFC 7662 §2.2: what is known of an access JWT, refresh token or session token; `{"active":
+    /// false}` for anything not valid now. With the denylist possibly stale (its feed lost),
+    /// access tokens are inactive unless `tokens.introspection_stale_denylist` is `open`.
+    pub async fn introspection(&self, presented: &str) -> Result<Value, OAuthError> {
+        let inactive = json!({"active": false});
+        let unavailable = || OAuthError::new("temporarily_unavailable", "try again shortly");
+        let issuer = &self.settings.issuer;
+        if presented.starts_with("tss_") {
+            return match self.auth.authenticate(presented).await {
+                Ok(a) => Ok(json!({
+                    "active": true,
+                    "token_type": "Bearer",
+                    "iss": issuer,
+                    "sub": a.user.id,
+                    "username": a.user.username,
+                    "client_id": self.settings.client_id,
+                    "scope": self.settings.scope,
+                    "sid": a.session.handle,
+                    "iat": a.session.created_at,
+                    "exp": a.session.ends_at(),
+                })),
+                Err(tessera_core::SessionError::Unavailable) => Err(unavailable()),
+                Err(_) => Ok(inactive),
+            };
+        }
+        if presented.starts_with("tsr_") {
+            return match self.tokens.refresh_state(presented).await {
+                Ok(Some(r)) => Ok(json!({
+                    "active": true,
+                    "iss": issuer,
+                    "sub": r.user_id,
+                    "client_id": r.client_id,
+                    "scope": r.scope,
+                    "iat": r.created_at,
+                    "exp": r.expires_at,
+                })),
+                Ok(None) => Ok(inactive),
+                Err(_) => Err(unavailable()),
+            };
+        }
+        let Ok(t) = self.tokens.verify_access(presented) else {
+            return Ok(inactive);
+        };
+        let c = &t.claims;
+        if c.jti.as_deref().is_some_and(|j| self.denylist.contains(j)) {
+            return Ok(inactive);
+        }
+        if !self.denylist.is_fresh() && !self.settings.introspection_open_when_stale {
+            tracing::warn!("introspection answered inactive: the denylist may be stale");
+            return Ok(inactive);
+        }
+        let sub = c.sub.as_deref().unwrap_or_default();
+        let mut username = None;
+        if sub.starts_with("usr_") {
+            match self.auth.users().user_by_id(sub).await {
+                Ok(Some(u)) if !u.disabled => username = Some(u.username),
+                Ok(_) => return Ok(inactive),
+                Err(_) => return Err(unavailable()),
+            }
+        }
+        if let Some(cid) = c.client_id.as_deref()
+            && cid != self.settings.client_id
+        {
+            match self.auth.sessions().client(cid).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(inactive),
+                Err(_) => return Err(unavailable()),
+            }
+        }
+        let mut out = json!({
+            "active": true,
+            "token_type": "Bearer",
+            "iss": c.iss,
+            "sub": sub,
+            "aud": c.aud,
+            "client_id": c.client_id,
+            "scope": c.scope,
+            "jti": c.jti,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "exp": c.exp,
+        });
+        if let Some(u) = username {
+            out["username"] = json!(u);
+        }
+        if let Some(sid) = &c.sid {
+            out["sid"] = json!(sid);
+        }
+        Ok(out)
+    }
 }

@@ -40,14 +40,14 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     }
 
     /// Refuses a cookie-authenticated change from another origin.
-    fn guard(&self, caller: &Caller, headers: &HeaderMap) -> Result<(), Problem> {
+    pub(crate) fn guard(&self, caller: &Caller, headers: &HeaderMap) -> Result<(), Problem> {
         if caller.via_cookie && !same_origin(headers, &self.settings.origin) {
             return Err(Problem::cross_site());
         }
         Ok(())
     }
 
-    fn set_cookie(&self, value: &str, max_age: i64) -> HeaderValue {
+    pub(crate) fn set_cookie(&self, value: &str, max_age: i64) -> HeaderValue {
         let secure = if self.settings.secure_cookie {
             "; Secure"
         } else {
@@ -412,15 +412,27 @@ pub(crate) async fn discovery<U: UserStore, S: Stores>(
         }
     }
     let issuer = &s.issuer;
+    let client_auth = ["client_secret_basic", "client_secret_post", "none"];
     let doc = json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
-        "grant_types_supported": ["refresh_token"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "grant_types_supported": [
+            "authorization_code",
+            "client_credentials",
+            "refresh_token",
+            tessera_core::client::TOKEN_EXCHANGE,
+        ],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": client_auth,
+        "revocation_endpoint_auth_methods_supported": client_auth,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": algs,
         "subject_types_supported": ["public"],
         "scopes_supported": [s.scope],

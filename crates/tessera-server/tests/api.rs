@@ -1070,6 +1070,29 @@ async fn jwks_and_discovery_publish_public_keys_only() {
             format!("{}/oauth2/revoke", app.url)
         );
         assert_eq!(
+            doc["introspection_endpoint"],
+            format!("{}/oauth2/introspect", app.url)
+        );
+        assert_eq!(
+            doc["authorization_endpoint"],
+            format!("{}/oauth2/authorize", app.url)
+        );
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(doc["response_types_supported"], json!(["code"]));
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post", "none"])
+        );
+        assert_eq!(
+            doc["grant_types_supported"],
+            json!([
+                "authorization_code",
+                "client_credentials",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
+        );
+        assert_eq!(
             doc["access_token_signing_alg_values_supported"],
             json!(["EdDSA"])
         );
@@ -1734,7 +1757,8 @@ async fn token_endpoint_errors_are_rfc6749() {
         )
         .await,
         StatusCode::BAD_REQUEST,
-        "unsupported_grant_type",
+        // The first-party public client has no secret: it may not act for itself.
+        "unauthorized_client",
     )
     .await;
     oauth_error(

@@ -33,6 +33,9 @@ enum Command {
     /// Manage user accounts, on the same store as the server.
     #[command(subcommand)]
     User(cmd::user::Command),
+    /// Manage OAuth 2.0 clients (services and applications), on the same store as the server.
+    #[command(subcommand)]
+    Client(cmd::client::Command),
     /// Show a token's header and claims, with times made readable. Checks nothing: the
     /// signature is not verified, so the output says nothing about who made the token.
     Decode(cmd::decode::Args),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(c) => cmd::user::run(c),
+        Command::Client(c) => cmd::client::run(c),
         Command::Decode(args) => cmd::decode::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Keys(c) => cmd::keys::run(c),

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub(crate) mod client;
 pub(crate) mod decode;
 pub(crate) mod keys;
 pub(crate) mod migrate;

@@ -1,0 +1,641 @@
+//! Delegated access (RFC 6749 §4.1 with PKCE S256, RFC 7636): `/oauth2/authorize` shows a
+//! login page to a person without a session and a consent page naming the client and the
+//! scopes; consent is remembered per client and scope set and can be withdrawn through
+//! `/auth/consents`. Plain server-rendered HTML that works without JavaScript: every form
+//! carries an anti-forgery token, and every page forbids framing and loads nothing.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tessera_core::client::{AUTHORIZATION_CODE, subset, valid_challenge, valid_scope};
+use tessera_core::{
+    Authenticated, Client, ClientInfo, ClientStore, Consent, LoginError, Stores, UserStore,
+};
+
+use crate::AppState;
+use crate::http::{Peer, client_ip, cookie, same_origin};
+use crate::problem::Problem;
+
+/// Escapes text for HTML element content and quoted attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An HTML page with the headers every page carries. `form_target` is an origin a form on the
+/// page may end up at (the consent form redirects to the client).
+fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title></head>\
+         <body><main><h1>{}</h1>{body}</main></body></html>\n",
+        esc(title),
+        esc(title)
+    );
+    let csp = format!(
+        "default-src 'none'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
+        form_target.map(|o| format!(" {o}")).unwrap_or_default()
+    );
+    let mut res = (status, html).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// A page for an authorization request that cannot be sent back to the client (unknown
+/// client, bad redirect URI): RFC 6749 §4.1.2.1 forbids redirecting those.
+fn error_page(status: StatusCode, message: &str) -> Response {
+    page(
+        status,
+        "Authorization failed",
+        &format!("<p>{}</p>", esc(message)),
+        None,
+    )
+}
+
+/// Parameters of a query or form: a parameter sent twice is refused (RFC 6749 §3.1).
+fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(raw).map_err(|_| "the parameters are malformed".to_owned())?;
+    let mut out = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if out.insert(k.clone(), v).is_some() {
+            return Err(format!("the parameter `{k}` appears more than once"));
+        }
+    }
+    Ok(out)
+}
+
+/// A checked authorization request.
+#[derive(Debug)]
+struct Request {
+    client: Client,
+    redirect_uri: String,
+    scope: String,
+    state: Option<String>,
+    challenge: String,
+    prompt_none: bool,
+}
+
+/// Where an invalid authorization request goes.
+enum Refusal {
+    /// Shown here: the client or its redirect URI cannot be trusted with an answer.
+    Page(StatusCode, String),
+    /// Sent back to the client's redirect URI.
+    Redirect(Response),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Page(status, message) => error_page(status, &message),
+            Refusal::Redirect(r) => r,
+        }
+    }
+}
+
+/// `uri` with `pairs` added to its query.
+fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{query}")
+}
+
+fn see_other(location: &str) -> Response {
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// The answer to the client: an error on its redirect URI, with `state` and `iss`
+    /// (RFC 9207).
+    fn redirect_error(&self, r: &Request, error: &str, description: &str) -> Response {
+        let mut pairs = vec![("error", error), ("error_description", description)];
+        if let Some(s) = &r.state {
+            pairs.push(("state", s));
+        }
+        pairs.push(("iss", &self.settings.issuer));
+        see_other(&with_query(&r.redirect_uri, &pairs))
+    }
+
+    /// Checks an authorization request in the order RFC 6749 §4.1.2.1 sets: client and
+    /// redirect URI first (failures shown here), the rest sent back to the client.
+    async fn authorization_request(&self, p: &HashMap<String, String>) -> Result<Request, Refusal> {
+        let page = |m: &str| Refusal::Page(StatusCode::BAD_REQUEST, m.to_owned());
+        let client_id = p
+            .get("client_id")
+            .ok_or_else(|| page("client_id is missing"))?;
+        let client = match self.auth.sessions().client(client_id).await {
+            Ok(Some(c)) if c.allows(AUTHORIZATION_CODE) => c,
+            Ok(_) => {
+                return Err(page(
+                    "unknown client, or not allowed to ask for authorization",
+                ));
+            }
+            Err(_) => {
+                return Err(Refusal::Page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The service is unavailable; try again shortly.".into(),
+                ));
+            }
+        };
+        let redirect_uri = match p.get("redirect_uri") {
+            Some(u) if client.redirect_uris.contains(u) => u.clone(),
+            Some(_) => return Err(page("the redirect_uri is not registered for this client")),
+            None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+            None => return Err(page("redirect_uri is required")),
+        };
+        let mut r = Request {
+            client,
+            redirect_uri,
+            scope: String::new(),
+            state: p.get("state").cloned(),
+            challenge: String::new(),
+            prompt_none: false,
+        };
+        let refuse =
+            |r: &Request, e: &str, d: &str| Refusal::Redirect(self.redirect_error(r, e, d));
+        if p.get("response_type").map(String::as_str) != Some("code") {
+            return Err(refuse(
+                &r,
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
+        }
+        match (p.get("code_challenge"), p.get("code_challenge_method")) {
+            (Some(c), Some(m)) if m == "S256" && valid_challenge(c) => r.challenge = c.clone(),
+            (Some(_), Some(m)) if m == "S256" => {
+                return Err(refuse(&r, "invalid_request", "code_challenge is malformed"));
+            }
+            (Some(_), _) => {
+                return Err(refuse(
+                    &r,
+                    "invalid_request",
+                    "code_challenge_method must be S256",
+                ));
+            }
+            (None, _) => {
+                return Err(refuse(
+                    &r,
+                    "invalid_request",
+                    "PKCE is required: send code_challenge with S256",
+                ));
+            }
+        }
+        r.scope = match p.get("scope") {
+            Some(s) if !valid_scope(s) => {
+                return Err(refuse(&r, "invalid_scope", "the scope is malformed"));
+            }
+            s => match r.client.grant_scope(s.map(String::as_str)) {
+                Some(scope) => scope,
+                None => {
+                    return Err(refuse(
+                        &r,
+                        "invalid_scope",
+                        "the scope asked for is not allowed",
+                    ));
+                }
+            },
+        };
+        match p.get("prompt").map(String::as_str) {
+            None | Some("consent" | "login") => {}
+            Some("none") => r.prompt_none = true,
+            Some(_) => {
+                return Err(refuse(
+                    &r,
+                    "invalid_request",
+                    "prompt is none, login or consent",
+                ));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The session of the browser (cookie only: a page is never authorised by a header).
+    async fn browser_session(&self, headers: &HeaderMap) -> Result<Option<Authenticated>, Refusal> {
+        let Some(token) = cookie(headers, self.settings.cookie_name) else {
+            return Ok(None);
+        };
+        match self.auth.authenticate(token).await {
+            Ok(a) => Ok(Some(a)),
+            Err(tessera_core::SessionError::Unavailable) => Err(Refusal::Page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is unavailable; try again shortly.".into(),
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Issues the code and sends the browser back to the client with it.
+    async fn grant_code(&self, r: &Request, a: &Authenticated) -> Response {
+        match self
+            .tokens
+            .issue_code(
+                &r.client,
+                &a.user.id,
+                &r.redirect_uri,
+                &r.scope,
+                &r.challenge,
+                Some(&a.session.handle),
+            )
+            .await
+        {
+            Ok(code) => {
+                let mut pairs = vec![("code", code.expose())];
+                if let Some(s) = &r.state {
+                    pairs.push(("state", s));
+                }
+                pairs.push(("iss", &self.settings.issuer));
+                see_other(&with_query(&r.redirect_uri, &pairs))
+            }
+            Err(_) => self.redirect_error(r, "temporarily_unavailable", "try again shortly"),
+        }
+    }
+
+    /// Whether `user_id` consented before to at least `r.scope` for `r.client`.
+    async fn consented(&self, user_id: &str, r: &Request) -> Result<bool, Refusal> {
+        let consents = self
+            .auth
+            .sessions()
+            .consents_of(user_id)
+            .await
+            .map_err(|_| {
+                Refusal::Page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The service is unavailable; try again shortly.".into(),
+                )
+            })?;
+        Ok(consents
+            .iter()
+            .any(|c| c.client_id == r.client.id && subset(&r.scope, &c.scope)))
+    }
+
+    fn login_cookie_name(&self) -> &'static str {
+        if self.settings.secure_cookie {
+            "__Host-tessera_login"
+        } else {
+            "tessera_login"
+        }
+    }
+
+    /// The login page; `continue_to` is the authorization request to resume.
+    fn login_page(
+        &self,
+        continue_to: &str,
+        status: StatusCode,
+        message: Option<&str>,
+        nonce: Option<&str>,
+    ) -> Response {
+        // The form is bound to a random cookie of this browser (login CSRF).
+        let fresh;
+        let nonce = match nonce {
+            Some(n) => n,
+            None => {
+                fresh = tessera_core::token::random_id("");
+                &fresh
+            }
+        };
+        let csrf = self.settings.csrf.token(&format!("login:{nonce}"));
+        let mut body = String::new();
+        if let Some(m) = message {
+            let _ = write!(body, "<p role=\"alert\"><strong>{}</strong></p>", esc(m));
+        }
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/oauth2/login\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"continue\" value=\"{}\">\
+             <p><label>Username <input name=\"username\" autocomplete=\"username\" required></label></p>\
+             <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
+             <p><button type=\"submit\">Sign in</button></p></form>",
+            esc(&csrf),
+            esc(continue_to)
+        );
+        let mut res = page(status, "Sign in", &body, None);
+        let secure = if self.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{}={nonce}; Path=/; HttpOnly; SameSite=Strict; Max-Age=900{secure}",
+            self.login_cookie_name()
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        res
+    }
+
+    /// The consent page for `r`, its form bound to the session.
+    fn consent_page(&self, r: &Request, a: &Authenticated) -> Response {
+        let csrf = self
+            .settings
+            .csrf
+            .token(&format!("consent:{}", a.hash.to_hex()));
+        let mut scopes = String::new();
+        for s in r.scope.split(' ').filter(|s| !s.is_empty()) {
+            let _ = write!(scopes, "<li><code>{}</code></li>", esc(s));
+        }
+        if scopes.is_empty() {
+            scopes.push_str("<li>to know who you are (no other permission)</li>");
+        }
+        let mut hidden = String::new();
+        let mut field = |name: &str, value: &str| {
+            let _ = write!(
+                hidden,
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                esc(value)
+            );
+        };
+        field("csrf", &csrf);
+        field("response_type", "code");
+        field("client_id", &r.client.id);
+        field("redirect_uri", &r.redirect_uri);
+        field("scope", &r.scope);
+        field("code_challenge", &r.challenge);
+        field("code_challenge_method", "S256");
+        if let Some(s) = &r.state {
+            field("state", s);
+        }
+        let body = format!(
+            "<p>Signed in as <strong>{}</strong>.</p>\
+             <p>The application <strong>{}</strong> asks for access to your account:</p><ul>{scopes}</ul>\
+             <p>It will be sent back to <code>{}</code>.</p>\
+             <form method=\"post\" action=\"/oauth2/authorize\">{hidden}\
+             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button> \
+             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+            esc(&a.user.username),
+            esc(&r.client.id),
+            esc(&r.redirect_uri),
+        );
+        let target = crate::http::origin_of(&r.redirect_uri);
+        page(StatusCode::OK, "Allow access?", &body, Some(&target))
+    }
+}
+
+/// `GET /oauth2/authorize`.
+pub(crate) async fn authorize<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let p = match params(query.as_bytes()) {
+        Ok(p) => p,
+        Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
+    };
+    let r = match state.authorization_request(&p).await {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let session = match state.browser_session(&headers).await {
+        Ok(s) => s,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(a) = session else {
+        if r.prompt_none {
+            return state.redirect_error(&r, "login_required", "the person is not signed in");
+        }
+        return state.login_page(
+            &format!("/oauth2/authorize?{query}"),
+            StatusCode::OK,
+            None,
+            None,
+        );
+    };
+    match state.consented(&a.user.id, &r).await {
+        Ok(true) if p.get("prompt").map(String::as_str) != Some("consent") => {
+            state.grant_code(&r, &a).await
+        }
+        Ok(_) if r.prompt_none => {
+            state.redirect_error(&r, "consent_required", "the person has not consented")
+        }
+        Ok(_) => state.consent_page(&r, &a),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /oauth2/authorize`: the consent form's decision.
+pub(crate) async fn decide<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !same_origin(&headers, &state.settings.origin) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site.",
+        );
+    }
+    let p = match params(&body) {
+        Ok(p) => p,
+        Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
+    };
+    let r = match state.authorization_request(&p).await {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let a = match state.browser_session(&headers).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return error_page(
+                StatusCode::UNAUTHORIZED,
+                "Your session has ended; start again from the application.",
+            );
+        }
+        Err(refusal) => return refusal.into_response(),
+    };
+    let csrf_ok = p.get("csrf").is_some_and(|t| {
+        state
+            .settings
+            .csrf
+            .verify(&format!("consent:{}", a.hash.to_hex()), t)
+    });
+    if !csrf_ok {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired or was not ours; start again from the application.",
+        );
+    }
+    match p.get("decision").map(String::as_str) {
+        Some("allow") => {
+            let consent = Consent {
+                client_id: r.client.id.clone(),
+                scope: r.scope.clone(),
+                granted_at: state.auth.now(),
+            };
+            if state
+                .auth
+                .sessions()
+                .set_consent(&a.user.id, &consent)
+                .await
+                .is_err()
+            {
+                return state.redirect_error(&r, "temporarily_unavailable", "try again shortly");
+            }
+            tracing::info!(target: "audit", event = "consent_granted", user = %a.user.id, client = %r.client.id, scope = %r.scope);
+            state.grant_code(&r, &a).await
+        }
+        Some("deny") => {
+            tracing::info!(target: "audit", event = "consent_denied", user = %a.user.id, client = %r.client.id);
+            state.redirect_error(&r, "access_denied", "the person denied access")
+        }
+        _ => error_page(StatusCode::BAD_REQUEST, "decision is allow or deny"),
+    }
+}
+
+/// `POST /oauth2/login`: the login form; on success, a session cookie and back to the
+/// authorization request.
+pub(crate) async fn login_form<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !same_origin(&headers, &state.settings.origin) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site.",
+        );
+    }
+    let p = match params(&body) {
+        Ok(p) => p,
+        Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
+    };
+    let continue_to = p.get("continue").map(String::as_str).unwrap_or_default();
+    // Only back into an authorization request of ours: never an open redirect.
+    if !continue_to.starts_with("/oauth2/authorize?") || continue_to.contains(['\r', '\n']) {
+        return error_page(StatusCode::BAD_REQUEST, "Start again from the application.");
+    }
+    let nonce = cookie(&headers, state.login_cookie_name());
+    let csrf_ok = match (nonce, p.get("csrf")) {
+        (Some(n), Some(t)) => state.settings.csrf.verify(&format!("login:{n}"), t),
+        _ => false,
+    };
+    if !csrf_ok {
+        return state.login_page(
+            continue_to,
+            StatusCode::FORBIDDEN,
+            Some("This form expired; sign in again."),
+            None,
+        );
+    }
+    let (Some(username), Some(password)) = (p.get("username"), p.get("password")) else {
+        return state.login_page(
+            continue_to,
+            StatusCode::BAD_REQUEST,
+            Some("Enter a username and a password."),
+            nonce,
+        );
+    };
+    let client = ClientInfo {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip: client_ip(peer, &headers, &state.settings.trusted_proxies),
+    };
+    match state.auth.login(username, password, &client).await {
+        Ok((token, a)) => {
+            let mut res = see_other(continue_to);
+            let max_age = a.session.expires_at - a.session.created_at;
+            res.headers_mut().insert(
+                header::SET_COOKIE,
+                state.set_cookie(token.expose(), max_age),
+            );
+            res
+        }
+        Err(LoginError::InvalidCredentials) => state.login_page(
+            continue_to,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong username or password."),
+            nonce,
+        ),
+        Err(LoginError::Throttled(wait)) => state.login_page(
+            continue_to,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!("Too many attempts; try again in {wait} seconds.")),
+            nonce,
+        ),
+        Err(LoginError::Unavailable) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is unavailable; try again shortly.",
+        ),
+    }
+}
+
+/// `GET /auth/consents`: the caller's standing consents.
+pub(crate) async fn consents<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    let list = state
+        .auth
+        .sessions()
+        .consents_of(&caller.auth.user.id)
+        .await
+        .map_err(|_| Problem::unavailable())?;
+    let out: Vec<Value> = list
+        .iter()
+        .map(|c| json!({"client_id": c.client_id, "scope": c.scope, "granted_at": c.granted_at}))
+        .collect();
+    let mut res = Json(out).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `DELETE /auth/consents/{client_id}`: withdraws a consent; the client's refresh tokens for
+/// this person stop working at once, and it must ask again.
+pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = state.caller(&headers).await?;
+    state.guard(&caller, &headers)?;
+    let user = &caller.auth.user.id;
+    if !ClientStore::delete_consent(state.auth.sessions(), user, &client_id)
+        .await
+        .map_err(|_| Problem::unavailable())?
+    {
+        return Err(Problem::not_found("no consent for this client"));
+    }
+    tracing::info!(target: "audit", event = "consent_withdrawn", user = %user, client = %client_id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
