@@ -295,21 +295,21 @@ mod tests {
     fn rfc7636_appendix_b_example() {
         assert!(pkce_matches(
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
-            "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaaTs"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
         assert!(!pkce_matches(
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
-            "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaaTs"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
         assert!(!pkce_matches(
             "short",
-            "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaaTs"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
         assert!(valid_challenge(
-            "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaaTs"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
         assert!(!valid_challenge(
-            "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaa+s"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"
         ));
     }
 

@@ -47,6 +47,8 @@ pub struct Issued {
     pub refresh_token: Token,
     /// Seconds until the access token expires.
     pub expires_in: i64,
+    /// The scope granted.
+    pub scope: String,
 }
 
 /// An access token alone (client credentials, token exchange): no refresh token.
@@ -354,7 +356,7 @@ impl<S: Stores> Tokens<S> {
         presented: &str,
         redirect_uri: Option<&str>,
         verifier: &str,
-    ) -> Result<(Issued, String), GrantError> {
+    ) -> Result<Issued, GrantError> {
         let now = self.clock.now();
         let code = Token::parse(Kind::Code, presented).ok_or(GrantError::InvalidGrant)?;
         let (record, first) = self
@@ -416,14 +418,12 @@ impl<S: Stores> Tokens<S> {
             .await
             .map_err(unavailable)?;
         tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %client.id, grant = "authorization_code");
-        Ok((
-            Issued {
-                access_token: access,
-                refresh_token: refresh,
-                expires_in,
-            },
-            record.scope,
-        ))
+        Ok(Issued {
+            access_token: access,
+            refresh_token: refresh,
+            expires_in,
+            scope: record.scope,
+        })
     }
 
     /// A new refresh family for `user` at login, with its first tokens.
@@ -461,6 +461,7 @@ impl<S: Stores> Tokens<S> {
             access_token: access,
             refresh_token: refresh,
             expires_in: s.access_ttl,
+            scope: s.scope.clone(),
         })
     }
 
@@ -569,6 +570,7 @@ impl<S: Stores> Tokens<S> {
             access_token: access,
             refresh_token: successor,
             expires_in: self.settings.access_ttl,
+            scope: record.scope,
         })
     }
 

@@ -293,14 +293,14 @@ fn no_store(mut res: Response) -> Response {
 }
 
 /// The token response of RFC 6749 §5.1.
-pub fn token_response(issued: &Issued, scope: &str) -> Response {
+pub fn token_response(issued: &Issued) -> Response {
     no_store(
         Json(json!({
             "access_token": issued.access_token,
             "refresh_token": issued.refresh_token.expose(),
             "token_type": "Bearer",
             "expires_in": issued.expires_in,
-            "scope": scope,
+            "scope": issued.scope,
         }))
         .into_response(),
     )
@@ -355,11 +355,7 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
                 let _ = scope_param(&params)?;
             }
             let issued = state.tokens.refresh(presented, &caller.id).await?;
-            let scope = match &caller.client {
-                None => state.tokens.settings().scope.clone(),
-                Some(_) => scope_of(&state, &issued),
-            };
-            Ok(token_response(&issued, &scope))
+            Ok(token_response(&issued))
         }
         CLIENT_CREDENTIALS => {
             let client = registered(&caller, CLIENT_CREDENTIALS)?;
@@ -379,7 +375,7 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
                 .exchange_code(client, code, redirect_uri, verifier)
                 .await
             {
-                Ok((issued, scope)) => Ok(token_response(&issued, &scope)),
+                Ok(issued) => Ok(token_response(&issued)),
                 Err(GrantError::CodeReused { jti, exp }) => {
                     state.denylist.add(&jti, exp, state.auth.now());
                     Err(OAuthError::new(
@@ -392,16 +388,6 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
         }
         _ => token_exchange(&state, &caller, &params).await,
     }
-}
-
-/// The scope of a just-issued token pair, read back from its access token.
-fn scope_of<U: UserStore, S: Stores>(state: &AppState<U, S>, issued: &Issued) -> String {
-    state
-        .tokens
-        .verify_access(&issued.access_token)
-        .ok()
-        .and_then(|t| t.claims.scope.clone())
-        .unwrap_or_default()
 }
 
 /// RFC 8693: a gateway holding a person's session token gets a short-lived access JWT for one

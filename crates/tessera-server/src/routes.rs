@@ -108,7 +108,7 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
             .issue_for_login(&user)
             .await
             .map_err(|_| Problem::unavailable())?;
-        let mut res = crate::oauth::token_response(&issued, &state.tokens.settings().scope);
+        let mut res = crate::oauth::token_response(&issued);
         res.headers_mut().remove(header::PRAGMA);
         return Ok(res);
     }

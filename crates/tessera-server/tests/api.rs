@@ -1773,8 +1773,9 @@ async fn token_endpoint_errors_are_rfc6749() {
             &format!("grant_type=refresh_token&refresh_token={}", t.refresh),
         )
         .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
+        // No client identified at all (RFC 6749 §5.2).
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
     )
     .await;
     oauth_error(
@@ -1875,3 +1876,6 @@ async fn a_revoked_access_token_stays_revoked_across_a_restart() {
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[path = "api/oauth.rs"]
+mod oauth;

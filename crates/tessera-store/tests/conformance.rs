@@ -239,7 +239,7 @@ async fn clients<S: ClientStore>(s: S) {
         user_id: "usr_a".into(),
         redirect_uri: "https://app.example/cb".into(),
         scope: "api:read".into(),
-        code_challenge: "E9Melhoa2OwvFrEMTJguCQaoeuLhVW3KIoiIcZaaaTs".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
         sid: None,
         created_at: 1_000,
         expires_at,

@@ -1,0 +1,1243 @@
+//! OAuth 2.0 for services and delegated access, over HTTP: client credentials, authorization
+//! code with PKCE through the login and consent pages, token exchange, introspection and
+//! revocation, each with its refusals.
+
+use super::*;
+use tessera_core::{ClientStore, NewClient};
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const REDIRECT: &str = "https://app.example/cb";
+
+impl<U: UserStore, S: Stores> App<U, S> {
+    /// Registers a client as `tessera client add` does; its secret (if confidential).
+    async fn client(&self, spec: NewClient) -> Option<String> {
+        let (client, secret) = spec.build("tessera", T0).unwrap();
+        self.state
+            .auth
+            .sessions()
+            .create_client(&client)
+            .await
+            .unwrap();
+        secret.map(|s| s.expose().to_owned())
+    }
+
+    async fn service(&self, id: &str, scope: &str, audience: &[&str]) -> String {
+        self.client(NewClient {
+            id: id.into(),
+            grants: vec!["client_credentials".into()],
+            scope: scope.into(),
+            audience: audience.iter().map(|a| (*a).to_owned()).collect(),
+            ..NewClient::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn basic(&self, path: &str, id: &str, secret: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .basic_auth(id, Some(secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn introspect(&self, id: &str, secret: &str, token: &str) -> Value {
+        let res = self
+            .basic("/oauth2/introspect", id, secret, &format!("token={token}"))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+        res.json().await.unwrap()
+    }
+}
+
+fn claims(jwt: &str) -> Value {
+    tessera_jose::dangerous::decode_unverified(jwt, 8192)
+        .unwrap()
+        .claims
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_never_more_than_granted() {
+    let app = spawn_sqlite(config()).await;
+    let secret = app
+        .service(
+            "billing",
+            "api:read api:write",
+            &["https://api.example", "urn:other"],
+        )
+        .await;
+    assert!(secret.starts_with("tsc_"));
+    // client_secret_basic, all it may have, its first audience.
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "billing",
+            &secret,
+            "grant_type=client_credentials",
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for a client alone"
+    );
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], "billing");
+    assert_eq!(c["client_id"], "billing");
+    assert_eq!(c["scope"], "api:read api:write");
+    assert_eq!(c["aud"], "https://api.example");
+    assert_eq!(c["iss"], app.url);
+    // client_secret_post, a narrower scope, an RFC 8707 resource it may name.
+    let res = app
+        .form(
+            "/oauth2/token",
+            &format!("grant_type=client_credentials&client_id=billing&client_secret={secret}&scope=api:read&resource=urn:other"),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["scope"].as_str(), c["aud"].as_str()),
+        (Some("api:read"), Some("urn:other"))
+    );
+    assert_eq!(body["scope"], "api:read");
+    // Escalation, a foreign audience.
+    for (extra, error) in [
+        ("&scope=api:read%20admin", "invalid_scope"),
+        ("&resource=https://evil.example", "invalid_target"),
+        ("&resource=urn:other&audience=urn:other", "invalid_request"),
+    ] {
+        oauth_error(
+            app.basic(
+                "/oauth2/token",
+                "billing",
+                &secret,
+                &format!("grant_type=client_credentials{extra}"),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            error,
+        )
+        .await;
+    }
+    // Wrong secret, unknown client: 401 with a Basic challenge.
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "billing",
+            "tsc_wrong",
+            "grant_type=client_credentials",
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.headers()
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    oauth_error(res, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "nobody",
+            &secret,
+            "grant_type=client_credentials",
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    // Two methods at once.
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "billing",
+            &secret,
+            &format!("grant_type=client_credentials&client_secret={secret}"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    // No authentication at all.
+    oauth_error(
+        app.form("/oauth2/token", "grant_type=client_credentials")
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    // A client registered without this grant.
+    let web = app
+        .client(NewClient {
+            id: "web".into(),
+            grants: vec!["authorization_code".into()],
+            redirect_uris: vec![REDIRECT.into()],
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "web",
+            &web,
+            "grant_type=client_credentials",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+    )
+    .await;
+    // The password grant does not exist (RFC 9700 §2.4).
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "billing",
+            &secret,
+            "grant_type=password&username=a&password=b",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_refuses_what_would_be_unsafe() {
+    let bad = [
+        NewClient {
+            id: "usr_x".into(),
+            grants: vec!["client_credentials".into()],
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "tessera".into(),
+            grants: vec!["client_credentials".into()],
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "a".into(),
+            grants: vec![],
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "a".into(),
+            grants: vec!["password".into()],
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "a".into(),
+            grants: vec!["client_credentials".into()],
+            public: true,
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "a".into(),
+            grants: vec!["authorization_code".into()],
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "a".into(),
+            grants: vec!["authorization_code".into()],
+            redirect_uris: vec!["http://app.example/cb".into()],
+            ..NewClient::default()
+        },
+        NewClient {
+            id: "a".into(),
+            grants: vec!["authorization_code".into()],
+            redirect_uris: vec!["https://app.example/cb#frag".into()],
+            ..NewClient::default()
+        },
+    ];
+    for spec in bad {
+        let shown = format!("{spec:?}");
+        assert!(spec.build("tessera", T0).is_err(), "{shown}");
+    }
+    let (c, secret) = NewClient {
+        id: "svc".into(),
+        grants: vec!["client_credentials".into()],
+        ..NewClient::default()
+    }
+    .build("tessera", T0)
+    .unwrap();
+    let secret = secret.unwrap();
+    // Kept as a hash only; a Debug print shows no secret.
+    assert_ne!(c.secret_hash.as_deref(), Some(secret.expose()));
+    assert!(!format!("{c:?}{secret:?}").contains(&secret.expose()[4..]));
+    assert!(c.secret_matches(secret.expose()));
+    assert!(!c.secret_matches("tsc_other"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_answers_for_every_kind_of_token() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    let rs = app.service("resource-server", "", &[]).await;
+    // Without client authentication: 401.
+    oauth_error(
+        app.form("/oauth2/introspect", "token=x").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    // The first-party public client cannot introspect.
+    oauth_error(
+        app.form("/oauth2/introspect", "token=x&client_id=tessera")
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    // An access JWT: active with its claims, then revoked, then inactive.
+    let t = app.token_login("alice").await;
+    let a = app.introspect("resource-server", &rs, &t.access).await;
+    assert_eq!(a["active"], true);
+    assert_eq!(a["username"], "alice");
+    assert_eq!(a["client_id"], "tessera");
+    assert_eq!(a["token_type"], "Bearer");
+    assert_eq!(a["iss"], app.url);
+    assert!(a["exp"].as_i64().unwrap() > T0);
+    // A refresh token: active until used.
+    let r = app.introspect("resource-server", &rs, &t.refresh).await;
+    assert_eq!(r["active"], true);
+    assert_eq!(r["client_id"], "tessera");
+    let rotated: Value = app.refresh(&t.refresh).await.json().await.unwrap();
+    assert_eq!(
+        app.introspect("resource-server", &rs, &t.refresh).await,
+        json!({"active": false})
+    );
+    let next = rotated["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        app.introspect("resource-server", &rs, next).await["active"],
+        true
+    );
+    let res = app
+        .http
+        .post(format!("{}/auth/logout", app.url))
+        .headers(app.bearer(&t.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.introspect("resource-server", &rs, &t.access).await,
+        json!({"active": false})
+    );
+    // A session token: active while the session lives.
+    let s = app.login("alice").await;
+    let i = app.introspect("resource-server", &rs, &s.token).await;
+    assert_eq!(i["active"], true);
+    assert_eq!(i["sid"], s.body["session_id"]);
+    assert_eq!(i["sub"], s.body["sub"]);
+    let res = app
+        .send(reqwest::Method::POST, "/auth/logout", app.bearer(&s.token))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.introspect("resource-server", &rs, &s.token).await,
+        json!({"active": false})
+    );
+    // Garbage of every shape: inactive, never an error.
+    for junk in ["x", "tss_x", "tsr_x", "a.b.c", "%FF%FE", ""] {
+        let res = app
+            .basic(
+                "/oauth2/introspect",
+                "resource-server",
+                &rs,
+                &format!("token={junk}"),
+            )
+            .await;
+        if junk.is_empty() {
+            oauth_error(res, StatusCode::BAD_REQUEST, "invalid_request").await;
+        } else {
+            assert_eq!(res.status(), StatusCode::OK, "{junk}");
+            assert_eq!(res.json::<Value>().await.unwrap(), json!({"active": false}));
+        }
+    }
+    // An expired token.
+    let t = app.token_login("alice").await;
+    app.clock.advance(900 + 61);
+    assert_eq!(
+        app.introspect("resource-server", &rs, &t.access).await,
+        json!({"active": false})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_denylist_closes_introspection_unless_configured_open() {
+    for (setting, active) in [("closed", false), ("open", true)] {
+        let mut c = config();
+        c.tokens.introspection_stale_denylist = setting.into();
+        let app = spawn(c).await;
+        app.user("alice").await;
+        let rs = app.service("rs", "", &[]).await;
+        let t = app.token_login("alice").await;
+        assert_eq!(app.introspect("rs", &rs, &t.access).await["active"], true);
+        // The change feed is lost: revocations made elsewhere may be missing here.
+        app.state.denylist.set_fresh(false);
+        assert_eq!(
+            app.introspect("rs", &rs, &t.access).await["active"],
+            active,
+            "{setting}"
+        );
+        // Bearer checks on tessera's own endpoints go on from the last copy either way.
+        assert_eq!(app.me(app.bearer(&t.access)).await, StatusCode::OK);
+        app.state.denylist.set_fresh(true);
+        assert_eq!(app.introspect("rs", &rs, &t.access).await["active"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_revokes_only_its_own_tokens() {
+    let app = spawn(config()).await;
+    let a = app.service("svc-a", "x", &[]).await;
+    let b = app.service("svc-b", "x", &[]).await;
+    let rs = app.service("rs", "", &[]).await;
+    let token: Value = app
+        .basic(
+            "/oauth2/token",
+            "svc-a",
+            &a,
+            "grant_type=client_credentials",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    // Another client: 200 (RFC 7009 §2.2), token untouched.
+    let res = app
+        .basic("/oauth2/revoke", "svc-b", &b, &format!("token={access}"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.introspect("rs", &rs, access).await["active"], true);
+    // Unauthenticated: refused.
+    oauth_error(
+        app.form("/oauth2/revoke", &format!("token={access}&client_id=svc-a"))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    // Its own client: revoked.
+    let res = app
+        .basic("/oauth2/revoke", "svc-a", &a, &format!("token={access}"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.introspect("rs", &rs, access).await["active"], false);
+    // A removed client's tokens are inactive and it gets no more.
+    let token: Value = app
+        .basic(
+            "/oauth2/token",
+            "svc-b",
+            &b,
+            "grant_type=client_credentials",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    assert!(
+        app.state
+            .auth
+            .sessions()
+            .delete_client("svc-b")
+            .await
+            .unwrap()
+    );
+    assert_eq!(app.introspect("rs", &rs, access).await["active"], false);
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "svc-b",
+            &b,
+            "grant_type=client_credentials",
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+}
+
+/// The value of hidden input `name` in `html`, unescaped.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = start + html[start..].find('"').unwrap();
+    html[start..end]
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+fn enc(s: &str) -> String {
+    serde_urlencoded::to_string([("v", s)]).unwrap()[2..].to_owned()
+}
+
+/// A browser: it keeps its cookies (by name) and sends them back, and sends `Origin` with
+/// its form posts like a real one.
+struct Browser {
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            cookies: Default::default(),
+        }
+    }
+
+    fn headers(&self, origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if !self.cookies.is_empty() {
+            let line: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            h.insert("cookie", HeaderValue::from_str(&line.join("; ")).unwrap());
+        }
+        if let Some(o) = origin {
+            h.insert("origin", HeaderValue::from_str(o).unwrap());
+        }
+        h
+    }
+
+    fn keep(&mut self, res: &reqwest::Response) {
+        for v in res.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, _) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = pair.split_once('=').unwrap();
+            if val.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.into(), val.into());
+            }
+        }
+    }
+
+    async fn get<U: UserStore, S: Stores>(
+        &mut self,
+        app: &App<U, S>,
+        path: &str,
+    ) -> reqwest::Response {
+        let res = app.get(path, self.headers(None)).await;
+        self.keep(&res);
+        res
+    }
+
+    async fn post<U: UserStore, S: Stores>(
+        &mut self,
+        app: &App<U, S>,
+        path: &str,
+        body: &str,
+    ) -> reqwest::Response {
+        let res = app
+            .http
+            .post(format!("{}{path}", app.url))
+            .headers(self.headers(Some(&app.url)))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        res
+    }
+}
+
+fn location(res: &reqwest::Response) -> String {
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    res.headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    let q = url.split_once('?').unwrap().1;
+    serde_urlencoded::from_str(q).unwrap()
+}
+
+fn authorize_path(client: &str, scope: &str, state: &str) -> String {
+    format!(
+        "/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={}&scope={}&state={state}&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        enc(REDIRECT),
+        enc(scope)
+    )
+}
+
+/// Logs `alice` in through the login page, consents, and returns the code and the browser.
+async fn code_through_pages<U: UserStore, S: Stores>(
+    app: &App<U, S>,
+    browser: &mut Browser,
+    scope: &str,
+) -> String {
+    let res = browser
+        .get(app, &authorize_path("webapp", scope, "xyz"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let h = res.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Sign in"));
+    let body = format!(
+        "csrf={}&continue={}&username=alice&password={}",
+        enc(&hidden(&html, "csrf")),
+        enc(&hidden(&html, "continue")),
+        enc(PW)
+    );
+    let res = browser.post(app, "/oauth2/login", &body).await;
+    let back = location(&res);
+    assert!(back.starts_with("/oauth2/authorize?"));
+    let res = browser.get(app, &back).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' https://app.example"),
+        "{csp}"
+    );
+    let html = res.text().await.unwrap();
+    assert!(html.contains("webapp") && html.contains("alice"), "{html}");
+    for s in scope.split(' ') {
+        assert!(html.contains(s));
+    }
+    let form: Vec<(String, String)> = [
+        "csrf",
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+    ]
+    .iter()
+    .map(|n| ((*n).to_owned(), hidden(&html, n)))
+    .chain([("decision".to_owned(), "allow".to_owned())])
+    .collect();
+    let res = browser
+        .post(
+            app,
+            "/oauth2/authorize",
+            &serde_urlencoded::to_string(&form).unwrap(),
+        )
+        .await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let q = query_of(&to);
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["iss"], app.url);
+    q["code"].clone()
+}
+
+async fn web_client<U: UserStore, S: Stores>(app: &App<U, S>) -> String {
+    app.client(NewClient {
+        id: "webapp".into(),
+        grants: vec!["authorization_code".into()],
+        scope: "profile api:read api:write".into(),
+        audience: vec!["https://api.example".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        ..NewClient::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn exchange_body(code: &str, verifier: &str) -> String {
+    format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={verifier}",
+        enc(REDIRECT)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_code_with_pkce_through_login_and_consent() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    let secret = web_client(&app).await;
+    let rs = app.service("rs", "", &[]).await;
+    let mut browser = Browser::new();
+    let code = code_through_pages(&app, &mut browser, "profile api:read").await;
+    assert!(code.starts_with("tsa_"));
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &exchange_body(&code, VERIFIER),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["scope"], "api:read profile");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let c = claims(&access);
+    assert_eq!(c["client_id"], "webapp");
+    assert_eq!(c["aud"], "https://api.example");
+    assert_eq!(c["scope"], "api:read profile");
+    assert!(c["sub"].as_str().unwrap().starts_with("usr_"));
+    assert!(c["sid"].as_str().unwrap().starts_with("ses_"));
+    // Refresh tokens of this grant rotate like first-party ones, client-authenticated.
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.unwrap();
+    assert_eq!(rotated["scope"], "api:read profile");
+    assert_eq!(
+        claims(rotated["access_token"].as_str().unwrap())["aud"],
+        "https://api.example"
+    );
+    // Not another client's to refresh, nor the first-party client's.
+    let next = rotated["refresh_token"].as_str().unwrap().to_owned();
+    oauth_error(
+        app.refresh(&next).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    // A second use of the code: refused, and what the first use issued is revoked.
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &exchange_body(&code, VERIFIER),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(app.introspect("rs", &rs, &access).await["active"], false);
+    assert_eq!(app.me(app.bearer(&access)).await, StatusCode::UNAUTHORIZED);
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &format!("grant_type=refresh_token&refresh_token={next}"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    // Consent is remembered: the next request for no more scope goes straight back.
+    let res = browser
+        .get(&app, &authorize_path("webapp", "api:read", "s2"))
+        .await;
+    let to = location(&res);
+    assert_eq!(query_of(&to)["state"], "s2");
+    let code = query_of(&to)["code"].clone();
+    // More scope than consented: asked again.
+    let res = browser
+        .get(&app, &authorize_path("webapp", "api:write", "s3"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("Allow access?"));
+
+    // Withdrawing consent ends the client's refresh tokens for this person.
+    let body: Value = app
+        .basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &exchange_body(&code, VERIFIER),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let session = browser.cookies[app.cookie_name].clone();
+    let list: Value = app
+        .get("/auth/consents", app.bearer(&session))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["client_id"], "webapp");
+    assert_eq!(list[0]["scope"], "api:read profile");
+    let res = app
+        .send(
+            reqwest::Method::DELETE,
+            "/auth/consents/webapp",
+            app.bearer(&session),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let res = browser
+        .get(&app, &authorize_path("webapp", "api:read", "s4"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .send(
+            reqwest::Method::DELETE,
+            "/auth/consents/webapp",
+            app.bearer(&session),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_client_needs_pkce_and_no_secret() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let none = app
+        .client(NewClient {
+            id: "webapp".into(),
+            grants: vec!["authorization_code".into()],
+            scope: "profile".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            public: true,
+            ..NewClient::default()
+        })
+        .await;
+    assert!(none.is_none());
+    let mut browser = Browser::new();
+    let code = code_through_pages(&app, &mut browser, "profile").await;
+    // Wrong verifier: refused, and the code is burnt.
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            &format!("{}&client_id=webapp", exchange_body(&code, &"a".repeat(43))),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let code = query_of(&location(
+        &browser
+            .get(&app, &authorize_path("webapp", "profile", "s"))
+            .await,
+    ))["code"]
+        .clone();
+    // Missing verifier.
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            &format!(
+                "grant_type=authorization_code&client_id=webapp&code={code}&redirect_uri={}",
+                enc(REDIRECT)
+            ),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    // A secret for a public client is wrong.
+    oauth_error(
+        app.form(
+            "/oauth2/token",
+            &format!(
+                "{}&client_id=webapp&client_secret=tsc_x",
+                exchange_body(&code, VERIFIER)
+            ),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    let res = app
+        .form(
+            "/oauth2/token",
+            &format!("{}&client_id=webapp", exchange_body(&code, VERIFIER)),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    // Public client refresh: client_id only.
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let res = app
+        .form(
+            "/oauth2/token",
+            &format!("grant_type=refresh_token&client_id=webapp&refresh_token={refresh}"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_refusals() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let secret = web_client(&app).await;
+    let mut browser = Browser::new();
+    // Unknown client or unregistered redirect URI: an error page here, never a redirect.
+    for path in [
+        authorize_path("nobody", "profile", "s"),
+        authorize_path("webapp", "profile", "s")
+            .replace(&enc(REDIRECT), &enc("https://evil.example/cb")),
+        "/oauth2/authorize?client_id=webapp&client_id=webapp".to_owned(),
+        "/oauth2/authorize?%FF=%FE".to_owned(),
+    ] {
+        let res = browser.get(&app, &path).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(res.headers().get("location").is_none());
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    // Everything else goes back to the client with `state`.
+    for (path, error) in [
+        (
+            authorize_path("webapp", "profile", "s").replace("&code_challenge_method=S256", ""),
+            "invalid_request",
+        ),
+        (
+            authorize_path("webapp", "profile", "s").replace("S256", "plain"),
+            "invalid_request",
+        ),
+        (
+            authorize_path("webapp", "profile", "s")
+                .replace(&format!("&code_challenge={CHALLENGE}"), ""),
+            "invalid_request",
+        ),
+        (
+            authorize_path("webapp", "profile admin", "s"),
+            "invalid_scope",
+        ),
+        (
+            authorize_path("webapp", "profile", "s")
+                .replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            format!("{}&prompt=none", authorize_path("webapp", "profile", "s")),
+            "login_required",
+        ),
+    ] {
+        let to = location(&browser.get(&app, &path).await);
+        assert!(to.starts_with(REDIRECT), "{to}");
+        let q = query_of(&to);
+        assert_eq!(q["error"], error, "{path}");
+        assert_eq!(q["state"], "s");
+    }
+    let code = code_through_pages(&app, &mut browser, "profile").await;
+    // Wrong redirect URI at the token endpoint.
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &exchange_body(&code, VERIFIER)
+                .replace(&enc(REDIRECT), &enc("https://app.example/other")),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // A code expires in a minute.
+    let code = query_of(&location(
+        &browser
+            .get(&app, &authorize_path("webapp", "profile", "s"))
+            .await,
+    ))["code"]
+        .clone();
+    app.clock.advance(61);
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &exchange_body(&code, VERIFIER),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // Another client cannot use the code.
+    let code = query_of(&location(
+        &browser
+            .get(&app, &authorize_path("webapp", "profile", "s"))
+            .await,
+    ))["code"]
+        .clone();
+    let other = app
+        .client(NewClient {
+            id: "other".into(),
+            grants: vec!["authorization_code".into()],
+            redirect_uris: vec![REDIRECT.into()],
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    oauth_error(
+        app.basic(
+            "/oauth2/token",
+            "other",
+            &other,
+            &exchange_body(&code, VERIFIER),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // Deny: access_denied back at the client.
+    let res = browser
+        .get(&app, &authorize_path("webapp", "api:write", "d"))
+        .await;
+    let html = res.text().await.unwrap();
+    let mut form: Vec<(String, String)> = [
+        "csrf",
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+    ]
+    .iter()
+    .map(|n| ((*n).to_owned(), hidden(&html, n)))
+    .collect();
+    form.push(("decision".into(), "deny".into()));
+    let to = location(
+        &browser
+            .post(
+                &app,
+                "/oauth2/authorize",
+                &serde_urlencoded::to_string(&form).unwrap(),
+            )
+            .await,
+    );
+    assert_eq!(query_of(&to)["error"], "access_denied");
+    // A forged consent: without the session's token, or from another site.
+    form.pop();
+    form.push(("decision".into(), "allow".into()));
+    form[0].1 = "forged".into();
+    let res = browser
+        .post(
+            &app,
+            "/oauth2/authorize",
+            &serde_urlencoded::to_string(&form).unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    form[0].1 = hidden(&html, "csrf");
+    let res = app
+        .http
+        .post(format!("{}/oauth2/authorize", app.url))
+        .headers(browser.headers(Some("https://evil.example")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(&form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // The login form: a wrong password is a 401 page; an outside `continue` is refused.
+    let mut fresh = Browser::new();
+    let html = fresh
+        .get(&app, &authorize_path("webapp", "profile", "s"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = enc(&hidden(&html, "csrf"));
+    let res = fresh
+        .post(
+            &app,
+            "/oauth2/login",
+            &format!(
+                "csrf={csrf}&continue={}&username=alice&password=wrong",
+                enc(&hidden(&html, "continue"))
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Wrong username or password")
+    );
+    let res = fresh
+        .post(
+            &app,
+            "/oauth2/login",
+            &format!(
+                "csrf={csrf}&continue={}&username=alice&password={}",
+                enc("https://evil.example/"),
+                enc(PW)
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The login form without its cookie-bound token.
+    let res = Browser::new()
+        .post(
+            &app,
+            "/oauth2/login",
+            &format!(
+                "csrf={csrf}&continue={}&username=alice&password={}",
+                enc(&hidden(&html, "continue")),
+                enc(PW)
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_exchanges_a_session_for_a_short_jwt() {
+    let mut c = config();
+    c.session.absolute_timeout = tessera_server::config::Dur(std::time::Duration::from_secs(300));
+    let app = spawn_sqlite(c).await;
+    app.user("alice").await;
+    let gw = app
+        .client(NewClient {
+            id: "gateway".into(),
+            grants: vec!["token-exchange".into()],
+            scope: "orders:read".into(),
+            audience: vec![
+                "https://orders.internal".into(),
+                "https://billing.internal".into(),
+            ],
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    let s = app.login("alice").await;
+    let exchange = |extra: &str| {
+        format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={}&subject_token_type=urn:tessera:params:oauth:token-type:session{extra}",
+            s.token
+        )
+    };
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "gateway",
+            &gw,
+            &exchange("&audience=https://billing.internal"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    // Never outlives the session (300 s here, shorter than the 900 s access lifetime).
+    assert_eq!(body["expires_in"], 300);
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], s.body["sub"]);
+    assert_eq!(c["sid"], s.body["session_id"]);
+    assert_eq!(c["aud"], "https://billing.internal");
+    assert_eq!(c["client_id"], "gateway");
+    assert_eq!(c["scope"], "orders:read");
+    for (extra, status, error) in [
+        (
+            "&audience=https://elsewhere",
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+        ),
+        ("&scope=admin", StatusCode::BAD_REQUEST, "invalid_scope"),
+        (
+            "&actor_token=x&actor_token_type=y",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "&requested_token_type=urn:ietf:params:oauth:token-type:refresh_token",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ] {
+        oauth_error(
+            app.basic("/oauth2/token", "gateway", &gw, &exchange(extra))
+                .await,
+            status,
+            error,
+        )
+        .await;
+    }
+    // A client without the grant.
+    let svc = app.service("svc", "", &[]).await;
+    oauth_error(
+        app.basic("/oauth2/token", "svc", &svc, &exchange("")).await,
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+    )
+    .await;
+    // After logout the session is no subject.
+    let res = app
+        .send(reqwest::Method::POST, "/auth/logout", app.bearer(&s.token))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    oauth_error(
+        app.basic("/oauth2/token", "gateway", &gw, &exchange(""))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
