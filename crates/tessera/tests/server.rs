@@ -467,3 +467,119 @@ fn keys_rotate_from_the_cli_reaches_the_running_server() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("master key"));
     assert!(server.stop().success());
 }
+
+#[test]
+fn client_commands_on_the_store_of_a_running_server() {
+    let dir = Dir::new("clients");
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    let server = Server::start(&data, &[], "http");
+    let o = tessera(
+        &[
+            "client",
+            "add",
+            "billing",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "api:read api:write",
+            "--audience",
+            "https://api.example",
+            "--json",
+            "--data-dir",
+            d,
+        ],
+        &[],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let added: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(added["client_id"], "billing");
+    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("tsc_"));
+    // The running server knows it at once.
+    let token = |secret: &str| {
+        client()
+            .post(format!("{}/oauth2/token", server.url))
+            .basic_auth("billing", Some(secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&scope=api:read")
+            .send()
+            .unwrap()
+    };
+    let res = token(&secret);
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().unwrap();
+    assert_eq!(body["scope"], "api:read");
+    // Listing never shows a secret, nor its hash.
+    for args in [
+        &["client", "list", "--data-dir", d][..],
+        &["client", "list", "--json", "--data-dir", d][..],
+    ] {
+        let o = tessera(args, &[], None);
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("billing")
+                && !text.contains(&secret[4..])
+                && !text.contains("secret_hash"),
+            "{text}"
+        );
+    }
+    // The secret is nowhere in the database file in clear.
+    let db = std::fs::read(data.join("tessera.db")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&db).contains(&secret[4..]));
+    // A public client: no secret; bad requests are refused with one sentence.
+    let o = tessera(
+        &[
+            "client",
+            "add",
+            "spa",
+            "--grant",
+            "authorization_code",
+            "--redirect-uri",
+            "http://127.0.0.1:9999/cb",
+            "--public",
+            "--data-dir",
+            d,
+        ],
+        &[],
+        None,
+    );
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("tsc_"));
+    for bad in [
+        &[
+            "client",
+            "add",
+            "billing",
+            "--grant",
+            "client_credentials",
+            "--data-dir",
+            d,
+        ][..],
+        &["client", "add", "x", "--grant", "password", "--data-dir", d][..],
+        &[
+            "client",
+            "add",
+            "x",
+            "--grant",
+            "authorization_code",
+            "--data-dir",
+            d,
+        ][..],
+        &["client", "remove", "nobody", "--data-dir", d][..],
+    ] {
+        let o = tessera(bad, &[], None);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    let o = tessera(&["client", "add", "x", "--data-dir", d], &[], None);
+    assert_eq!(o.status.code(), Some(2), "--grant is required");
+    // Removed: the running server refuses it at once.
+    let o = tessera(&["client", "remove", "billing", "--data-dir", d], &[], None);
+    assert!(o.status.success());
+    assert_eq!(token(&secret).status(), 401);
+    assert!(server.stop().success());
+}
