@@ -164,6 +164,8 @@ pub struct Tokens<S> {
     successor: aws_lc_rs::hmac::Key,
     settings: TokenSettings,
     validation: Validation,
+    /// The same without the audience: any token this server issued, for introspection.
+    any_audience: Validation,
     clock: Arc<dyn Clock>,
     counters: TokenCounters,
     verified: Verified,
@@ -188,12 +190,17 @@ impl<S: Stores> Tokens<S> {
             required: vec!["exp".into(), "sub".into(), "jti".into()],
             ..Validation::default()
         };
+        let any_audience = Validation {
+            audiences: Vec::new(),
+            ..validation.clone()
+        };
         Tokens {
             store,
             keys,
             successor,
             settings,
             validation,
+            any_audience,
             clock,
             counters: TokenCounters::default(),
             verified: Verified::default(),
@@ -217,7 +224,7 @@ impl<S: Stores> Tokens<S> {
         }
         let v = Arc::new(tessera_jose::Verifier::new(
             self.keys.ring().keys.clone(),
-            self.validation.clone(),
+            self.any_audience.clone(),
         ));
         *self.verifier.write().unwrap_or_else(|e| e.into_inner()) = (generation, Arc::clone(&v));
         v
@@ -581,6 +588,23 @@ impl<S: Stores> Tokens<S> {
         &self,
         token: &str,
     ) -> Result<Arc<tessera_jose::Token>, tessera_jose::Error> {
+        self.verify_with(token, &self.validation)
+    }
+
+    /// Verifies an access token this server issued for any audience (introspection): as
+    /// [`Tokens::verify_access`] but without the audience check.
+    pub fn verify_issued(
+        &self,
+        token: &str,
+    ) -> Result<Arc<tessera_jose::Token>, tessera_jose::Error> {
+        self.verify_with(token, &self.any_audience)
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<Arc<tessera_jose::Token>, tessera_jose::Error> {
         let now = self.clock.now();
         let generation = self.keys.generation();
         let hit = self
@@ -592,11 +616,12 @@ impl<S: Stores> Tokens<S> {
             .filter(|(_, g)| *g == generation)
             .map(|(t, _)| Arc::clone(t));
         if let Some(t) = hit {
-            // Signature and claims were checked; only time moves.
-            self.validation.check(&t.header, &t.claims, now)?;
+            // The signature was checked; claims (and time) are checked again.
+            validation.check(&t.header, &t.claims, now)?;
             return Ok(t);
         }
         let verified = Arc::new(self.verifier(generation).verify_at(token, now)?);
+        validation.check(&verified.header, &verified.claims, now)?;
         let capacity = self.settings.verified_cache;
         if capacity > 0 {
             let mut entries = self

@@ -492,7 +492,7 @@ pub(crate) async fn revoke<U: UserStore, S: Stores>(
         // Not a refresh token of this client: an access token of this client is denylisted
         // until it expires, and its refresh family revoked. Another client's token is left
         // alone, with the same answer.
-        if let Ok(t) = state.tokens.verify_access(presented)
+        if let Ok(t) = state.tokens.verify_issued(presented)
             && t.claims.client_id.as_deref() == Some(client.id.as_str())
         {
             state.revoke_access(&t).await?;
@@ -564,7 +564,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
                 Err(_) => Err(unavailable()),
             };
         }
-        let Ok(t) = self.tokens.verify_access(presented) else {
+        let Ok(t) = self.tokens.verify_issued(presented) else {
             return Ok(inactive);
         };
         let c = &t.claims;

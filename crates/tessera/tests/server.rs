@@ -583,3 +583,128 @@ fn client_commands_on_the_store_of_a_running_server() {
     assert_eq!(token(&secret).status(), 401);
     assert!(server.stop().success());
 }
+
+/// The interop checks' directory (`interop/` at the root of the repository).
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
+}
+
+/// A server with a user, a service (client credentials) and a web application (authorization
+/// code), all made with the CLI; the arguments the interop scripts take.
+fn interop_server(dir: &Dir) -> (Server, Vec<String>) {
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap().to_owned();
+    let server = Server::start(&data, &[], "http");
+    let o = tessera(
+        &["user", "add", "alice", "--password-stdin", "--data-dir", &d],
+        &[],
+        Some(PW),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let add = |args: &[&str]| -> Value {
+        let mut all = vec!["client", "add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--json", "--data-dir", &d]);
+        let o = tessera(&all, &[], None);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let svc = add(&[
+        "svc",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "api:read api:write",
+        "--audience",
+        "https://api.example",
+    ]);
+    let web = add(&[
+        "webapp",
+        "--grant",
+        "authorization_code",
+        "--scope",
+        "profile",
+        "--audience",
+        "https://app.example",
+        "--redirect-uri",
+        "https://app.example/cb",
+    ]);
+    let args = vec![
+        server.url.clone(),
+        "svc".into(),
+        svc["client_secret"].as_str().unwrap().into(),
+        "webapp".into(),
+        web["client_secret"].as_str().unwrap().into(),
+        "https://app.example/cb".into(),
+        "alice".into(),
+        PW.into(),
+    ];
+    (server, args)
+}
+
+/// Runs an interop script; its output is shown when it fails.
+fn run_check(program: &Path, args: &[String]) {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (see README, \"Test it\")",
+                program.display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{} failed:\n{text}", program.display());
+    assert!(text.contains("all checks passed"), "{text}");
+}
+
+/// Python: authlib drives client credentials and authorization code + PKCE (the pages by plain
+/// HTTP), refresh, introspection and revocation; PyJWT's PyJWKClient verifies the tokens.
+/// `.ci/run` installs them into `interop/.venv` from `interop/python/requirements.txt`.
+#[test]
+fn interop_python_authlib_and_pyjwt() {
+    let dir = Dir::new("interop-py");
+    let (server, args) = interop_server(&dir);
+    let python = std::env::var_os("TESSERA_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| interop_dir().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: python3 -m venv interop/.venv && interop/.venv/bin/pip install -r interop/python/requirements.txt",
+        python.display()
+    );
+    let mut all = vec![
+        interop_dir()
+            .join("python/check.py")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    all.extend(args);
+    run_check(&python, &all);
+    assert!(server.stop().success());
+}
+
+/// Node.js: openid-client (discovery, client credentials, introspection, revocation) and jose
+/// (createRemoteJWKSet + jwtVerify). `.ci/run` installs them with `npm ci` in `interop/node`.
+#[test]
+fn interop_node_jose_and_openid_client() {
+    let dir = Dir::new("interop-node");
+    let (server, args) = interop_server(&dir);
+    let node = interop_dir().join("node");
+    assert!(
+        node.join("node_modules/openid-client").exists(),
+        "interop/node/node_modules is missing: (cd interop/node && npm ci)"
+    );
+    let all = vec![
+        node.join("check.mjs").to_string_lossy().into_owned(),
+        args[0].clone(),
+        args[1].clone(),
+        args[2].clone(),
+    ];
+    run_check(Path::new("node"), &all);
+    assert!(server.stop().success());
+}

@@ -407,7 +407,7 @@ async fn a_stale_denylist_closes_introspection_unless_configured_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_revokes_only_its_own_tokens() {
     let app = spawn(config()).await;
-    let a = app.service("svc-a", "x", &[]).await;
+    let a = app.service("svc-a", "x", &["https://api.example"]).await;
     let b = app.service("svc-b", "x", &[]).await;
     let rs = app.service("rs", "", &[]).await;
     let token: Value = app
@@ -707,6 +707,12 @@ async fn authorization_code_with_pkce_through_login_and_consent() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["scope"], "api:read profile");
     let access = body["access_token"].as_str().unwrap().to_owned();
+    // Introspection answers for tokens of every audience this server issues.
+    let i = app.introspect("rs", &rs, &access).await;
+    assert_eq!(
+        (&i["active"], &i["aud"]),
+        (&json!(true), &json!("https://api.example"))
+    );
     let c = claims(&access);
     assert_eq!(c["client_id"], "webapp");
     assert_eq!(c["aud"], "https://api.example");
