@@ -257,6 +257,8 @@ pub enum Change {
     SessionsOf(String),
     /// This user was disabled, enabled or deleted.
     User(String),
+    /// This OAuth client was removed.
+    Client(String),
     /// Access token `jti` is refused until `exp`.
     Denied {
         /// The token's id.
@@ -281,6 +283,7 @@ impl Change {
             Change::Session(h) => format!("session {}", h.to_hex()),
             Change::SessionsOf(u) => format!("sessions-of {u}"),
             Change::User(u) => format!("user {u}"),
+            Change::Client(c) => format!("client {c}"),
             Change::Denied { jti, exp } => format!("denied {exp} {jti}"),
             Change::Keys => "keys".into(),
             Change::Everything => "everything".into(),
@@ -296,6 +299,7 @@ impl Change {
             "session" => TokenHash::from_hex(rest).map(Change::Session),
             "sessions-of" if !rest.is_empty() => Some(Change::SessionsOf(rest.into())),
             "user" if !rest.is_empty() => Some(Change::User(rest.into())),
+            "client" if !rest.is_empty() => Some(Change::Client(rest.into())),
             "denied" => rest.split_once(' ').and_then(|(exp, jti)| {
                 Some(Change::Denied {
                     jti: jti.into(),
@@ -320,6 +324,7 @@ mod tests {
             Change::Session(h),
             Change::SessionsOf("usr_1".into()),
             Change::User("usr_2".into()),
+            Change::Client("svc:1".into()),
             Change::Denied {
                 jti: "j 1".into(),
                 exp: 1_700_000_000,

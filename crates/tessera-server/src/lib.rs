@@ -490,7 +490,10 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                     }
                 }
                 Change::FeedLost => state.denylist.set_fresh(false),
-                Change::Session(_) | Change::SessionsOf(_) | Change::User(_) => {}
+                Change::Session(_)
+                | Change::SessionsOf(_)
+                | Change::User(_)
+                | Change::Client(_) => {}
             }
         }
     })

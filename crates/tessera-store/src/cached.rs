@@ -1,4 +1,4 @@
-//! A read-through cache of sessions and users in front of a slower store, for the hot path of
+//! A read-through cache of sessions, users and OAuth clients in front of a slower store, for the hot path of
 //! every request (`/auth/me`). Writes made through it update or evict at once; writes made by
 //! another process (the CLI disabling a user) arrive through [`CachedStore::invalidate_all`],
 //! which the server calls when the store's revocation generation moves; and no entry lives
@@ -29,6 +29,7 @@ struct Entry<T> {
 struct Cache {
     sessions: RwLock<HashMap<TokenHash, Entry<Session>>>,
     users: RwLock<HashMap<String, Entry<User>>>,
+    clients: RwLock<HashMap<String, Entry<Client>>>,
     /// Bumped by every eviction: a read that started before one does not fill the cache.
     epoch: AtomicU64,
     /// How long a session is served from here (users: `ttl`).
@@ -65,6 +66,7 @@ impl<T> CachedStore<T> {
             cache: Arc::new(Cache {
                 sessions: RwLock::new(HashMap::new()),
                 users: RwLock::new(HashMap::new()),
+                clients: RwLock::new(HashMap::new()),
                 epoch: AtomicU64::new(0),
                 live: AtomicBool::new(true),
                 session_ttl,
@@ -84,6 +86,7 @@ impl<T> CachedStore<T> {
         self.cache.epoch.fetch_add(1, Ordering::SeqCst);
         write(&self.cache.sessions).clear();
         write(&self.cache.users).clear();
+        write(&self.cache.clients).clear();
     }
 
     /// Applies a change announced by another instance (or process): evicts what it touches.
@@ -94,6 +97,7 @@ impl<T> CachedStore<T> {
             Change::Session(hash) => self.evict_session(hash),
             Change::SessionsOf(_) => self.evict_sessions(),
             Change::User(id) => self.evict_user(id),
+            Change::Client(id) => self.evict_client(id),
             Change::Denied { .. } | Change::Keys => {}
             Change::Everything => {
                 self.invalidate_all();
@@ -119,6 +123,11 @@ impl<T> CachedStore<T> {
     fn evict_user(&self, id: &str) {
         self.cache.epoch.fetch_add(1, Ordering::SeqCst);
         write(&self.cache.users).remove(id);
+    }
+
+    fn evict_client(&self, id: &str) {
+        self.cache.epoch.fetch_add(1, Ordering::SeqCst);
+        write(&self.cache.clients).remove(id);
     }
 }
 
@@ -373,7 +382,11 @@ impl<T: ClientStore> ClientStore for CachedStore<T> {
     }
 
     async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
-        self.inner.client(id).await
+        let c = &self.cache;
+        // Every client-credentials request and introspection authenticates a client: served
+        // from memory, and (like users) from a stale entry while the database is down.
+        c.read_through(&c.clients, id, self.inner.client(id), c.ttl, true)
+            .await
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
@@ -381,7 +394,10 @@ impl<T: ClientStore> ClientStore for CachedStore<T> {
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
-        self.inner.delete_client(id).await
+        self.evict_client(id);
+        let r = self.inner.delete_client(id).await;
+        self.evict_client(id);
+        r
     }
 
     async fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()> {

@@ -2,8 +2,9 @@
 //! (`migrations/*/…oauth.sql`) and every statement here is plain SQL both accept, with `$N`
 //! placeholders (sqlx binds them positionally on SQLite too). Records travel as JSON.
 
-/// Implements `ClientStore` for `$store`, a struct with a `pool` field, in a module that has an
-/// `unavailable(sqlx::Error) -> StoreError` function.
+/// Implements `ClientStore` for `$store`, a struct with a `pool` field and a
+/// `bump_generation` method, in a module that has an `unavailable(sqlx::Error) -> StoreError`
+/// function.
 macro_rules! client_store_sql {
     ($store:ty) => {
         fn to_json<T: serde::Serialize>(value: &T) -> tessera_core::StoreResult<String> {
@@ -57,6 +58,8 @@ macro_rules! client_store_sql {
                     .execute(&self.pool)
                     .await
                     .map_err(unavailable)?;
+                // Servers caching the client learn of it through the generation.
+                self.bump_generation().await?;
                 Ok(r.rows_affected() > 0)
             }
 

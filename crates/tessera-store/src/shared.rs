@@ -212,7 +212,9 @@ impl<T: ClientStore> ClientStore for SharedStore<T> {
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
-        self.db.delete_client(id).await
+        let deleted = self.db.delete_client(id).await?;
+        self.announce(Change::Client(id.into())).await;
+        Ok(deleted)
     }
 
     async fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()> {

@@ -749,5 +749,15 @@ async fn redis_feed_carries_changes_and_stays_up() {
     );
     store.delete_sessions_of("usr_a", None).await.unwrap();
     assert_eq!(next(&mut rx).await, Change::SessionsOf("usr_a".into()));
+    let (client, _) = tessera_core::NewClient {
+        id: "svc".into(),
+        grants: vec!["client_credentials".into()],
+        ..Default::default()
+    }
+    .build("tessera", 1_000)
+    .unwrap();
+    store.create_client(&client).await.unwrap();
+    assert!(store.delete_client("svc").await.unwrap());
+    assert_eq!(next(&mut rx).await, Change::Client("svc".into()));
     feed.abort();
 }
