@@ -701,9 +701,18 @@ mod tests {
                 ("TESSERA_REDIS_PREFIX".to_owned(), "prod".to_owned()),
                 ("TESSERA_INSTANCE_NAME".to_owned(), "tessera-1".to_owned()),
                 ("TESSERA_SESSION_CACHE_TTL".to_owned(), "0s".to_owned()),
+                (
+                    "TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST".to_owned(),
+                    "open".to_owned(),
+                ),
             ],
         )
         .unwrap();
+        assert_eq!(c.tokens.introspection_stale_denylist, "open");
+        assert_eq!(
+            Config::default().tokens.introspection_stale_denylist,
+            "closed"
+        );
         assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379"));
         assert_eq!(c.redis_prefix, "prod");
         assert_eq!(c.instance_name.as_deref(), Some("tessera-1"));
@@ -716,6 +725,7 @@ mod tests {
             ("TESSERA_REDIS_PREFIX", "two words"),
             ("TESSERA_INSTANCE_NAME", ""),
             ("TESSERA_INSTANCE_NAME", "bad\nname"),
+            ("TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST", "maybe"),
         ] {
             assert!(Config::load(None, env(k, v)).is_err(), "{k}={v:?} accepted");
         }

@@ -387,9 +387,11 @@ async fn finish<U: UserStore, S: Stores>(
         .is_some_and(|r| r.as_str().starts_with("/oauth2/"));
     let is_formatted = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes();
+        // A handler's own answer (problem, OAuth error, readiness JSON, HTML page) stays; the
+        // framework's bare ones (text/plain, empty) are rewritten.
         v.starts_with(b"application/problem+json")
             || v.starts_with(b"text/html")
-            || (oauth_route && v.starts_with(b"application/json"))
+            || v.starts_with(b"application/json")
     });
     if (status.is_client_error() || status.is_server_error()) && !is_formatted {
         let allow = res.headers().get(header::ALLOW).cloned();

@@ -368,7 +368,7 @@ fn three_instances_behind_haproxy_share_everything() {
     // A fresh schema gets every migration; a second run has nothing left to do.
     let o = shared.tessera(&["migrate"], None);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("(2 migrations applied now)"),
+        String::from_utf8_lossy(&o.stdout).contains("(3 migrations applied now)"),
         "{o:?}"
     );
     let o = shared.tessera(&["migrate"], None);
@@ -683,6 +683,14 @@ fn ready(base: &str) -> Value {
         .unwrap()
 }
 
+/// The readiness status code and `status` word.
+fn ready_status(base: &str) -> (u16, String) {
+    let r = client().get(format!("{base}/readyz")).send().unwrap();
+    let code = r.status().as_u16();
+    let v: Value = r.json().unwrap();
+    (code, v["status"].as_str().unwrap_or_default().to_owned())
+}
+
 /// Polls `f` until it holds, for at most `limit`.
 fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -701,10 +709,38 @@ fn redis_down_sessions_answer_503_jwts_go_on_and_all_resumes() {
         &["user", "add", "alice", "--password-stdin"],
         Some(&format!("{PW}\n")),
     );
+    let added: Value = serde_json::from_slice(
+        &shared
+            .tessera(
+                &[
+                    "client",
+                    "add",
+                    "rs",
+                    "--grant",
+                    "client_credentials",
+                    "--json",
+                ],
+                None,
+            )
+            .stdout,
+    )
+    .unwrap();
+    let rs_secret = added["client_secret"].as_str().unwrap().to_owned();
     let i = shared.instance("solo", "http://127.0.0.1:1");
+    let introspect = |token: &str| -> Value {
+        client()
+            .post(format!("{}/oauth2/introspect", i.url))
+            .basic_auth("rs", Some(&rs_secret))
+            .form(&[("token", token)])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
     let session = session_login(&i.url);
     let tokens = token_login(&i.url);
     let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(introspect(access)["active"], true);
     let revoked = token_login(&i.url)["access_token"]
         .as_str()
         .unwrap()
@@ -739,6 +775,10 @@ fn redis_down_sessions_answer_503_jwts_go_on_and_all_resumes() {
     let status = ready(&i.url);
     assert_eq!(status["status"], "degraded", "{status}");
     assert_eq!(status["checks"]["sessions"], false);
+    // Introspection fails closed by default: the denylist may have missed a revocation.
+    eventually(Duration::from_secs(3), "introspection closes", || {
+        introspect(access) == json!({"active": false})
+    });
 
     // Redis is back (empty: it kept nothing): no restart of tessera needed.
     redis.restart();
@@ -750,6 +790,9 @@ fn redis_down_sessions_answer_503_jwts_go_on_and_all_resumes() {
     // The lost session is simply gone, never half-alive.
     assert_eq!(me(&i.url, &session).0, 401);
     assert_eq!(me(&i.url, access).0, 200);
+    eventually(Duration::from_secs(5), "introspection opens again", || {
+        introspect(access)["active"] == true
+    });
 }
 
 #[test]
@@ -810,6 +853,8 @@ fn postgres_down_logins_and_refreshes_answer_503_jwts_go_on() {
         Some(&format!("{PW}\n")),
     );
     shared.set("TESSERA_DATABASE_URL", &relayed);
+    let mut redis = OwnRedis::start(shared.dir.join("redis"), false);
+    shared.set("TESSERA_REDIS_URL", &redis.url());
     let i = shared.instance("solo", "http://127.0.0.1:1");
     let tokens = token_login(&i.url);
     let access = tokens["access_token"].as_str().unwrap();
@@ -835,6 +880,27 @@ fn postgres_down_logins_and_refreshes_answer_503_jwts_go_on() {
     let status = ready(&i.url);
     assert_eq!(status["status"], "degraded", "{status}");
     assert_eq!(status["checks"]["users"], false);
+    // Both stores down: only now is the instance unready (503). With the change feed gone the
+    // cached users cannot be trusted and the database cannot be asked: Bearer checks answer
+    // 503 too (never 500, never a silent yes).
+    redis.kill();
+    let started = Instant::now();
+    loop {
+        let last = ready_status(&i.url);
+        if last == (503, "unavailable".to_owned()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "readiness: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(me(&i.url, access).0, 503);
+    redis.restart();
+    eventually(Duration::from_secs(5), "Redis is seen again", || {
+        ready(&i.url)["status"] == "degraded"
+    });
 
     // Back: logins and refreshes resume without a restart, and nothing was lost.
     relay.restore();

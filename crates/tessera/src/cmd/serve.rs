@@ -50,6 +50,7 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   tokens.refresh_absolute          TESSERA_TOKENS_REFRESH_ABSOLUTE
   tokens.refresh_grace             TESSERA_TOKENS_REFRESH_GRACE
   tokens.verified_cache_size       TESSERA_TOKENS_VERIFIED_CACHE_SIZE (0: verify every time)
+  tokens.introspection_stale_denylist  TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST (closed|open)
 The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or
 DATA_DIR/master.key (created owner-only on first start).
 Durations are strings: \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\".";
