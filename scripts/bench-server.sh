@@ -7,9 +7,9 @@
 #
 # Scenarios: /healthz (the floor); /auth/me with a session cookie on SQLite and on the memory
 # store; /auth/me with a Bearer EdDSA JWT, hot and cold; /auth/me with the session in Redis (with
-# users in PostgreSQL) and in PostgreSQL alone, each cached and with the cache off; the Redis rows
-# again at a fixed 80 % of their maximum (oha, p99); three instances behind HAProxy; /auth/me on
-# SQLite while logins run at full speed beside it. PostgreSQL is the machine's
+# users in PostgreSQL) and in PostgreSQL alone, each cached and with the cache off; /healthz and
+# the Redis rows again at a fixed 80 % of their maximum (examples/paced.rs, p99); three
+# instances behind HAProxy; /auth/me on SQLite while logins run at full speed beside it. PostgreSQL is the machine's
 # (TEST_POSTGRES_URL, a schema of its own, dropped at the end); Redis is started here, pinned to
 # the server core. One EdDSA verify is timed on the server core in the same run, and the
 # ratios of issue 4 are printed at the end. Every loop is bounded and only 127.0.0.1 is ever
@@ -36,9 +36,8 @@ if [ -n "${QUICK:-}" ]; then DURATION=3; REPS=1; fi
 for t in wrk haproxy redis-server psql; do
   command -v "$t" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk haproxy redis-server postgresql-client; break; }
 done
-# oha: an open-loop (fixed-rate) load generator, for p99 at a given rate; built once.
-command -v oha >/dev/null || cargo install oha --locked -q
-cargo build --release -q -p tessera
+cargo build --release -q -p tessera --bin tessera --example paced
+PACED=$PWD/target/release/examples/paced
 BIN=$PWD/target/release/tessera
 WORK=$(mktemp -d)
 PIDS=()
@@ -218,29 +217,26 @@ run "me, session cookie, Redis, cache off (a Redis read per request)" http://127
 run "me, session cookie, PostgreSQL alone, cached" http://127.0.0.1:18186/auth/me "Cookie: $(login_cookie 18186)"
 run "me, session cookie, PostgreSQL alone, cache off" http://127.0.0.1:18187/auth/me "Cookie: $(login_cookie 18187)"
 
-# p99 at 80 % of the maximum, for the session-in-Redis rows: an open-loop load at a fixed rate
-# (oha -q, latency measured from when each request was due, so a stall is not hidden by the
-# generator waiting for it). oha is heavier than wrk: on one core it adds its own queueing (here
-# /healthz at 40k/s, 40 % of its max, already shows p99 4.4 ms), so read these rows as an upper
-# bound.
+# p99 at 80 % of the maximum, for the session-in-Redis rows (and /healthz for scale): an
+# open-loop load at a fixed rate from examples/paced.rs (request i due at i/rate, pipelined on
+# its connection, latency counted from when it was due, so a stall is not hidden by the generator
+# waiting for it). It includes the generator's own delay in reading answers: an upper bound.
 paced() {
   local label=$1 url=$2 header=$3 max=$4
   local rate
   rate=$(python3 -c "print(int(0.8 * $max))")
-  timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -c "$CONNS" -q "$rate" \
-    --latency-correction --no-tui --output-format json -H "$header" "$url" >"$WORK/oha.json"
-  python3 - "$label" "$max" "$WORK/oha.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[3]))
-rps = r["summary"]["requestsPerSec"]
-p = r["latencyPercentiles"]
-bad = sum(v for k, v in r.get("statusCodeDistribution", {}).items() if not k.startswith("2"))
-# Requests still in flight when the run ends are cut off by oha itself: not errors.
-bad += sum(v for k, v in r.get("errorDistribution", {}).items() if "deadline" not in k)
-print(f"| {sys.argv[1]}, fixed rate {rps / float(sys.argv[2]):.2f} x its max | {rps:.0f} | {p['p50'] * 1000:.3f} | {p['p99'] * 1000:.3f} | {bad} |")
+  local args=("$url" "$rate" "$DURATION" "$CONNS")
+  [ -n "$header" ] && args+=("$header")
+  timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" "$PACED" "${args[@]}" >"$WORK/paced.txt"
+  python3 - "$label" "$max" "$WORK/paced.txt" <<'PY'
+import sys
+r = dict(kv.split("=") for kv in open(sys.argv[3]).read().split())
+rps, bad = float(r["rate"]), int(r["non2xx"]) + int(r["sent"]) - int(r["answered"])
+print(f"| {sys.argv[1]}, fixed rate {rps / float(sys.argv[2]):.2f} x its max | {rps:.0f} | {float(r['p50_ms']):.3f} | {float(r['p99_ms']):.3f} | {bad} |")
 PY
 }
 rate_of() { awk -F'\t' -v k="$1" '$1 == k {print $2}' "$RESULTS"; }
+paced "healthz" http://127.0.0.1:18181/healthz "" "$(rate_of "healthz (floor)")"
 paced "me, Redis, cached" http://127.0.0.1:18184/auth/me "Cookie: $(login_cookie 18184)" \
   "$(rate_of "me, session cookie, Redis (+PostgreSQL), cached")"
 paced "me, Redis, cache off" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE" \
