@@ -84,6 +84,8 @@ pub async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        // As in plain HTTP: answers are not held back waiting for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service =
             router
