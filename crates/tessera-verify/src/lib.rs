@@ -1,0 +1,340 @@
+//! tessera-verify: what a resource server needs to check tessera's access tokens by itself.
+//!
+//! [`Verifier::discover`] reads the issuer's discovery document (RFC 8414) and its JWKS, then
+//! verifies every token locally with tessera-jose: signature by a published key (the algorithm
+//! bound to the key found by `kid`), `typ: at+jwt`, `iss`, `aud`, times with leeway, and the
+//! scopes a route requires. The key set is cached for as long as the JWKS response's
+//! `Cache-Control: max-age` allows (bounded), refreshed in the background when it goes stale,
+//! and a token signed by a key not yet known (a rotation) triggers one refetch — at most one per
+//! [`Options::refetch_interval`], so a flood of random `kid`s cannot become a flood of fetches.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use tessera_verify::{Options, Verifier};
+//! let verifier = Verifier::discover("https://auth.example.com", Options {
+//!     audience: Some("https://api.example.com".into()),
+//!     ..Options::default()
+//! }).await?;
+//! let token = verifier.verify("eyJ…").await?;
+//! Verifier::require_scopes(&token, &["orders:read"])?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tessera_jose::{JwkSet, KeySet, Validation};
+use tokio::time::Instant;
+
+/// How a [`Verifier`] checks tokens and keeps its keys.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `aud` this resource server answers to (`None`: any audience; not advised).
+    pub audience: Option<String>,
+    /// Clock-skew tolerance on token times, seconds.
+    pub leeway: i64,
+    /// The `typ` tokens must carry (`at+jwt`, RFC 9068).
+    pub typ: Option<String>,
+    /// At most one JWKS fetch for an unknown `kid` per this interval.
+    pub refetch_interval: Duration,
+    /// How long keys are kept without a `max-age` from the server; also the longest `max-age`
+    /// honoured.
+    pub max_cache: Duration,
+    /// The shortest `max-age` honoured (a server saying 0 is not fetched on every request).
+    pub min_cache: Duration,
+    /// Timeout of each HTTP request.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            audience: None,
+            leeway: 60,
+            typ: Some("at+jwt".into()),
+            refetch_interval: Duration::from_secs(10),
+            max_cache: Duration::from_secs(3600),
+            min_cache: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the issuer could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// The discovery document or the JWKS could not be fetched.
+    #[error("cannot fetch {url}: {reason}")]
+    Fetch {
+        /// What was asked for.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A document is not what the standards say.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not valid here (RFC 6750 `invalid_token`).
+    #[error("invalid token: {0}")]
+    Invalid(#[from] tessera_jose::Error),
+    /// Valid, but without a scope the route needs (RFC 6750 `insufficient_scope`).
+    #[error("the token lacks the scope {0}")]
+    InsufficientScope(String),
+}
+
+impl VerifyError {
+    /// The RFC 6750 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Invalid(_) => "invalid_token",
+            VerifyError::InsufficientScope(_) => "insufficient_scope",
+        }
+    }
+}
+
+/// The largest discovery document or JWKS read.
+const MAX_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug)]
+struct Keys {
+    verifier: Arc<tessera_jose::Verifier>,
+    fresh_until: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    issuer: String,
+    jwks_uri: String,
+    http: reqwest::Client,
+    options: Options,
+    validation: Validation,
+    keys: RwLock<Keys>,
+    /// When the JWKS was last fetched (or a fetch started): the refetch rate limit.
+    last_fetch: tokio::sync::Mutex<Instant>,
+    fetches: AtomicU64,
+}
+
+/// Verifies one issuer's access tokens. Cheap to clone; clones share the key cache.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// GETs `url` as bytes (capped), with the response's `max-age` if it gave one.
+async fn get(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), DiscoverError> {
+    let fail = |reason: String| DiscoverError::Fetch {
+        url: url.to_owned(),
+        reason,
+    };
+    let res = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !res.status().is_success() {
+        return Err(fail(format!("HTTP {}", res.status())));
+    }
+    let max_age = res
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',').find_map(|d| {
+                d.trim()
+                    .strip_prefix("max-age=")
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+        })
+        .map(Duration::from_secs);
+    let body = res.bytes().await.map_err(|e| fail(e.to_string()))?;
+    if body.len() > MAX_BYTES {
+        return Err(fail(format!("larger than {MAX_BYTES} bytes")));
+    }
+    Ok((body.to_vec(), max_age))
+}
+
+/// Whether plain `http://` is acceptable for `url`: only to a loopback host.
+fn transport_ok(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+impl Verifier {
+    /// Reads `issuer`'s discovery document (`/.well-known/oauth-authorization-server`) and its
+    /// JWKS. The document must name the same issuer; plain HTTP only to a loopback address.
+    pub async fn discover(issuer: &str, options: Options) -> Result<Verifier, DiscoverError> {
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        if !transport_ok(&issuer) {
+            return Err(DiscoverError::Invalid(
+                "the issuer must be https:// (plain http only on loopback)".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DiscoverError::Invalid(e.to_string()))?;
+        let url = format!("{issuer}/.well-known/oauth-authorization-server");
+        let (body, _) = get(&http, &url).await?;
+        let doc: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| DiscoverError::Invalid("the discovery document is not JSON".into()))?;
+        if doc["issuer"].as_str() != Some(issuer.as_str()) {
+            return Err(DiscoverError::Invalid(
+                "the discovery document names another issuer".into(),
+            ));
+        }
+        let jwks_uri = doc["jwks_uri"]
+            .as_str()
+            .filter(|u| transport_ok(u))
+            .ok_or_else(|| {
+                DiscoverError::Invalid("the discovery document has no usable jwks_uri".into())
+            })?
+            .to_owned();
+        let validation = Validation {
+            leeway: options.leeway,
+            issuer: Some(issuer.clone()),
+            audiences: options.audience.iter().cloned().collect(),
+            typ: options.typ.clone(),
+            required: vec!["exp".into(), "sub".into()],
+            ..Validation::default()
+        };
+        let (verifier, fresh_for) =
+            Self::fetch_keys(&http, &jwks_uri, &validation, &options).await?;
+        let now = Instant::now();
+        let inner = Arc::new(Inner {
+            issuer,
+            jwks_uri,
+            http,
+            validation,
+            keys: RwLock::new(Keys {
+                verifier,
+                fresh_until: now + fresh_for,
+            }),
+            // The fetch at discovery does not count against the first refetch for a new `kid`:
+            // a key rotated in just after start is picked up at once.
+            last_fetch: tokio::sync::Mutex::new(
+                now.checked_sub(options.refetch_interval).unwrap_or(now),
+            ),
+            fetches: AtomicU64::new(1),
+            options,
+        });
+        Ok(Verifier { inner })
+    }
+
+    async fn fetch_keys(
+        http: &reqwest::Client,
+        jwks_uri: &str,
+        validation: &Validation,
+        options: &Options,
+    ) -> Result<(Arc<tessera_jose::Verifier>, Duration), DiscoverError> {
+        let (body, max_age) = get(http, jwks_uri).await?;
+        let set: JwkSet = serde_json::from_slice(&body)
+            .map_err(|_| DiscoverError::Invalid("the JWKS is not a JWK Set".into()))?;
+        let keys = KeySet::from_jwks(&set)
+            .map_err(|e| DiscoverError::Invalid(format!("the JWKS is unusable: {e}")))?;
+        let fresh_for = max_age
+            .unwrap_or(options.max_cache)
+            .clamp(options.min_cache, options.max_cache);
+        Ok((
+            Arc::new(tessera_jose::Verifier::new(keys, validation.clone())),
+            fresh_for,
+        ))
+    }
+
+    /// Fetches the JWKS again if none was fetched within `min_gap`; whether it did.
+    async fn refetch(&self, min_gap: Duration) -> bool {
+        let i = &self.inner;
+        let mut last = i.last_fetch.lock().await;
+        if last.elapsed() < min_gap {
+            return false;
+        }
+        *last = Instant::now();
+        i.fetches.fetch_add(1, Ordering::Relaxed);
+        match Self::fetch_keys(&i.http, &i.jwks_uri, &i.validation, &i.options).await {
+            Ok((verifier, fresh_for)) => {
+                *i.keys.write().unwrap_or_else(|e| e.into_inner()) = Keys {
+                    verifier,
+                    fresh_until: Instant::now() + fresh_for,
+                };
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
+                false
+            }
+        }
+    }
+
+    fn current(&self) -> (Arc<tessera_jose::Verifier>, bool) {
+        let k = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        (Arc::clone(&k.verifier), Instant::now() >= k.fresh_until)
+    }
+
+    /// Verifies an access token now. Keys past their cache time are refreshed in the
+    /// background (this call uses the ones held); a token whose `kid` is unknown waits for one
+    /// refetch if the rate limit allows, then is refused if still unknown.
+    pub async fn verify(&self, token: &str) -> Result<tessera_jose::Token, VerifyError> {
+        let (verifier, stale) = self.current();
+        if stale {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let gap = me.inner.options.min_cache;
+                me.refetch(gap).await;
+            });
+        }
+        match verifier.verify_at(token, unix_now()) {
+            Err(tessera_jose::Error::UnknownKey)
+                if self.refetch(self.inner.options.refetch_interval).await =>
+            {
+                Ok(self.current().0.verify_at(token, unix_now())?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Refuses a token that lacks any of `required` in its `scope`.
+    pub fn require_scopes(
+        token: &tessera_jose::Token,
+        required: &[&str],
+    ) -> Result<(), VerifyError> {
+        let granted = token.claims.scope.as_deref().unwrap_or("");
+        for r in required {
+            if !granted.split(' ').any(|g| g == *r) {
+                return Err(VerifyError::InsufficientScope((*r).to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// How many times the JWKS was fetched (discovery included).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+}

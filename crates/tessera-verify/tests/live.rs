@@ -1,0 +1,181 @@
+//! tessera-verify against a live tessera (the real server on port 0): discovery, local
+//! verification, a key rotation picked up without a restart, and a flood of unknown `kid`s that
+//! costs at most one JWKS fetch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tessera_core::MasterKey;
+use tessera_server::{AppState, Config};
+use tessera_store::MemoryStore;
+use tessera_verify::{DiscoverError, Options, Verifier, VerifyError};
+
+const PW: &str = "correct horse battery";
+
+struct Live {
+    url: String,
+    state: AppState<MemoryStore, MemoryStore>,
+}
+
+async fn live() -> Live {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = Config {
+        listen: listener.local_addr().unwrap(),
+        ..Config::default()
+    };
+    config.password.hash_concurrency = 2;
+    let store = MemoryStore::new();
+    let state = tessera_server::build(
+        &config,
+        store.clone(),
+        store,
+        Arc::new(tessera_jose::SystemClock),
+        MasterKey::from_bytes(&[7u8; 32]).unwrap(),
+    )
+    .await
+    .unwrap();
+    state.auth.create_user("alice", PW).await.unwrap();
+    let router = tessera_server::router(state.clone(), &config);
+    tokio::spawn(tessera_server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    Live {
+        url: format!("http://{}", config.listen),
+        state,
+    }
+}
+
+async fn access_token(url: &str) -> String {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"username": "alice", "password": PW, "mode": "token"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn options(audience: &str) -> Options {
+    Options {
+        audience: Some(audience.into()),
+        ..Options::default()
+    }
+}
+
+fn kid_of(token: &str) -> String {
+    let d = tessera_jose::dangerous::decode_unverified(token, 8192).unwrap();
+    d.header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifies_locally_and_checks_claims_and_scopes() {
+    let live = live().await;
+    let token = access_token(&live.url).await;
+    let v = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    assert_eq!(v.issuer(), live.url);
+    let t = v.verify(&token).await.unwrap();
+    assert!(t.claims.sub.as_deref().unwrap().starts_with("usr_"));
+    Verifier::require_scopes(&t, &["openid"]).unwrap();
+    let e = Verifier::require_scopes(&t, &["admin"]).unwrap_err();
+    assert_eq!(e.code(), "insufficient_scope");
+    // Another audience, a tampered token, garbage: refused, with the RFC 6750 code.
+    let other = Verifier::discover(&live.url, options("https://elsewhere"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        other.verify(&token).await,
+        Err(VerifyError::Invalid(tessera_jose::Error::WrongAudience))
+    ));
+    let mut tampered = token.clone().into_bytes();
+    let at = tampered.len() - 5;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let e = v
+        .verify(std::str::from_utf8(&tampered).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_token");
+    assert!(v.verify("not a token").await.is_err());
+    // Verification is local: one JWKS fetch for all of it.
+    assert_eq!(v.jwks_fetches(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_is_picked_up_without_a_restart() {
+    let live = live().await;
+    let v = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    let before = access_token(&live.url).await;
+    v.verify(&before).await.unwrap();
+    // A new key that signs at once (a second later, so it is the newest).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let now = live.state.auth.now();
+    live.state
+        .keys
+        .rotate(tessera_jose::Algorithm::ES256, now, 0)
+        .await
+        .unwrap();
+    let after = access_token(&live.url).await;
+    assert_ne!(kid_of(&before), kid_of(&after));
+    let t = v.verify(&after).await.unwrap();
+    assert_eq!(t.header.alg, tessera_jose::Algorithm::ES256);
+    assert_eq!(v.jwks_fetches(), 2, "one refetch for the new kid");
+    // The old key is still published: tokens it signed still verify.
+    v.verify(&before).await.unwrap();
+    assert_eq!(v.jwks_fetches(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_kids_costs_at_most_one_fetch() {
+    let live = live().await;
+    let v = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    let token = access_token(&live.url).await;
+    let (_, rest) = token.split_once('.').unwrap();
+    for i in 0..500 {
+        let header = tessera_jose::b64::encode(
+            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": format!("random-{i}")})
+                .to_string()
+                .as_bytes(),
+        );
+        let forged = format!("{header}.{rest}");
+        assert!(matches!(
+            v.verify(&forged).await,
+            Err(VerifyError::Invalid(tessera_jose::Error::UnknownKey))
+        ));
+    }
+    assert!(v.jwks_fetches() <= 2, "{} fetches", v.jwks_fetches());
+    // And good tokens still verify throughout.
+    v.verify(&token).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_refuses_what_it_cannot_trust() {
+    let live = live().await;
+    // Plain HTTP off loopback.
+    assert!(matches!(
+        Verifier::discover("http://auth.example.com", Options::default()).await,
+        Err(DiscoverError::Invalid(_))
+    ));
+    // A document naming another issuer (the same server reached under another name).
+    let aliased = live.url.replace("127.0.0.1", "localhost");
+    assert!(matches!(
+        Verifier::discover(&aliased, Options::default()).await,
+        Err(DiscoverError::Invalid(_))
+    ));
+    // Nothing listening.
+    assert!(matches!(
+        Verifier::discover("http://127.0.0.1:9", Options::default()).await,
+        Err(DiscoverError::Fetch { .. })
+    ));
+}
