@@ -179,3 +179,76 @@ async fn discovery_refuses_what_it_cannot_trust() {
         Err(DiscoverError::Fetch { .. })
     ));
 }
+
+/// An issuer in front of the live one that serves its JWKS with `Cache-Control: max-age=SECS`
+/// and counts the JWKS requests.
+async fn fronted(live: &Live, max_age: u64) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (jwks_url, me) = (format!("{}/.well-known/jwks.json", live.url), url.clone());
+    let counter = Arc::clone(&hits);
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || {
+                let me = me.clone();
+                async move { axum::Json(json!({"issuer": me, "jwks_uri": format!("{me}/jwks")})) }
+            }),
+        )
+        .route(
+            "/jwks",
+            get(move || {
+                let (jwks_url, counter) = (jwks_url.clone(), Arc::clone(&counter));
+                async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = reqwest::get(&jwks_url).await.unwrap().text().await.unwrap();
+                    (
+                        [("cache-control", format!("public, max-age={max_age}"))],
+                        body,
+                    )
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_refreshed_when_their_max_age_runs_out() {
+    let live = live().await;
+    let token = access_token(&live.url).await;
+    let (issuer, hits) = fronted(&live, 1).await;
+    let v = Verifier::discover(
+        &issuer,
+        Options {
+            min_cache: std::time::Duration::ZERO,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The fronting issuer is another `iss`: check signatures only through it.
+    let _ = v.verify(&token).await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Within max-age: no fetch. Past it: one background refresh on the next verification.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let _ = v.verify(&token).await;
+    let start = std::time::Instant::now();
+    while hits.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "no refresh after max-age"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A long max-age (60 s from tessera itself) is honoured: no refresh within it.
+    let direct = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    direct.verify(&token).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(direct.jwks_fetches(), 1);
+}
