@@ -20,6 +20,9 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "axum")]
+pub mod http;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -252,3 +252,66 @@ async fn keys_are_refreshed_when_their_max_age_runs_out() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(direct.jwks_fetches(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_extractor_and_layer_answer_as_rfc6750_says() {
+    use axum::routing::get;
+    use tessera_verify::http::{Bearer, VerifyLayer};
+    let live = live().await;
+    let token = access_token(&live.url).await;
+    let v = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    let whoami = |Bearer(t): Bearer| async move { t.claims.sub.unwrap_or_default() };
+    let app = axum::Router::new()
+        .route("/me", get(whoami))
+        .route(
+            "/admin",
+            get(whoami).layer(VerifyLayer::new(v.clone()).require_scopes(["admin"])),
+        )
+        .route(
+            "/open",
+            get(whoami).layer(VerifyLayer::new(v.clone()).require_scopes(["openid"])),
+        )
+        .with_state(v);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rs = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let call = |path: &str, auth: Option<&str>| {
+        let mut r = http.get(format!("{rs}{path}"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    let res = call("/me", Some(&format!("Bearer {token}"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().starts_with("usr_"));
+    let res = call("/open", Some(&format!("Bearer {token}")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for (path, auth, status, challenge) in [
+        ("/me", None, 401, "Bearer"),
+        (
+            "/me",
+            Some("Bearer nope".to_owned()),
+            401,
+            "Bearer error=\"invalid_token\"",
+        ),
+        ("/me", Some("Basic eDp5".to_owned()), 401, "Bearer"),
+        (
+            "/admin",
+            Some(format!("Bearer {token}")),
+            403,
+            "Bearer error=\"insufficient_scope\", scope=\"admin\"",
+        ),
+        ("/admin", None, 401, "Bearer"),
+    ] {
+        let res = call(path, auth.as_deref()).await.unwrap();
+        assert_eq!(res.status(), status, "{path} {auth:?}");
+        assert_eq!(res.headers()["www-authenticate"], challenge);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+}
