@@ -350,10 +350,9 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
     match grant {
         "refresh_token" => {
             let presented = required(&params, "refresh_token")?;
-            if params.contains_key("scope") {
-                // Narrowing on refresh is not offered: the family keeps its scope.
-                let _ = scope_param(&params)?;
-            }
+            // Narrowing on refresh is not offered (the family keeps its scope), but a
+            // malformed scope is still refused.
+            scope_param(&params)?;
             let issued = state.tokens.refresh(presented, &caller.id).await?;
             Ok(token_response(&issued))
         }

@@ -14,12 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, subset, valid_challenge, valid_scope};
-use tessera_core::{
-    Authenticated, Client, ClientInfo, ClientStore, Consent, LoginError, Stores, UserStore,
-};
+use tessera_core::{Authenticated, Client, ClientStore, Consent, LoginError, Stores, UserStore};
 
 use crate::AppState;
-use crate::http::{Peer, client_ip, cookie, same_origin};
+use crate::http::{Peer, cookie, same_origin};
 use crate::problem::Problem;
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -92,6 +90,21 @@ fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
         }
     }
     Ok(out)
+}
+
+/// The parameters of a form posted from one of our pages: another site's post is refused.
+fn posted_form(
+    origin: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, Response> {
+    if !same_origin(headers, origin) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site.",
+        ));
+    }
+    params(body).map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))
 }
 
 /// A checked authorization request.
@@ -455,15 +468,9 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&headers, &state.settings.origin) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site.",
-        );
-    }
-    let p = match params(&body) {
+    let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
+        Err(page) => return page,
     };
     let r = match state.authorization_request(&p).await {
         Ok(r) => r,
@@ -526,15 +533,9 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !same_origin(&headers, &state.settings.origin) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site.",
-        );
-    }
-    let p = match params(&body) {
+    let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
+        Err(page) => return page,
     };
     let continue_to = p.get("continue").map(String::as_str).unwrap_or_default();
     // Only back into an authorization request of ours: never an open redirect.
@@ -562,13 +563,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
             nonce,
         );
     };
-    let client = ClientInfo {
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        ip: client_ip(peer, &headers, &state.settings.trusted_proxies),
-    };
+    let client = state.client_info(peer, &headers);
     match state.auth.login(username, password, &client).await {
         Ok((token, a)) => {
             let mut res = see_other(continue_to);

@@ -47,6 +47,18 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         Ok(())
     }
 
+    /// What a login records of the browser: its `User-Agent` and address (behind trusted
+    /// proxies).
+    pub(crate) fn client_info(&self, peer: Peer, headers: &HeaderMap) -> ClientInfo {
+        ClientInfo {
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            ip: client_ip(peer, headers, &self.settings.trusted_proxies),
+        }
+    }
+
     pub(crate) fn set_cookie(&self, value: &str, max_age: i64) -> HeaderValue {
         let secure = if self.settings.secure_cookie {
             "; Secure"
@@ -91,13 +103,7 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
         Some("token") => true,
         Some(_) => return Err(Problem::bad_request("mode is \"session\" or \"token\"")),
     };
-    let client = ClientInfo {
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        ip: client_ip(peer, &headers, &state.settings.trusted_proxies),
-    };
+    let client = state.client_info(peer, &headers);
     if token_mode {
         let user = state
             .auth
