@@ -92,19 +92,20 @@ fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     Ok(out)
 }
 
-/// The parameters of a form posted from one of our pages: another site's post is refused.
+/// The parameters of a form posted from one of our pages: another site's post is refused
+/// (the status and sentence of the error page).
 fn posted_form(
     origin: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<HashMap<String, String>, Response> {
+) -> Result<HashMap<String, String>, (StatusCode, String)> {
     if !same_origin(headers, origin) {
-        return Err(error_page(
+        return Err((
             StatusCode::FORBIDDEN,
-            "This form was sent from another site.",
+            "This form was sent from another site.".into(),
         ));
     }
-    params(body).map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))
+    params(body).map_err(|m| (StatusCode::BAD_REQUEST, m))
 }
 
 /// A checked authorization request.
@@ -470,7 +471,7 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
 ) -> Response {
     let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err(page) => return page,
+        Err((status, message)) => return error_page(status, &message),
     };
     let r = match state.authorization_request(&p).await {
         Ok(r) => r,
@@ -535,7 +536,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
 ) -> Response {
     let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err(page) => return page,
+        Err((status, message)) => return error_page(status, &message),
     };
     let continue_to = p.get("continue").map(String::as_str).unwrap_or_default();
     // Only back into an authorization request of ours: never an open redirect.
