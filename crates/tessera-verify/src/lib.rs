@@ -120,6 +120,8 @@ struct Inner {
     keys: RwLock<Keys>,
     /// When the JWKS was last fetched (or a fetch started): the refetch rate limit.
     last_fetch: tokio::sync::Mutex<Instant>,
+    /// A background refresh is under way (at most one at a time).
+    refreshing: std::sync::atomic::AtomicBool,
     fetches: AtomicU64,
 }
 
@@ -144,7 +146,7 @@ async fn get(
         url: url.to_owned(),
         reason,
     };
-    let res = http
+    let mut res = http
         .get(url)
         .send()
         .await
@@ -164,11 +166,15 @@ async fn get(
             })
         })
         .map(Duration::from_secs);
-    let body = res.bytes().await.map_err(|e| fail(e.to_string()))?;
-    if body.len() > MAX_BYTES {
-        return Err(fail(format!("larger than {MAX_BYTES} bytes")));
+    // Read chunk by chunk and stop at the cap: a huge answer is never held in memory whole.
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| fail(e.to_string()))? {
+        if body.len() + chunk.len() > MAX_BYTES {
+            return Err(fail(format!("larger than {MAX_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
     }
-    Ok((body.to_vec(), max_age))
+    Ok((body, max_age))
 }
 
 /// Whether plain `http://` is acceptable for `url`: only to a loopback host.
@@ -240,6 +246,7 @@ impl Verifier {
             last_fetch: tokio::sync::Mutex::new(
                 now.checked_sub(options.refetch_interval).unwrap_or(now),
             ),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             fetches: AtomicU64::new(1),
             options,
         });
@@ -300,11 +307,19 @@ impl Verifier {
     /// refetch if the rate limit allows, then is refused if still unknown.
     pub async fn verify(&self, token: &str) -> Result<tessera_jose::Token, VerifyError> {
         let (verifier, stale) = self.current();
-        if stale {
+        // Stale keys: one background refresh, not one per request while it runs.
+        if stale
+            && self
+                .inner
+                .refreshing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
             let me = self.clone();
             tokio::spawn(async move {
                 let gap = me.inner.options.min_cache;
                 me.refetch(gap).await;
+                me.inner.refreshing.store(false, Ordering::Release);
             });
         }
         match verifier.verify_at(token, unix_now()) {

@@ -315,3 +315,28 @@ async fn the_axum_extractor_and_layer_answer_as_rfc6750_says() {
         assert_eq!(res.headers()["content-type"], "application/problem+json");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_larger_than_a_mebibyte_is_refused() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let me = url.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || {
+                let me = me.clone();
+                async move { axum::Json(json!({"issuer": me, "jwks_uri": format!("{me}/jwks")})) }
+            }),
+        )
+        .route("/jwks", get(|| async { " ".repeat(2 * 1024 * 1024) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let e = Verifier::discover(&url, Options::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, DiscoverError::Fetch { reason, .. } if reason.contains("larger than")),
+        "{e}"
+    );
+}
