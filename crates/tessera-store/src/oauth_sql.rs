@@ -1,6 +1,7 @@
-//! [`ClientStore`](tessera_core::ClientStore) for both SQL backends: the tables are the same
-//! (`migrations/*/…oauth.sql`) and every statement here is plain SQL both accept, with `$N`
-//! placeholders (sqlx binds them positionally on SQLite too). Records travel as JSON.
+//! [`ClientStore`](tessera_core::ClientStore) for both SQL backends: one migration makes the
+//! tables for both (`migrations/shared/oauth.sql`), and every statement here is plain SQL both
+//! accept, with `$N` placeholders (sqlx binds them positionally on SQLite too). Records travel
+//! as JSON.
 
 /// Implements `ClientStore` for `$store`, a struct with a `pool` field and a
 /// `bump_generation` method, in a module that has an `unavailable(sqlx::Error) -> StoreError`

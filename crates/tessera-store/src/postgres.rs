@@ -32,7 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         3,
         "oauth clients, codes and consents",
-        include_str!("../migrations/postgres/0003_oauth.sql"),
+        include_str!("../migrations/shared/oauth.sql"),
     ),
 ];
 

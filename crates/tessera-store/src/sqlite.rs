@@ -46,7 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         6,
         "oauth clients, codes and consents",
-        include_str!("../migrations/sqlite/0006_oauth.sql"),
+        include_str!("../migrations/shared/oauth.sql"),
     ),
 ];
 

@@ -1,6 +1,6 @@
 -- OAuth clients, authorization codes and consents. Records are JSON documents (the domain's
 -- own serde form); the columns beside them are the ones queries select or order by. Secrets and
--- codes appear only as SHA-256 hashes. The same statements serve PostgreSQL.
+-- codes appear only as SHA-256 hashes. One file: SQLite (migration 6) and PostgreSQL (3) run it as is.
 CREATE TABLE oauth_clients (
     id         TEXT PRIMARY KEY,
     record     TEXT NOT NULL,
