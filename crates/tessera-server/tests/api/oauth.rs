@@ -570,6 +570,36 @@ impl Browser {
     }
 }
 
+/// The consent page's form, answered with `decision` (its last field).
+fn consent_form(html: &str, decision: &str) -> Vec<(String, String)> {
+    [
+        "csrf",
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+    ]
+    .iter()
+    .map(|n| ((*n).to_owned(), hidden(html, n)))
+    .chain([("decision".to_owned(), decision.to_owned())])
+    .collect()
+}
+
+impl Browser {
+    /// A code for `webapp` and `scope` when consent is remembered: straight back, no page.
+    async fn remembered_code<U: UserStore, S: Stores>(
+        &mut self,
+        app: &App<U, S>,
+        scope: &str,
+    ) -> String {
+        let res = self.get(app, &authorize_path("webapp", scope, "s")).await;
+        query_of(&location(&res))["code"].clone()
+    }
+}
+
 fn location(res: &reqwest::Response) -> String {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     res.headers()
@@ -637,20 +667,7 @@ async fn code_through_pages<U: UserStore, S: Stores>(
     for s in scope.split(' ') {
         assert!(html.contains(s));
     }
-    let form: Vec<(String, String)> = [
-        "csrf",
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "scope",
-        "state",
-        "code_challenge",
-        "code_challenge_method",
-    ]
-    .iter()
-    .map(|n| ((*n).to_owned(), hidden(&html, n)))
-    .chain([("decision".to_owned(), "allow".to_owned())])
-    .collect();
+    let form = consent_form(&html, "allow");
     let res = browser
         .post(
             app,
@@ -871,12 +888,7 @@ async fn a_public_client_needs_pkce_and_no_secret() {
         "invalid_grant",
     )
     .await;
-    let code = query_of(&location(
-        &browser
-            .get(&app, &authorize_path("webapp", "profile", "s"))
-            .await,
-    ))["code"]
-        .clone();
+    let code = browser.remembered_code(&app, "profile").await;
     // Missing verifier.
     oauth_error(
         app.form(
@@ -999,12 +1011,7 @@ async fn authorization_refusals() {
     )
     .await;
     // A code expires in a minute.
-    let code = query_of(&location(
-        &browser
-            .get(&app, &authorize_path("webapp", "profile", "s"))
-            .await,
-    ))["code"]
-        .clone();
+    let code = browser.remembered_code(&app, "profile").await;
     app.clock.advance(61);
     oauth_error(
         app.basic(
@@ -1019,12 +1026,7 @@ async fn authorization_refusals() {
     )
     .await;
     // Another client cannot use the code.
-    let code = query_of(&location(
-        &browser
-            .get(&app, &authorize_path("webapp", "profile", "s"))
-            .await,
-    ))["code"]
-        .clone();
+    let code = browser.remembered_code(&app, "profile").await;
     let other = app
         .client(NewClient {
             id: "other".into(),
@@ -1051,20 +1053,7 @@ async fn authorization_refusals() {
         .get(&app, &authorize_path("webapp", "api:write", "d"))
         .await;
     let html = res.text().await.unwrap();
-    let mut form: Vec<(String, String)> = [
-        "csrf",
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "scope",
-        "state",
-        "code_challenge",
-        "code_challenge_method",
-    ]
-    .iter()
-    .map(|n| ((*n).to_owned(), hidden(&html, n)))
-    .collect();
-    form.push(("decision".into(), "deny".into()));
+    let mut form = consent_form(&html, "deny");
     let to = location(
         &browser
             .post(
