@@ -43,6 +43,11 @@ impl OAuthError {
         }
     }
 
+    /// A store is down: `503 temporarily_unavailable`.
+    pub fn unavailable() -> OAuthError {
+        OAuthError::new("temporarily_unavailable", "try again shortly")
+    }
+
     /// The error for a bare status on an OAuth endpoint (413, 415, 404, 405, 408, …).
     pub fn for_status(status: StatusCode) -> OAuthError {
         let error = if status.is_server_error() {
@@ -90,9 +95,7 @@ impl From<GrantError> for OAuthError {
                 "invalid_target",
                 "the requested resource or audience is not allowed for this client",
             ),
-            GrantError::Unavailable => {
-                OAuthError::new("temporarily_unavailable", "try again shortly")
-            }
+            GrantError::Unavailable => OAuthError::unavailable(),
         }
     }
 }
@@ -227,7 +230,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             .sessions()
             .client(&id)
             .await
-            .map_err(|_| OAuthError::new("temporarily_unavailable", "try again shortly"))?
+            .map_err(|_| OAuthError::unavailable())?
             .ok_or_else(unknown)?;
         let confidential = match (&secret, client.is_public()) {
             (Some(s), false) if client.secret_matches(s) => true,
@@ -434,12 +437,7 @@ async fn token_exchange<U: UserStore, S: Stores>(
     let aud = state.tokens.audience_for(client, target(params)?)?;
     let session = match state.auth.authenticate(subject).await {
         Ok(a) => a,
-        Err(tessera_core::SessionError::Unavailable) => {
-            return Err(OAuthError::new(
-                "temporarily_unavailable",
-                "try again shortly",
-            ));
-        }
+        Err(tessera_core::SessionError::Unavailable) => return Err(OAuthError::unavailable()),
         Err(_) => {
             return Err(OAuthError::new(
                 "invalid_request",
@@ -528,7 +526,6 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     /// access tokens are inactive unless `tokens.introspection_stale_denylist` is `open`.
     pub async fn introspection(&self, presented: &str) -> Result<Value, OAuthError> {
         let inactive = json!({"active": false});
-        let unavailable = || OAuthError::new("temporarily_unavailable", "try again shortly");
         let issuer = &self.settings.issuer;
         if presented.starts_with("tss_") {
             return match self.auth.authenticate(presented).await {
@@ -544,7 +541,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
                     "iat": a.session.created_at,
                     "exp": a.session.ends_at(),
                 })),
-                Err(tessera_core::SessionError::Unavailable) => Err(unavailable()),
+                Err(tessera_core::SessionError::Unavailable) => Err(OAuthError::unavailable()),
                 Err(_) => Ok(inactive),
             };
         }
@@ -560,7 +557,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
                     "exp": r.expires_at,
                 })),
                 Ok(None) => Ok(inactive),
-                Err(_) => Err(unavailable()),
+                Err(_) => Err(OAuthError::unavailable()),
             };
         }
         let Ok(t) = self.tokens.verify_issued(presented) else {
@@ -580,7 +577,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             match self.auth.users().user_by_id(sub).await {
                 Ok(Some(u)) if !u.disabled => username = Some(u.username),
                 Ok(_) => return Ok(inactive),
-                Err(_) => return Err(unavailable()),
+                Err(_) => return Err(OAuthError::unavailable()),
             }
         }
         if let Some(cid) = c.client_id.as_deref()
@@ -589,7 +586,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             match self.auth.sessions().client(cid).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(inactive),
-                Err(_) => return Err(unavailable()),
+                Err(_) => return Err(OAuthError::unavailable()),
             }
         }
         let mut out = json!({
