@@ -58,8 +58,11 @@ async fn read_answers(stream: Rc<TcpStream>, conn: usize, shared: Rc<RefCell<Sha
         }
         let now = Instant::now();
         let mut s = shared.borrow_mut();
-        while let Some((len, ok)) = response(&buf) {
-            buf.drain(..len);
+        // Every complete answer in the buffer, then one shift of what is left (not one per
+        // answer: a read can hold hundreds of pipelined answers).
+        let mut at = 0;
+        while let Some((len, ok)) = response(&buf[at..]) {
+            at += len;
             if let Some(due) = s.due[conn].pop_front() {
                 let us = now.saturating_duration_since(due).as_micros();
                 s.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
@@ -68,6 +71,7 @@ async fn read_answers(stream: Rc<TcpStream>, conn: usize, shared: Rc<RefCell<Sha
                 s.non2xx += 1;
             }
         }
+        buf.drain(..at);
     }
 }
 
