@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-use tessera_jose::Clock;
+use tessera_jose::{Clock, Revocation};
 
 use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
+use crate::revocation::Denylist;
 use crate::session::{Session, SessionPolicy};
 use crate::store::{StoreError, Stores, UserStore};
 use crate::throttle::Throttle;
@@ -128,13 +129,18 @@ pub struct Auth<U, S> {
     throttle: Throttle,
     clock: Arc<dyn Clock>,
     counters: Counters,
+    denylist: Arc<Denylist>,
 }
 
 /// The longest `User-Agent` kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
 impl<U: UserStore, S: Stores> Auth<U, S> {
-    /// A service over these stores.
+    /// A service over these stores; what it revokes joins `denylist` (and the store's).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each part is distinct and required"
+    )]
     pub fn new(
         users: U,
         sessions: S,
@@ -143,8 +149,10 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         session_policy: SessionPolicy,
         throttle: Throttle,
         clock: Arc<dyn Clock>,
+        denylist: Arc<Denylist>,
     ) -> Self {
         Auth {
+            denylist,
             users,
             sessions,
             hasher,
@@ -164,6 +172,41 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The revocations held in memory.
+    pub fn denylist(&self) -> &Arc<Denylist> {
+        &self.denylist
+    }
+
+    /// Refuses what `r` covers until `exp`: in the store (so other instances, verifiers
+    /// following the feed, and this one after a restart learn of it) and in memory at once.
+    pub async fn revoke(&self, r: Revocation, exp: i64) -> Result<(), StoreError> {
+        self.sessions.deny_access(&r.key(), exp).await?;
+        self.denylist.add(r, exp, self.now());
+        Ok(())
+    }
+
+    /// Refuses the access tokens issued under the sessions with these handles.
+    async fn revoke_sessions(
+        &self,
+        handles: impl IntoIterator<Item = String>,
+    ) -> Result<(), StoreError> {
+        let exp = self.denylist.keep_until(self.now());
+        for h in handles {
+            self.revoke(Revocation::Session(h), exp).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses every access token of `user_id` issued until now.
+    async fn revoke_subject(&self, user_id: &str) -> Result<(), StoreError> {
+        let now = self.now();
+        let r = Revocation::Subject {
+            sub: user_id.to_owned(),
+            at: now,
+        };
+        self.revoke(r, self.denylist.keep_until(now)).await
     }
 
     /// The user store.
@@ -378,6 +421,9 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 .map_err(unavailable)?
             {
                 bump(&self.counters.sessions_ended, 1);
+                self.revoke_sessions([session.handle.clone()])
+                    .await
+                    .map_err(unavailable)?;
                 tracing::info!(target: "audit", event = "session_ended", reason = "expired", session = %session.handle);
             }
             return Err(SessionError::Invalid);
@@ -401,8 +447,9 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         })
     }
 
-    /// Ends the session with this hash.
-    pub async fn logout(&self, hash: &TokenHash) -> Result<bool, SessionError> {
+    /// Ends the session with this hash (and public `handle`), and the access tokens issued
+    /// under it.
+    pub async fn logout(&self, hash: &TokenHash, handle: &str) -> Result<bool, SessionError> {
         let ended = self
             .sessions
             .delete_session(hash)
@@ -410,6 +457,9 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .map_err(unavailable)?;
         if ended {
             bump(&self.counters.sessions_ended, 1);
+            self.revoke_sessions([handle.to_owned()])
+                .await
+                .map_err(unavailable)?;
             tracing::info!(target: "audit", event = "session_ended", reason = "logout");
         }
         Ok(ended)
@@ -442,7 +492,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .await
             .map_err(unavailable)?;
         match list.into_iter().find(|(_, s)| s.handle == handle) {
-            Some((hash, _)) => self.logout(&hash).await,
+            Some((hash, s)) => self.logout(&hash, &s.handle).await,
             None => Ok(false),
         }
     }
@@ -453,11 +503,21 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         user_id: &str,
         keep: &TokenHash,
     ) -> Result<u64, SessionError> {
+        let ending: Vec<String> = self
+            .sessions
+            .sessions_of(user_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|(h, _)| h != keep)
+            .map(|(_, s)| s.handle)
+            .collect();
         let n = self
             .sessions
             .delete_sessions_of(user_id, Some(keep))
             .await
             .map_err(unavailable)?;
+        self.revoke_sessions(ending).await.map_err(unavailable)?;
         bump(&self.counters.sessions_ended, n);
         tracing::info!(target: "audit", event = "sessions_ended", reason = "end_others", user = %user_id, count = n);
         Ok(n)
@@ -483,6 +543,10 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .user_by_name(&name)
             .await?
             .ok_or(AccountError::NotFound)?;
+        if disabled {
+            // Refused first: no token of the account outlives the moment it is disabled.
+            self.revoke_subject(&user.id).await?;
+        }
         self.users.set_disabled(&user.id, disabled).await?;
         if disabled {
             let n = self.sessions.delete_sessions_of(&user.id, None).await?;
@@ -503,6 +567,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .user_by_name(&name)
             .await?
             .ok_or(AccountError::NotFound)?;
+        self.revoke_subject(&user.id).await?;
         let n = self.sessions.delete_sessions_of(&user.id, None).await?;
         bump(&self.counters.sessions_ended, n);
         self.sessions.revoke_families_of(&user.id).await?;

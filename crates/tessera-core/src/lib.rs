@@ -7,6 +7,7 @@ pub mod client;
 pub mod keys;
 pub mod password;
 pub mod refresh;
+pub mod revocation;
 pub mod session;
 pub mod store;
 pub mod throttle;
@@ -19,6 +20,7 @@ pub use client::{Client, ClientError, CodeRecord, Consent, NewClient};
 pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, StoredKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
+pub use revocation::{Denylist, LEEWAY};
 pub use session::{Session, SessionPolicy};
 pub use store::{
     Change, ClientStore, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError,

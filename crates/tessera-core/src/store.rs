@@ -143,6 +143,13 @@ pub trait RefreshStore: Send + Sync + 'static {
         &self,
         jti: &str,
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// The access tokens issued in `family` after `since`: each `jti` with the time it was
+    /// issued (so that killing the family can refuse those still alive).
+    fn family_access(
+        &self,
+        family: &str,
+        since: i64,
+    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
     /// Revokes a family: none of its tokens refresh again.
     fn revoke_family(&self, family: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Revokes every family of a user; how many were live.

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tessera_jose::{Audience, Claims, Clock, Validation};
+use tessera_jose::{Audience, Claims, Clock, Revocation, Validation};
 
 use crate::client::{Client, CodeRecord, pkce_matches};
 use crate::keys::KeyManager;
 use crate::refresh::RefreshRecord;
+use crate::revocation::Denylist;
 use crate::store::{StoreError, Stores};
 use crate::token::{Kind, Token, random_id};
 use crate::user::User;
@@ -169,18 +170,21 @@ pub struct Tokens<S> {
     clock: Arc<dyn Clock>,
     counters: TokenCounters,
     verified: Verified,
+    denylist: Arc<Denylist>,
     /// The verifier for the key ring of the given generation.
     verifier: std::sync::RwLock<(u64, Arc<tessera_jose::Verifier>)>,
 }
 
 impl<S: Stores> Tokens<S> {
-    /// A service signing with `keys`; `successor` derives rotated refresh tokens.
+    /// A service signing with `keys`; `successor` derives rotated refresh tokens; the access
+    /// tokens of a killed family join `denylist`.
     pub fn new(
         store: S,
         keys: Arc<KeyManager<S>>,
         successor: aws_lc_rs::hmac::Key,
         settings: TokenSettings,
         clock: Arc<dyn Clock>,
+        denylist: Arc<Denylist>,
     ) -> Self {
         let validation = Validation {
             leeway: settings.leeway,
@@ -204,6 +208,7 @@ impl<S: Stores> Tokens<S> {
             clock,
             counters: TokenCounters::default(),
             verified: Verified::default(),
+            denylist,
             verifier: std::sync::RwLock::new((
                 u64::MAX,
                 Arc::new(tessera_jose::Verifier::new(
@@ -373,15 +378,14 @@ impl<S: Stores> Tokens<S> {
             .map_err(unavailable)?
             .ok_or(GrantError::InvalidGrant)?;
         if !first {
-            self.store
-                .revoke_family(&record.family)
-                .await
-                .map_err(unavailable)?;
+            self.kill_family(&record.family).await?;
             let exp = now + self.settings.access_ttl;
             self.store
                 .deny_access(&record.access_jti, exp)
                 .await
                 .map_err(unavailable)?;
+            self.denylist
+                .add(Revocation::Token(record.access_jti.clone()), exp, now);
             self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %record.client_id, family = %record.family);
             return Err(GrantError::CodeReused {
@@ -537,10 +541,7 @@ impl<S: Stores> Tokens<S> {
                 None => true,
             };
             if now - used_at > self.settings.refresh_grace || !successor_unused {
-                self.store
-                    .revoke_family(&record.family)
-                    .await
-                    .map_err(unavailable)?;
+                self.kill_family(&record.family).await?;
                 self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
                 self.counters.revoked.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "audit", event = "refresh_reuse_detected", user = %record.user_id, family = %record.family);
@@ -638,6 +639,31 @@ impl<S: Stores> Tokens<S> {
         Ok(verified)
     }
 
+    /// Revokes a refresh family and refuses the access tokens issued in it that may still be
+    /// alive (RFC 7009 §2.1: revoking a refresh token ends the access tokens of its grant).
+    async fn kill_family(&self, family: &str) -> Result<(), GrantError> {
+        self.store
+            .revoke_family(family)
+            .await
+            .map_err(unavailable)?;
+        let now = self.clock.now();
+        let ttl = self.settings.access_ttl;
+        let live = self
+            .store
+            .family_access(family, now - ttl - self.settings.leeway)
+            .await
+            .map_err(unavailable)?;
+        for (jti, issued) in live {
+            let exp = issued + ttl;
+            self.store
+                .deny_access(&jti, exp)
+                .await
+                .map_err(unavailable)?;
+            self.denylist.add(Revocation::Token(jti), exp, now);
+        }
+        Ok(())
+    }
+
     /// Revokes the family of a refresh token (RFC 7009); false if the token is unknown.
     pub async fn revoke_refresh(
         &self,
@@ -660,10 +686,7 @@ impl<S: Stores> Tokens<S> {
             return Ok(false);
         }
         if !revoked {
-            self.store
-                .revoke_family(&record.family)
-                .await
-                .map_err(unavailable)?;
+            self.kill_family(&record.family).await?;
             self.counters.revoked.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "audit", event = "refresh_family_revoked", user = %record.user_id, family = %record.family);
         }
@@ -678,10 +701,7 @@ impl<S: Stores> Tokens<S> {
             .await
             .map_err(unavailable)?
         {
-            self.store
-                .revoke_family(&family)
-                .await
-                .map_err(unavailable)?;
+            self.kill_family(&family).await?;
             self.counters.revoked.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "audit", event = "refresh_family_revoked", family = %family, reason = "logout");
         }

@@ -31,6 +31,7 @@ mod jwk;
 mod jws;
 mod key;
 mod pem;
+mod revocation;
 mod time;
 mod validation;
 
@@ -41,5 +42,6 @@ pub use header::Header;
 pub use jwk::{Jwk, JwkSet, Secret};
 pub use jws::{KeySet, Signer, Token, Verifier, sign_jws, verify_jws};
 pub use key::{MIN_RSA_BITS, SigningKey, VerifyingKey};
+pub use revocation::{Revocation, RevocationEvent, RevocationSet};
 pub use time::{Clock, ManualClock, SystemClock};
 pub use validation::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_LEN, Validation, typ_matches};

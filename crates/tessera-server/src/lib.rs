@@ -24,10 +24,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, Change, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy,
+    Auth, Change, Denylist, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy,
     SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
 };
-use tessera_jose::Clock;
+use tessera_jose::{Clock, Revocation};
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 
@@ -72,8 +72,7 @@ pub struct Settings {
     pub introspection_open_when_stale: bool,
 }
 
-/// Clock-skew tolerance on token times, seconds.
-pub const LEEWAY: i64 = 60;
+pub use tessera_core::LEEWAY;
 
 /// The shared state of every handler.
 #[derive(Debug)]
@@ -105,67 +104,6 @@ impl<U, S> Clone for AppState<U, S> {
     }
 }
 
-/// Revoked access-token ids, each kept until the token would have expired anyway.
-#[derive(Debug)]
-pub struct Denylist {
-    entries: std::sync::RwLock<std::collections::HashMap<String, i64>>,
-    /// False while the change feed is lost: entries added elsewhere may be missing.
-    fresh: std::sync::atomic::AtomicBool,
-}
-
-impl Default for Denylist {
-    fn default() -> Self {
-        Denylist {
-            entries: std::sync::RwLock::default(),
-            fresh: std::sync::atomic::AtomicBool::new(true),
-        }
-    }
-}
-
-impl Denylist {
-    /// Whether this copy is known to hold every revocation (its feed is connected).
-    pub fn is_fresh(&self) -> bool {
-        self.fresh.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Marks this copy current or possibly stale.
-    pub fn set_fresh(&self, fresh: bool) {
-        self.fresh
-            .store(fresh, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Refuses `jti` until `exp`; forgets entries already past their expiry.
-    pub fn add(&self, jti: &str, exp: i64, now: i64) {
-        self.extend([(jti.to_owned(), exp)], now);
-    }
-
-    /// Refuses each `(jti, exp)` (a reload from the store); forgets entries past their expiry,
-    /// once for the whole batch.
-    pub fn extend(&self, entries: impl IntoIterator<Item = (String, i64)>, now: i64) {
-        let mut g = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        g.retain(|_, e| *e > now - LEEWAY);
-        g.extend(entries);
-    }
-
-    /// Whether `jti` is refused.
-    pub fn contains(&self, jti: &str) -> bool {
-        self.entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(jti)
-    }
-
-    /// How many entries are held.
-    pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl<U: UserStore, S: Stores> AppState<U, S> {
     /// Denylists a verified access token until its expiry and revokes its refresh family.
     pub async fn revoke_access(
@@ -174,11 +112,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     ) -> Result<(), tessera_core::GrantError> {
         let c = &token.claims;
         if let (Some(jti), Some(exp)) = (&c.jti, c.exp) {
-            let now = self.auth.now();
-            self.denylist.add(jti, exp, now);
             self.auth
-                .sessions()
-                .deny_access(jti, exp)
+                .revoke(Revocation::Token(jti.clone()), exp)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "storing a revoked access token failed");
@@ -226,6 +161,17 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
     let access_ttl = config.tokens.access_ttl.secs();
     let now = clock.now();
     let successor = master.derive("refresh-token-successor");
+    // Revocations survive a restart: the denylist is reloaded from the store.
+    let denylist = Arc::new(Denylist::new(access_ttl));
+    denylist.extend(
+        sessions
+            .denied_access(now)
+            .await
+            .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?
+            .into_iter()
+            .map(|(key, exp)| (Revocation::from_key(&key), exp)),
+        now,
+    );
     let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
     let keys = Arc::new(
         KeyManager::start(
@@ -256,6 +202,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             verified_cache: t.verified_cache_size,
         },
         Arc::clone(&clock),
+        Arc::clone(&denylist),
     );
     let auth = Auth::new(
         users,
@@ -272,20 +219,12 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         },
         throttle,
         clock,
-    );
-    // Revocations survive a restart: the denylist is reloaded from the store.
-    let denylist = Denylist::default();
-    denylist.extend(
-        auth.sessions()
-            .denied_access(now)
-            .await
-            .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?,
-        now,
+        Arc::clone(&denylist),
     );
     Ok(AppState {
         keys,
         tokens: Arc::new(tokens),
-        denylist: Arc::new(denylist),
+        denylist,
         auth: Arc::new(auth),
         settings: Arc::new(Settings {
             cookie_name: if development {
@@ -482,7 +421,9 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
             evict(&change);
             let now = state.auth.now();
             match &change {
-                Change::Denied { jti, exp } => state.denylist.add(jti, *exp, now),
+                Change::Denied { jti, exp } => {
+                    state.denylist.add(Revocation::from_key(jti), *exp, now);
+                }
                 Change::Keys => {
                     if let Err(e) = state.keys.refresh(now).await {
                         tracing::warn!(error = %e, "reloading the signing keys failed");
@@ -491,6 +432,9 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                 Change::Everything => {
                     match state.auth.sessions().denied_access(now - LEEWAY).await {
                         Ok(entries) => {
+                            let entries = entries
+                                .into_iter()
+                                .map(|(key, exp)| (Revocation::from_key(&key), exp));
                             state.denylist.extend(entries, now);
                             state.denylist.set_fresh(true);
                         }

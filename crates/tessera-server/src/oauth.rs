@@ -378,13 +378,10 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
                 .await
             {
                 Ok(issued) => Ok(token_response(&issued)),
-                Err(GrantError::CodeReused { jti, exp }) => {
-                    state.denylist.add(&jti, exp, state.auth.now());
-                    Err(OAuthError::new(
-                        "invalid_grant",
-                        "the authorization code was used before; what it issued is revoked",
-                    ))
-                }
+                Err(GrantError::CodeReused { .. }) => Err(OAuthError::new(
+                    "invalid_grant",
+                    "the authorization code was used before; what it issued is revoked",
+                )),
                 Err(e) => Err(e.into()),
             }
         }
@@ -564,7 +561,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             return Ok(inactive);
         };
         let c = &t.claims;
-        if c.jti.as_deref().is_some_and(|j| self.denylist.contains(j)) {
+        if self.denylist.refuses(c) {
             return Ok(inactive);
         }
         if !self.denylist.is_fresh() && !self.settings.introspection_open_when_stale {

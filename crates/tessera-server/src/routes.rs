@@ -154,7 +154,10 @@ pub(crate) async fn logout<U: UserStore, S: Stores>(
     }
     let caller = state.caller(&headers).await?;
     state.guard(&caller, &headers)?;
-    state.auth.logout(&caller.auth.hash).await?;
+    state
+        .auth
+        .logout(&caller.auth.hash, &caller.auth.session.handle)
+        .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, state.set_cookie("", 0));
@@ -182,12 +185,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             self.metrics.verification_failed(e.kind());
             invalid_token("the access token is invalid or expired")
         })?;
-        if verified
-            .claims
-            .jti
-            .as_deref()
-            .is_some_and(|j| self.denylist.contains(j))
-        {
+        if self.denylist.refuses(&verified.claims) {
             self.metrics.verification_failed("revoked");
             return Err(invalid_token("the access token was revoked"));
         }

@@ -1350,6 +1350,15 @@ async fn refresh_rotates_and_a_replay_revokes_the_family() {
         "invalid_grant",
     )
     .await;
+    // The access tokens the family issued that are still alive die with it (RFC 7009 §2.1):
+    // the thief's and the victim's alike.
+    for access in [
+        &t.access,
+        r1["access_token"].as_str().unwrap(),
+        r2["access_token"].as_str().unwrap(),
+    ] {
+        assert_eq!(app.me(app.bearer(access)).await, StatusCode::UNAUTHORIZED);
+    }
     let m = app
         .get("/metrics", HeaderMap::new())
         .await

@@ -334,6 +334,10 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
         self.inner.family_of_access(jti).await
     }
 
+    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.family_access(family, since).await
+    }
+
     async fn revoke_family(&self, family: &str) -> StoreResult<()> {
         self.inner.revoke_family(family).await
     }

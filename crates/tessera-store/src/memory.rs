@@ -288,6 +288,16 @@ impl RefreshStore for MemoryStore {
             .map(|r| r.family.clone()))
     }
 
+    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(self
+            .read()
+            .refresh
+            .values()
+            .filter(|r| r.family == family && r.created_at > since)
+            .filter_map(|r| Some((r.access_jti.clone()?, r.created_at)))
+            .collect())
+    }
+
     async fn revoke_family(&self, family: &str) -> StoreResult<()> {
         if let Some(f) = self.write().families.get_mut(family) {
             f.1 = true;

@@ -463,6 +463,21 @@ impl RefreshStore for PostgresStore {
             .map_err(unavailable)
     }
 
+    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT access_jti, created_at FROM refresh_tokens WHERE family = $1 AND created_at > $2 AND access_jti IS NOT NULL",
+        )
+        .bind(family)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("access_jti")?, r.try_get("created_at")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
     async fn revoke_family(&self, family: &str) -> StoreResult<()> {
         sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1")
             .bind(family)

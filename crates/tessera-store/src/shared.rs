@@ -156,6 +156,10 @@ impl<D: RefreshStore> RefreshStore for SharedStore<D> {
         self.db.family_of_access(jti).await
     }
 
+    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.db.family_access(family, since).await
+    }
+
     async fn revoke_family(&self, family: &str) -> StoreResult<()> {
         self.db.revoke_family(family).await
     }

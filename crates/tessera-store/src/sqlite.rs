@@ -440,6 +440,21 @@ impl RefreshStore for SqliteStore {
             .map_err(unavailable)
     }
 
+    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT access_jti, created_at FROM refresh_tokens WHERE family = ? AND created_at > ? AND access_jti IS NOT NULL",
+        )
+        .bind(family)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("access_jti")?, r.try_get("created_at")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
+
     async fn revoke_family(&self, family: &str) -> StoreResult<()> {
         sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family = ?")
             .bind(family)
@@ -469,7 +484,8 @@ impl DenylistStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        // A server sharing the file (the CLI disabled a user) reloads its denylist.
+        self.bump_generation().await
     }
 
     async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {

@@ -193,6 +193,13 @@ async fn refresh<S: RefreshStore>(s: S) {
         Some("fam_1")
     );
     assert_eq!(s.family_of_access("nope").await.unwrap(), None);
+    // Only tokens with an access token, of this family, issued after `since`.
+    s.set_access_jti(&h3, "jti-3").await.unwrap();
+    assert_eq!(
+        s.family_access("fam_1", 999).await.unwrap(),
+        vec![("jti-2".to_owned(), 1_000)]
+    );
+    assert!(s.family_access("fam_1", 1_000).await.unwrap().is_empty());
     s.revoke_family("fam_1").await.unwrap();
     assert!(s.refresh_token(&h2).await.unwrap().unwrap().1);
     assert!(!s.refresh_token(&h3).await.unwrap().unwrap().1);
