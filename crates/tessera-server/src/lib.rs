@@ -4,6 +4,7 @@
 //! errors become RFC 9457 problems here.
 
 pub mod config;
+mod feed;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
@@ -279,6 +280,7 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
         .route("/oauth2/token", post(oauth::token::<U, S>))
         .route("/oauth2/revoke", post(oauth::revoke::<U, S>))
         .route("/oauth2/introspect", post(oauth::introspect::<U, S>))
+        .route("/oauth2/revocations", get(feed::revocations::<U, S>))
         .route(
             "/oauth2/authorize",
             get(pages::authorize::<U, S>).post(pages::decide::<U, S>),

@@ -37,6 +37,29 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// Open revocation-feed streams.
+    pub feed_followers: Gauge,
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(std::sync::atomic::AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one away.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The value now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Metrics {
@@ -94,8 +117,14 @@ impl Metrics {
             "tessera_refresh_reuse_detected_total {}",
             c(&t.reuse_detected)
         );
-        out.push_str("# HELP tessera_denylisted_access_tokens Revoked access tokens not yet expired.\n# TYPE tessera_denylisted_access_tokens gauge\n");
+        out.push_str("# HELP tessera_denylisted_access_tokens Revocations (by jti, sid or sub) not yet expired.\n# TYPE tessera_denylisted_access_tokens gauge\n");
         let _ = writeln!(out, "tessera_denylisted_access_tokens {denylisted}");
+        out.push_str("# HELP tessera_revocation_feed_followers Open revocation-feed streams.\n# TYPE tessera_revocation_feed_followers gauge\n");
+        let _ = writeln!(
+            out,
+            "tessera_revocation_feed_followers {}",
+            self.feed_followers.get()
+        );
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str("# HELP tessera_introspections_total Introspection answers by activity.\n# TYPE tessera_introspections_total counter\n");
         for (active, n) in [

@@ -428,6 +428,7 @@ pub(crate) async fn discovery<U: UserStore, S: Stores>(
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "revocation_feed_endpoint": format!("{issuer}/oauth2/revocations"),
         "grant_types_supported": [
             "authorization_code",
             "client_credentials",

@@ -36,7 +36,12 @@ impl IntoResponse for Rejection {
                 "Bearer".to_owned(),
                 "an access token is required".to_owned(),
             ),
-            Rejection::Refused(e @ VerifyError::Invalid(_)) => (
+            Rejection::Refused(VerifyError::FeedLost) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Bearer".to_owned(),
+                "revocations cannot be checked now; try again shortly".to_owned(),
+            ),
+            Rejection::Refused(e @ (VerifyError::Invalid(_) | VerifyError::Revoked)) => (
                 StatusCode::UNAUTHORIZED,
                 "Bearer error=\"invalid_token\"".to_owned(),
                 e.to_string(),

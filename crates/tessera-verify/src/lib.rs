@@ -20,8 +20,11 @@
 //! # Ok(()) }
 //! ```
 
+mod feed;
 #[cfg(feature = "axum")]
 pub mod http;
+
+pub use feed::{FeedOptions, WhenLost};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -89,14 +92,22 @@ pub enum VerifyError {
     /// Valid, but without a scope the route needs (RFC 6750 `insufficient_scope`).
     #[error("the token lacks the scope {0}")]
     InsufficientScope(String),
+    /// Revoked at the issuer (learnt from the revocation feed).
+    #[error("the token was revoked")]
+    Revoked,
+    /// The revocation feed has been lost for longer than its grace period and the policy is
+    /// [`WhenLost::Refuse`]: no token is accepted until it is back.
+    #[error("revocations cannot be checked now")]
+    FeedLost,
 }
 
 impl VerifyError {
     /// The RFC 6750 error code.
     pub fn code(&self) -> &'static str {
         match self {
-            VerifyError::Invalid(_) => "invalid_token",
+            VerifyError::Invalid(_) | VerifyError::Revoked => "invalid_token",
             VerifyError::InsufficientScope(_) => "insufficient_scope",
+            VerifyError::FeedLost => "temporarily_unavailable",
         }
     }
 }
@@ -114,6 +125,11 @@ struct Keys {
 struct Inner {
     issuer: String,
     jwks_uri: String,
+    /// `revocation_feed_endpoint` from the discovery document, if the issuer has one.
+    feed_uri: Option<String>,
+    feed: std::sync::OnceLock<Arc<feed::Feed>>,
+    /// Followers hold it weakly: they stop when the last clone of the verifier is dropped.
+    alive: Arc<()>,
     http: reqwest::Client,
     options: Options,
     validation: Validation,
@@ -131,7 +147,7 @@ pub struct Verifier {
     inner: Arc<Inner>,
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -214,6 +230,10 @@ impl Verifier {
                 "the discovery document names another issuer".into(),
             ));
         }
+        let feed_uri = doc["revocation_feed_endpoint"]
+            .as_str()
+            .filter(|u| transport_ok(u))
+            .map(str::to_owned);
         let jwks_uri = doc["jwks_uri"]
             .as_str()
             .filter(|u| transport_ok(u))
@@ -235,6 +255,9 @@ impl Verifier {
         let inner = Arc::new(Inner {
             issuer,
             jwks_uri,
+            feed_uri,
+            feed: std::sync::OnceLock::new(),
+            alive: Arc::new(()),
             http,
             validation,
             keys: RwLock::new(Keys {
@@ -322,14 +345,81 @@ impl Verifier {
                 me.inner.refreshing.store(false, Ordering::Release);
             });
         }
-        match verifier.verify_at(token, unix_now()) {
+        let token = match verifier.verify_at(token, unix_now()) {
             Err(tessera_jose::Error::UnknownKey)
                 if self.refetch(self.inner.options.refetch_interval).await =>
             {
-                Ok(self.current().0.verify_at(token, unix_now())?)
+                self.current().0.verify_at(token, unix_now())?
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        if let Some(feed) = self.inner.feed.get() {
+            match feed.verdict(&token.claims) {
+                feed::FeedVerdict::Accept => {}
+                feed::FeedVerdict::Revoked => return Err(VerifyError::Revoked),
+                feed::FeedVerdict::Lost => return Err(VerifyError::FeedLost),
+            }
         }
+        Ok(token)
+    }
+
+    /// Follows the issuer's revocation feed (its discovery document's
+    /// `revocation_feed_endpoint`) as the confidential client of `options`: returns once
+    /// caught up with every revocation in force, then keeps following in the background,
+    /// reconnecting after a cut without missing anything, until the verifier is dropped.
+    /// From then on a revoked token (by `jti`, session or subject) is refused with
+    /// [`VerifyError::Revoked`], and a feed lost beyond its grace is handled by
+    /// [`FeedOptions::when_lost`].
+    pub async fn follow_revocations(&self, options: FeedOptions) -> Result<(), DiscoverError> {
+        let i = &self.inner;
+        let url = i.feed_uri.clone().ok_or_else(|| {
+            DiscoverError::Invalid("the issuer publishes no revocation_feed_endpoint".into())
+        })?;
+        if i.feed.get().is_some() {
+            return Err(DiscoverError::Invalid(
+                "this verifier already follows the feed".into(),
+            ));
+        }
+        let wait = options.silence;
+        let mut follower = feed::Follower::new(
+            i.http.clone(),
+            url.clone(),
+            options,
+            i.options.leeway,
+            Arc::downgrade(&i.alive),
+        );
+        let res = follower.connect().await?;
+        let feed = Arc::clone(&follower.feed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(follower.run(res, tx));
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(())) => {
+                let _ = i.feed.set(feed);
+                Ok(())
+            }
+            _ => Err(DiscoverError::Fetch {
+                url,
+                reason: "the revocation feed did not catch up".into(),
+            }),
+        }
+    }
+
+    /// How many revocations are held (those whose tokens have not yet expired).
+    pub fn revocations_held(&self) -> usize {
+        self.inner.feed.get().map_or(0, |f| f.held())
+    }
+
+    /// Whether the revocation feed is followed and current.
+    pub fn revocation_feed_live(&self) -> bool {
+        self.inner.feed.get().is_some_and(|f| f.is_live())
+    }
+
+    /// How many revocation events were applied, and how many times the feed was connected.
+    pub fn revocation_feed_stats(&self) -> (u64, u64) {
+        self.inner
+            .feed
+            .get()
+            .map_or((0, 0), |f| (f.applied(), f.connects()))
     }
 
     /// Refuses a token that lacks any of `required` in its `scope`.

@@ -340,3 +340,187 @@ async fn a_jwks_larger_than_a_mebibyte_is_refused() {
         "{e}"
     );
 }
+
+// ---- the revocation feed ----
+
+const API: &str = "https://api.test";
+
+/// Registers `rs`, a confidential client that may exchange session tokens for `API` tokens
+/// and follow the feed; its secret.
+async fn feed_client(live: &Live) -> String {
+    use tessera_core::{ClientStore, NewClient};
+    let (client, secret) = NewClient {
+        id: "rs".into(),
+        grants: vec!["token-exchange".into()],
+        scope: "openid".into(),
+        audience: vec![API.into()],
+        ..NewClient::default()
+    }
+    .build("tessera", live.state.auth.now())
+    .unwrap();
+    live.state
+        .auth
+        .sessions()
+        .create_client(&client)
+        .await
+        .unwrap();
+    secret.unwrap().expose().to_owned()
+}
+
+async fn login_as(url: &str, user: &str, mode: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"username": user, "password": PW, "mode": mode}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A session token of `user`, and an `API` access token exchanged for it (carrying its `sid`).
+async fn session_and_exchanged(url: &str, user: &str, secret: &str) -> (String, String) {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"username": user, "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    let body: Value = reqwest::Client::new()
+        .post(format!("{url}/oauth2/token"))
+        .basic_auth("rs", Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={session}&subject_token_type=urn:tessera:params:oauth:token-type:session"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (session, body["access_token"].as_str().unwrap().to_owned())
+}
+
+fn feed(secret: &str) -> tessera_verify::FeedOptions {
+    tessera_verify::FeedOptions::new("rs", secret)
+}
+
+/// Polls `v` until it refuses `token` as revoked; how long that took.
+async fn until_revoked(v: &Verifier, token: &str) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        match v.verify(token).await {
+            Err(VerifyError::Revoked) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) => panic!("refused for another reason: {e}"),
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "not refused within a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+async fn post_bearer(url: &str, path: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_an_ended_session_and_a_disabled_user_are_refused_within_a_second() {
+    let live = live().await;
+    live.state.auth.create_user("bob", PW).await.unwrap();
+    let secret = feed_client(&live).await;
+    let first_party = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    first_party.follow_revocations(feed(&secret)).await.unwrap();
+    assert!(first_party.revocation_feed_live());
+    let api = Verifier::discover(&live.url, options(API)).await.unwrap();
+    api.follow_revocations(feed(&secret)).await.unwrap();
+
+    // A revoked access token (logout with it: its jti, and its refresh family).
+    let t = login_as(&live.url, "alice", "token").await;
+    let access = t["access_token"].as_str().unwrap();
+    first_party.verify(access).await.unwrap();
+    assert_eq!(post_bearer(&live.url, "/auth/logout", access).await, 204);
+    until_revoked(&first_party, access).await;
+
+    // An ended session: the token exchanged for it carries its sid.
+    let (session, exchanged) = session_and_exchanged(&live.url, "alice", &secret).await;
+    let t = api.verify(&exchanged).await.unwrap();
+    assert!(t.claims.sid.is_some());
+    assert_eq!(post_bearer(&live.url, "/auth/logout", &session).await, 204);
+    until_revoked(&api, &exchanged).await;
+
+    // A disabled user: every token of theirs issued until then.
+    let t = login_as(&live.url, "bob", "token").await;
+    let bobs = t["access_token"].as_str().unwrap().to_owned();
+    let (_, bobs_api) = session_and_exchanged(&live.url, "bob", &secret).await;
+    first_party.verify(&bobs).await.unwrap();
+    live.state.auth.set_disabled("bob", true).await.unwrap();
+    until_revoked(&first_party, &bobs).await;
+    until_revoked(&api, &bobs_api).await;
+    // Enabled again, a new login's tokens (issued later) are good.
+    live.state.auth.set_disabled("bob", false).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let t = login_as(&live.url, "bob", "token").await;
+    first_party
+        .verify(t["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        first_party.verify(&bobs).await,
+        Err(VerifyError::Revoked)
+    ));
+
+    // All of it without a single introspection call.
+    let metrics = reqwest::get(format!("{}/metrics", live.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("/oauth2/introspect"), "{metrics}");
+    assert!(
+        metrics.contains("tessera_revocation_feed_followers 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_is_for_confidential_clients_and_needs_an_issuer_that_has_one() {
+    let live = live().await;
+    let secret = feed_client(&live).await;
+    let v = Verifier::discover(&live.url, options(&live.url))
+        .await
+        .unwrap();
+    assert!(v.follow_revocations(feed("tsc_wrong")).await.is_err());
+    assert!(!v.revocation_feed_live());
+    let res = reqwest::get(format!("{}/oauth2/revocations", live.url))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    v.follow_revocations(feed(&secret)).await.unwrap();
+    assert!(v.follow_revocations(feed(&secret)).await.is_err(), "twice");
+}
