@@ -20,11 +20,17 @@ struct Live {
 }
 
 async fn live() -> Live {
+    live_with(|_| {}).await
+}
+
+/// A live server whose configuration `tweak` adjusts.
+async fn live_with(tweak: impl FnOnce(&mut Config)) -> Live {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = Config {
         listen: listener.local_addr().unwrap(),
         ..Config::default()
     };
+    tweak(&mut config);
     config.password.hash_concurrency = 2;
     let store = MemoryStore::new();
     let state = tessera_server::build(
@@ -523,4 +529,192 @@ async fn the_feed_is_for_confidential_clients_and_needs_an_issuer_that_has_one()
     assert_eq!(body["error"], "invalid_client");
     v.follow_revocations(feed(&secret)).await.unwrap();
     assert!(v.follow_revocations(feed(&secret)).await.is_err(), "twice");
+}
+
+/// A TCP relay the test can cut (every connection closed, new ones refused) and restore.
+struct Relay {
+    url: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(listener: tokio::net::TcpListener, to: std::net::SocketAddr) -> Relay {
+        let relay = Relay {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            cut: Arc::default(),
+            conns: Arc::default(),
+        };
+        let (cut, conns) = (Arc::clone(&relay.cut), Arc::clone(&relay.conns));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        relay
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A live server whose issuer URL is a relay in front of it (discovery, JWKS and the feed all
+/// go through the relay).
+async fn live_behind_relay() -> (Live, Relay) {
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", front.local_addr().unwrap());
+    let live = live_with(|c| c.issuer = Some(issuer)).await;
+    let to = live.url.strip_prefix("http://").unwrap().parse().unwrap();
+    let relay = Relay::start(front, to).await;
+    (live, relay)
+}
+
+async fn wait_for(what: &str, limit: std::time::Duration, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_cut_and_restored_misses_nothing_and_the_loss_policy_applies_meanwhile() {
+    use tessera_verify::WhenLost;
+    let (live, relay) = live_behind_relay().await;
+    let secret = feed_client(&live).await;
+    let opts = |when_lost| tessera_verify::FeedOptions {
+        grace: std::time::Duration::from_secs(1),
+        when_lost,
+        silence: std::time::Duration::from_secs(2),
+        retry: std::time::Duration::from_millis(100),
+        ..feed(&secret)
+    };
+    let closed = Verifier::discover(&relay.url, options(&relay.url))
+        .await
+        .unwrap();
+    closed
+        .follow_revocations(opts(WhenLost::Refuse))
+        .await
+        .unwrap();
+    let open = Verifier::discover(&relay.url, options(&relay.url))
+        .await
+        .unwrap();
+    open.follow_revocations(opts(WhenLost::Allow))
+        .await
+        .unwrap();
+
+    let token = |t: Value| t["access_token"].as_str().unwrap().to_owned();
+    let t0 = token(login_as(&live.url, "alice", "token").await);
+    assert_eq!(post_bearer(&live.url, "/auth/logout", &t0).await, 204);
+    until_revoked(&closed, &t0).await;
+    assert_eq!(closed.revocation_feed_stats(), (1, 1));
+    let t1 = token(login_as(&live.url, "alice", "token").await);
+    let t2 = token(login_as(&live.url, "alice", "token").await);
+    closed.verify(&t1).await.unwrap();
+
+    relay.cut();
+    let limit = std::time::Duration::from_secs(1);
+    wait_for("the cut noticed", limit, || !closed.revocation_feed_live()).await;
+    // Within the grace period, checks go on with the revocations held.
+    closed.verify(&t2).await.unwrap();
+    assert!(matches!(
+        closed.verify(&t0).await,
+        Err(VerifyError::Revoked)
+    ));
+    // A revocation made while the feed is cut.
+    assert_eq!(post_bearer(&live.url, "/auth/logout", &t1).await, 204);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // Past the grace: fail closed refuses everything, fail open accepts on what it holds.
+    assert!(matches!(
+        closed.verify(&t2).await,
+        Err(VerifyError::FeedLost)
+    ));
+    assert!(matches!(
+        closed.verify(&t1).await,
+        Err(VerifyError::FeedLost)
+    ));
+    open.verify(&t2).await.unwrap();
+    open.verify(&t1).await.unwrap();
+
+    relay.restore();
+    let limit = std::time::Duration::from_secs(3);
+    wait_for("the feed back", limit, || {
+        closed.revocation_feed_live() && open.revocation_feed_live()
+    })
+    .await;
+    // Nothing missed: the revocation made during the cut is refused by both.
+    assert!(matches!(
+        closed.verify(&t1).await,
+        Err(VerifyError::Revoked)
+    ));
+    assert!(matches!(open.verify(&t1).await, Err(VerifyError::Revoked)));
+    closed.verify(&t2).await.unwrap();
+    // The reconnection resumed from its cursor: one new event, not every revocation again.
+    let (applied, connects) = closed.revocation_feed_stats();
+    assert_eq!(applied, 2);
+    assert!(connects >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
+    let live = live_with(|c| {
+        c.tokens.access_ttl = tessera_server::config::Dur(std::time::Duration::from_secs(2));
+    })
+    .await;
+    let secret = feed_client(&live).await;
+    let v = Verifier::discover(
+        &live.url,
+        Options {
+            leeway: 0,
+            ..options(&live.url)
+        },
+    )
+    .await
+    .unwrap();
+    v.follow_revocations(feed(&secret)).await.unwrap();
+    // One login and 20 refreshes: 21 live access tokens of one family, all revoked at once when
+    // the family is killed (logout with the last).
+    let mut t = login_as(&live.url, "alice", "token").await;
+    for _ in 0..20 {
+        t = reqwest::Client::new()
+            .post(format!("{}/oauth2/token", live.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=refresh_token&client_id=tessera&refresh_token={}",
+                t["refresh_token"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    }
+    let last = t["access_token"].as_str().unwrap();
+    assert_eq!(post_bearer(&live.url, "/auth/logout", last).await, 204);
+    let limit = std::time::Duration::from_secs(1);
+    wait_for("21 revocations held", limit, || v.revocations_held() == 21).await;
+    // Once the tokens they cover have expired, the revocations are forgotten.
+    let limit = std::time::Duration::from_secs(4);
+    wait_for("the set emptied", limit, || v.revocations_held() == 0).await;
+    assert_eq!(v.revocation_feed_stats().0, 21);
 }
