@@ -1077,3 +1077,155 @@ fn audit_events_land_in_postgresql_from_servers_and_the_cli() {
         );
     }
 }
+
+/// A follower of one instance's revocation feed: every event (name, data) as it arrives, read
+/// by a thread.
+struct FeedReader {
+    events: std::sync::mpsc::Receiver<(String, String)>,
+}
+
+impl FeedReader {
+    /// Follows `base`'s feed as client `rs`, from `cursor` if given.
+    fn open(base: &str, secret: &str, cursor: Option<&str>) -> FeedReader {
+        use std::io::BufRead;
+        let mut req = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .unwrap()
+            .get(format!("{base}/oauth2/revocations"))
+            .basic_auth("rs", Some(secret));
+        if let Some(c) = cursor {
+            req = req.header("last-event-id", c);
+        }
+        let res = req.send().unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut name, mut data) = (String::new(), String::new());
+            for line in std::io::BufReader::new(res).lines() {
+                let Ok(line) = line else { return };
+                if line.is_empty() {
+                    let event = (std::mem::take(&mut name), std::mem::take(&mut data));
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.to_owned();
+                }
+            }
+        });
+        FeedReader { events }
+    }
+
+    /// The `revoked` events sent before the first `ping` (the follower is then caught up).
+    fn caught_up(&self) -> Vec<Value> {
+        let mut held = Vec::new();
+        loop {
+            match self.events.recv_timeout(Duration::from_secs(5)) {
+                Ok((name, _)) if name == "ping" => return held,
+                Ok((name, data)) if name == "revoked" => {
+                    held.push(serde_json::from_str(&data).unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => panic!("the feed did not catch up"),
+            }
+        }
+    }
+
+    /// Waits for the `revoked` event whose data has `field` = `value`; panics after [`WITHIN`].
+    fn revoked(&self, field: &str, value: &str) -> Value {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((name, data)) if name == "revoked" => {
+                    let e: Value = serde_json::from_str(&data).unwrap();
+                    if e[field].as_str() == Some(value) {
+                        return e;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => panic!("no revocation of {field} {value} within {WITHIN:?}"),
+            }
+        }
+    }
+}
+
+/// A claim of a JWT, read without verification.
+fn claim(token: &str, name: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = tessera_jose::b64::decode(payload.as_bytes()).unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()[name]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The revocation feed of any instance carries the revocations made on every instance (and by
+/// the CLI) within a second.
+fn feed_carries_revocations_from_every_instance(shared: &Shared) {
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let out = shared.tessera(
+        &[
+            "client",
+            "add",
+            "rs",
+            "--grant",
+            "client_credentials",
+            "--audience",
+            "https://api.test",
+            "--json",
+        ],
+        None,
+    );
+    let secret = serde_json::from_slice::<Value>(&out.stdout).unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issuer = "http://127.0.0.1:1";
+    let a = shared.instance("a", issuer);
+    let b = shared.instance("b", issuer);
+    let feed_b = FeedReader::open(&b.url, &secret, None);
+    assert!(feed_b.caught_up().is_empty());
+    // An access token revoked on a: on b's feed within a second.
+    let access = token_login(&a.url)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(revoke(&a.url, &access), 200);
+    let e = feed_b.revoked("jti", &claim(&access, "jti"));
+    assert!(e["exp"].as_i64().unwrap() > 0);
+    // A user disabled by the CLI: the subject on b's feed.
+    let sub = claim(&access, "sub");
+    shared.tessera(&["user", "disable", "alice"], None);
+    let e = feed_b.revoked("sub", &sub);
+    assert!(e["revoked_at"].as_i64().unwrap() > 0);
+    // A follower arriving at a with another instance's cursor is sent every revocation in
+    // force first: nothing is missed by moving between instances.
+    let feed_a = FeedReader::open(&a.url, &secret, Some("another-instance.41"));
+    let held = feed_a.caught_up();
+    assert!(held.iter().any(|e| e["sub"] == sub.as_str()), "{held:?}");
+    assert!(
+        held.iter()
+            .any(|e| e["jti"] == claim(&access, "jti").as_str()),
+        "{held:?}"
+    );
+}
+
+#[test]
+fn the_revocation_feed_of_any_instance_carries_every_instances_revocations() {
+    feed_carries_revocations_from_every_instance(&Shared::new("feed"));
+}
+
+#[test]
+fn the_revocation_feed_works_with_postgresql_alone() {
+    let mut shared = Shared::new("feedpg");
+    shared.env.retain(|(k, _)| k != "TESSERA_REDIS_URL");
+    feed_carries_revocations_from_every_instance(&shared);
+}
