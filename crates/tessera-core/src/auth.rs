@@ -546,6 +546,13 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         if disabled {
             // Refused first: no token of the account outlives the moment it is disabled.
             self.revoke_subject(&user.id).await?;
+        } else if let Some(at) = self.denylist.subject_revoked_at(&user.id) {
+            // Tokens issued in the second the account was disabled are refused (`iat` has
+            // whole seconds): enabled again, its new tokens must be issued later than that.
+            let wait = at + 1 - self.now();
+            if wait > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(wait.unsigned_abs())).await;
+            }
         }
         self.users.set_disabled(&user.id, disabled).await?;
         if disabled {

@@ -111,6 +111,15 @@ impl Denylist {
             .refuses(claims)
     }
 
+    /// Up to when `sub`'s tokens are revoked, if they are.
+    pub fn subject_revoked_at(&self, sub: &str) -> Option<i64> {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .subject_revoked_at(sub)
+    }
+
     /// How many revocations are held.
     pub fn len(&self) -> usize {
         self.held

@@ -179,6 +179,11 @@ impl RevocationSet {
             })
     }
 
+    /// Up to when `sub`'s tokens are revoked (their `iat` at most this), if they are.
+    pub fn subject_revoked_at(&self, sub: &str) -> Option<i64> {
+        self.sub.get(sub).map(|(at, _)| *at)
+    }
+
     /// Whether the token `jti` is revoked by its id.
     pub fn contains_jti(&self, jti: &str) -> bool {
         self.jti.contains_key(jti)
