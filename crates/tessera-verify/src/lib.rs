@@ -51,6 +51,10 @@ pub struct Options {
     pub min_cache: Duration,
     /// Timeout of each HTTP request.
     pub timeout: Duration,
+    /// How many verified tokens to remember, so that a token sent again (a client re-sends the
+    /// same one for its whole life) skips the signature check; its times, and revocations, are
+    /// checked on every use. 0: verify every time.
+    pub verified_cache: usize,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             max_cache: Duration::from_secs(3600),
             min_cache: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
+            verified_cache: 10_000,
         }
     }
 }
@@ -119,7 +124,12 @@ const MAX_BYTES: usize = 1024 * 1024;
 struct Keys {
     verifier: Arc<tessera_jose::Verifier>,
     fresh_until: Instant,
+    /// Moves with every fetch: tokens verified under other keys are verified again.
+    generation: u64,
 }
+
+/// Verified tokens by their text, with the key generation they were verified under.
+type VerifiedCache = std::collections::HashMap<Box<str>, (tessera_jose::Token, u64)>;
 
 #[derive(Debug)]
 struct Inner {
@@ -134,11 +144,13 @@ struct Inner {
     options: Options,
     validation: Validation,
     keys: RwLock<Keys>,
+    verified: RwLock<VerifiedCache>,
     /// When the JWKS was last fetched (or a fetch started): the refetch rate limit.
     last_fetch: tokio::sync::Mutex<Instant>,
     /// A background refresh is under way (at most one at a time).
     refreshing: std::sync::atomic::AtomicBool,
     fetches: AtomicU64,
+    signature_checks: AtomicU64,
 }
 
 /// Verifies one issuer's access tokens. Cheap to clone; clones share the key cache.
@@ -263,7 +275,9 @@ impl Verifier {
             keys: RwLock::new(Keys {
                 verifier,
                 fresh_until: now + fresh_for,
+                generation: 0,
             }),
+            verified: RwLock::default(),
             // The fetch at discovery does not count against the first refetch for a new `kid`:
             // a key rotated in just after start is picked up at once.
             last_fetch: tokio::sync::Mutex::new(
@@ -271,6 +285,7 @@ impl Verifier {
             ),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             fetches: AtomicU64::new(1),
+            signature_checks: AtomicU64::new(0),
             options,
         });
         Ok(Verifier { inner })
@@ -307,9 +322,11 @@ impl Verifier {
         i.fetches.fetch_add(1, Ordering::Relaxed);
         match Self::fetch_keys(&i.http, &i.jwks_uri, &i.validation, &i.options).await {
             Ok((verifier, fresh_for)) => {
-                *i.keys.write().unwrap_or_else(|e| e.into_inner()) = Keys {
+                let mut k = i.keys.write().unwrap_or_else(|e| e.into_inner());
+                *k = Keys {
                     verifier,
                     fresh_until: Instant::now() + fresh_for,
+                    generation: k.generation + 1,
                 };
                 true
             }
@@ -320,16 +337,48 @@ impl Verifier {
         }
     }
 
-    fn current(&self) -> (Arc<tessera_jose::Verifier>, bool) {
+    fn current(&self) -> (Arc<tessera_jose::Verifier>, bool, u64) {
         let k = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
-        (Arc::clone(&k.verifier), Instant::now() >= k.fresh_until)
+        (
+            Arc::clone(&k.verifier),
+            Instant::now() >= k.fresh_until,
+            k.generation,
+        )
+    }
+
+    /// `token` verified before under the keys of `generation`.
+    fn remembered(&self, token: &str, generation: u64) -> Option<tessera_jose::Token> {
+        self.inner
+            .verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .filter(|(_, g)| *g == generation)
+            .map(|(t, _)| t.clone())
+    }
+
+    fn remember(&self, token: &str, verified: &tessera_jose::Token, generation: u64) {
+        let capacity = self.inner.options.verified_cache;
+        if capacity == 0 {
+            return;
+        }
+        let mut cache = self
+            .inner
+            .verified
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        // Past the bound the cache starts over: memory stays bounded whatever is sent.
+        if cache.len() >= capacity {
+            cache.clear();
+        }
+        cache.insert(token.into(), (verified.clone(), generation));
     }
 
     /// Verifies an access token now. Keys past their cache time are refreshed in the
     /// background (this call uses the ones held); a token whose `kid` is unknown waits for one
     /// refetch if the rate limit allows, then is refused if still unknown.
     pub async fn verify(&self, token: &str) -> Result<tessera_jose::Token, VerifyError> {
-        let (verifier, stale) = self.current();
+        let (verifier, stale, generation) = self.current();
         // Stale keys: one background refresh, not one per request while it runs.
         if stale
             && self
@@ -345,13 +394,24 @@ impl Verifier {
                 me.inner.refreshing.store(false, Ordering::Release);
             });
         }
-        let token = match verifier.verify_at(token, unix_now()) {
-            Err(tessera_jose::Error::UnknownKey)
-                if self.refetch(self.inner.options.refetch_interval).await =>
-            {
-                self.current().0.verify_at(token, unix_now())?
-            }
-            other => other?,
+        let now = unix_now();
+        let token = if let Some(t) = self.remembered(token, generation) {
+            // The signature was checked; times are checked again.
+            self.inner.validation.check(&t.header, &t.claims, now)?;
+            t
+        } else {
+            self.inner.signature_checks.fetch_add(1, Ordering::Relaxed);
+            let (verified, generation) = match verifier.verify_at(token, now) {
+                Err(tessera_jose::Error::UnknownKey)
+                    if self.refetch(self.inner.options.refetch_interval).await =>
+                {
+                    let (verifier, _, generation) = self.current();
+                    (verifier.verify_at(token, now)?, generation)
+                }
+                other => (other?, generation),
+            };
+            self.remember(token, &verified, generation);
+            verified
         };
         if let Some(feed) = self.inner.feed.get() {
             match feed.verdict(&token.claims) {
@@ -439,6 +499,11 @@ impl Verifier {
     /// The issuer.
     pub fn issuer(&self) -> &str {
         &self.inner.issuer
+    }
+
+    /// How many tokens had their signature checked (the others were remembered).
+    pub fn signature_checks(&self) -> u64 {
+        self.inner.signature_checks.load(Ordering::Relaxed)
     }
 
     /// How many times the JWKS was fetched (discovery included).

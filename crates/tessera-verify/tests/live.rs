@@ -718,3 +718,47 @@ async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
     wait_for("the set emptied", limit, || v.revocations_held() == 0).await;
     assert_eq!(v.revocation_feed_stats().0, 21);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_sent_again_skips_the_signature_check_but_not_its_expiry() {
+    let live = live_with(|c| {
+        c.tokens.access_ttl = tessera_server::config::Dur(std::time::Duration::from_secs(1));
+    })
+    .await;
+    let v = Verifier::discover(
+        &live.url,
+        Options {
+            leeway: 0,
+            ..options(&live.url)
+        },
+    )
+    .await
+    .unwrap();
+    let token = access_token(&live.url).await;
+    for _ in 0..100 {
+        v.verify(&token).await.unwrap();
+    }
+    assert_eq!(v.signature_checks(), 1);
+    // Remembered, but expired: refused all the same.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(matches!(
+        v.verify(&token).await,
+        Err(VerifyError::Invalid(tessera_jose::Error::Expired))
+    ));
+    assert_eq!(v.signature_checks(), 1);
+    // Without the cache, every use is checked.
+    let uncached = Verifier::discover(
+        &live.url,
+        Options {
+            verified_cache: 0,
+            ..options(&live.url)
+        },
+    )
+    .await
+    .unwrap();
+    let token = access_token(&live.url).await;
+    for _ in 0..3 {
+        uncached.verify(&token).await.unwrap();
+    }
+    assert_eq!(uncached.signature_checks(), 3);
+}
