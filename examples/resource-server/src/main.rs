@@ -8,7 +8,8 @@
 //!   [TESSERA_CLIENT_ID=orders TESSERA_CLIENT_SECRET=tsc_…] \
 //!   LISTEN=127.0.0.1:9000 cargo run -p resource-server
 //!
-//! `GET /whoami` needs any valid token; `GET /orders` needs the scope `orders:read`.
+//! `GET /whoami` needs any valid token; `GET /orders` needs the scope `orders:read`;
+//! `GET /healthz` needs nothing.
 
 use axum::Router;
 use axum::routing::get;
@@ -19,6 +20,10 @@ use tessera_verify::{DiscoverError, FeedOptions, Options, Verifier};
 /// The routes, over `verifier`.
 fn app(verifier: Verifier) -> Router {
     Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/whoami", get(whoami))
         .route(
             "/orders",
