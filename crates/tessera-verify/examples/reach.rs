@@ -10,7 +10,15 @@
 //! path through Redis); the time from sending the revocation to the verifier refusing the token,
 //! polled every millisecond. Prints p50, p90, p99 and the maximum.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark tool
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)] // a benchmark tool: a failure is a panic, its answer is printed
 
 use std::time::{Duration, Instant};
 
