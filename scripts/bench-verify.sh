@@ -3,7 +3,7 @@
 # and without the revocation feed, hot and cold tokens, beside express + jose from the shared
 # harness (../shared/bench-peers), and how long a revocation takes to reach a verifier.
 #
-#   scripts/bench-verify.sh             # 3 runs x 10 s per row, medians; 1000 revocations
+#   scripts/bench-verify.sh             # 5 runs x 10 s per row, medians; 1000 revocations
 #   QUICK=1 scripts/bench-verify.sh     # 1 run x 2 s, 100 revocations: a smoke test
 #
 # Pinning: every resource server (and express) on SERVER_CPU (0), wrk on LOAD_CPU (1), tessera
@@ -31,7 +31,7 @@ REACH=$ROOT/target/release/examples/reach
 
 QUICK=${QUICK:-}
 DURATION=${DURATION:-$([ -n "$QUICK" ] && echo 2 || echo 10)}
-REPS=${REPS:-$([ -n "$QUICK" ] && echo 1 || echo 3)}
+REPS=${REPS:-$([ -n "$QUICK" ] && echo 1 || echo 5)}
 REVOKED=${REVOKED:-$([ -n "$QUICK" ] && echo 100 || echo 1000)}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -110,20 +110,24 @@ end
 LUA
 ROWS=$WORK/rows.tsv
 : >"$ROWS"
-row() { # label url tokens-file
-  local label=$1 url=$2 file=$3 out
-  TOKENS=$file taskset -c "$LOAD_CPU" wrk -t1 -c32 -d1s -s "$WORK/tokens.lua" "$url" >/dev/null
-  for _ in $(seq 1 "$REPS"); do
-    out=$(TOKENS=$file taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${DURATION}s" --latency --timeout 5s \
-      -s "$WORK/tokens.lua" "$url" | grep BENCH_RESULT)
-    echo "$out" | grep -q 'non2xx=0 errors=0' || echo "warning: $label: $out" >&2
-    echo -e "$label\t$out" >>"$ROWS"
-  done
+warm() { # url tokens-file
+  TOKENS=$2 taskset -c "$LOAD_CPU" wrk -t1 -c32 -d1s -s "$WORK/tokens.lua" "$1" >/dev/null
+}
+run() { # label url tokens-file: one measured run
+  local out
+  out=$(TOKENS=$3 taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${DURATION}s" --latency --timeout 5s \
+    -s "$WORK/tokens.lua" "$2" | grep BENCH_RESULT)
+  echo "$out" | grep -q 'non2xx=0 errors=0' || echo "warning: $1: $out" >&2
+  echo -e "$1\t$out" >>"$ROWS"
 }
 
 echo "$EXPRESS_HOT" >"$WORK/express-hot.txt"
-row "express+jose hot" "http://127.0.0.1:$EPORT/me" "$WORK/express-hot.txt"
-row "express+jose cold" "http://127.0.0.1:$EPORT/me" "$WORK/express-cold.txt"
+for kind in hot cold; do
+  warm "http://127.0.0.1:$EPORT/me" "$WORK/express-$kind.txt"
+  for _ in $(seq 1 "$REPS"); do
+    run "express+jose $kind" "http://127.0.0.1:$EPORT/me" "$WORK/express-$kind.txt"
+  done
+done
 kill "$EXPRESS_PID"
 
 echo "$HOT" >"$WORK/hot.txt"
@@ -132,23 +136,25 @@ start_rs() { # port [feed]
   [ "${2:-}" = feed ] && env+=(TESSERA_CLIENT_ID=rs TESSERA_CLIENT_SECRET="$SECRET")
   env "${env[@]}" taskset -c "$SERVER_CPU" "$RS" >"$WORK/rs-$1.log" 2>&1 &
   PIDS+=($!)
-  RS_PID=$!
   wait_http "http://127.0.0.1:$1/healthz"
 }
+# Both resource servers at once (only one is loaded at a time), measured in turn, so that the
+# machine's drift from run to run falls on both alike.
 start_rs 9101
-row "tessera-verify hot" "http://127.0.0.1:9101/whoami" "$WORK/hot.txt"
-row "tessera-verify cold" "http://127.0.0.1:9101/whoami" "$WORK/cold.txt"
-kill "$RS_PID"
-
-# The feed, holding REVOKED revocations of other tokens (revoked before the measurement).
 start_rs 9102 feed
+# The feed holds REVOKED revocations of other tokens (made before the measurement).
 "$REACH" mint "$REVOKED" | while read -r t; do
   curl -fsS -o /dev/null -u "rs:$SECRET" -d "token=$t" "$ISSUER/oauth2/revoke"
 done
 sleep 1
-row "tessera-verify hot, feed" "http://127.0.0.1:9102/whoami" "$WORK/hot.txt"
-row "tessera-verify cold, feed" "http://127.0.0.1:9102/whoami" "$WORK/cold.txt"
-kill "$RS_PID"
+for kind in hot cold; do
+  warm "http://127.0.0.1:9101/whoami" "$WORK/$kind.txt"
+  warm "http://127.0.0.1:9102/whoami" "$WORK/$kind.txt"
+  for _ in $(seq 1 "$REPS"); do
+    run "tessera-verify $kind" "http://127.0.0.1:9101/whoami" "$WORK/$kind.txt"
+    run "tessera-verify $kind, feed" "http://127.0.0.1:9102/whoami" "$WORK/$kind.txt"
+  done
+done
 
 # Reach: the verifier in the reach tool, on the load core beside tessera.
 REACH_LINE=$(taskset -c "$LOAD_CPU" "$REACH" reach "$REVOKED")
