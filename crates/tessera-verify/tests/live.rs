@@ -674,22 +674,24 @@ async fn a_feed_cut_and_restored_misses_nothing_and_the_loss_policy_applies_mean
     assert!(connects >= 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
+/// A live server whose access tokens live `secs` seconds, and a verifier with no leeway.
+async fn short_lived(secs: u64) -> (Live, Verifier) {
     let live = live_with(|c| {
-        c.tokens.access_ttl = tessera_server::config::Dur(std::time::Duration::from_secs(2));
+        c.tokens.access_ttl = tessera_server::config::Dur(std::time::Duration::from_secs(secs));
     })
     .await;
+    let strict = Options {
+        leeway: 0,
+        ..options(&live.url)
+    };
+    let v = Verifier::discover(&live.url, strict).await.unwrap();
+    (live, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
+    let (live, v) = short_lived(2).await;
     let secret = feed_client(&live).await;
-    let v = Verifier::discover(
-        &live.url,
-        Options {
-            leeway: 0,
-            ..options(&live.url)
-        },
-    )
-    .await
-    .unwrap();
     v.follow_revocations(feed(&secret)).await.unwrap();
     // One login and 20 refreshes: 21 live access tokens of one family, all revoked at once when
     // the family is killed (logout with the last).
@@ -721,19 +723,7 @@ async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_sent_again_skips_the_signature_check_but_not_its_expiry() {
-    let live = live_with(|c| {
-        c.tokens.access_ttl = tessera_server::config::Dur(std::time::Duration::from_secs(1));
-    })
-    .await;
-    let v = Verifier::discover(
-        &live.url,
-        Options {
-            leeway: 0,
-            ..options(&live.url)
-        },
-    )
-    .await
-    .unwrap();
+    let (live, v) = short_lived(1).await;
     let token = access_token(&live.url).await;
     for _ in 0..100 {
         v.verify(&token).await.unwrap();
