@@ -179,12 +179,12 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         &self.denylist
     }
 
-    /// Refuses what `r` covers until `exp`: in the store (so other instances, verifiers
-    /// following the feed, and this one after a restart learn of it) and in memory at once.
+    /// Refuses what `r` covers until `exp`, in the store and in memory
+    /// ([`Denylist::record`]).
     pub async fn revoke(&self, r: Revocation, exp: i64) -> Result<(), StoreError> {
-        self.sessions.deny_access(&r.key(), exp).await?;
-        self.denylist.add(r, exp, self.now());
-        Ok(())
+        self.denylist
+            .record(&self.sessions, r, exp, self.now())
+            .await
     }
 
     /// Refuses the access tokens issued under the sessions with these handles.
@@ -544,7 +544,9 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .await?
             .ok_or(AccountError::NotFound)?;
         if disabled {
-            // Refused first: no token of the account outlives the moment it is disabled.
+            // Refused first: no token of the account outlives the moment it is disabled, and
+            // the account change after it moves a polled store's generation, so servers
+            // reloading on that move (SQLite with the CLI) pick the revocation up too.
             self.revoke_subject(&user.id).await?;
         } else if let Some(at) = self.denylist.subject_revoked_at(&user.id) {
             // Tokens issued in the second the account was disabled are refused (`iat` has

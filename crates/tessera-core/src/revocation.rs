@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tessera_jose::{Claims, Revocation, RevocationEvent, RevocationSet};
 
+use crate::store::{DenylistStore, StoreError};
 use crate::token::random_id;
 
 /// Clock-skew tolerance on token times, seconds: a revocation is kept this long past the
@@ -74,6 +75,28 @@ impl Denylist {
     /// Refuses what `r` covers until `exp`.
     pub fn add(&self, r: Revocation, exp: i64, now: i64) {
         self.extend([(r, exp)], now);
+    }
+
+    /// Refuses what `r` covers until `exp`: in `store` (so other instances, verifiers following
+    /// the feed, and this one after a restart learn of it), then here at once.
+    pub async fn record<S: DenylistStore>(
+        &self,
+        store: &S,
+        r: Revocation,
+        exp: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        store.deny_access(&r.key(), exp).await?;
+        self.add(r, exp, now);
+        Ok(())
+    }
+
+    /// Adds what a store holds: `(key, exp)` pairs in [`Revocation::key`]'s form.
+    pub fn extend_stored(&self, entries: impl IntoIterator<Item = (String, i64)>, now: i64) {
+        let entries = entries
+            .into_iter()
+            .map(|(key, exp)| (Revocation::from_key(&key), exp));
+        self.extend(entries, now);
     }
 
     /// Adds each revocation (a reload from the store); entries past their expiry are

@@ -104,15 +104,9 @@ pub enum GrantError {
     #[error("the grant is invalid")]
     InvalidGrant,
     /// An authorization code was used a second time: what its first use issued is revoked
-    /// (the refresh family in the store, access token `jti` denylisted in the store until
-    /// `exp`; the caller adds it to its in-memory denylist).
+    /// (its refresh family, and its access tokens denylisted in the store and in memory).
     #[error("the authorization code was used before")]
-    CodeReused {
-        /// The access token its first use issued.
-        jti: String,
-        /// When that token expires at the latest.
-        exp: i64,
-    },
+    CodeReused,
     /// More scope than the client may have.
     #[error("the requested scope is not allowed")]
     InvalidScope,
@@ -379,19 +373,15 @@ impl<S: Stores> Tokens<S> {
             .ok_or(GrantError::InvalidGrant)?;
         if !first {
             self.kill_family(&record.family).await?;
-            let exp = now + self.settings.access_ttl;
-            self.store
-                .deny_access(&record.access_jti, exp)
+            // Also when the first use stored no refresh token (it failed after signing).
+            let jti = Revocation::Token(record.access_jti.clone());
+            self.denylist
+                .record(&self.store, jti, now + self.settings.access_ttl, now)
                 .await
                 .map_err(unavailable)?;
-            self.denylist
-                .add(Revocation::Token(record.access_jti.clone()), exp, now);
             self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %record.client_id, family = %record.family);
-            return Err(GrantError::CodeReused {
-                jti: record.access_jti,
-                exp,
-            });
+            return Err(GrantError::CodeReused);
         }
         let valid = record.client_id == client.id
             && redirect_uri == Some(record.redirect_uri.as_str())
@@ -654,12 +644,10 @@ impl<S: Stores> Tokens<S> {
             .await
             .map_err(unavailable)?;
         for (jti, issued) in live {
-            let exp = issued + ttl;
-            self.store
-                .deny_access(&jti, exp)
+            self.denylist
+                .record(&self.store, Revocation::Token(jti), issued + ttl, now)
                 .await
                 .map_err(unavailable)?;
-            self.denylist.add(Revocation::Token(jti), exp, now);
         }
         Ok(())
     }

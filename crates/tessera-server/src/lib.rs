@@ -164,13 +164,11 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
     let successor = master.derive("refresh-token-successor");
     // Revocations survive a restart: the denylist is reloaded from the store.
     let denylist = Arc::new(Denylist::new(access_ttl));
-    denylist.extend(
+    denylist.extend_stored(
         sessions
             .denied_access(now)
             .await
-            .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?
-            .into_iter()
-            .map(|(key, exp)| (Revocation::from_key(&key), exp)),
+            .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?,
         now,
     );
     let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
@@ -424,7 +422,7 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
             let now = state.auth.now();
             match &change {
                 Change::Denied { jti, exp } => {
-                    state.denylist.add(Revocation::from_key(jti), *exp, now);
+                    state.denylist.extend_stored([(jti.clone(), *exp)], now);
                 }
                 Change::Keys => {
                     if let Err(e) = state.keys.refresh(now).await {
@@ -434,10 +432,7 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                 Change::Everything => {
                     match state.auth.sessions().denied_access(now - LEEWAY).await {
                         Ok(entries) => {
-                            let entries = entries
-                                .into_iter()
-                                .map(|(key, exp)| (Revocation::from_key(&key), exp));
-                            state.denylist.extend(entries, now);
+                            state.denylist.extend_stored(entries, now);
                             state.denylist.set_fresh(true);
                         }
                         Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),

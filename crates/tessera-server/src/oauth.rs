@@ -85,7 +85,7 @@ impl IntoResponse for OAuthError {
 impl From<GrantError> for OAuthError {
     fn from(e: GrantError) -> Self {
         match e {
-            GrantError::InvalidGrant | GrantError::CodeReused { .. } => {
+            GrantError::InvalidGrant | GrantError::CodeReused => {
                 OAuthError::new("invalid_grant", "the grant is invalid, expired or revoked")
             }
             GrantError::InvalidScope => {
@@ -378,7 +378,7 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
                 .await
             {
                 Ok(issued) => Ok(token_response(&issued)),
-                Err(GrantError::CodeReused { .. }) => Err(OAuthError::new(
+                Err(GrantError::CodeReused) => Err(OAuthError::new(
                     "invalid_grant",
                     "the authorization code was used before; what it issued is revoked",
                 )),
