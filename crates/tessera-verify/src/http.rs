@@ -178,3 +178,32 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_status_and_challenge() {
+        let answer = |r: Rejection| {
+            let res = r.into_response();
+            let challenge = res.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap_or("")
+                .to_owned();
+            (res.status(), challenge)
+        };
+        assert_eq!(
+            answer(Rejection::Refused(VerifyError::Revoked)),
+            (
+                StatusCode::UNAUTHORIZED,
+                "Bearer error=\"invalid_token\"".into()
+            )
+        );
+        // The feed lost past its grace: not the token's fault, so no invalid_token.
+        assert_eq!(
+            answer(Rejection::Refused(VerifyError::FeedLost)),
+            (StatusCode::SERVICE_UNAVAILABLE, "Bearer".into())
+        );
+    }
+}

@@ -56,16 +56,20 @@ async fn live_with(tweak: impl FnOnce(&mut Config)) -> Live {
 }
 
 async fn access_token(url: &str) -> String {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{url}/auth/login"))
-        .json(&json!({"username": "alice", "password": PW, "mode": "token"}))
-        .send()
-        .await
+    token_of(url, "alice").await
+}
+
+/// A token-mode login's access token for `user`.
+async fn token_of(url: &str, user: &str) -> String {
+    login_as(url, user, "token").await["access_token"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+        .to_owned()
+}
+
+/// A verifier of `url`'s tokens for `audience`.
+async fn verifier(url: &str, audience: &str) -> Verifier {
+    Verifier::discover(url, options(audience)).await.unwrap()
 }
 
 fn options(audience: &str) -> Options {
@@ -84,9 +88,7 @@ fn kid_of(token: &str) -> String {
 async fn verifies_locally_and_checks_claims_and_scopes() {
     let live = live().await;
     let token = access_token(&live.url).await;
-    let v = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let v = verifier(&live.url, &live.url).await;
     assert_eq!(v.issuer(), live.url);
     let t = v.verify(&token).await.unwrap();
     assert!(t.claims.sub.as_deref().unwrap().starts_with("usr_"));
@@ -94,9 +96,7 @@ async fn verifies_locally_and_checks_claims_and_scopes() {
     let e = Verifier::require_scopes(&t, &["admin"]).unwrap_err();
     assert_eq!(e.code(), "insufficient_scope");
     // Another audience, a tampered token, garbage: refused, with the RFC 6750 code.
-    let other = Verifier::discover(&live.url, options("https://elsewhere"))
-        .await
-        .unwrap();
+    let other = verifier(&live.url, "https://elsewhere").await;
     assert!(matches!(
         other.verify(&token).await,
         Err(VerifyError::Invalid(tessera_jose::Error::WrongAudience))
@@ -117,9 +117,7 @@ async fn verifies_locally_and_checks_claims_and_scopes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_is_picked_up_without_a_restart() {
     let live = live().await;
-    let v = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let v = verifier(&live.url, &live.url).await;
     let before = access_token(&live.url).await;
     v.verify(&before).await.unwrap();
     // A new key that signs at once (a second later, so it is the newest).
@@ -143,9 +141,7 @@ async fn a_key_rotation_is_picked_up_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_kids_costs_at_most_one_fetch() {
     let live = live().await;
-    let v = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let v = verifier(&live.url, &live.url).await;
     let token = access_token(&live.url).await;
     let (_, rest) = token.split_once('.').unwrap();
     for i in 0..500 {
@@ -250,9 +246,7 @@ async fn keys_are_refreshed_when_their_max_age_runs_out() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // A long max-age (60 s from tessera itself) is honoured: no refresh within it.
-    let direct = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let direct = verifier(&live.url, &live.url).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     direct.verify(&token).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -265,9 +259,7 @@ async fn the_axum_extractor_and_layer_answer_as_rfc6750_says() {
     use tessera_verify::http::{Bearer, VerifyLayer};
     let live = live().await;
     let token = access_token(&live.url).await;
-    let v = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let v = verifier(&live.url, &live.url).await;
     let whoami = |Bearer(t): Bearer| async move { t.claims.sub.unwrap_or_default() };
     let app = axum::Router::new()
         .route("/me", get(whoami))
@@ -455,20 +447,17 @@ async fn a_revoked_token_an_ended_session_and_a_disabled_user_are_refused_within
     let live = live().await;
     live.state.auth.create_user("bob", PW).await.unwrap();
     let secret = feed_client(&live).await;
-    let first_party = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let first_party = verifier(&live.url, &live.url).await;
     first_party.follow_revocations(feed(&secret)).await.unwrap();
     assert!(first_party.revocation_feed_live());
-    let api = Verifier::discover(&live.url, options(API)).await.unwrap();
+    let api = verifier(&live.url, API).await;
     api.follow_revocations(feed(&secret)).await.unwrap();
 
     // A revoked access token (logout with it: its jti, and its refresh family).
-    let t = login_as(&live.url, "alice", "token").await;
-    let access = t["access_token"].as_str().unwrap();
-    first_party.verify(access).await.unwrap();
-    assert_eq!(post_bearer(&live.url, "/auth/logout", access).await, 204);
-    until_revoked(&first_party, access).await;
+    let access = token_of(&live.url, "alice").await;
+    first_party.verify(&access).await.unwrap();
+    assert_eq!(post_bearer(&live.url, "/auth/logout", &access).await, 204);
+    until_revoked(&first_party, &access).await;
 
     // An ended session: the token exchanged for it carries its sid.
     let (session, exchanged) = session_and_exchanged(&live.url, "alice", &secret).await;
@@ -478,8 +467,7 @@ async fn a_revoked_token_an_ended_session_and_a_disabled_user_are_refused_within
     until_revoked(&api, &exchanged).await;
 
     // A disabled user: every token of theirs issued until then.
-    let t = login_as(&live.url, "bob", "token").await;
-    let bobs = t["access_token"].as_str().unwrap().to_owned();
+    let bobs = token_of(&live.url, "bob").await;
     let (_, bobs_api) = session_and_exchanged(&live.url, "bob", &secret).await;
     first_party.verify(&bobs).await.unwrap();
     live.state.auth.set_disabled("bob", true).await.unwrap();
@@ -488,9 +476,8 @@ async fn a_revoked_token_an_ended_session_and_a_disabled_user_are_refused_within
     // Enabled again at once, a new login's tokens are good (issued after the second of the
     // revocation, which whole-second `iat`s cannot tell apart).
     live.state.auth.set_disabled("bob", false).await.unwrap();
-    let t = login_as(&live.url, "bob", "token").await;
     first_party
-        .verify(t["access_token"].as_str().unwrap())
+        .verify(&token_of(&live.url, "bob").await)
         .await
         .unwrap();
     assert!(matches!(
@@ -516,9 +503,7 @@ async fn a_revoked_token_an_ended_session_and_a_disabled_user_are_refused_within
 async fn the_feed_is_for_confidential_clients_and_needs_an_issuer_that_has_one() {
     let live = live().await;
     let secret = feed_client(&live).await;
-    let v = Verifier::discover(&live.url, options(&live.url))
-        .await
-        .unwrap();
+    let v = verifier(&live.url, &live.url).await;
     assert!(v.follow_revocations(feed("tsc_wrong")).await.is_err());
     assert!(!v.revocation_feed_live());
     let res = reqwest::get(format!("{}/oauth2/revocations", live.url))
@@ -608,27 +593,22 @@ async fn a_feed_cut_and_restored_misses_nothing_and_the_loss_policy_applies_mean
         retry: std::time::Duration::from_millis(100),
         ..feed(&secret)
     };
-    let closed = Verifier::discover(&relay.url, options(&relay.url))
-        .await
-        .unwrap();
+    let closed = verifier(&relay.url, &relay.url).await;
     closed
         .follow_revocations(opts(WhenLost::Refuse))
         .await
         .unwrap();
-    let open = Verifier::discover(&relay.url, options(&relay.url))
-        .await
-        .unwrap();
+    let open = verifier(&relay.url, &relay.url).await;
     open.follow_revocations(opts(WhenLost::Allow))
         .await
         .unwrap();
 
-    let token = |t: Value| t["access_token"].as_str().unwrap().to_owned();
-    let t0 = token(login_as(&live.url, "alice", "token").await);
+    let t0 = access_token(&live.url).await;
     assert_eq!(post_bearer(&live.url, "/auth/logout", &t0).await, 204);
     until_revoked(&closed, &t0).await;
     assert_eq!(closed.revocation_feed_stats(), (1, 1));
-    let t1 = token(login_as(&live.url, "alice", "token").await);
-    let t2 = token(login_as(&live.url, "alice", "token").await);
+    let t1 = access_token(&live.url).await;
+    let t2 = access_token(&live.url).await;
     closed.verify(&t1).await.unwrap();
 
     relay.cut();
@@ -690,7 +670,8 @@ async fn short_lived(secs: u64) -> (Live, Verifier) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
-    let (live, v) = short_lived(2).await;
+    // Tokens of 5 s: long enough to outlive the 21 requests below on a busy machine.
+    let (live, v) = short_lived(5).await;
     let secret = feed_client(&live).await;
     v.follow_revocations(feed(&secret)).await.unwrap();
     // One login and 20 refreshes: 21 live access tokens of one family, all revoked at once when
@@ -716,21 +697,22 @@ async fn a_verifier_holds_only_revocations_whose_tokens_have_not_expired() {
     let limit = std::time::Duration::from_secs(1);
     wait_for("21 revocations held", limit, || v.revocations_held() == 21).await;
     // Once the tokens they cover have expired, the revocations are forgotten.
-    let limit = std::time::Duration::from_secs(4);
+    let limit = std::time::Duration::from_secs(7);
     wait_for("the set emptied", limit, || v.revocations_held() == 0).await;
     assert_eq!(v.revocation_feed_stats().0, 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_sent_again_skips_the_signature_check_but_not_its_expiry() {
-    let (live, v) = short_lived(1).await;
+    // Whole-second times: a 2 s token is good for at least a second after it is issued.
+    let (live, v) = short_lived(2).await;
     let token = access_token(&live.url).await;
     for _ in 0..100 {
         v.verify(&token).await.unwrap();
     }
     assert_eq!(v.signature_checks(), 1);
     // Remembered, but expired: refused all the same.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     assert!(matches!(
         v.verify(&token).await,
         Err(VerifyError::Invalid(tessera_jose::Error::Expired))
@@ -751,4 +733,19 @@ async fn a_token_sent_again_skips_the_signature_check_but_not_its_expiry() {
         uncached.verify(&token).await.unwrap();
     }
     assert_eq!(uncached.signature_checks(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_whose_own_copy_is_stale_counts_as_a_lost_feed() {
+    let live = live().await;
+    let secret = feed_client(&live).await;
+    let v = verifier(&live.url, &live.url).await;
+    v.follow_revocations(feed(&secret)).await.unwrap();
+    assert!(v.revocation_feed_live());
+    // The issuer's own change feed is lost: its next heartbeat says `stale`.
+    let heartbeat = std::time::Duration::from_secs(7);
+    live.state.denylist.set_fresh(false);
+    wait_for("stale noticed", heartbeat, || !v.revocation_feed_live()).await;
+    live.state.denylist.set_fresh(true);
+    wait_for("fresh again", heartbeat, || v.revocation_feed_live()).await;
 }
