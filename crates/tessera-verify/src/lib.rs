@@ -451,16 +451,20 @@ impl Verifier {
         let res = follower.connect().await?;
         let feed = Arc::clone(&follower.feed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(follower.run(res, tx));
+        let task = tokio::spawn(follower.run(res, tx));
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(())) => {
                 let _ = i.feed.set(feed);
                 Ok(())
             }
-            _ => Err(DiscoverError::Fetch {
-                url,
-                reason: "the revocation feed did not catch up".into(),
-            }),
+            _ => {
+                // Not left following in the background for a verifier that does not use it.
+                task.abort();
+                Err(DiscoverError::Fetch {
+                    url,
+                    reason: "the revocation feed did not catch up".into(),
+                })
+            }
         }
     }
 
