@@ -5,10 +5,10 @@
 //! (no coordinated omission).
 //!
 //! The generator sleeps whenever nothing is due (a sending thread that sleeps to the next due
-//! time and sends everything due, a reading thread parked in epoll), so its core is mostly idle:
-//! on a VM, a busy-spinning generator makes the hypervisor preempt the server's vCPU more often
-//! (seen here: 4x as many 1 ms+ stalls of a spinning core when the other core spins too). Its
-//! own lateness (the sleep's timer slack, ~50 us) counts in the latency: an upper bound.
+//! time and sends everything due, a reading thread parked in epoll), so its core is mostly idle,
+//! as a real client's would be: a busy-spinning generator competes with the server's vCPU for the
+//! host (seen here: 4x as many 1 ms+ stalls of a spinning core while the other core spins too).
+//! Its own lateness (the sleep's timer slack, ~50 us) counts in the latency: an upper bound.
 //!
 //!   cargo run --release --example paced -- URL RATE SECONDS CONNS ['Header: value']...
 //!
