@@ -190,7 +190,8 @@ rps = med("rate")
 print(f"| {sys.argv[1]}, fixed rate {rps / float(sys.argv[2]):.2f} x its max | {rps:.0f} | {med('p50_ms'):.3f} | {med('p99_ms'):.3f} (worst {worst:.3f}) | {bad} |")
 PY
 }
-rate_of() { awk -F'\t' -v k="$1" '$1 == k {print $2}' "$RESULTS"; }
+# The rate of the row `run` printed last.
+last_rate() { tail -n 1 "$RESULTS" | cut -f 2; }
 
 # The server core left alone: how often it is taken away (see the header).
 echo "server core idle, stalls over $((DURATION * REPS)) s: $(taskset -c "$SERVER_CPU" "$STALLS" $((DURATION * REPS)))"
@@ -204,7 +205,7 @@ SQLITE_COOKIE="Cookie: $(login_cookie 18181)"
 echo "| scenario | rps (median of $REPS) | p50 ms | p99 ms | errors+non-2xx |"
 echo "|---|---|---|---|---|"
 run "healthz (floor)" http://127.0.0.1:18181/healthz
-paced "healthz" http://127.0.0.1:18181/healthz "" "$(rate_of "healthz (floor)")"
+paced "healthz" http://127.0.0.1:18181/healthz "" "$(last_rate)"
 run "me, session cookie, SQLite" http://127.0.0.1:18181/auth/me "$SQLITE_COOKIE"
 
 # Bearer access JWTs (EdDSA). Hot: one token re-sent, as a client does for its 15 minutes.
@@ -286,14 +287,14 @@ echo "$PW" | env "${SHARED_ENV[@]}" "$BIN" user add bench --password-stdin --dat
 start redis 18184 "${SHARED_ENV[@]}"
 REDIS_COOKIE="Cookie: $(login_cookie 18184)"
 run "me, session cookie, Redis (+PostgreSQL), cached" http://127.0.0.1:18184/auth/me "$REDIS_COOKIE"
-REDIS_MAX=$(rate_of "me, session cookie, Redis (+PostgreSQL), cached")
+REDIS_MAX=$(last_rate)
 paced "me, Redis, cached" http://127.0.0.1:18184/auth/me "$REDIS_COOKIE" "$REDIS_MAX" 0.7
 paced "me, Redis, cached" http://127.0.0.1:18184/auth/me "$REDIS_COOKIE" "$REDIS_MAX"
 stop redis
 start redis-nocache 18185 "${SHARED_ENV[@]}" TESSERA_SESSION_CACHE_TTL=0s
 REDIS_COOKIE="Cookie: $(login_cookie 18185)"
 run "me, session cookie, Redis, cache off (a Redis read per request)" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE"
-REDIS_MAX=$(rate_of "me, session cookie, Redis, cache off (a Redis read per request)")
+REDIS_MAX=$(last_rate)
 paced "me, Redis, cache off" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE" "$REDIS_MAX" 0.6
 paced "me, Redis, cache off" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE" "$REDIS_MAX"
 stop redis-nocache
