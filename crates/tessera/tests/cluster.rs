@@ -992,6 +992,69 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
     assert_eq!(me(&direct.url, &s2).0, 401);
 }
 
+/// With the session cache off, the Redis reads of requests in flight together leave in shared
+/// pipelines: under concurrent load every request is still answered with its own session, and
+/// an unknown token among them with 401.
+#[test]
+fn cache_off_concurrent_requests_each_get_their_own_session() {
+    let mut shared = Shared::new("gather");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    shared.set("TESSERA_SESSION_CACHE_TTL", "0s");
+    let i = shared.instance("solo", "http://127.0.0.1:1");
+    let handle_of = |token: &str| -> Value {
+        client()
+            .get(format!("{}/auth/me", i.url))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()["session_id"]
+            .clone()
+    };
+    let mut sessions: Vec<(String, Value)> = (0..10)
+        .map(|_| {
+            let token = session_login(&i.url);
+            let handle = handle_of(&token);
+            assert!(handle.is_string());
+            (token, handle)
+        })
+        .collect();
+    sessions.push((
+        "tss_notasessionatallnotasessionatallnot".into(),
+        Value::Null,
+    ));
+    let sessions = Arc::new(sessions);
+    let url = i.url.clone();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (sessions, url) = (Arc::clone(&sessions), url.clone());
+            std::thread::spawn(move || {
+                let http = client();
+                for n in 0..40 {
+                    let (token, handle) = &sessions[(t * 7 + n) % sessions.len()];
+                    let r = http
+                        .get(format!("{url}/auth/me"))
+                        .bearer_auth(token)
+                        .send()
+                        .unwrap();
+                    if handle.is_null() {
+                        assert_eq!(r.status(), 401);
+                    } else {
+                        assert_eq!(r.status(), 200);
+                        assert_eq!(&r.json::<Value>().unwrap()["session_id"], handle);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn login_throttling_counts_across_instances() {
     let mut shared = Shared::new("throttle");
