@@ -394,10 +394,11 @@ type Read = (String, oneshot::Sender<StoreResult<Vec<Option<String>>>>);
 /// The multiplexed connection pipelines whatever is queued when its task runs, but on tokio's
 /// multi-threaded runtime a task woken by the running one runs right after it (the LIFO slot),
 /// so the connection's task wrote each request's command alone, and a Redis sharing the core woke
-/// and preempted tessera once per request (measured: 0.8 context switches per request, and 32 %
+/// and preempted tessera once per request (measured: 0.8 context switches per request, and 29 %
 /// more requests/s with the reads gathered). A gathering task yields once before it takes the
 /// queue, which tokio runs only after the other ready tasks and the I/O driver: every request
-/// that became ready in that turn has queued its read by then.
+/// that became ready in that turn has queued its read by then. The cost is that hop: with one
+/// request at a time, p50 116 µs instead of 109 µs.
 #[derive(Clone, Default)]
 struct SessionReads(Arc<OnceLock<Option<UnboundedSender<Read>>>>);
 
