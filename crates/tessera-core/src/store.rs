@@ -14,7 +14,7 @@ use crate::token::TokenHash;
 use crate::user::User;
 
 /// A store failure the domain cannot fix: the caller answers "unavailable".
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The key is taken (a username, a token hash).
     #[error("already exists")]

@@ -407,7 +407,7 @@ impl SessionReads {
     async fn hmget(
         &self,
         conn: &ConnectionManager,
-        key: String,
+        mut key: String,
     ) -> StoreResult<Vec<Option<String>>> {
         // Started on first use, on the runtime of the caller (a store opened outside one).
         let queue = self.0.get_or_init(|| {
@@ -416,9 +416,9 @@ impl SessionReads {
             handle.spawn(gather_reads(conn.clone(), rx));
             Some(tx)
         });
-        let (tx, rx) = oneshot::channel();
-        let key = match queue {
-            Some(queue) => match queue.send((key, tx)) {
+        if let Some(queue) = queue {
+            let (tx, rx) = oneshot::channel();
+            match queue.send((key, tx)) {
                 Ok(()) => {
                     return rx.await.unwrap_or_else(|_| {
                         Err(StoreError::Unavailable(
@@ -427,10 +427,9 @@ impl SessionReads {
                     });
                 }
                 // The gathering task ended with its runtime: read directly.
-                Err(back) => back.0.0,
-            },
-            None => key,
-        };
+                Err(back) => key = back.0.0,
+            }
+        }
         let mut c = conn.clone();
         c.hmget(key, &SESSION_FIELDS[..]).await.map_err(unavailable)
     }
@@ -454,23 +453,26 @@ async fn gather_reads(conn: ConnectionManager, mut queue: UnboundedReceiver<Read
             for (key, _) in &batch {
                 pipe.hmget(key, &SESSION_FIELDS[..]);
             }
-            let answers: redis::RedisResult<Vec<Vec<Option<String>>>> =
-                pipe.query_async(&mut c).await;
+            let answers = pipe
+                .query_async::<Vec<Vec<Option<String>>>>(&mut c)
+                .await
+                .map_err(unavailable)
+                .and_then(|a| {
+                    if a.len() == batch.len() {
+                        Ok(a)
+                    } else {
+                        Err(corrupt("pipeline answer"))
+                    }
+                });
             match answers {
-                Ok(answers) if answers.len() == batch.len() => {
+                Ok(answers) => {
                     for ((_, to), values) in batch.into_iter().zip(answers) {
                         let _ = to.send(Ok(values));
                     }
                 }
-                Ok(_) => {
-                    for (_, to) in batch {
-                        let _ = to.send(Err(corrupt("pipeline answer")));
-                    }
-                }
                 Err(e) => {
-                    let why = format!("redis: {e}");
                     for (_, to) in batch {
-                        let _ = to.send(Err(StoreError::Unavailable(why.clone())));
+                        let _ = to.send(Err(e.clone()));
                     }
                 }
             }
