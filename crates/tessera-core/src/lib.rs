@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod client;
 pub mod keys;
+pub mod logsafe;
 pub mod password;
 pub mod refresh;
 pub mod revocation;
