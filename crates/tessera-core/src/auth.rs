@@ -12,7 +12,7 @@ use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
 use crate::revocation::Denylist;
 use crate::session::{Session, SessionPolicy};
 use crate::store::{StoreError, Stores, UserStore};
-use crate::throttle::Throttle;
+use crate::throttle::{Attempt, DeviceCookies, Throttle};
 use crate::token::{Kind, Token, TokenHash, random_id};
 use crate::user::{User, normalize_username};
 
@@ -23,6 +23,8 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
     /// The client's address (after trusted-proxy resolution).
     pub ip: Option<IpAddr>,
+    /// The device cookie it presented, as sent (checked against the typed username).
+    pub device: Option<String>,
 }
 
 /// Why a login failed. `InvalidCredentials` covers unknown user, wrong password and disabled
@@ -35,6 +37,9 @@ pub enum LoginError {
     /// Too many failures: try again after this many seconds.
     #[error("too many attempts")]
     Throttled(i64),
+    /// Password hashing is saturated: try again after this many seconds.
+    #[error("too many logins at once")]
+    Busy(i64),
     /// A store or the hasher failed.
     #[error("service unavailable")]
     Unavailable,
@@ -127,6 +132,7 @@ pub struct Auth<U, S> {
     password_policy: PasswordPolicy,
     session_policy: SessionPolicy,
     throttle: Throttle,
+    devices: DeviceCookies,
     clock: Arc<dyn Clock>,
     counters: Counters,
     denylist: Arc<Denylist>,
@@ -148,10 +154,12 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         password_policy: PasswordPolicy,
         session_policy: SessionPolicy,
         throttle: Throttle,
+        devices: DeviceCookies,
         clock: Arc<dyn Clock>,
         denylist: Arc<Denylist>,
     ) -> Self {
         Auth {
+            devices,
             denylist,
             users,
             sessions,
@@ -250,50 +258,54 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         Ok(user)
     }
 
-    /// The throttle's answer: the shared counters when the store keeps them (a cluster's Redis),
-    /// else, or while they are unreachable, this process's own.
-    async fn throttle_check(&self, name: &str, ip: Option<IpAddr>, now: i64) -> Result<(), i64> {
-        let keys: Vec<String> = self
-            .throttle
-            .shared_keys(name, ip)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        match self.sessions.throttle_wait(&keys, now).await {
-            Ok(Some(wait)) if wait > 0 => Err(wait),
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => self.throttle.check(name, ip, now),
-            Err(e) => {
-                tracing::warn!(error = %e, "shared throttle unreachable; counting in this process");
-                self.throttle.check(name, ip, now)
-            }
-        }
-    }
-
-    async fn throttle_failure(&self, name: &str, ip: Option<IpAddr>, now: i64) -> i64 {
-        let keys = self.throttle.shared_keys(name, ip);
+    /// Reserves a login attempt in the shared counts when the store keeps them (a cluster's
+    /// Redis), else, or while they are unreachable, in this process's own. `Ok(true)`: reserved
+    /// in the store.
+    async fn throttle_reserve(&self, attempt: &Attempt, now: i64) -> Result<bool, i64> {
         match self
             .sessions
-            .throttle_failure(&keys, self.throttle.policy(), now)
+            .throttle_reserve(&attempt.keys, self.throttle.policy(), now)
             .await
         {
-            Ok(Some(delay)) => delay,
-            Ok(None) => self.throttle.failure(name, ip, now),
+            Ok(Some(0)) => Ok(true),
+            Ok(Some(wait)) => Err(wait),
+            Ok(None) => self.throttle.reserve(attempt, now).map(|()| false),
             Err(e) => {
                 tracing::warn!(error = %e, "shared throttle unreachable; counting in this process");
-                self.throttle.failure(name, ip, now)
+                self.throttle.reserve(attempt, now).map(|()| false)
             }
         }
     }
 
-    async fn throttle_success(&self, name: &str) {
-        self.throttle.success(name);
-        if let Err(e) = self.sessions.throttle_clear(&format!("a:{name}")).await {
-            tracing::warn!(error = %e, "clearing the shared throttle failed");
+    /// Gives back a reservation whose password was not found wrong (a success, or a check that
+    /// could not run).
+    async fn throttle_release(&self, attempt: &Attempt, shared: bool) {
+        if !shared {
+            self.throttle.release(attempt);
+            return;
+        }
+        if let Err(e) = self
+            .sessions
+            .throttle_release(attempt.cleared_on_success(), attempt.released_on_success())
+            .await
+        {
+            tracing::warn!(error = %e, "releasing a shared throttle reservation failed");
         }
     }
 
-    /// Checks a username and password (throttled, no enumeration) and returns the user.
+    /// A new device cookie for `user` (after a successful login), and how long it is honoured.
+    pub fn device_cookie(&self, user: &User) -> (String, i64) {
+        (
+            self.devices.issue(&user.username, self.now()),
+            self.devices.ttl(),
+        )
+    }
+
+    /// Checks a username and password and returns the user. Throttled before the hash: the
+    /// attempt is counted first and given back only if the password is right, so concurrent
+    /// guesses cannot outrun the count, and a client that hangs up mid-check is counted as the
+    /// failure it would have been. Unknown user, wrong password and disabled user are one
+    /// answer; the log names the user id when the account exists, and nothing that was typed.
     pub async fn check_password(
         &self,
         username: &str,
@@ -301,34 +313,64 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         client: &ClientInfo,
     ) -> Result<User, LoginError> {
         let now = self.now();
-        // An invalid username is throttled and answered like any wrong password.
-        let name = normalize_username(username).unwrap_or_else(|| username.trim().to_lowercase());
+        // An invalid username is throttled and answered like any wrong password; its count is
+        // kept under a digest, never under what was typed.
+        let name = normalize_username(username).unwrap_or_else(|| {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
+            let hex: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+            format!("?{hex}")
+        });
         let ip = client.ip;
-        if let Err(wait) = self.throttle_check(&name, ip, now).await {
-            bump(&self.counters.logins_throttled, 1);
-            tracing::warn!(target: "audit", event = "login_throttled", username = %name, ip = ?ip, retry_after = wait);
-            return Err(LoginError::Throttled(wait));
-        }
-        let user = self.users.user_by_name(&name).await.map_err(|e| {
-            tracing::error!(error = %e, "user store unavailable");
-            LoginError::Unavailable
-        })?;
+        let device = client
+            .device
+            .as_deref()
+            .and_then(|c| self.devices.verify(c, &name, now));
+        let known_device = device.is_some();
+        let attempt = self.throttle.attempt(&name, ip, device);
+        let shared = match self.throttle_reserve(&attempt, now).await {
+            Ok(shared) => shared,
+            Err(wait) => {
+                bump(&self.counters.logins_throttled, 1);
+                tracing::warn!(target: "audit", event = "login_throttled", ip = ?ip, known_device, retry_after = wait);
+                return Err(LoginError::Throttled(wait));
+            }
+        };
+        let user = match self.users.user_by_name(&name).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(error = %e, "user store unavailable");
+                self.throttle_release(&attempt, shared).await;
+                return Err(LoginError::Unavailable);
+            }
+        };
         // Unknown users cost one dummy verification, like a wrong password.
-        let ok = self
+        let ok = match self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await
-            .map_err(|_| LoginError::Unavailable)?;
+        {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.throttle_release(&attempt, shared).await;
+                return Err(match e {
+                    PasswordError::Busy => {
+                        tracing::warn!(target: "audit", event = "login_refused", reason = "hashing_saturated", ip = ?ip);
+                        LoginError::Busy(1)
+                    }
+                    _ => LoginError::Unavailable,
+                });
+            }
+        };
         let user = match user {
             Some(u) if ok && !u.disabled => u,
-            _ => {
+            other => {
                 bump(&self.counters.logins_failed, 1);
-                let delay = self.throttle_failure(&name, ip, now).await;
-                tracing::warn!(target: "audit", event = "login_failed", username = %name, ip = ?ip, delay);
+                let user = other.as_ref().map(|u| u.id.as_str());
+                tracing::warn!(target: "audit", event = "login_failed", user, ip = ?ip, known_device);
                 return Err(LoginError::InvalidCredentials);
             }
         };
-        self.throttle_success(&name).await;
+        self.throttle_release(&attempt, shared).await;
         if self.hasher.needs_rehash(&user.password_hash)
             && let Ok(hash) = self.hasher.hash(password).await
             && let Err(e) = self.users.set_password_hash(&user.id, &hash).await
@@ -336,7 +378,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             tracing::warn!(error = %e, "could not store the rehashed password");
         }
         bump(&self.counters.logins_ok, 1);
-        tracing::info!(target: "audit", event = "login_ok", user = %user.id, ip = ?ip);
+        tracing::info!(target: "audit", event = "login_ok", user = %user.id, ip = ?ip, known_device);
         Ok(user)
     }
 
@@ -381,6 +423,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 Ok(()) => {
                     bump(&self.counters.sessions_created, 1);
                     tracing::info!(target: "audit", event = "session_created", user = %user.id, session = %session.handle);
+                    self.bound_sessions(&user.id, &hash).await;
                     return Ok((
                         token,
                         Authenticated {
@@ -398,6 +441,31 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             }
         }
         Err(LoginError::Unavailable)
+    }
+
+    /// Ends the oldest sessions of `user_id` past [`SessionPolicy::max_per_user`], never
+    /// `newest` (the one just opened). A failure is logged: the login itself stands.
+    async fn bound_sessions(&self, user_id: &str, newest: &TokenHash) {
+        let max = self.session_policy.max_per_user;
+        if max == 0 {
+            return;
+        }
+        let mut list = match self.sessions_of(user_id).await {
+            Ok(list) if list.len() > max => list,
+            Ok(_) => return,
+            Err(_) => return,
+        };
+        // Newest first, the one just opened before all.
+        list.sort_by_key(|(h, s)| (h != newest, std::cmp::Reverse(s.created_at)));
+        let mut ended = 0u64;
+        for (hash, s) in list.into_iter().skip(max) {
+            match self.logout(&hash, &s.handle).await {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(_) => break,
+            }
+        }
+        tracing::info!(target: "audit", event = "sessions_ended", reason = "too_many_sessions", user = %user_id, count = ended);
     }
 
     /// The session behind a presented token, if it is valid now. Records activity at most once

@@ -27,7 +27,7 @@ pub use store::{
     Change, ClientStore, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError,
     StoreResult, Stores, ThrottleStore, UserStore,
 };
-pub use throttle::{Throttle, ThrottlePolicy};
+pub use throttle::{Attempt, DeviceCookies, Throttle, ThrottlePolicy};
 pub use token::{CsrfKey, Kind, Token, TokenHash};
 pub use tokens::{
     AccessGrant, AccessIssued, GrantError, Issued, TokenCounters, TokenSettings, Tokens,

@@ -3,6 +3,7 @@
 //! request workers that answer `/auth/me`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -70,6 +71,9 @@ pub enum PasswordError {
     /// Hashing failed or its pool is gone.
     #[error("password hashing failed")]
     Internal,
+    /// Every hashing thread is busy and the queue before them is full.
+    #[error("password hashing is saturated; try again shortly")]
+    Busy,
 }
 
 /// The rules for new passwords (SP 800-63B §5.1.1.2): a minimum length (default 8), at least 64
@@ -124,6 +128,11 @@ impl PasswordPolicy {
 pub struct PasswordHasherPool {
     params: HashParams,
     permits: Arc<Semaphore>,
+    /// Hashes running or waiting, and the most allowed (threads plus queue).
+    in_line: Arc<AtomicUsize>,
+    max_in_line: usize,
+    /// Hashes computed (for `/metrics`, and to show that abandoned ones are not).
+    computed: Arc<AtomicU64>,
     jobs: std::sync::mpsc::Sender<Job>,
     /// A hash of a random password, verified against when the user does not exist, so that an
     /// unknown username costs what a wrong password costs.
@@ -131,6 +140,26 @@ pub struct PasswordHasherPool {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// A place in the hashing line, given back when dropped.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl<'a> InLine<'a> {
+    fn take(count: &'a AtomicUsize, max: usize) -> Result<InLine<'a>, PasswordError> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| InLine(count))
+            .map_err(|_| PasswordError::Busy)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Starts `n` hashing threads at the lowest priority, fed by one queue.
 fn start_threads(n: usize) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
@@ -179,10 +208,12 @@ fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String, Password
 }
 
 impl PasswordHasherPool {
-    /// A pool hashing with `params`, at most `concurrency` (≥ 1) hashes at once.
+    /// A pool hashing with `params`, at most `concurrency` (≥ 1) hashes at once and `queue`
+    /// more waiting; past that, [`PasswordError::Busy`] at once.
     pub fn new(
         params: HashParams,
         concurrency: usize,
+        queue: usize,
     ) -> Result<PasswordHasherPool, PasswordError> {
         if params.m_cost < HashParams::MINIMUM.m_cost
             || params.t_cost < HashParams::MINIMUM.t_cost
@@ -197,6 +228,9 @@ impl PasswordHasherPool {
         Ok(PasswordHasherPool {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            in_line: Arc::new(AtomicUsize::new(0)),
+            max_in_line: concurrency.saturating_add(queue),
+            computed: Arc::new(AtomicU64::new(0)),
             jobs: start_threads(concurrency)?,
             dummy: Arc::new(dummy),
         })
@@ -207,22 +241,39 @@ impl PasswordHasherPool {
         self.params
     }
 
+    /// Runs `job` on a hashing thread. The caller waits its turn in a bounded line; a caller
+    /// that goes away before its job starts (a client that hung up) costs no hash.
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
+        let _place = InLine::take(&self.in_line, self.max_in_line)?;
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| PasswordError::Internal)?;
         let (done, result) = tokio::sync::oneshot::channel();
+        let computed = Arc::clone(&self.computed);
         self.jobs
             .send(Box::new(move || {
-                let _ = done.send(job());
+                if !done.is_closed() {
+                    computed.fetch_add(1, Ordering::Relaxed);
+                    let _ = done.send(job());
+                }
             }))
             .map_err(|_| PasswordError::Internal)?;
         result.await.map_err(|_| PasswordError::Internal)
+    }
+
+    /// Hashes computed since start.
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    /// Hashes running or waiting now.
+    pub fn in_line(&self) -> usize {
+        self.in_line.load(Ordering::Relaxed)
     }
 
     /// Hashes a password (PHC string).
@@ -285,7 +336,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hash_verify_rehash() {
-        let pool = PasswordHasherPool::new(HashParams::default(), 1).unwrap();
+        let pool = PasswordHasherPool::new(HashParams::default(), 1, 8).unwrap();
         let h = pool.hash("correct horse").await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
@@ -296,7 +347,7 @@ mod tests {
             t_cost: 3,
             ..HashParams::default()
         };
-        let pool3 = PasswordHasherPool::new(stronger, 1).unwrap();
+        let pool3 = PasswordHasherPool::new(stronger, 1, 8).unwrap();
         assert!(pool3.needs_rehash(&h));
         // Old hashes still verify with the new pool: the parameters travel with the hash.
         assert!(pool3.verify("correct horse", Some(&h)).await.unwrap());
@@ -307,9 +358,40 @@ mod tests {
                     m_cost: 1024,
                     ..HashParams::default()
                 },
-                1
+                1,
+                8
             )
             .is_err()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_line_is_bounded_and_abandoned_hashes_do_not_run() {
+        // Slow hashes (t = 8), so that the first is still running while the others arrive.
+        let slow = HashParams {
+            t_cost: 8,
+            ..HashParams::default()
+        };
+        let pool = PasswordHasherPool::new(slow, 1, 1).unwrap();
+        let h = pool.hash("correct horse").await.unwrap();
+        assert_eq!(pool.computed(), 1);
+        // One running, one waiting: the third is refused at once.
+        let (a, b) = (pool.clone(), pool.clone());
+        let (ha, hb) = (h.clone(), h.clone());
+        let first = tokio::spawn(async move { a.verify("x", Some(&ha)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let second = tokio::spawn(async move { b.verify("y", Some(&hb)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(pool.in_line(), 2);
+        assert_eq!(
+            pool.verify("z", Some(&h)).await,
+            Err(PasswordError::Busy)
+        );
+        // The waiting caller goes away: its hash never runs.
+        second.abort();
+        assert_eq!(first.await.unwrap(), Ok(false));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(pool.computed(), 2);
+        assert_eq!(pool.in_line(), 0);
     }
 }

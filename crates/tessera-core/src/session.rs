@@ -49,6 +49,9 @@ pub struct SessionPolicy {
     pub absolute_timeout: i64,
     /// "last seen" is written at most this often (default 60 s).
     pub touch_interval: i64,
+    /// Live sessions one user may hold (default 100; 0: no bound); a login past it ends the
+    /// oldest.
+    pub max_per_user: usize,
 }
 
 impl Default for SessionPolicy {
@@ -57,6 +60,7 @@ impl Default for SessionPolicy {
             idle_timeout: 30 * 60,
             absolute_timeout: 12 * 3600,
             touch_interval: 60,
+            max_per_user: 100,
         }
     }
 }

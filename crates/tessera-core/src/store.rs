@@ -169,23 +169,14 @@ pub trait DenylistStore: Send + Sync + 'static {
     fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
-/// Login-throttle counters shared by the instances of a cluster, under keys like `a:NAME`
-/// (an account) and `ip:ADDR` (a client address). A store that does not share them keeps the
-/// defaults, which answer `None`: each instance then counts for itself.
+/// Login-throttle counts shared by the instances of a cluster, under keys like `a:NAME` (an
+/// account), `d:NONCE` (a known device) and `ip:ADDR` (a client address), with the rules of
+/// [`crate::Throttle`]. A store that does not share them keeps the defaults, which answer
+/// `None`: each instance then counts for itself.
 pub trait ThrottleStore: Send + Sync + 'static {
-    /// Seconds until every one of `keys` may try again (0: none is locked).
-    fn throttle_wait(
-        &self,
-        keys: &[String],
-        now: i64,
-    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send {
-        let _ = (keys, now);
-        async { Ok(None) }
-    }
-
-    /// Counts one failure under each key (with that key's number of free failures) and
-    /// returns the longest delay now in force.
-    fn throttle_failure(
+    /// Reserves one attempt under every key at once (each with its free attempts), or none when
+    /// any is locked: `Some(0)` reserved, `Some(seconds)` locked for that long.
+    fn throttle_reserve(
         &self,
         keys: &[(String, u32)],
         policy: &ThrottlePolicy,
@@ -195,9 +186,14 @@ pub trait ThrottleStore: Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// Forgets a key's failures (a successful login clears its account).
-    fn throttle_clear(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send {
-        let _ = key;
+    /// A reserved attempt succeeded: forgets the `cleared` keys and gives one attempt back to
+    /// the `released` ones (unlocking those left under their free attempts).
+    fn throttle_release(
+        &self,
+        cleared: &[(String, u32)],
+        released: &[(String, u32)],
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let _ = (cleared, released);
         async { Ok(()) }
     }
 }

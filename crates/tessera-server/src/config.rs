@@ -135,6 +135,8 @@ pub struct SessionConfig {
     /// How long a server serves a session from memory before asking its store again (ended
     /// sessions are dropped at once through the change feed); `0s` reads the store every time.
     pub cache_ttl: Dur,
+    /// Live sessions one user may hold; a login past it ends the oldest (0: no bound).
+    pub max_per_user: usize,
 }
 
 impl Default for SessionConfig {
@@ -143,6 +145,7 @@ impl Default for SessionConfig {
             idle_timeout: Dur(Duration::from_secs(30 * 60)),
             absolute_timeout: Dur(Duration::from_secs(12 * 3600)),
             cache_ttl: Dur(Duration::from_secs(5)),
+            max_per_user: 100,
         }
     }
 }
@@ -161,6 +164,9 @@ pub struct PasswordConfig {
     pub parallelism: u32,
     /// Hashes computed at once; the rest wait. Default: one less than the CPUs, at least 1.
     pub hash_concurrency: usize,
+    /// Logins that may wait for a hashing thread; past it a login is answered 503 with
+    /// `Retry-After` at once.
+    pub hash_queue: usize,
 }
 
 impl Default for PasswordConfig {
@@ -172,6 +178,7 @@ impl Default for PasswordConfig {
             iterations: 2,
             parallelism: 1,
             hash_concurrency: cpus.saturating_sub(1).max(1),
+            hash_queue: 64,
         }
     }
 }
@@ -190,6 +197,9 @@ pub struct ThrottleConfig {
     pub max_delay: Dur,
     /// Failures older than this are forgotten.
     pub window: Dur,
+    /// How long the device cookie a successful login leaves is honoured: a known device is
+    /// throttled on its own, so failures from elsewhere never lock it out.
+    pub device_ttl: Dur,
 }
 
 impl Default for ThrottleConfig {
@@ -200,6 +210,7 @@ impl Default for ThrottleConfig {
             base_delay: Dur(Duration::from_secs(1)),
             max_delay: Dur(Duration::from_secs(15 * 60)),
             window: Dur(Duration::from_secs(3600)),
+            device_ttl: Dur(Duration::from_secs(365 * 86_400)),
         }
     }
 }
@@ -352,6 +363,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "session.absolute_timeout",
     ),
     ("TESSERA_SESSION_CACHE_TTL", "session.cache_ttl"),
+    ("TESSERA_SESSION_MAX_PER_USER", "session.max_per_user"),
     ("TESSERA_PASSWORD_MIN_LENGTH", "password.min_length"),
     ("TESSERA_PASSWORD_MEMORY_KIB", "password.memory_kib"),
     ("TESSERA_PASSWORD_ITERATIONS", "password.iterations"),
@@ -360,6 +372,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "TESSERA_PASSWORD_HASH_CONCURRENCY",
         "password.hash_concurrency",
     ),
+    ("TESSERA_PASSWORD_HASH_QUEUE", "password.hash_queue"),
     (
         "TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS",
         "throttle.account_free_attempts",
@@ -371,6 +384,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_THROTTLE_BASE_DELAY", "throttle.base_delay"),
     ("TESSERA_THROTTLE_MAX_DELAY", "throttle.max_delay"),
     ("TESSERA_THROTTLE_WINDOW", "throttle.window"),
+    ("TESSERA_THROTTLE_DEVICE_TTL", "throttle.device_ttl"),
     ("TESSERA_TOKENS_ALGORITHM", "tokens.algorithm"),
     ("TESSERA_TOKENS_ACCESS_TTL", "tokens.access_ttl"),
     ("TESSERA_TOKENS_AUDIENCE", "tokens.audience"),
@@ -406,6 +420,8 @@ fn is_string_key(key: &str) -> bool {
             | "password.iterations"
             | "password.parallelism"
             | "password.hash_concurrency"
+            | "password.hash_queue"
+            | "session.max_per_user"
             | "throttle.account_free_attempts"
             | "throttle.ip_free_attempts"
             | "tokens.verified_cache_size"

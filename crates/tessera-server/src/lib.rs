@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, Change, Denylist, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy,
+    Auth, Change, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy,
     SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
 };
 use tessera_jose::{Clock, Revocation};
@@ -40,6 +40,9 @@ pub use problem::Problem;
 pub struct Settings {
     /// `__Host-tessera_session`, or `tessera_session` in development.
     pub cookie_name: &'static str,
+    /// `__Host-tessera_device`, or `tessera_device` in development: the login throttle's
+    /// device cookie.
+    pub device_cookie_name: &'static str,
     /// Whether the cookie carries `Secure`.
     pub secure_cookie: bool,
     /// Our origin (`scheme://host[:port]` of the issuer), for the same-origin rule.
@@ -144,6 +147,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             p_cost: p.parallelism,
         },
         p.hash_concurrency,
+        p.hash_queue,
     )
     .map_err(|e| ConfigError(format!("password hashing: {e}")))?;
     let t = &config.throttle;
@@ -153,6 +157,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         base_delay: t.base_delay.secs().max(1),
         max_delay: t.max_delay.secs().max(1),
         window: t.window.secs().max(1),
+        device_ttl: t.device_ttl.secs().max(1),
         ..ThrottlePolicy::default()
     });
     let development = config.development();
@@ -172,6 +177,10 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         now,
     );
     let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
+    let devices = DeviceCookies::new(
+        tessera_core::CsrfKey::new(master.derive("device-cookie")),
+        config.throttle.device_ttl.secs().max(1),
+    );
     let keys = Arc::new(
         KeyManager::start(
             sessions.clone(),
@@ -214,9 +223,11 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         SessionPolicy {
             idle_timeout: config.session.idle_timeout.secs(),
             absolute_timeout: config.session.absolute_timeout.secs(),
+            max_per_user: config.session.max_per_user,
             ..SessionPolicy::default()
         },
         throttle,
+        devices,
         clock,
         Arc::clone(&denylist),
     );
@@ -230,6 +241,11 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
                 "tessera_session"
             } else {
                 "__Host-tessera_session"
+            },
+            device_cookie_name: if development {
+                "tessera_device"
+            } else {
+                "__Host-tessera_device"
             },
             secure_cookie: !development,
             origin: http::origin_of(&issuer),

@@ -573,6 +573,8 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
                 header::SET_COOKIE,
                 state.set_cookie(token.expose(), max_age),
             );
+            res.headers_mut()
+                .append(header::SET_COOKIE, state.device_cookie(&a.user));
             res
         }
         Err(LoginError::InvalidCredentials) => state.login_page(
@@ -581,17 +583,36 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
             Some("Wrong username or password."),
             nonce,
         ),
-        Err(LoginError::Throttled(wait)) => state.login_page(
-            continue_to,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!("Too many attempts; try again in {wait} seconds.")),
-            nonce,
+        Err(LoginError::Throttled(wait)) => with_retry_after(
+            state.login_page(
+                continue_to,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&format!("Too many attempts; try again in {wait} seconds.")),
+                nonce,
+            ),
+            wait,
+        ),
+        Err(LoginError::Busy(wait)) => with_retry_after(
+            state.login_page(
+                continue_to,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("Too many sign-ins at this moment; try again in a few seconds."),
+                nonce,
+            ),
+            wait,
         ),
         Err(LoginError::Unavailable) => error_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "The service is unavailable; try again shortly.",
         ),
     }
+}
+
+/// `res` with `Retry-After: wait` (seconds).
+fn with_retry_after(mut res: Response, wait: i64) -> Response {
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+    res
 }
 
 /// `GET /auth/consents`: the caller's standing consents.

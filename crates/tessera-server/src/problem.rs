@@ -152,6 +152,14 @@ impl From<LoginError> for Problem {
                     "too many failed logins; try again later",
                 )
             },
+            LoginError::Busy(wait) => Problem {
+                retry_after: Some(wait),
+                ..Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many logins at once; try again shortly",
+                )
+            },
             LoginError::Unavailable => Problem::unavailable(),
         }
     }

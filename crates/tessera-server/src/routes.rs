@@ -56,7 +56,24 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             ip: client_ip(peer, headers, &self.settings.trusted_proxies),
+            device: cookie(headers, self.settings.device_cookie_name).map(str::to_owned),
         }
+    }
+
+    /// The `Set-Cookie` of a new device cookie for `user`, after a successful login: the
+    /// session cookie's rules, `SameSite=Strict` (only our own pages log in).
+    pub(crate) fn device_cookie(&self, user: &tessera_core::User) -> HeaderValue {
+        let (value, max_age) = self.auth.device_cookie(user);
+        let secure = if self.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        let text = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+            self.settings.device_cookie_name
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     pub(crate) fn set_cookie(&self, value: &str, max_age: i64) -> HeaderValue {
@@ -116,6 +133,8 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
             .map_err(|_| Problem::unavailable())?;
         let mut res = crate::oauth::token_response(&issued);
         res.headers_mut().remove(header::PRAGMA);
+        res.headers_mut()
+            .append(header::SET_COOKIE, state.device_cookie(&user));
         return Ok(res);
     }
     let (token, auth) = state
@@ -135,6 +154,8 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
         header::SET_COOKIE,
         state.set_cookie(token.expose(), max_age),
     );
+    res.headers_mut()
+        .append(header::SET_COOKIE, state.device_cookie(&auth.user));
     Ok(no_store(res))
 }
 

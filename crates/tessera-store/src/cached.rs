@@ -362,21 +362,21 @@ impl<T: DenylistStore> DenylistStore for CachedStore<T> {
 }
 
 impl<T: ThrottleStore> ThrottleStore for CachedStore<T> {
-    async fn throttle_wait(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
-        self.inner.throttle_wait(keys, now).await
-    }
-
-    async fn throttle_failure(
+    async fn throttle_reserve(
         &self,
         keys: &[(String, u32)],
         policy: &ThrottlePolicy,
         now: i64,
     ) -> StoreResult<Option<i64>> {
-        self.inner.throttle_failure(keys, policy, now).await
+        self.inner.throttle_reserve(keys, policy, now).await
     }
 
-    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
-        self.inner.throttle_clear(key).await
+    async fn throttle_release(
+        &self,
+        cleared: &[(String, u32)],
+        released: &[(String, u32)],
+    ) -> StoreResult<()> {
+        self.inner.throttle_release(cleared, released).await
     }
 }
 

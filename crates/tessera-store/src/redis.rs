@@ -328,27 +328,56 @@ return 1",
 
 /// Counts a login failure under each key. KEYS: counters. ARGV: now, window, base delay, max
 /// delay, then each key's free failures. Returns the longest delay now in force.
-static FAIL: LazyLock<Script> = LazyLock::new(|| {
+/// Reserves one login attempt under every key (KEYS), or none while any is locked. ARGV: now,
+/// window, base delay, max delay, then each key's free attempts. Returns 0 (reserved) or the
+/// seconds left of the longest lock. The rules are `tessera_core::Throttle::reserve`'s.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local base, maxd = tonumber(ARGV[3]), tonumber(ARGV[4])
-local longest = 0
+local wait = 0
 for i, k in ipairs(KEYS) do
-  local free = tonumber(ARGV[4 + i])
-  local f = redis.call('HMGET', k, 'failures', 'last')
-  local failures = tonumber(f[1]) or 0
-  if f[2] and now - tonumber(f[2]) > window then failures = 0 end
-  failures = failures + 1
+  local u = tonumber(redis.call('HGET', k, 'locked_until')) or 0
+  if u - now > wait then wait = u - now end
+end
+if wait > 0 then return wait end
+for i, k in ipairs(KEYS) do
+  local free = math.max(tonumber(ARGV[4 + i]), 1)
+  local f = redis.call('HMGET', k, 'count', 'last', 'locked_until')
+  local count = tonumber(f[1]) or 0
+  if f[2] and now - tonumber(f[2]) > window then count = 0 end
+  count = count + 1
+  local locked = tonumber(f[3]) or 0
   local delay = 0
-  if failures > free then
-    delay = math.floor(math.min(base * 2 ^ math.min(failures - free - 1, 30), maxd))
-    if delay > longest then longest = delay end
+  if count >= free then
+    delay = math.floor(math.min(base * 2 ^ math.min(count - free, 30), maxd))
+    locked = now + delay
   end
-  redis.call('HSET', k, 'failures', failures, 'last', now, 'locked_until', now + delay)
+  redis.call('HSET', k, 'count', count, 'last', now, 'locked_until', locked)
   redis.call('EXPIRE', k, window + delay + 1)
 end
-return longest",
+return 0",
+    )
+});
+
+/// A reserved attempt succeeded. KEYS: the keys to forget, then the keys to give one attempt
+/// back to; ARGV: how many are forgotten, then each released key's free attempts.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cleared = tonumber(ARGV[1])
+for i, k in ipairs(KEYS) do
+  if i <= cleared then
+    redis.call('DEL', k)
+  elseif redis.call('EXISTS', k) == 1 then
+    local free = math.max(tonumber(ARGV[1 + i - cleared]), 1)
+    local count = math.max((tonumber(redis.call('HGET', k, 'count')) or 0) - 1, 0)
+    redis.call('HSET', k, 'count', count)
+    if count < free then redis.call('HSET', k, 'locked_until', 0) end
+  end
+end
+return 0",
     )
 });
 
@@ -694,31 +723,13 @@ impl DenylistStore for RedisStore {
 }
 
 impl ThrottleStore for RedisStore {
-    async fn throttle_wait(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.hget(self.key("t", k), "locked_until");
-        }
-        let mut c = self.conn.clone();
-        let until: Vec<Option<i64>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
-        Ok(Some(
-            until
-                .into_iter()
-                .flatten()
-                .map(|u| u - now)
-                .max()
-                .unwrap_or(0)
-                .max(0),
-        ))
-    }
-
-    async fn throttle_failure(
+    async fn throttle_reserve(
         &self,
         keys: &[(String, u32)],
         policy: &ThrottlePolicy,
         now: i64,
     ) -> StoreResult<Option<i64>> {
-        let mut inv = FAIL.prepare_invoke();
+        let mut inv = RESERVE.prepare_invoke();
         for (k, _) in keys {
             inv.key(self.key("t", k));
         }
@@ -730,15 +741,25 @@ impl ThrottleStore for RedisStore {
             inv.arg(*free);
         }
         let mut c = self.conn.clone();
-        let delay: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
-        Ok(Some(delay))
+        let wait: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        Ok(Some(wait))
     }
 
-    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
+    async fn throttle_release(
+        &self,
+        cleared: &[(String, u32)],
+        released: &[(String, u32)],
+    ) -> StoreResult<()> {
+        let mut inv = RELEASE.prepare_invoke();
+        for (k, _) in cleared.iter().chain(released) {
+            inv.key(self.key("t", k));
+        }
+        inv.arg(cleared.len());
+        for (_, free) in released {
+            inv.arg(*free);
+        }
         let mut c = self.conn.clone();
-        c.del::<_, i64>(self.key("t", key))
-            .await
-            .map_err(unavailable)?;
+        let _: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
         Ok(())
     }
 }

@@ -184,21 +184,21 @@ impl<D: Send + Sync + 'static> DenylistStore for SharedStore<D> {
 }
 
 impl<D: Send + Sync + 'static> ThrottleStore for SharedStore<D> {
-    async fn throttle_wait(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
-        self.redis.throttle_wait(keys, now).await
-    }
-
-    async fn throttle_failure(
+    async fn throttle_reserve(
         &self,
         keys: &[(String, u32)],
         policy: &ThrottlePolicy,
         now: i64,
     ) -> StoreResult<Option<i64>> {
-        self.redis.throttle_failure(keys, policy, now).await
+        self.redis.throttle_reserve(keys, policy, now).await
     }
 
-    async fn throttle_clear(&self, key: &str) -> StoreResult<()> {
-        self.redis.throttle_clear(key).await
+    async fn throttle_release(
+        &self,
+        cleared: &[(String, u32)],
+        released: &[(String, u32)],
+    ) -> StoreResult<()> {
+        self.redis.throttle_release(cleared, released).await
     }
 }
 

@@ -336,8 +336,10 @@ async fn denylist<S: DenylistStore>(s: S) {
     );
 }
 
-/// Shared login-throttle counters: what a cluster's Redis keeps. The same rules as the
-/// in-process throttle (free failures, doubling delays, a cap, success clears the account).
+/// Shared login-throttle counts: what a cluster's Redis keeps. The same rules as the
+/// in-process throttle: an attempt is reserved under all its keys at once or not at all, free
+/// attempts then doubling delays with a cap, a success gives its attempt back (and forgets a
+/// known device), old failures are forgotten.
 async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
     let policy = tessera_core::ThrottlePolicy {
         account_free: 2,
@@ -348,31 +350,38 @@ async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
         ..tessera_core::ThrottlePolicy::default()
     };
     let keys = vec![("a:alice".to_owned(), 2), ("ip:192.0.2.1".to_owned(), 3)];
-    let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
-    assert_eq!(s.throttle_wait(&names, 100).await.unwrap(), Some(0));
-    let mut delays = Vec::new();
-    for _ in 0..6 {
-        delays.push(
-            s.throttle_failure(&keys, &policy, 100)
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    // account: free, free, 1, 2, 4, 4 (capped); the address's own count is behind it.
-    assert_eq!(delays, [0, 0, 1, 2, 4, 4]);
-    assert_eq!(s.throttle_wait(&names, 101).await.unwrap(), Some(3));
-    s.throttle_clear("a:alice").await.unwrap();
-    // The address keeps its record (4 over its 3 free: 1, 2, then 4 at most).
-    assert_eq!(s.throttle_wait(&names[..1], 101).await.unwrap(), Some(0));
-    assert_eq!(s.throttle_wait(&names[1..], 101).await.unwrap(), Some(3));
+    let reserve = |keys: Vec<(String, u32)>, now: i64| {
+        let s = &s;
+        async move { s.throttle_reserve(&keys, &policy, now).await.unwrap().unwrap() }
+    };
+    // Two free reservations for the account, the second locks it for 1 s.
+    assert_eq!(reserve(keys.clone(), 100).await, 0);
+    assert_eq!(reserve(keys.clone(), 100).await, 0);
+    assert_eq!(reserve(keys.clone(), 100).await, 1);
+    // Refused reservations counted nothing: the address is still under its three.
+    assert_eq!(reserve(keys[1..].to_vec(), 100).await, 0);
+    assert_eq!(reserve(keys[1..].to_vec(), 100).await, 1);
+    // Doubling, capped at 4.
+    assert_eq!(reserve(keys[..1].to_vec(), 101).await, 0);
+    assert_eq!(reserve(keys[..1].to_vec(), 101).await, 2);
+    assert_eq!(reserve(keys[..1].to_vec(), 103).await, 0);
+    assert_eq!(reserve(keys[..1].to_vec(), 107).await, 0);
+    assert_eq!(reserve(keys[..1].to_vec(), 107).await, 4);
+    // A success gives one attempt back: five counted, four after it, still locked.
+    s.throttle_release(&[], &keys[..1]).await.unwrap();
+    assert_eq!(reserve(keys[..1].to_vec(), 108).await, 3);
+    // A known device's success forgets it; the address gets its attempt back and unlocks.
+    let device = vec![("d:n1".to_owned(), 2), ("ip:192.0.2.1".to_owned(), 3)];
+    s.throttle_release(&device[..1], &device[1..]).await.unwrap();
+    assert_eq!(reserve(device.clone(), 108).await, 0);
+    s.throttle_release(&device[..1], &device[1..]).await.unwrap();
+    assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
+    assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
+    assert_eq!(reserve(device[..1].to_vec(), 108).await, 1);
+    s.throttle_release(&device[..1], &[]).await.unwrap();
+    assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
     // Failures older than the window are forgotten.
-    let d = s
-        .throttle_failure(&keys[..1], &policy, 100 + 3601)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(d, 0);
+    assert_eq!(reserve(keys[..1].to_vec(), 108 + 3601).await, 0);
 }
 
 #[tokio::test]
@@ -385,10 +394,14 @@ async fn throttle_counters_are_shared_through_redis() {
 async fn stores_without_redis_leave_throttling_to_each_process() {
     use tessera_core::ThrottleStore;
     let s = tessera_store::MemoryStore::new();
-    assert_eq!(s.throttle_wait(&["a:x".into()], 1).await.unwrap(), None);
+    let p = tessera_core::ThrottlePolicy::default();
+    assert_eq!(
+        s.throttle_reserve(&[("a:x".into(), 1)], &p, 1).await.unwrap(),
+        None
+    );
     let (pg, _guard) = services::postgres().await;
     assert_eq!(
-        pg.throttle_failure(&[("a:x".into(), 1)], &Default::default(), 1)
+        pg.throttle_reserve(&[("a:x".into(), 1)], &p, 1)
             .await
             .unwrap(),
         None

@@ -30,16 +30,19 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   session.idle_timeout             TESSERA_SESSION_IDLE_TIMEOUT
   session.absolute_timeout         TESSERA_SESSION_ABSOLUTE_TIMEOUT
   session.cache_ttl                TESSERA_SESSION_CACHE_TTL       (0s: read the store every time)
+  session.max_per_user             TESSERA_SESSION_MAX_PER_USER    (0: no bound)
   password.min_length              TESSERA_PASSWORD_MIN_LENGTH
   password.memory_kib              TESSERA_PASSWORD_MEMORY_KIB
   password.iterations              TESSERA_PASSWORD_ITERATIONS
   password.parallelism             TESSERA_PASSWORD_PARALLELISM
   password.hash_concurrency        TESSERA_PASSWORD_HASH_CONCURRENCY
+  password.hash_queue              TESSERA_PASSWORD_HASH_QUEUE     (logins waiting; past it 503)
   throttle.account_free_attempts   TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS
   throttle.ip_free_attempts        TESSERA_THROTTLE_IP_FREE_ATTEMPTS
   throttle.base_delay              TESSERA_THROTTLE_BASE_DELAY
   throttle.max_delay               TESSERA_THROTTLE_MAX_DELAY
   throttle.window                  TESSERA_THROTTLE_WINDOW
+  throttle.device_ttl              TESSERA_THROTTLE_DEVICE_TTL     (device cookies: see README)
   tokens.algorithm                 TESSERA_TOKENS_ALGORITHM        (EdDSA, ES256, RS256, HS256)
   tokens.access_ttl                TESSERA_TOKENS_ACCESS_TTL
   tokens.audience                  TESSERA_TOKENS_AUDIENCE
