@@ -102,6 +102,8 @@ pub struct Counters {
     pub logins_failed: AtomicU64,
     /// Logins refused by the throttle.
     pub logins_throttled: AtomicU64,
+    /// Logins refused because the hashing line was full.
+    pub logins_busy: AtomicU64,
     /// Sessions created.
     pub sessions_created: AtomicU64,
     /// Sessions ended (logout, end one, end others, user disabled or deleted).
@@ -180,6 +182,11 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Password hashes computed since start, and logins hashing or waiting now.
+    pub fn hashing(&self) -> (u64, usize) {
+        (self.hasher.computed(), self.hasher.in_line())
     }
 
     /// The revocations held in memory.
@@ -354,6 +361,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 self.throttle_release(&attempt, shared).await;
                 return Err(match e {
                     PasswordError::Busy => {
+                        bump(&self.counters.logins_busy, 1);
                         tracing::warn!(target: "audit", event = "login_refused", reason = "hashing_saturated", ip = ?ip);
                         LoginError::Busy(1)
                     }

@@ -147,7 +147,13 @@ impl Metrics {
     }
 
     /// The exposition text, with the domain counters and the active-session gauge.
-    pub fn render(&self, counters: &Counters, active_sessions: Option<u64>) -> String {
+    /// `hashing`: hashes computed since start, and logins hashing or waiting now.
+    pub fn render(
+        &self,
+        counters: &Counters,
+        hashing: (u64, usize),
+        active_sessions: Option<u64>,
+    ) -> String {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n# TYPE tessera_http_requests_total counter\n");
@@ -201,6 +207,15 @@ impl Metrics {
             "tessera_logins_total{{result=\"throttled\"}} {}",
             c(&counters.logins_throttled)
         );
+        let _ = writeln!(
+            out,
+            "tessera_logins_total{{result=\"busy\"}} {}",
+            c(&counters.logins_busy)
+        );
+        out.push_str("# HELP tessera_password_hashes_total Argon2 hashes computed (a login whose client left before its turn costs none).\n# TYPE tessera_password_hashes_total counter\n");
+        let _ = writeln!(out, "tessera_password_hashes_total {}", hashing.0);
+        out.push_str("# HELP tessera_password_hash_line Logins hashing or waiting to.\n# TYPE tessera_password_hash_line gauge\n");
+        let _ = writeln!(out, "tessera_password_hash_line {}", hashing.1);
         out.push_str("# HELP tessera_sessions_created_total Sessions created.\n# TYPE tessera_sessions_created_total counter\n");
         let _ = writeln!(
             out,

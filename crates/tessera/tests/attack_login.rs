@@ -1,0 +1,392 @@
+//! The login defences tried the way an attacker would, against the real binary on loopback:
+//! bursts of concurrent guesses, logins abandoned mid-check, lockout attempts from other
+//! addresses against the owner's known device, a saturated hashing line, session caps, and a
+//! username that tries to write the log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::io::Write;
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PW: &str = "correct horse battery";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("tessera-atk-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    addr: String,
+    log: PathBuf,
+    _dir: Dir,
+}
+
+impl Server {
+    /// `tessera serve` on a fresh data directory with `users` added first (password [`PW`]).
+    fn start(name: &str, users: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = Dir::new(name);
+        let data = dir.0.join("data");
+        for u in users {
+            let mut add = Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["user", "add", u, "--password-stdin", "--data-dir"])
+                .arg(&data)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            add.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{PW}\n").as_bytes())
+                .unwrap();
+            assert!(add.wait().unwrap().success());
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = dir.0.join("serve.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let server = Server {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.log().contains("tessera is serving") {
+            assert!(Instant::now() < deadline, "no start: {}", server.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One value of `/metrics`.
+    fn metric(&self, line_start: &str) -> f64 {
+        let text = client(None)
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client whose connections leave from `from` (any 127.0.0.0/8 address is this machine).
+fn client(from: Option<&str>) -> reqwest::blocking::Client {
+    let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(ip) = from {
+        b = b.local_address(ip.parse::<IpAddr>().unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// A login from `from` with an optional device cookie: the status, the device cookie it was
+/// given (`name=value`), and `Retry-After`.
+fn login(
+    s: &Server,
+    from: &str,
+    user: &str,
+    password: &str,
+    device: Option<&str>,
+) -> (u16, Option<String>, Option<String>) {
+    let mut req = client(Some(from))
+        .post(format!("{}/auth/login", s.url))
+        .json(&json!({"username": user, "password": password}));
+    if let Some(d) = device {
+        req = req.header("cookie", d);
+    }
+    let res = req.send().unwrap();
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tessera_device="))
+        .map(str::to_owned);
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (res.status().as_u16(), cookie, retry)
+}
+
+/// `n` logins sent at the same moment from `from`; their statuses in order.
+fn burst(s: &Server, from: &'static str, attempts: Vec<(String, String)>) -> Vec<u16> {
+    let barrier = Arc::new(Barrier::new(attempts.len()));
+    let threads: Vec<_> = attempts
+        .into_iter()
+        .map(|(user, pw)| {
+            let barrier = Arc::clone(&barrier);
+            let url = s.url.clone();
+            std::thread::spawn(move || {
+                let c = client(Some(from));
+                barrier.wait();
+                c.post(format!("{url}/auth/login"))
+                    .json(&json!({"username": user, "password": pw}))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[test]
+fn a_burst_of_concurrent_guesses_lets_only_the_free_attempts_reach_the_hash() {
+    let s = Server::start("burst", &["alice"], &[("TESSERA_THROTTLE_BASE_DELAY", "60s")]);
+    // 100 wrong passwords and the right one, all at once from one address.
+    let mut attempts: Vec<_> = (0..100)
+        .map(|i| ("alice".to_owned(), format!("wrong password {i}")))
+        .collect();
+    attempts.insert(50, ("alice".to_owned(), PW.to_owned()));
+    let statuses = burst(&s, "127.0.0.1", attempts);
+    let checked = count(&statuses, 401) + count(&statuses, 200);
+    assert!(checked <= 5, "{checked} passwords checked: {statuses:?}");
+    assert_eq!(checked + count(&statuses, 429), 101, "{statuses:?}");
+    assert!(s.metric("tessera_password_hashes_total") <= 5.0);
+    // Unless the right password was among those checked (its success clears the account),
+    // the account stays locked for the right password too.
+    if count(&statuses, 200) == 0 {
+        assert_eq!(login(&s, "127.0.0.1", "alice", PW, None).0, 429);
+    }
+}
+
+/// Writes a whole login request on a raw connection and hangs up at once.
+fn abandoned_login(addr: &str, user: &str) {
+    let body = json!({"username": user, "password": "wrong password"}).to_string();
+    let mut c = TcpStream::connect(addr).unwrap();
+    let _ = write!(
+        c,
+        "POST /auth/login HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = c.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn abandoned_logins_count_as_failures() {
+    let s = Server::start("abandoned", &["alice"], &[]);
+    for i in 0..150 {
+        abandoned_login(&s.addr, &format!("ghost{i}"));
+    }
+    // The address used its 20 free attempts on the logins that hung up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, retry) = login(&s, "127.0.0.1", "someone", "wrong password", None);
+        if status == 429 {
+            assert!(retry.is_some());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned logins were not counted ({status})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another address is not affected.
+    assert_eq!(login(&s, "127.0.0.2", "alice", PW, None).0, 200);
+}
+
+#[test]
+fn an_abandoned_login_costs_no_hash_and_the_line_is_bounded() {
+    let s = Server::start(
+        "line",
+        &["alice"],
+        &[
+            ("TESSERA_THROTTLE_IP_FREE_ATTEMPTS", "100000"),
+            ("TESSERA_PASSWORD_HASH_CONCURRENCY", "1"),
+            ("TESSERA_PASSWORD_HASH_QUEUE", "8"),
+        ],
+    );
+    for i in 0..150 {
+        abandoned_login(&s.addr, &format!("ghost{i}"));
+    }
+    // Whatever started hashing finishes; the others never run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("tessera_password_hash_line") > 0.0 {
+        assert!(Instant::now() < deadline, "the hashing line does not drain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hashed = s.metric("tessera_password_hashes_total");
+    assert!(hashed <= 12.0, "{hashed} hashes for 150 abandoned logins");
+    // An honest login right after is served by an empty line.
+    assert_eq!(login(&s, "127.0.0.2", "alice", PW, None).0, 200);
+
+    // 40 logins at once that stay: one hashing and 8 waiting at most; the rest get 503 with
+    // Retry-After at once, never an unbounded wait.
+    let statuses = burst(
+        &s,
+        "127.0.0.3",
+        (0..40)
+            .map(|i| (format!("ghost{i}"), "wrong password".to_owned()))
+            .collect(),
+    );
+    assert_eq!(count(&statuses, 401) + count(&statuses, 503), 40);
+    assert!(count(&statuses, 503) >= 20, "{statuses:?}");
+    assert!(s.metric("tessera_logins_total{result=\"busy\"}") >= 20.0);
+    let res = client(Some("127.0.0.3"))
+        .post(format!("{}/auth/login", s.url))
+        .json(&json!({"username": "x", "password": "y"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 401, "the line is free again");
+}
+
+#[test]
+fn failures_from_elsewhere_never_lock_out_a_known_device() {
+    let s = Server::start(
+        "device",
+        &["alice", "mallory"],
+        &[("TESSERA_THROTTLE_BASE_DELAY", "60s")],
+    );
+    // The owner signs in once: the browser keeps a device cookie.
+    let (status, cookie, _) = login(&s, "127.0.0.1", "alice", PW, None);
+    assert_eq!(status, 200);
+    let set = cookie.expect("a device cookie");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"));
+    let device = set.split(';').next().unwrap().to_owned();
+
+    // Someone else guesses from another address until the account is locked.
+    for i in 0..5 {
+        let wrong = format!("wrong password {i}");
+        assert_eq!(login(&s, "127.0.0.2", "alice", &wrong, None).0, 401);
+    }
+    let (status, _, retry) = login(&s, "127.0.0.2", "alice", PW, None);
+    assert_eq!((status, retry.as_deref()), (429, Some("60")));
+    // Their own device cookie (for their own account) does not make them alice's device.
+    let (_, theirs, _) = login(&s, "127.0.0.2", "mallory", PW, None);
+    let theirs = theirs.unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(login(&s, "127.0.0.2", "alice", PW, Some(&theirs)).0, 429);
+    // A new device of the owner's waits like everyone else...
+    assert_eq!(login(&s, "127.0.0.3", "alice", PW, None).0, 429);
+    // ...but the owner's known device signs in.
+    assert_eq!(login(&s, "127.0.0.1", "alice", PW, Some(&device)).0, 200);
+
+    // The known device is throttled on its own: its typos lock it, and nobody else.
+    for i in 0..5 {
+        let wrong = format!("my typo {i}");
+        assert_eq!(login(&s, "127.0.0.1", "alice", &wrong, Some(&device)).0, 401);
+    }
+    assert_eq!(login(&s, "127.0.0.1", "alice", PW, Some(&device)).0, 429);
+    let (status, fresh, _) = login(&s, "127.0.0.4", "mallory", PW, None);
+    assert_eq!(status, 200);
+    assert!(fresh.is_some());
+    assert!(s.log().contains("known_device=true"));
+}
+
+#[test]
+fn sessions_per_user_are_bounded_and_the_oldest_end() {
+    let s = Server::start("cap", &["alice"], &[("TESSERA_SESSION_MAX_PER_USER", "3")]);
+    // Creation times have whole seconds: one login a second makes "the oldest" unambiguous.
+    let tokens: Vec<String> = (0..5)
+        .map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(1010));
+            }
+            let res = client(None)
+                .post(format!("{}/auth/login", s.url))
+                .json(&json!({"username": "alice", "password": PW}))
+                .send()
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let v: Value = res.json().unwrap();
+            v["session_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let me = |t: &str| {
+        client(None)
+            .get(format!("{}/auth/me", s.url))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let alive: Vec<u16> = tokens.iter().map(|t| me(t)).collect();
+    assert_eq!(alive, [401, 401, 200, 200, 200]);
+    let list: Value = client(None)
+        .get(format!("{}/auth/sessions", s.url))
+        .bearer_auth(&tokens[4])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_username_cannot_write_the_log() {
+    let s = Server::start("log", &["alice"], &[]);
+    let forged = "ghost\naudit event=\"login_ok\" user=usr_admin\r\u{1b}[2K";
+    assert_eq!(login(&s, "127.0.0.1", forged, "wrong password", None).0, 401);
+    // A password typed into the username field.
+    assert_eq!(login(&s, "127.0.0.1", PW, "alice", None).0, 401);
+    assert_eq!(login(&s, "127.0.0.1", "alice", "wrong password", None).0, 401);
+    let log = s.log();
+    assert!(!log.contains(PW), "a typed secret reached the log");
+    assert!(!log.contains("usr_admin"), "{log}");
+    assert!(!log.contains('\u{1b}'));
+    for line in log.lines().filter(|l| l.contains("login_failed")) {
+        assert!(!line.contains("ghost"), "a typed username reached the log: {line}");
+    }
+    // The failed login of an existing account names its id.
+    let alice_failed = log
+        .lines()
+        .filter(|l| l.contains("login_failed"))
+        .filter(|l| l.contains("user=\"usr_") || l.contains("user=usr_"))
+        .count();
+    assert_eq!(alice_failed, 1, "{log}");
+}
