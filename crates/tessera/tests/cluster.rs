@@ -1089,6 +1089,49 @@ fn login_throttling_counts_across_instances() {
 }
 
 #[test]
+fn a_burst_of_guesses_over_two_instances_lets_only_the_free_attempts_through() {
+    let mut shared = Shared::new("burst");
+    shared.set("TESSERA_THROTTLE_BASE_DELAY", "60s");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    let a = shared.instance("a", "http://127.0.0.1:1");
+    let b = shared.instance("b", "http://127.0.0.1:1");
+    // 60 wrong passwords at once, half on each instance: the reservation in Redis is atomic,
+    // so at most the 5 free attempts of the account reach a hash, whichever instance.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(60));
+    let threads: Vec<_> = (0..60)
+        .map(|i| {
+            let url = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let c = client();
+                barrier.wait();
+                c.post(format!("{url}/auth/login"))
+                    .json(&json!({"username": "alice", "password": format!("wrong {i}")}))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(checked <= 5, "{checked} passwords checked: {statuses:?}");
+    assert_eq!(checked + throttled, 60, "{statuses:?}");
+    for i in [&a, &b] {
+        let r = post_json(
+            &format!("{}/auth/login", i.url),
+            &json!({"username": "alice", "password": PW}),
+        );
+        assert_eq!(r.status(), 429);
+    }
+}
+
+#[test]
 fn audit_events_land_in_postgresql_from_servers_and_the_cli() {
     let shared = Shared::new("audit");
     shared.tessera(
