@@ -121,9 +121,9 @@ impl PasswordPolicy {
     }
 }
 
-/// Hashes and verifies passwords with Argon2id on `concurrency` dedicated threads of the lowest
-/// scheduling priority, so that hashing only ever uses CPU time that request handling leaves
-/// idle: a flood of logins slows logins, not the requests beside them.
+/// Hashes and verifies passwords with Argon2id on `concurrency` dedicated threads of a lowered
+/// scheduling priority, so that a flood of logins slows logins, not the requests beside them,
+/// while logins keep a small share of a core that request handling saturates.
 #[derive(Debug, Clone)]
 pub struct PasswordHasherPool {
     params: HashParams,
@@ -161,8 +161,8 @@ impl Drop for InLine<'_> {
     }
 }
 
-/// Starts `n` hashing threads at the lowest priority, fed by one queue.
-fn start_threads(n: usize) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
+/// Starts `n` hashing threads at niceness `nice`, fed by one queue.
+fn start_threads(n: usize, nice: i32) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     for i in 0..n {
@@ -171,12 +171,9 @@ fn start_threads(n: usize) -> Result<std::sync::mpsc::Sender<Job>, PasswordError
             .name(format!("tessera-hash-{i}"))
             .spawn(move || {
                 // Best effort: without the right to lower it, hashing runs at normal priority.
-                if thread_priority::set_current_thread_priority(
-                    thread_priority::ThreadPriority::Min,
-                )
-                .is_err()
-                {
-                    tracing::debug!("could not lower the hashing thread's priority");
+                // On Linux the niceness of "the process" 0 is the calling thread's own.
+                if rustix::process::setpriority_process(None, nice).is_err() {
+                    tracing::debug!(nice, "could not set the hashing thread's priority");
                 }
                 loop {
                     let job = match rx.lock() {
@@ -209,11 +206,13 @@ fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String, Password
 
 impl PasswordHasherPool {
     /// A pool hashing with `params`, at most `concurrency` (≥ 1) hashes at once and `queue`
-    /// more waiting; past that, [`PasswordError::Busy`] at once.
+    /// more waiting (past that, [`PasswordError::Busy`] at once), on threads of niceness `nice`
+    /// (0 to 19): how much CPU hashing gets when request handling wants all of it.
     pub fn new(
         params: HashParams,
         concurrency: usize,
         queue: usize,
+        nice: i32,
     ) -> Result<PasswordHasherPool, PasswordError> {
         if params.m_cost < HashParams::MINIMUM.m_cost
             || params.t_cost < HashParams::MINIMUM.t_cost
@@ -231,7 +230,7 @@ impl PasswordHasherPool {
             in_line: Arc::new(AtomicUsize::new(0)),
             max_in_line: concurrency.saturating_add(queue),
             computed: Arc::new(AtomicU64::new(0)),
-            jobs: start_threads(concurrency)?,
+            jobs: start_threads(concurrency, nice.clamp(0, 19))?,
             dummy: Arc::new(dummy),
         })
     }
@@ -336,7 +335,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hash_verify_rehash() {
-        let pool = PasswordHasherPool::new(HashParams::default(), 1, 8).unwrap();
+        let pool = PasswordHasherPool::new(HashParams::default(), 1, 8, 10).unwrap();
         let h = pool.hash("correct horse").await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
@@ -347,7 +346,7 @@ mod tests {
             t_cost: 3,
             ..HashParams::default()
         };
-        let pool3 = PasswordHasherPool::new(stronger, 1, 8).unwrap();
+        let pool3 = PasswordHasherPool::new(stronger, 1, 8, 10).unwrap();
         assert!(pool3.needs_rehash(&h));
         // Old hashes still verify with the new pool: the parameters travel with the hash.
         assert!(pool3.verify("correct horse", Some(&h)).await.unwrap());
@@ -359,7 +358,8 @@ mod tests {
                     ..HashParams::default()
                 },
                 1,
-                8
+                8,
+                10
             )
             .is_err()
         );
@@ -372,7 +372,7 @@ mod tests {
             t_cost: 8,
             ..HashParams::default()
         };
-        let pool = PasswordHasherPool::new(slow, 1, 1).unwrap();
+        let pool = PasswordHasherPool::new(slow, 1, 1, 10).unwrap();
         let h = pool.hash("correct horse").await.unwrap();
         assert_eq!(pool.computed(), 1);
         // One running, one waiting: the third is refused at once.

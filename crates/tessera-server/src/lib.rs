@@ -148,6 +148,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         },
         p.hash_concurrency,
         p.hash_queue,
+        p.hash_nice,
     )
     .map_err(|e| ConfigError(format!("password hashing: {e}")))?;
     let t = &config.throttle;

@@ -37,6 +37,7 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   password.parallelism             TESSERA_PASSWORD_PARALLELISM
   password.hash_concurrency        TESSERA_PASSWORD_HASH_CONCURRENCY
   password.hash_queue              TESSERA_PASSWORD_HASH_QUEUE     (logins waiting; past it 503)
+  password.hash_nice               TESSERA_PASSWORD_HASH_NICE      (0-19: hashing's share of a busy core)
   throttle.account_free_attempts   TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS
   throttle.ip_free_attempts        TESSERA_THROTTLE_IP_FREE_ATTEMPTS
   throttle.base_delay              TESSERA_THROTTLE_BASE_DELAY
