@@ -785,6 +785,45 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let d = Config::default().connections;
+        assert_eq!(d.header_read_timeout.secs(), 10);
+        assert_eq!(d.idle_timeout.secs(), 60);
+        assert_eq!(d.tls_handshake_timeout.secs(), 10);
+        assert_eq!(d.max, 0, "derived from the descriptor limit");
+        let c = Config::load(
+            None,
+            env(&[
+                ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "2s"),
+                ("TESSERA_CONNECTIONS_IDLE_TIMEOUT", "500ms"),
+                ("TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT", "3s"),
+                ("TESSERA_CONNECTIONS_MAX", "20"),
+            ]),
+        )
+        .unwrap()
+        .connections;
+        assert_eq!(c.header_read_timeout.secs(), 2);
+        assert_eq!(c.idle_timeout.0, Duration::from_millis(500));
+        assert_eq!(c.tls_handshake_timeout.secs(), 3);
+        assert_eq!(c.max, 20);
+        for (k, v) in [
+            ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "0s"),
+            ("TESSERA_CONNECTIONS_IDLE_TIMEOUT", "0s"),
+            ("TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT", "0ms"),
+            ("TESSERA_CONNECTIONS_MAX", "-1"),
+            ("TESSERA_CONNECTIONS_MAX", "many"),
+        ] {
+            assert!(Config::load(None, env(&[(k, v)])).is_err(), "{k}={v:?}");
+        }
+    }
+
+    #[test]
     fn transport_rules() {
         let mut c = Config::default();
         assert!(c.check_transport().is_ok());
