@@ -420,7 +420,10 @@ impl Future for Watchdog {
                 return Poll::Pending;
             };
             if this.armed.is_none_or(|armed| due < armed) {
-                let at = this.conn.born + Duration::from_millis(due);
+                // A deadline too far to represent (a timeout of centuries) never comes.
+                let Some(at) = this.conn.born.checked_add(Duration::from_millis(due)) else {
+                    return Poll::Pending;
+                };
                 this.sleep.as_mut().reset(at.into());
                 this.armed = Some(due);
             }
@@ -725,6 +728,26 @@ mod tests {
         assert_eq!(tls.due(), Some(5_000), "the handshake first");
         tls.handshake_done();
         assert!((10_000..11_000).contains(&tls.due().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_fires_at_the_deadline_and_not_for_a_timeout_of_centuries() {
+        let quick = Limits {
+            header_read_timeout: Duration::from_millis(50),
+            ..limits()
+        };
+        let t = Arc::new(Tracker::new(&quick, false));
+        let started = Instant::now();
+        Watchdog::new(Arc::clone(&t)).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let forever = Limits {
+            header_read_timeout: Duration::from_secs(u64::MAX / 2),
+            ..limits()
+        };
+        let t = Arc::new(Tracker::new(&forever, false));
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), Watchdog::new(Arc::clone(&t))).await;
+        assert!(waited.is_err(), "no deadline, no close");
     }
 
     #[tokio::test]
