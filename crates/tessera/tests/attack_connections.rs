@@ -523,3 +523,105 @@ fn https_default_cap_under_a_low_descriptor_limit_keeps_serving() {
         server.log()
     );
 }
+
+/// Standard base64, for HTTP Basic credentials.
+fn base64(input: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Opens the revocation feed on a raw connection and reads until it is caught up (its first
+/// `ping`): from then on its response is in flight for as long as it is followed.
+fn follow_feed(addr: SocketAddr, id: &str, secret: &str) -> TcpStream {
+    let mut s = connect(addr);
+    let auth = base64(format!("{id}:{secret}").as_bytes());
+    write!(
+        s,
+        "GET /oauth2/revocations HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    while !text.contains("event: ping") {
+        match read_for(&mut s, Duration::from_secs(5)) {
+            Seen::Answer(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            other => panic!("the feed did not start: {other:?} after {text:?}"),
+        }
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    s
+}
+
+#[test]
+fn the_cap_spares_connections_with_a_request_in_flight() {
+    let dir = Dir::new("busy");
+    let data = dir.0.join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "client",
+            "add",
+            "follower",
+            "--grant",
+            "client_credentials",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let added: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    let server = Server::start(
+        &dir,
+        &[
+            ("TESSERA_CONNECTIONS_MAX", "3"),
+            ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "30s"),
+            ("TESSERA_CONNECTIONS_IDLE_TIMEOUT", "30s"),
+        ],
+        &[],
+    );
+    // Two followers, the oldest connections, each with its response in flight.
+    let feeds = [
+        follow_feed(server.addr, "follower", &secret),
+        follow_feed(server.addr, "follower", &secret),
+    ];
+    // A flood of idle connections takes the one free place in turn, never a follower's.
+    let idle: Vec<TcpStream> = (0..10).map(|_| connect(server.addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(idle.iter().filter(|s| still_open(s)).count() <= 1);
+    assert!(feeds.iter().all(still_open), "a follower was closed");
+    assert!(healthz_answers(server.addr) < Duration::from_secs(1));
+    drop(idle);
+    // Every place busy: a new connection is closed at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let third = follow_feed(server.addr, "follower", &secret);
+    let started = Instant::now();
+    let mut late = connect(server.addr);
+    assert_eq!(read_for(&mut late, Duration::from_secs(3)), Seen::Closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    assert!(feeds.iter().all(still_open) && still_open(&third));
+    // A place given back is taken again.
+    drop(third);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(healthz_answers(server.addr) < Duration::from_secs(1));
+}
