@@ -267,6 +267,35 @@ impl Default for TokenConfig {
     }
 }
 
+/// Client connections: how long a client may take, and how many may be open at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// A client that has not sent a request's complete headers this long after connecting (or
+    /// after the first byte of a later request on a kept-alive connection) is disconnected.
+    pub header_read_timeout: Dur,
+    /// A kept-alive connection with no request in flight and nothing received this long is
+    /// closed (a response still being sent, such as the revocation feed, is never cut).
+    pub idle_timeout: Dur,
+    /// How long a client gets to finish the TLS handshake.
+    pub tls_handshake_timeout: Dur,
+    /// Most connections open at once (0: derived from the process's descriptor limit, leaving
+    /// a reserve for the stores). Past it, a new connection takes the place of the oldest one
+    /// with no request in flight; when every one is busy, the new one is closed at once.
+    pub max: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            tls_handshake_timeout: Dur(Duration::from_secs(10)),
+            max: 0,
+        }
+    }
+}
+
 /// Everything `tessera serve` reads. See `examples/tessera.toml` for each key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -314,6 +343,8 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     /// Access and refresh tokens and their keys.
     pub tokens: TokenConfig,
+    /// Client connections: timeouts and the cap.
+    pub connections: ConnectionsConfig,
 }
 
 impl Default for Config {
@@ -339,6 +370,7 @@ impl Default for Config {
             password: PasswordConfig::default(),
             throttle: ThrottleConfig::default(),
             tokens: TokenConfig::default(),
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -410,6 +442,19 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST",
         "tokens.introspection_stale_denylist",
     ),
+    (
+        "TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT",
+        "connections.header_read_timeout",
+    ),
+    (
+        "TESSERA_CONNECTIONS_IDLE_TIMEOUT",
+        "connections.idle_timeout",
+    ),
+    (
+        "TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT",
+        "connections.tls_handshake_timeout",
+    ),
+    ("TESSERA_CONNECTIONS_MAX", "connections.max"),
 ];
 
 /// Keys whose TOML value is a string (the others are numbers, booleans or lists).
@@ -431,6 +476,7 @@ fn is_string_key(key: &str) -> bool {
             | "throttle.account_free_attempts"
             | "throttle.ip_free_attempts"
             | "tokens.verified_cache_size"
+            | "connections.max"
     )
 }
 
@@ -551,6 +597,13 @@ impl Config {
             return Err(bad(
                 "tokens.introspection_stale_denylist is `closed` or `open`",
             ));
+        }
+        let c = &self.connections;
+        if c.header_read_timeout.0.is_zero()
+            || c.idle_timeout.0.is_zero()
+            || c.tls_handshake_timeout.0.is_zero()
+        {
+            return Err(bad("connection timeouts must be longer than zero"));
         }
         if let Some(url) = &self.redis_url
             && !url.starts_with("redis://")
@@ -750,6 +803,45 @@ mod tests {
             ("TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST", "maybe"),
         ] {
             assert!(Config::load(None, env(k, v)).is_err(), "{k}={v:?} accepted");
+        }
+    }
+
+    #[test]
+    fn connection_settings() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let d = Config::default().connections;
+        assert_eq!(d.header_read_timeout.secs(), 10);
+        assert_eq!(d.idle_timeout.secs(), 60);
+        assert_eq!(d.tls_handshake_timeout.secs(), 10);
+        assert_eq!(d.max, 0, "derived from the descriptor limit");
+        let c = Config::load(
+            None,
+            env(&[
+                ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "2s"),
+                ("TESSERA_CONNECTIONS_IDLE_TIMEOUT", "500ms"),
+                ("TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT", "3s"),
+                ("TESSERA_CONNECTIONS_MAX", "20"),
+            ]),
+        )
+        .unwrap()
+        .connections;
+        assert_eq!(c.header_read_timeout.secs(), 2);
+        assert_eq!(c.idle_timeout.0, Duration::from_millis(500));
+        assert_eq!(c.tls_handshake_timeout.secs(), 3);
+        assert_eq!(c.max, 20);
+        for (k, v) in [
+            ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "0s"),
+            ("TESSERA_CONNECTIONS_IDLE_TIMEOUT", "0s"),
+            ("TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT", "0ms"),
+            ("TESSERA_CONNECTIONS_MAX", "-1"),
+            ("TESSERA_CONNECTIONS_MAX", "many"),
+        ] {
+            assert!(Config::load(None, env(&[(k, v)])).is_err(), "{k}={v:?}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! errors become RFC 9457 problems here.
 
 pub mod config;
+pub mod conn;
 mod feed;
 pub mod http;
 pub mod metrics;
@@ -14,7 +15,6 @@ mod routes;
 pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -381,27 +381,25 @@ async fn finish<U: UserStore, S: Stores>(
     res
 }
 
-/// Serves `router` on `listener` until `shutdown` completes; requests in flight finish.
+/// Serves `router` on `listener` until `shutdown` completes; requests in flight finish. The
+/// connection limits are the defaults ([`conn::Limits::default`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Responses go out at once: without TCP_NODELAY a second response written before the
-    // first is acknowledged (pipelining, a busy connection) waits for the peer's delayed ACK,
-    // up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, &conn::Limits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown` completes; requests in flight
+/// finish.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: &conn::Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    conn::run(listener, router, None, limits, shutdown).await
 }
 
 /// Reloads the signing keys every `every`: a rotation made by the CLI or another instance, or

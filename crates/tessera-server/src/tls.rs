@@ -1,28 +1,19 @@
-//! HTTPS served directly: rustls (on aws-lc-rs) in front of the same router, with the same
-//! graceful shutdown as plain HTTP.
+//! HTTPS served directly: rustls (on aws-lc-rs) in front of the same router, through the same
+//! accept loop, limits and graceful shutdown as plain HTTP ([`crate::conn`]).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tower::ServiceExt;
 
 use crate::ConfigError;
-
-/// How long a client gets to finish the TLS handshake.
-const HANDSHAKE: Duration = Duration::from_secs(10);
+use crate::conn::Limits;
 
 /// Loads the PEM certificate chain and private key into a rustls configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ConfigError> {
@@ -63,56 +54,21 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Confi
     Ok(Arc::new(config))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown`; connections in flight finish.
+/// Serves `router` over TLS on `listener` under `limits` until `shutdown`; requests in flight
+/// finish.
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: Arc<ServerConfig>,
+    limits: &Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // As in plain HTTP: answers are not held back waiting for the peer's delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service =
-            router
-                .clone()
-                .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req
-                });
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    crate::conn::run(
+        listener,
+        router,
+        Some(TlsAcceptor::from(tls)),
+        limits,
+        shutdown,
+    )
+    .await
 }

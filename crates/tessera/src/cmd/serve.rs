@@ -55,6 +55,10 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   tokens.refresh_grace             TESSERA_TOKENS_REFRESH_GRACE
   tokens.verified_cache_size       TESSERA_TOKENS_VERIFIED_CACHE_SIZE (0: verify every time)
   tokens.introspection_stale_denylist  TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST (closed|open)
+  connections.header_read_timeout  TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT
+  connections.idle_timeout         TESSERA_CONNECTIONS_IDLE_TIMEOUT  (keep-alive, nothing in flight)
+  connections.tls_handshake_timeout  TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT
+  connections.max                  TESSERA_CONNECTIONS_MAX         (0: from the descriptor limit)
 The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or
 DATA_DIR/master.key (created owner-only on first start).
 Durations are strings: \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\".";
@@ -117,7 +121,8 @@ impl AsyncStoreFn<()> for Serve {
         let local = listener
             .local_addr()
             .map_err(|e| Failure::refused(format!("cannot read the listening address: {e}")))?;
-        tracing::info!(listen = %local, issuer = %config.issuer(), database = %redact(&config.database_url()), "tessera is serving");
+        let limits = tessera_server::conn::Limits::from_config(&config.connections);
+        tracing::info!(listen = %local, issuer = %config.issuer(), database = %redact(&config.database_url()), max_connections = limits.max, "tessera is serving");
         let grace = config.shutdown_grace.0;
         let router = tessera_server::router(state, config);
         // On SIGTERM the listener closes and requests in flight get `grace` to finish.
@@ -132,8 +137,10 @@ impl AsyncStoreFn<()> for Serve {
         };
         let server = async move {
             match tls {
-                Some(tls) => tessera_server::tls::serve_tls(listener, router, tls, signal).await,
-                None => tessera_server::serve(listener, router, signal).await,
+                Some(tls) => {
+                    tessera_server::tls::serve_tls(listener, router, tls, &limits, signal).await
+                }
+                None => tessera_server::serve_with(listener, router, &limits, signal).await,
             }
         };
         tokio::select! {
