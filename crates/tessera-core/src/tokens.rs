@@ -8,6 +8,7 @@ use tessera_jose::{Audience, Claims, Clock, Revocation, Validation};
 
 use crate::client::{Client, CodeRecord, pkce_matches};
 use crate::keys::KeyManager;
+use crate::logsafe::Untrusted;
 use crate::refresh::RefreshRecord;
 use crate::revocation::Denylist;
 use crate::store::{StoreError, Stores};
@@ -312,7 +313,7 @@ impl<S: Stores> Tokens<S> {
             ..AccessGrant::new(&client.id, &client.id, &scope)
         };
         let (access_token, _, expires_in) = self.sign_access(grant, self.clock.now())?;
-        tracing::info!(target: "audit", event = "client_token_issued", client = %client.id);
+        tracing::info!(target: "audit", event = "client_token_issued", client = %Untrusted(&client.id));
         Ok(AccessIssued {
             access_token,
             expires_in,
@@ -349,7 +350,7 @@ impl<S: Stores> Tokens<S> {
             .create_code(&code.hash(), &record)
             .await
             .map_err(unavailable)?;
-        tracing::info!(target: "audit", event = "authorization_code_issued", user = %user_id, client = %client.id);
+        tracing::info!(target: "audit", event = "authorization_code_issued", user = %user_id, client = %Untrusted(&client.id));
         Ok(code)
     }
 
@@ -380,7 +381,7 @@ impl<S: Stores> Tokens<S> {
                 .await
                 .map_err(unavailable)?;
             self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %record.client_id, family = %record.family);
+            tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %Untrusted(&record.client_id), family = %record.family);
             return Err(GrantError::CodeReused);
         }
         let valid = record.client_id == client.id
@@ -418,7 +419,7 @@ impl<S: Stores> Tokens<S> {
             )
             .await
             .map_err(unavailable)?;
-        tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %client.id, grant = "authorization_code");
+        tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %Untrusted(&client.id), grant = "authorization_code");
         Ok(Issued {
             access_token: access,
             refresh_token: refresh,
@@ -457,7 +458,7 @@ impl<S: Stores> Tokens<S> {
             )
             .await
             .map_err(unavailable)?;
-        tracing::info!(target: "audit", event = "tokens_issued", user = %user.id, client = %s.client_id);
+        tracing::info!(target: "audit", event = "tokens_issued", user = %user.id, client = %Untrusted(&s.client_id));
         Ok(Issued {
             access_token: access,
             refresh_token: refresh,

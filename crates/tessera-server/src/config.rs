@@ -548,10 +548,16 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format is `text` or `json`"));
         }
-        if let Some(issuer) = &self.issuer
-            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
-        {
-            return Err(bad("issuer must be an http(s) URL"));
+        if let Some(issuer) = &self.issuer {
+            // Parsed, not judged by prefix: `http://localhost:80@evil.example` is not loopback.
+            let url = tessera_core::weburl::Url::parse(issuer)
+                .map_err(|_| bad("issuer must be an http(s) URL"))?;
+            if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+                return Err(bad("issuer must be an http(s) URL"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(bad("issuer must not carry user information (user@)"));
+            }
         }
         Ok(())
     }
@@ -591,7 +597,9 @@ impl Config {
     /// `__Host-` prefix, which browsers refuse without HTTPS.
     pub fn development(&self) -> bool {
         let issuer = self.issuer();
-        issuer.starts_with("http://") && loopback_host(&issuer)
+        tessera_core::weburl::Url::parse(&issuer).is_ok_and(|u| {
+            u.scheme() == "http" && tessera_core::weburl::transport_problem(&u).is_none()
+        })
     }
 
     /// Refuses plain HTTP on a non-loopback address unless a TLS proxy is acknowledged.
@@ -604,17 +612,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn loopback_host(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

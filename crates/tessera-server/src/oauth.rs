@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
+use tessera_core::logsafe::Untrusted;
 use tessera_core::{AccessGrant, AccessIssued, Client, GrantError, Issued, Stores, UserStore};
 
 use crate::AppState;
@@ -236,7 +237,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             (Some(s), false) if client.secret_matches(s) => true,
             (None, true) => false,
             _ => {
-                tracing::info!(target: "audit", event = "client_authentication_failed", client = %client.id);
+                tracing::info!(target: "audit", event = "client_authentication_failed", client = %Untrusted(&client.id));
                 return Err(unknown());
             }
         };
@@ -451,7 +452,7 @@ async fn token_exchange<U: UserStore, S: Stores>(
         ..AccessGrant::new(&session.user.id, &client.id, &scope)
     };
     let (access_token, _, expires_in) = state.tokens.sign_access(grant, now)?;
-    tracing::info!(target: "audit", event = "token_exchanged", user = %session.user.id, client = %client.id, audience = %aud);
+    tracing::info!(target: "audit", event = "token_exchanged", user = %session.user.id, client = %Untrusted(&client.id), audience = %Untrusted(aud));
     Ok(access_response(
         &AccessIssued {
             access_token,

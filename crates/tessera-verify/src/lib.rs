@@ -205,17 +205,30 @@ async fn get(
     Ok((body, max_age))
 }
 
-/// Whether plain `http://` is acceptable for `url`: only to a loopback host.
+/// Whether `url` may be fetched: `https`, or plain `http` only to a loopback host, and no user
+/// information (`user:pass@`) either way; judged on the URL as the parser reads it, never on its
+/// text (`http://localhost:80@evil.example/` goes to `evil.example`).
+///
+/// The same rule as `tessera_core::weburl::transport_problem`, copied here (a dozen lines) so
+/// that this library keeps depending on tessera-jose alone.
 fn transport_ok(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Ok(url) = reqwest::Url::parse(url) else {
         return false;
     };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => loopback,
+        _ => false,
+    }
 }
 
 impl Verifier {
@@ -331,7 +344,7 @@ impl Verifier {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
+                tracing::warn!(error = ?e.to_string(), "refreshing the JWKS failed; keeping the keys held");
                 false
             }
         }

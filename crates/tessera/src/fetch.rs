@@ -34,10 +34,11 @@ pub(crate) fn file(path: &str) -> Result<Vec<u8>, Failure> {
 pub(crate) fn url(url: &str, timeout: Duration) -> Result<Vec<u8>, Failure> {
     let parsed =
         reqwest::Url::parse(url).map_err(|_| Failure::usage(format!("not a URL: {url}")))?;
-    if parsed.scheme() == "http" && !is_loopback(&parsed) {
-        return Err(Failure::usage(
-            "refusing to fetch keys over plain HTTP from a non-loopback host; use https://",
-        ));
+    // The shared rule, on the parsed URL: https, or plain http to a loopback host; no user@.
+    if let Some(why) = tessera_core::weburl::transport_problem(&parsed) {
+        return Err(Failure::usage(format!(
+            "refusing to fetch keys from {url}: {why}"
+        )));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -87,17 +88,5 @@ fn describe(url: &str, e: &reqwest::Error) -> String {
         format!("cannot connect to {url}")
     } else {
         format!("fetching {url} failed")
-    }
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
     }
 }

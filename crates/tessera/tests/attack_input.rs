@@ -1,0 +1,202 @@
+//! The real `tessera` binary against hostile input (issue 15): URLs that hide their host, files
+//! that others could read, and the like. Each test drives the binary as an administrator or an
+//! attacker would and checks what they see.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("tessera-atk-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        let _ = input.write_all(s.as_bytes());
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = data.parent().unwrap().join(format!("serve-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut server = Server {
+            child,
+            url: format!("http://{listen}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.log().contains("tessera is serving") {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", server.log());
+            }
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn client_add_judges_redirect_uris_on_the_parsed_url() {
+    let dir = Dir::new("redirect");
+    let d = dir.0.join("data");
+    let d = d.to_str().unwrap();
+    let add = |id: &str, uri: &str| {
+        tessera(
+            &[
+                "client",
+                "add",
+                id,
+                "--grant",
+                "authorization_code",
+                "--public",
+                "--redirect-uri",
+                uri,
+                "--data-dir",
+                d,
+            ],
+            &[],
+            None,
+        )
+    };
+    // Plain http to another host is refused today; dressed up with user information it must be
+    // refused as well (it goes to evil.example, user `localhost`, password `80`).
+    for (i, uri) in [
+        "http://evil.example/cb",
+        "http://localhost:80@evil.example/cb",
+        "http://localhost@evil.example/cb",
+        "https://user:pass@app.example/cb",
+        "https://app.example/cb#",
+        "https://app.example/cb#frag",
+        "http://localhost.evil.example/cb",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let o = add(&format!("bad{i}"), uri);
+        assert!(!o.status.success(), "{uri} was accepted");
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    for (i, uri) in [
+        "https://app.example/cb",
+        "http://127.0.0.1:8080/cb",
+        "http://localhost/cb",
+        "http://[::1]:9000/cb",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let o = add(&format!("good{i}"), uri);
+        assert!(o.status.success(), "{uri}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn verify_refuses_key_urls_with_user_information() {
+    // A loopback server that would answer: the refusal must come before any request.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for url in [
+        format!("http://localhost:{port}@evil.example/jwks.json"),
+        format!("https://user:pass@127.0.0.1:{port}/jwks.json"),
+        format!("http://user@127.0.0.1:{port}/jwks.json"),
+    ] {
+        let o = tessera(&["verify", "x.y.z", "--jwks", &url], &[], None);
+        assert_eq!(o.status.code(), Some(2), "{url}: {}", stderr(&o));
+        assert!(stderr(&o).contains("user information"), "{}", stderr(&o));
+    }
+    let o = tessera(
+        &[
+            "verify",
+            "x.y.z",
+            "--issuer",
+            &format!("http://localhost:{port}@evil.example"),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
