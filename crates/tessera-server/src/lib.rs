@@ -5,6 +5,7 @@
 
 pub mod config;
 mod feed;
+pub mod form;
 pub mod http;
 pub mod metrics;
 pub mod oauth;

@@ -121,8 +121,12 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAu
             )
         });
     }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|_| OAuthError::new("invalid_request", "the body is not a valid form"))?;
+    let pairs = crate::form::parse(body).map_err(|e| {
+        OAuthError::new(
+            "invalid_request",
+            format!("the body is not a valid form: {e}"),
+        )
+    })?;
     let mut out = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -166,14 +170,15 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let raw = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
         .map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-    let decode = |s: &str| -> Result<String, OAuthError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(&format!("v={s}")).map_err(|_| bad())?;
-        Ok(pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default())
-    };
-    Ok(Some((decode(id)?, decode(secret)?)))
+    // Each half is form-urlencoded on its own (RFC 6749 §2.3.1) and decoded strictly: `&` and
+    // `=` in a secret are its own characters, not the start of another parameter.
+    let colon = raw.iter().position(|b| *b == b':').ok_or_else(bad)?;
+    let id = crate::form::decode_component(&raw[..colon]).map_err(|_| bad())?;
+    let secret = crate::form::decode_component(&raw[colon + 1..]).map_err(|_| bad())?;
+    if id.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some((id, secret)))
 }
 
 impl<U: UserStore, S: Stores> AppState<U, S> {

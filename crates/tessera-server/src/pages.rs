@@ -82,8 +82,8 @@ fn error_page(status: StatusCode, message: &str) -> Response {
 
 /// Parameters of a query or form: a parameter sent twice is refused (RFC 6749 §3.1).
 fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(raw).map_err(|_| "the parameters are malformed".to_owned())?;
+    let pairs =
+        crate::form::parse(raw).map_err(|e| format!("the parameters are malformed: {e}"))?;
     let mut out = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {

@@ -1236,3 +1236,5 @@ async fn a_gateway_exchanges_a_session_for_a_short_jwt() {
     )
     .await;
 }
+
+mod attack;
