@@ -200,3 +200,76 @@ fn verify_refuses_key_urls_with_user_information() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+const PW: &str = "correct horse battery";
+
+/// The `kid` in the header of a token mode login's access token.
+fn signing_kid(url: &str) -> String {
+    let res = http()
+        .post(format!("{url}/auth/login"))
+        .json(&serde_json::json!({"username": "alice", "password": PW, "mode": "token"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().unwrap();
+    let jwt = body["access_token"].as_str().unwrap();
+    tessera_jose::dangerous::decode_unverified(jwt, 8192)
+        .unwrap()
+        .header["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn of_two_keys_rotated_in_the_same_second_the_newer_signs() {
+    let dir = Dir::new("keys");
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    let now0 = [("TESSERA_TOKENS_KEY_ACTIVATION_DELAY", "0s")];
+    let server = Server::start(&data, &now0);
+    let o = tessera(
+        &["user", "add", "alice", "--password-stdin", "--data-dir", d],
+        &[],
+        Some(&format!("{PW}\n")),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rotate = || {
+        let o = tessera(&["keys", "rotate", "--data-dir", d], &now0, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // "new EdDSA key KID: published now, signs from …"
+        let text = String::from_utf8(o.stdout).unwrap();
+        text.split_whitespace()
+            .nth(3)
+            .unwrap()
+            .trim_end_matches(':')
+            .to_owned()
+    };
+    let older = rotate();
+    let newer = rotate();
+    assert_ne!(older, newer);
+    let o = tessera(&["keys", "list", "--json", "--data-dir", d], &[], None);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let at = |kid: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()["activates_at"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(at(&newer) > at(&older), "{list}");
+    // The running server takes the newer key within its reload interval, and keeps it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while signing_kid(&server.url) != newer {
+        assert!(
+            Instant::now() < deadline,
+            "the server never signed with the newer key: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(signing_kid(&server.url), newer);
+}

@@ -183,3 +183,43 @@ async fn a_stored_redirect_uri_that_hides_its_host_is_never_followed() {
         assert!(res.headers().get("location").is_none(), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_keys_made_in_the_same_second_the_newer_signs() {
+    let app = spawn(config()).await;
+    app.user("alice").await;
+    let kid = |jwt: &str| {
+        tessera_jose::dangerous::decode_unverified(jwt, 8192)
+            .unwrap()
+            .header["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Their kids are random: one pair could come out right by chance, eight hardly.
+    for round in 0..8 {
+        let t = app.clock_now();
+        let older = app
+            .state
+            .keys
+            .rotate(tessera_jose::Algorithm::EdDSA, t, 0)
+            .await
+            .unwrap();
+        let newer = app
+            .state
+            .keys
+            .rotate(tessera_jose::Algorithm::EdDSA, t, 0)
+            .await
+            .unwrap();
+        assert!(newer.activates_at > older.activates_at, "round {round}");
+        assert!(
+            newer.activates_at <= t + 2,
+            "round {round}: a second later at most"
+        );
+        app.clock.set(newer.activates_at);
+        app.state.keys.refresh(newer.activates_at).await.unwrap();
+        let access = app.token_login("alice").await.access;
+        assert_eq!(kid(&access), newer.kid, "round {round}");
+        app.clock.set(newer.activates_at + 10);
+    }
+}
