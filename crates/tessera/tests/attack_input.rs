@@ -273,3 +273,60 @@ fn of_two_keys_rotated_in_the_same_second_the_newer_signs() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(signing_kid(&server.url), newer);
 }
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_and_database_are_private_to_the_owner() {
+    let dir = Dir::new("perms");
+    // A fresh start: DATA_DIR 0700, the database, its -wal and -shm and the master key 0600,
+    // whatever the umask lets through (022 here: 0755 and 0644 before).
+    let data = dir.0.join("data");
+    let server = Server::start(&data, &[]);
+    let res = http().get(format!("{}/readyz", server.url)).send().unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(mode(&data), 0o700);
+    for name in [
+        "tessera.db",
+        "tessera.db-wal",
+        "tessera.db-shm",
+        "master.key",
+    ] {
+        let p = data.join(name);
+        assert!(p.exists(), "{name} missing");
+        assert_eq!(mode(&p), 0o600, "{name}");
+    }
+    drop(server);
+
+    // An existing directory and database that others can read are tightened at start, and the
+    // log says so.
+    let old = dir.0.join("old");
+    let d = old.to_str().unwrap();
+    let o = tessera(&["user", "list", "--data-dir", d], &[], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    set_mode(&old, 0o755);
+    set_mode(&old.join("tessera.db"), 0o644);
+    let server = Server::start(&old, &[]);
+    assert_eq!(mode(&old), 0o700);
+    assert_eq!(mode(&old.join("tessera.db")), 0o600);
+    for name in ["tessera.db-wal", "tessera.db-shm"] {
+        let p = old.join(name);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{name}");
+        }
+    }
+    let log = server.log();
+    assert!(log.contains("made private"), "{log}");
+    assert!(log.contains("tessera.db"), "{log}");
+}
