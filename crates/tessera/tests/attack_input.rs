@@ -330,3 +330,76 @@ fn the_data_directory_and_database_are_private_to_the_owner() {
     assert!(log.contains("made private"), "{log}");
     assert!(log.contains("tessera.db"), "{log}");
 }
+
+/// A loopback HTTP server: `/keys` serves an empty JWK Set, any other path `p` answers 302 to
+/// `redirects(p)`. Returns its base URL.
+fn redirector(redirects: fn(&str, u16) -> String) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = reader.read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let answer = if path == "/keys" {
+                let body = r#"{"keys":[]}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    redirects(&path, port)
+                )
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn key_fetches_follow_no_redirect_off_the_allowed_transports() {
+    let base = redirector(|path, port| match path {
+        "/to-evil" => "http://evil.example/keys".into(),
+        "/to-userinfo" => format!("http://localhost:{port}@evil.example/keys"),
+        "/to-user" => format!("http://user@127.0.0.1:{port}/keys"),
+        _ => format!("http://127.0.0.1:{port}/keys"),
+    });
+    // Refused at the redirect, before any connection to where it points.
+    for path in ["/to-evil", "/to-userinfo", "/to-user"] {
+        let o = tessera(
+            &["verify", "x.y.z", "--jwks", &format!("{base}{path}")],
+            &[],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(1), "{path}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("redirected to a URL that is refused"),
+            "{path}: {}",
+            stderr(&o)
+        );
+    }
+    // A redirect that stays on loopback is followed (and its empty key set refused as such).
+    let o = tessera(
+        &["verify", "x.y.z", "--jwks", &format!("{base}/ok")],
+        &[],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no usable signing key"),
+        "{}",
+        stderr(&o)
+    );
+}
