@@ -226,6 +226,9 @@ pub struct TokenConfig {
     pub refresh_absolute: Dur,
     /// A retried refresh within this window gets the same successor instead of a theft alarm.
     pub refresh_grace: Dur,
+    /// Live refresh-token families a person may hold with one client (each login or
+    /// authorization code starts one); past it, the oldest is revoked with its access tokens.
+    pub max_refresh_families: usize,
     /// Verified access tokens remembered, so a re-sent token skips the signature check
     /// (0 turns the cache off).
     pub verified_cache_size: usize,
@@ -246,6 +249,9 @@ impl Default for TokenConfig {
             refresh_idle: Dur(Duration::from_secs(7 * 86_400)),
             refresh_absolute: Dur(Duration::from_secs(30 * 86_400)),
             refresh_grace: Dur(Duration::from_secs(10)),
+            // Far more devices and browsers than a person signs in from with one client, while a
+            // loop of logins (a script, a stuffed account) cannot grow the store without bound.
+            max_refresh_families: 100,
             verified_cache_size: 50_000,
             introspection_stale_denylist: "closed".into(),
         }
@@ -384,6 +390,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_TOKENS_REFRESH_ABSOLUTE", "tokens.refresh_absolute"),
     ("TESSERA_TOKENS_REFRESH_GRACE", "tokens.refresh_grace"),
     (
+        "TESSERA_TOKENS_MAX_REFRESH_FAMILIES",
+        "tokens.max_refresh_families",
+    ),
+    (
         "TESSERA_TOKENS_VERIFIED_CACHE_SIZE",
         "tokens.verified_cache_size",
     ),
@@ -409,6 +419,7 @@ fn is_string_key(key: &str) -> bool {
             | "throttle.account_free_attempts"
             | "throttle.ip_free_attempts"
             | "tokens.verified_cache_size"
+            | "tokens.max_refresh_families"
     )
 }
 
@@ -521,6 +532,9 @@ impl Config {
             || self.tokens.refresh_absolute.0.is_zero()
         {
             return Err(bad("token lifetimes must be longer than zero"));
+        }
+        if self.tokens.max_refresh_families == 0 {
+            return Err(bad("tokens.max_refresh_families is at least 1"));
         }
         if !matches!(
             self.tokens.introspection_stale_denylist.as_str(),

@@ -223,3 +223,43 @@ async fn of_two_keys_made_in_the_same_second_the_newer_signs() {
         app.clock.set(newer.activates_at + 10);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_past_the_family_bound_revoke_the_oldest_family() {
+    let mut c = config();
+    c.tokens.max_refresh_families = 3;
+    let app = spawn_sqlite(c).await;
+    app.user("alice").await;
+    app.user("bob").await;
+    let bobs = app.token_login("bob").await;
+    let mut logins = Vec::new();
+    for _ in 0..3 {
+        logins.push(app.token_login("alice").await);
+        app.clock.advance(1);
+    }
+    // Within the bound: every family lives; a rotation keeps its family (no new one).
+    let res = app.refresh(&logins[0].refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.unwrap();
+    let oldest_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let oldest_access = rotated["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.me(app.bearer(&oldest_access)).await, StatusCode::OK);
+    // A fourth login: the oldest family (the first login's, refreshed since) is revoked, its
+    // live access token with it.
+    let fourth = app.token_login("alice").await;
+    oauth_error(
+        app.refresh(&oldest_refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        app.me(app.bearer(&oldest_access)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    for l in [&logins[1], &logins[2], &fourth] {
+        assert_eq!(app.refresh(&l.refresh).await.status(), StatusCode::OK);
+    }
+    // Another person's family is not theirs to count.
+    assert_eq!(app.refresh(&bobs.refresh).await.status(), StatusCode::OK);
+}
