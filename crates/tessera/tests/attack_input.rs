@@ -403,3 +403,78 @@ fn key_fetches_follow_no_redirect_off_the_allowed_transports() {
         stderr(&o)
     );
 }
+
+#[test]
+fn client_chosen_values_in_the_log_are_quoted_and_escaped() {
+    let dir = Dir::new("logs");
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    let server = Server::start(&data, &[]);
+    let o = tessera(
+        &["user", "add", "alice", "--password-stdin", "--data-dir", d],
+        &[],
+        Some(&format!("{PW}\n")),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An audience may hold quotes and a right-to-left override (not a control character): on a
+    // terminal the rest of the line would read backwards, and an unquoted field is ambiguous.
+    let aud = "urn:gw\"\u{202e}x=1";
+    let o = tessera(
+        &[
+            "client",
+            "add",
+            "gateway",
+            "--grant",
+            "token-exchange",
+            "--audience",
+            aud,
+            "--json",
+            "--data-dir",
+            d,
+        ],
+        &[],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let added: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let secret = added["client_secret"].as_str().unwrap();
+    let login: Value = http()
+        .post(format!("{}/auth/login", server.url))
+        .json(&serde_json::json!({"username": "alice", "password": PW}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let session = login["session_token"].as_str().unwrap();
+    let res = http()
+        .post(format!("{}/oauth2/token", server.url))
+        .basic_auth("gateway", Some(secret))
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", session),
+            (
+                "subject_token_type",
+                "urn:tessera:params:oauth:token-type:session",
+            ),
+            ("audience", aud),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("token_exchanged") {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("token_exchanged")).unwrap();
+    assert!(
+        !line.contains('\u{202e}'),
+        "raw override in the log: {line:?}"
+    );
+    assert!(line.contains(r#"audience="urn:gw\"\u{202e}x=1""#), "{line}");
+    assert!(line.contains(r#"client="gateway""#), "{line}");
+}
