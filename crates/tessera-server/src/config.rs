@@ -737,6 +737,10 @@ mod tests {
             ("TESSERA_INSTANCE_NAME", ""),
             ("TESSERA_INSTANCE_NAME", "bad\nname"),
             ("TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST", "maybe"),
+            ("TESSERA_TOKENS_MAX_REFRESH_FAMILIES", "0"),
+            ("TESSERA_ISSUER", "http://localhost:80@evil.example"),
+            ("TESSERA_ISSUER", "https://user:pass@auth.example"),
+            ("TESSERA_ISSUER", "ftp://auth.example"),
         ] {
             assert!(Config::load(None, env(k, v)).is_err(), "{k}={v:?} accepted");
         }
@@ -753,5 +757,10 @@ mod tests {
         assert!(c.check_transport().is_ok());
         c.issuer = Some("https://auth.example.com".into());
         assert!(!c.development());
+        // Judged on the parsed host: this one is evil.example, not localhost.
+        c.issuer = Some("http://localhost:80@evil.example".into());
+        assert!(!c.development());
+        c.issuer = Some("http://[::1]:8080".into());
+        assert!(c.development());
     }
 }
