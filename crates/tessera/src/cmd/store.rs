@@ -109,7 +109,8 @@ pub(crate) fn private_dir(dir: &Path, create: bool) -> Result<(), Failure> {
 #[cfg(unix)]
 fn tighten(path: &Path, mode: u32) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    // The mode judged is the one set_permissions changes: the target of a symlink.
+    let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
     };
     let old = meta.permissions().mode() & 0o7777;
