@@ -233,35 +233,7 @@ pub fn valid_client_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Why a redirect URI is refused at registration, or `None` if it is fine: absolute,
-/// `https`, or `http` on a loopback host (RFC 8252 §7.3), no fragment (RFC 6749 §3.1.2).
-pub fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
-    let rest = if let Some(r) = uri.strip_prefix("https://") {
-        r
-    } else if let Some(r) = uri.strip_prefix("http://") {
-        let host = r.split(['/', '?']).next().unwrap_or("");
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-            return Some("plain http is allowed for loopback hosts only");
-        }
-        r
-    } else {
-        return Some("a redirect URI is an absolute https:// URI");
-    };
-    if rest.is_empty() || rest.starts_with('/') {
-        return Some("a redirect URI names a host");
-    }
-    if uri.contains('#') {
-        return Some("a redirect URI has no fragment");
-    }
-    if uri
-        .bytes()
-        .any(|b| b <= b' ' || b == 0x7f || b == b'"' || b == b'<' || b == b'>')
-    {
-        return Some("a redirect URI has no spaces, quotes or control characters");
-    }
-    None
-}
+pub use crate::weburl::redirect_uri_problem;
 
 /// Whether `verifier` (RFC 7636 §4.1: 43–128 of `A-Z a-z 0-9 - . _ ~`) hashes to `challenge`
 /// under S256; the comparison is in constant time.

@@ -129,8 +129,15 @@ impl MasterKey {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -466,14 +473,32 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
         Ok(true)
     }
 
-    /// Adds a new `alg` key that signs from `now + delay` (published at once).
+    /// Adds a new `alg` key that signs from `now + delay` (published at once). Keys are ordered
+    /// by activation time (ties broken by kid, so that instances agree), and times are seconds:
+    /// two keys made in the same second with no delay used to share an activation time, and the
+    /// newer one signed only if its random kid sorted last. So the new key's activation is moved
+    /// past any stored key's that it would equal: a newer key always takes over from an older one
+    /// activating at the same moment (a second later at most). A key planned for later (a
+    /// longer delay) is not overtaken: it still takes over at its own time.
     pub async fn rotate(
         &self,
         alg: Algorithm,
         now: i64,
         delay: i64,
     ) -> Result<StoredKey, KeyError> {
-        let key = new_key(&self.master, alg, now, now.saturating_add(delay.max(0)))?;
+        let taken: std::collections::HashSet<i64> = self
+            .store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyError::Key(e.to_string()))?
+            .iter()
+            .map(|k| k.activates_at)
+            .collect();
+        let mut activates_at = now.saturating_add(delay.max(0));
+        while taken.contains(&activates_at) {
+            activates_at = activates_at.saturating_add(1);
+        }
+        let key = new_key(&self.master, alg, now, activates_at)?;
         self.store
             .add_signing_key(&key)
             .await

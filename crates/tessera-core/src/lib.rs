@@ -15,6 +15,7 @@ pub mod throttle;
 pub mod token;
 pub mod tokens;
 pub mod user;
+pub mod weburl;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
 pub use client::{Client, ClientError, CodeRecord, Consent, NewClient};

@@ -154,6 +154,15 @@ pub trait RefreshStore: Send + Sync + 'static {
     fn revoke_family(&self, family: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Revokes every family of a user; how many were live.
     fn revoke_families_of(&self, user_id: &str) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// The live families of `user_id` with `client_id` at `now` (not revoked, with an unused
+    /// token neither idle-expired nor past the family's end), each with when it began (its first
+    /// token's `created_at`), oldest first (ties by family id).
+    fn live_families(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
 }
 
 /// Where revoked access-token ids are kept until the tokens would have expired anyway.

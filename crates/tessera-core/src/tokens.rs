@@ -8,6 +8,7 @@ use tessera_jose::{Audience, Claims, Clock, Revocation, Validation};
 
 use crate::client::{Client, CodeRecord, pkce_matches};
 use crate::keys::KeyManager;
+use crate::logsafe::Untrusted;
 use crate::refresh::RefreshRecord;
 use crate::revocation::Denylist;
 use crate::store::{StoreError, Stores};
@@ -33,6 +34,9 @@ pub struct TokenSettings {
     pub refresh_absolute: i64,
     /// The honest-retry window.
     pub refresh_grace: i64,
+    /// Live refresh families a user may hold with one client; a new one past it revokes the
+    /// oldest (with its access tokens).
+    pub max_refresh_families: usize,
     /// Clock-skew tolerance when verifying.
     pub leeway: i64,
     /// How many verified access tokens to remember (0: verify every time).
@@ -312,7 +316,7 @@ impl<S: Stores> Tokens<S> {
             ..AccessGrant::new(&client.id, &client.id, &scope)
         };
         let (access_token, _, expires_in) = self.sign_access(grant, self.clock.now())?;
-        tracing::info!(target: "audit", event = "client_token_issued", client = %client.id);
+        tracing::info!(target: "audit", event = "client_token_issued", client = %Untrusted(&client.id));
         Ok(AccessIssued {
             access_token,
             expires_in,
@@ -349,7 +353,7 @@ impl<S: Stores> Tokens<S> {
             .create_code(&code.hash(), &record)
             .await
             .map_err(unavailable)?;
-        tracing::info!(target: "audit", event = "authorization_code_issued", user = %user_id, client = %client.id);
+        tracing::info!(target: "audit", event = "authorization_code_issued", user = %user_id, client = %Untrusted(&client.id));
         Ok(code)
     }
 
@@ -380,7 +384,7 @@ impl<S: Stores> Tokens<S> {
                 .await
                 .map_err(unavailable)?;
             self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %record.client_id, family = %record.family);
+            tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %Untrusted(&record.client_id), family = %record.family);
             return Err(GrantError::CodeReused);
         }
         let valid = record.client_id == client.id
@@ -418,7 +422,8 @@ impl<S: Stores> Tokens<S> {
             )
             .await
             .map_err(unavailable)?;
-        tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %client.id, grant = "authorization_code");
+        tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %Untrusted(&client.id), grant = "authorization_code");
+        self.bound_families(&record.user_id, &client.id).await?;
         Ok(Issued {
             access_token: access,
             refresh_token: refresh,
@@ -457,7 +462,8 @@ impl<S: Stores> Tokens<S> {
             )
             .await
             .map_err(unavailable)?;
-        tracing::info!(target: "audit", event = "tokens_issued", user = %user.id, client = %s.client_id);
+        tracing::info!(target: "audit", event = "tokens_issued", user = %user.id, client = %Untrusted(&s.client_id));
+        self.bound_families(&user.id, &s.client_id).await?;
         Ok(Issued {
             access_token: access,
             refresh_token: refresh,
@@ -648,6 +654,27 @@ impl<S: Stores> Tokens<S> {
                 .record(&self.store, Revocation::Token(jti), issued + ttl, now)
                 .await
                 .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `user_id`'s live families with `client_id` within
+    /// [`TokenSettings::max_refresh_families`] after a new one began: the oldest beyond the
+    /// bound are revoked, with their access tokens, as a revocation does. Two logins at the
+    /// same moment may each see one family too many and revoke the same one: the bound may be
+    /// passed by the few families begun concurrently, until the next login.
+    async fn bound_families(&self, user_id: &str, client_id: &str) -> Result<(), GrantError> {
+        let max = self.settings.max_refresh_families.max(1);
+        let live = self
+            .store
+            .live_families(user_id, client_id, self.clock.now())
+            .await
+            .map_err(unavailable)?;
+        let excess = live.len().saturating_sub(max);
+        for (family, _) in live.iter().take(excess) {
+            self.kill_family(family).await?;
+            self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "audit", event = "refresh_family_revoked", user = %user_id, client = %Untrusted(client_id), family = %family, reason = "family_limit");
         }
         Ok(())
     }

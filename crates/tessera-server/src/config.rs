@@ -241,6 +241,9 @@ pub struct TokenConfig {
     pub refresh_absolute: Dur,
     /// A retried refresh within this window gets the same successor instead of a theft alarm.
     pub refresh_grace: Dur,
+    /// Live refresh-token families a person may hold with one client (each login or
+    /// authorization code starts one); past it, the oldest is revoked with its access tokens.
+    pub max_refresh_families: usize,
     /// Verified access tokens remembered, so a re-sent token skips the signature check
     /// (0 turns the cache off).
     pub verified_cache_size: usize,
@@ -261,6 +264,9 @@ impl Default for TokenConfig {
             refresh_idle: Dur(Duration::from_secs(7 * 86_400)),
             refresh_absolute: Dur(Duration::from_secs(30 * 86_400)),
             refresh_grace: Dur(Duration::from_secs(10)),
+            // Far more devices and browsers than a person signs in from with one client, while a
+            // loop of logins (a script, a stuffed account) cannot grow the store without bound.
+            max_refresh_families: 100,
             verified_cache_size: 50_000,
             introspection_stale_denylist: "closed".into(),
         }
@@ -435,6 +441,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_TOKENS_REFRESH_ABSOLUTE", "tokens.refresh_absolute"),
     ("TESSERA_TOKENS_REFRESH_GRACE", "tokens.refresh_grace"),
     (
+        "TESSERA_TOKENS_MAX_REFRESH_FAMILIES",
+        "tokens.max_refresh_families",
+    ),
+    (
         "TESSERA_TOKENS_VERIFIED_CACHE_SIZE",
         "tokens.verified_cache_size",
     ),
@@ -477,6 +487,7 @@ fn is_string_key(key: &str) -> bool {
             | "throttle.ip_free_attempts"
             | "tokens.verified_cache_size"
             | "connections.max"
+            | "tokens.max_refresh_families"
     )
 }
 
@@ -590,6 +601,9 @@ impl Config {
         {
             return Err(bad("token lifetimes must be longer than zero"));
         }
+        if self.tokens.max_refresh_families == 0 {
+            return Err(bad("tokens.max_refresh_families is at least 1"));
+        }
         if !matches!(
             self.tokens.introspection_stale_denylist.as_str(),
             "closed" | "open"
@@ -623,10 +637,16 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format is `text` or `json`"));
         }
-        if let Some(issuer) = &self.issuer
-            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
-        {
-            return Err(bad("issuer must be an http(s) URL"));
+        if let Some(issuer) = &self.issuer {
+            // Parsed, not judged by prefix: `http://localhost:80@evil.example` is not loopback.
+            let url = tessera_core::weburl::Url::parse(issuer)
+                .map_err(|_| bad("issuer must be an http(s) URL"))?;
+            if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+                return Err(bad("issuer must be an http(s) URL"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(bad("issuer must not carry user information (user@)"));
+            }
         }
         Ok(())
     }
@@ -666,7 +686,9 @@ impl Config {
     /// `__Host-` prefix, which browsers refuse without HTTPS.
     pub fn development(&self) -> bool {
         let issuer = self.issuer();
-        issuer.starts_with("http://") && loopback_host(&issuer)
+        tessera_core::weburl::Url::parse(&issuer).is_ok_and(|u| {
+            u.scheme() == "http" && tessera_core::weburl::transport_problem(&u).is_none()
+        })
     }
 
     /// Refuses plain HTTP on a non-loopback address unless a TLS proxy is acknowledged.
@@ -679,17 +701,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn loopback_host(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -801,6 +812,10 @@ mod tests {
             ("TESSERA_INSTANCE_NAME", ""),
             ("TESSERA_INSTANCE_NAME", "bad\nname"),
             ("TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST", "maybe"),
+            ("TESSERA_TOKENS_MAX_REFRESH_FAMILIES", "0"),
+            ("TESSERA_ISSUER", "http://localhost:80@evil.example"),
+            ("TESSERA_ISSUER", "https://user:pass@auth.example"),
+            ("TESSERA_ISSUER", "ftp://auth.example"),
         ] {
             assert!(Config::load(None, env(k, v)).is_err(), "{k}={v:?} accepted");
         }
@@ -856,5 +871,10 @@ mod tests {
         assert!(c.check_transport().is_ok());
         c.issuer = Some("https://auth.example.com".into());
         assert!(!c.development());
+        // Judged on the parsed host: this one is evil.example, not localhost.
+        c.issuer = Some("http://localhost:80@evil.example".into());
+        assert!(!c.development());
+        c.issuer = Some("http://[::1]:8080".into());
+        assert!(c.development());
     }
 }

@@ -149,12 +149,10 @@ pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
     }
 }
 
-/// `scheme://host[:port]` of a URL.
+/// `scheme://host[:port]` of a URL, as the URL parser reads it (user information and a
+/// default port dropped); the text itself if it has no origin.
 pub fn origin_of(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or("")),
-        None => url.to_owned(),
-    }
+    tessera_core::weburl::origin(url).unwrap_or_else(|| url.to_owned())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod conn;
 mod feed;
+pub mod form;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
@@ -207,6 +208,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             refresh_idle: t.refresh_idle.secs(),
             refresh_absolute: t.refresh_absolute.secs(),
             refresh_grace: t.refresh_grace.secs(),
+            max_refresh_families: t.max_refresh_families,
             leeway: LEEWAY,
             verified_cache: t.verified_cache_size,
         },

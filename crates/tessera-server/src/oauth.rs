@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
+use tessera_core::logsafe::Untrusted;
 use tessera_core::{AccessGrant, AccessIssued, Client, GrantError, Issued, Stores, UserStore};
 
 use crate::AppState;
@@ -120,8 +121,12 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAu
             )
         });
     }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|_| OAuthError::new("invalid_request", "the body is not a valid form"))?;
+    let pairs = crate::form::parse(body).map_err(|e| {
+        OAuthError::new(
+            "invalid_request",
+            format!("the body is not a valid form: {e}"),
+        )
+    })?;
     let mut out = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -165,14 +170,15 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let raw = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
         .map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-    let decode = |s: &str| -> Result<String, OAuthError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(&format!("v={s}")).map_err(|_| bad())?;
-        Ok(pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default())
-    };
-    Ok(Some((decode(id)?, decode(secret)?)))
+    // Each half is form-urlencoded on its own (RFC 6749 §2.3.1) and decoded strictly: `&` and
+    // `=` in a secret are its own characters, not the start of another parameter.
+    let colon = raw.iter().position(|b| *b == b':').ok_or_else(bad)?;
+    let id = crate::form::decode_component(&raw[..colon]).map_err(|_| bad())?;
+    let secret = crate::form::decode_component(&raw[colon + 1..]).map_err(|_| bad())?;
+    if id.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some((id, secret)))
 }
 
 impl<U: UserStore, S: Stores> AppState<U, S> {
@@ -236,7 +242,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             (Some(s), false) if client.secret_matches(s) => true,
             (None, true) => false,
             _ => {
-                tracing::info!(target: "audit", event = "client_authentication_failed", client = %client.id);
+                tracing::info!(target: "audit", event = "client_authentication_failed", client = %Untrusted(&client.id));
                 return Err(unknown());
             }
         };
@@ -451,7 +457,7 @@ async fn token_exchange<U: UserStore, S: Stores>(
         ..AccessGrant::new(&session.user.id, &client.id, &scope)
     };
     let (access_token, _, expires_in) = state.tokens.sign_access(grant, now)?;
-    tracing::info!(target: "audit", event = "token_exchanged", user = %session.user.id, client = %client.id, audience = %aud);
+    tracing::info!(target: "audit", event = "token_exchanged", user = %session.user.id, client = %Untrusted(&client.id), audience = %Untrusted(aud));
     Ok(access_response(
         &AccessIssued {
             access_token,

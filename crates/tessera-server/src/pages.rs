@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, subset, valid_challenge, valid_scope};
+use tessera_core::logsafe::Untrusted;
 use tessera_core::{Authenticated, Client, ClientStore, Consent, LoginError, Stores, UserStore};
 
 use crate::AppState;
@@ -81,8 +82,8 @@ fn error_page(status: StatusCode, message: &str) -> Response {
 
 /// Parameters of a query or form: a parameter sent twice is refused (RFC 6749 §3.1).
 fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(raw).map_err(|_| "the parameters are malformed".to_owned())?;
+    let pairs =
+        crate::form::parse(raw).map_err(|e| format!("the parameters are malformed: {e}"))?;
     let mut out = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -187,9 +188,20 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             }
         };
         let redirect_uri = match p.get("redirect_uri") {
+            // Registered URIs were checked when the client was added; checked again here so that
+            // one stored by an older version (or by hand) is never redirected to if the rule now
+            // refuses it. The comparison itself stays exact, on the strings.
+            Some(u) if tessera_core::client::redirect_uri_problem(u).is_some() => {
+                return Err(page("the redirect_uri is not acceptable"));
+            }
             Some(u) if client.redirect_uris.contains(u) => u.clone(),
             Some(_) => return Err(page("the redirect_uri is not registered for this client")),
-            None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+            None if client.redirect_uris.len() == 1
+                && tessera_core::client::redirect_uri_problem(&client.redirect_uris[0])
+                    .is_none() =>
+            {
+                client.redirect_uris[0].clone()
+            }
             None => return Err(page("redirect_uri is required")),
         };
         let mut r = Request {
@@ -515,11 +527,11 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
             {
                 return state.redirect_error(&r, "temporarily_unavailable", "try again shortly");
             }
-            tracing::info!(target: "audit", event = "consent_granted", user = %a.user.id, client = %r.client.id, scope = %r.scope);
+            tracing::info!(target: "audit", event = "consent_granted", user = %a.user.id, client = %Untrusted(&r.client.id), scope = %Untrusted(&r.scope));
             state.grant_code(&r, &a).await
         }
         Some("deny") => {
-            tracing::info!(target: "audit", event = "consent_denied", user = %a.user.id, client = %r.client.id);
+            tracing::info!(target: "audit", event = "consent_denied", user = %a.user.id, client = %Untrusted(&r.client.id));
             state.redirect_error(&r, "access_denied", "the person denied access")
         }
         _ => error_page(StatusCode::BAD_REQUEST, "decision is allow or deny"),
@@ -653,6 +665,6 @@ pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
     {
         return Err(Problem::not_found("no consent for this client"));
     }
-    tracing::info!(target: "audit", event = "consent_withdrawn", user = %user, client = %client_id);
+    tracing::info!(target: "audit", event = "consent_withdrawn", user = %user, client = %Untrusted(&client_id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

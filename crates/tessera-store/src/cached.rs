@@ -345,6 +345,15 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
     async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
         self.inner.revoke_families_of(user_id).await
     }
+
+    async fn live_families(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.live_families(user_id, client_id, now).await
+    }
 }
 
 impl<T: DenylistStore> DenylistStore for CachedStore<T> {

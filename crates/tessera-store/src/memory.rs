@@ -315,6 +315,35 @@ impl RefreshStore for MemoryStore {
         }
         Ok(n)
     }
+
+    async fn live_families(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        let g = self.read();
+        // family -> (began, has a live unused token)
+        let mut seen: HashMap<&str, (i64, bool)> = HashMap::new();
+        for r in g.refresh.values() {
+            if r.user_id != user_id || r.client_id != client_id {
+                continue;
+            }
+            if g.families.get(&r.family).is_none_or(|f| f.1) {
+                continue;
+            }
+            let e = seen.entry(&r.family).or_insert((r.created_at, false));
+            e.0 = e.0.min(r.created_at);
+            e.1 |= r.used_at.is_none() && r.expires_at > now && r.family_expires_at > now;
+        }
+        let mut out: Vec<(String, i64)> = seen
+            .into_iter()
+            .filter(|(_, (_, live))| *live)
+            .map(|(f, (began, _))| (f.to_owned(), began))
+            .collect();
+        out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        Ok(out)
+    }
 }
 
 impl DenylistStore for MemoryStore {

@@ -497,6 +497,27 @@ impl RefreshStore for PostgresStore {
         .map_err(unavailable)?;
         Ok(r.rows_affected())
     }
+
+    async fn live_families(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.family AS family, MIN(t.created_at) AS started FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE f.user_id = $1 AND NOT f.revoked AND t.client_id = $2 GROUP BY t.family HAVING MAX(CASE WHEN t.used_at IS NULL AND t.expires_at > $3 AND t.family_expires_at > $3 THEN 1 ELSE 0 END) = 1 ORDER BY started, family",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("family")?, r.try_get("started")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(unavailable)
+    }
 }
 
 impl DenylistStore for PostgresStore {

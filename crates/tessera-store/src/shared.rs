@@ -167,6 +167,15 @@ impl<D: RefreshStore> RefreshStore for SharedStore<D> {
     async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
         self.db.revoke_families_of(user_id).await
     }
+
+    async fn live_families(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        self.db.live_families(user_id, client_id, now).await
+    }
 }
 
 impl<D: Send + Sync + 'static> DenylistStore for SharedStore<D> {

@@ -154,6 +154,71 @@ async fn keys<S: KeyStore>(s: S) {
     assert_eq!(got, vec![k("a", 100), k("b", 200)]);
 }
 
+/// The live refresh families of one person with one client, oldest first: revoked, used-up,
+/// idle-expired, ended families and those of other people or clients are not counted.
+async fn live_families<S: RefreshStore>(s: S) {
+    let rec = |family: &str, user: &str, client: &str, created_at: i64| RefreshRecord {
+        family: family.into(),
+        user_id: user.into(),
+        client_id: client.into(),
+        scope: "openid".into(),
+        created_at,
+        expires_at: created_at + 1_000,
+        family_expires_at: 9_000,
+        used_at: None,
+        access_jti: None,
+    };
+    let add = |r: RefreshRecord| {
+        let s = &s;
+        async move {
+            s.create_refresh(&Token::generate(Kind::Refresh).hash(), &r)
+                .await
+                .unwrap();
+        }
+    };
+    // fam_b began first but was refreshed since: its start counts, not its last use.
+    add(rec("fam_b", "usr_lf", "web", 100)).await;
+    let used = Token::generate(Kind::Refresh).hash();
+    s.create_refresh(&used, &rec("fam_b", "usr_lf", "web", 100))
+        .await
+        .unwrap();
+    assert!(s.mark_refresh_used(&used, 500).await.unwrap());
+    add(rec("fam_b", "usr_lf", "web", 500)).await;
+    add(rec("fam_a", "usr_lf", "web", 300)).await;
+    add(rec("fam_c", "usr_lf", "web", 300)).await;
+    // Not counted: another client, another person, revoked, idle-expired, used up.
+    add(rec("fam_other_client", "usr_lf", "cli", 50)).await;
+    add(rec("fam_other_user", "usr_lf2", "web", 50)).await;
+    add(rec("fam_revoked", "usr_lf", "web", 50)).await;
+    s.revoke_family("fam_revoked").await.unwrap();
+    add(rec("fam_idle", "usr_lf", "web", -2_000)).await;
+    let spent = Token::generate(Kind::Refresh).hash();
+    s.create_refresh(&spent, &rec("fam_spent", "usr_lf", "web", 60))
+        .await
+        .unwrap();
+    assert!(s.mark_refresh_used(&spent, 70).await.unwrap());
+    let live = s.live_families("usr_lf", "web", 1_000).await.unwrap();
+    assert_eq!(
+        live,
+        vec![
+            ("fam_b".to_owned(), 100),
+            ("fam_a".to_owned(), 300),
+            ("fam_c".to_owned(), 300)
+        ]
+    );
+    // Past the family's end nothing is live.
+    assert!(
+        s.live_families("usr_lf", "web", 9_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.live_families("usr_lf", "cli", 1_000).await.unwrap(),
+        vec![("fam_other_client".to_owned(), 50)]
+    );
+}
+
 async fn refresh<S: RefreshStore>(s: S) {
     let rec = |family: &str, user: &str| RefreshRecord {
         family: family.into(),
@@ -442,6 +507,12 @@ macro_rules! suite {
             async fn refresh() {
                 let (s, _guard) = $make;
                 super::refresh(s).await;
+            }
+
+            #[tokio::test]
+            async fn live_families() {
+                let (s, _guard) = $make;
+                super::live_families(s).await;
             }
 
             #[tokio::test]

@@ -58,7 +58,7 @@ async fn main() {
     let verifier = Verifier::discover(
         &issuer,
         Options {
-            audience: Some(env("AUDIENCE")),
+            audience: tessera_verify::Audience::Required(env("AUDIENCE")),
             ..Options::default()
         },
     )

@@ -340,7 +340,8 @@ impl Follower {
             };
             if let Err(reason) = outcome {
                 self.feed.lost();
-                tracing::warn!(%reason, "the revocation feed was cut; reconnecting");
+                // Debug quotes and escapes: the text may come from the network.
+                tracing::warn!(?reason, "the revocation feed was cut; reconnecting");
             }
             tokio::time::sleep(self.options.retry).await;
         }

@@ -10,9 +10,9 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! use tessera_verify::{Options, Verifier};
+//! use tessera_verify::{Audience, Options, Verifier};
 //! let verifier = Verifier::discover("https://auth.example.com", Options {
-//!     audience: Some("https://api.example.com".into()),
+//!     audience: Audience::Required("https://api.example.com".into()),
 //!     ..Options::default()
 //! }).await?;
 //! let token = verifier.verify("eyJ…").await?;
@@ -33,11 +33,28 @@ use std::time::Duration;
 use tessera_jose::{JwkSet, KeySet, Validation};
 use tokio::time::Instant;
 
+/// Which `aud` a [`Verifier`] accepts. There is no silent default: a verifier built without
+/// choosing is refused by [`Verifier::discover`], because a token the issuer made for another
+/// service (another audience) is otherwise accepted here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Audience {
+    /// Not chosen ([`Options::default`]): [`Verifier::discover`] fails with
+    /// [`DiscoverError::NoAudience`].
+    #[default]
+    Unset,
+    /// Tokens must name this audience (this resource server's identifier) in `aud`.
+    Required(String),
+    /// **Dangerous**: any `aud`, or none. Every token the issuer signs for any service is then
+    /// good here, so a token given to one service can be replayed against this one. Only for a
+    /// service that is the issuer's sole audience, or for diagnostics.
+    Any,
+}
+
 /// How a [`Verifier`] checks tokens and keeps its keys.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The `aud` this resource server answers to (`None`: any audience; not advised).
-    pub audience: Option<String>,
+    /// The `aud` this resource server answers to; must be chosen (see [`Audience`]).
+    pub audience: Audience,
     /// Clock-skew tolerance on token times, seconds.
     pub leeway: i64,
     /// The `typ` tokens must carry (`at+jwt`, RFC 9068).
@@ -60,7 +77,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            audience: None,
+            audience: Audience::Unset,
             leeway: 60,
             typ: Some("at+jwt".into()),
             refetch_interval: Duration::from_secs(10),
@@ -86,6 +103,11 @@ pub enum DiscoverError {
     /// A document is not what the standards say.
     #[error("{0}")]
     Invalid(String),
+    /// [`Options::audience`] was left unset (or empty).
+    #[error(
+        "no audience chosen: set Options::audience to Audience::Required(\"<this service's identifier>\") (or, knowing that tokens for every service are then accepted, Audience::Any)"
+    )]
+    NoAudience,
 }
 
 /// Why a token was refused.
@@ -205,23 +227,44 @@ async fn get(
     Ok((body, max_age))
 }
 
-/// Whether plain `http://` is acceptable for `url`: only to a loopback host.
+/// Whether `url` may be fetched: `https`, or plain `http` only to a loopback host, and no user
+/// information (`user:pass@`) either way; judged on the URL as the parser reads it, never on its
+/// text (`http://localhost:80@evil.example/` goes to `evil.example`).
+///
+/// The same rule as `tessera_core::weburl::transport_problem`, copied here (a dozen lines) so
+/// that this library keeps depending on tessera-jose alone.
 fn transport_ok(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Ok(url) = reqwest::Url::parse(url) else {
         return false;
     };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => loopback,
+        _ => false,
+    }
 }
 
 impl Verifier {
     /// Reads `issuer`'s discovery document (`/.well-known/oauth-authorization-server`) and its
     /// JWKS. The document must name the same issuer; plain HTTP only to a loopback address.
+    ///
+    /// Fails with [`DiscoverError::NoAudience`], before any request, unless
+    /// [`Options::audience`] names an audience or is [`Audience::Any`].
     pub async fn discover(issuer: &str, options: Options) -> Result<Verifier, DiscoverError> {
+        let audiences = match &options.audience {
+            Audience::Required(aud) if !aud.is_empty() => vec![aud.clone()],
+            Audience::Any => Vec::new(),
+            Audience::Required(_) | Audience::Unset => return Err(DiscoverError::NoAudience),
+        };
         let issuer = issuer.trim_end_matches('/').to_owned();
         if !transport_ok(&issuer) {
             return Err(DiscoverError::Invalid(
@@ -256,7 +299,7 @@ impl Verifier {
         let validation = Validation {
             leeway: options.leeway,
             issuer: Some(issuer.clone()),
-            audiences: options.audience.iter().cloned().collect(),
+            audiences,
             typ: options.typ.clone(),
             required: vec!["exp".into(), "sub".into()],
             ..Validation::default()
@@ -331,7 +374,7 @@ impl Verifier {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the keys held");
+                tracing::warn!(error = ?e.to_string(), "refreshing the JWKS failed; keeping the keys held");
                 false
             }
         }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tessera_core::MasterKey;
 use tessera_server::{AppState, Config};
 use tessera_store::MemoryStore;
-use tessera_verify::{DiscoverError, Options, Verifier, VerifyError};
+use tessera_verify::{Audience, DiscoverError, Options, Verifier, VerifyError};
 
 const PW: &str = "correct horse battery";
 
@@ -74,7 +74,7 @@ async fn verifier(url: &str, audience: &str) -> Verifier {
 
 fn options(audience: &str) -> Options {
     Options {
-        audience: Some(audience.into()),
+        audience: Audience::Required(audience.into()),
         ..Options::default()
     }
 }
@@ -166,18 +166,18 @@ async fn discovery_refuses_what_it_cannot_trust() {
     let live = live().await;
     // Plain HTTP off loopback.
     assert!(matches!(
-        Verifier::discover("http://auth.example.com", Options::default()).await,
+        Verifier::discover("http://auth.example.com", options("x")).await,
         Err(DiscoverError::Invalid(_))
     ));
     // A document naming another issuer (the same server reached under another name).
     let aliased = live.url.replace("127.0.0.1", "localhost");
     assert!(matches!(
-        Verifier::discover(&aliased, Options::default()).await,
+        Verifier::discover(&aliased, options("x")).await,
         Err(DiscoverError::Invalid(_))
     ));
     // Nothing listening.
     assert!(matches!(
-        Verifier::discover("http://127.0.0.1:9", Options::default()).await,
+        Verifier::discover("http://127.0.0.1:9", options("x")).await,
         Err(DiscoverError::Fetch { .. })
     ));
 }
@@ -225,6 +225,7 @@ async fn keys_are_refreshed_when_their_max_age_runs_out() {
     let v = Verifier::discover(
         &issuer,
         Options {
+            audience: Audience::Any,
             min_cache: std::time::Duration::ZERO,
             ..Options::default()
         },
@@ -330,9 +331,7 @@ async fn a_jwks_larger_than_a_mebibyte_is_refused() {
         )
         .route("/jwks", get(|| async { " ".repeat(2 * 1024 * 1024) }));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let e = Verifier::discover(&url, Options::default())
-        .await
-        .unwrap_err();
+    let e = Verifier::discover(&url, options("x")).await.unwrap_err();
     assert!(
         matches!(&e, DiscoverError::Fetch { reason, .. } if reason.contains("larger than")),
         "{e}"
@@ -748,4 +747,77 @@ async fn an_issuer_whose_own_copy_is_stale_counts_as_a_lost_feed() {
     wait_for("stale noticed", heartbeat, || !v.revocation_feed_live()).await;
     live.state.denylist.set_fresh(true);
     wait_for("fresh again", heartbeat, || v.revocation_feed_live()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_needs_an_audience_chosen_by_name() {
+    let live = live().await;
+    // Forgetting the audience (the default) or giving an empty one: refused, naming the fix.
+    for audience in [Audience::Unset, Audience::Required(String::new())] {
+        let e = Verifier::discover(
+            &live.url,
+            Options {
+                audience,
+                ..Options::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, DiscoverError::NoAudience), "{e}");
+        assert!(e.to_string().contains("Audience::Required"), "{e}");
+    }
+    let e = Verifier::discover(&live.url, Options::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DiscoverError::NoAudience), "{e}");
+    // Any audience, asked for by name: a token for this issuer's own audience passes.
+    let any = Verifier::discover(
+        &live.url,
+        Options {
+            audience: Audience::Any,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    any.verify(&access_token(&live.url).await).await.unwrap();
+    // A named audience: only tokens naming it.
+    let other = verifier(&live.url, "https://other.example").await;
+    assert!(other.verify(&access_token(&live.url).await).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_urls_are_judged_as_parsed_and_redirects_are_not_followed() {
+    let live = live().await;
+    let port = live.url.rsplit(':').next().unwrap().to_owned();
+    // Looks like loopback, goes to evil.example (user `localhost`, password PORT): refused
+    // before any request, as is any URL with user information.
+    for issuer in [
+        format!("http://localhost:{port}@evil.example"),
+        format!("http://user@127.0.0.1:{port}"),
+        format!("https://user:pass@127.0.0.1:{port}"),
+    ] {
+        let e = Verifier::discover(&issuer, options("x")).await.unwrap_err();
+        assert!(matches!(e, DiscoverError::Invalid(_)), "{issuer}: {e}");
+    }
+    // A loopback issuer that answers with a redirect (here to the real issuer): not followed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    let target = format!("{}/.well-known/oauth-authorization-server", live.url);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    let e = Verifier::discover(&redirector, options("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DiscoverError::Fetch { .. }), "{e}");
+    assert!(e.to_string().contains("302"), "{e}");
 }

@@ -34,10 +34,11 @@ pub(crate) fn file(path: &str) -> Result<Vec<u8>, Failure> {
 pub(crate) fn url(url: &str, timeout: Duration) -> Result<Vec<u8>, Failure> {
     let parsed =
         reqwest::Url::parse(url).map_err(|_| Failure::usage(format!("not a URL: {url}")))?;
-    if parsed.scheme() == "http" && !is_loopback(&parsed) {
-        return Err(Failure::usage(
-            "refusing to fetch keys over plain HTTP from a non-loopback host; use https://",
-        ));
+    // The shared rule, on the parsed URL: https, or plain http to a loopback host; no user@.
+    if let Some(why) = tessera_core::weburl::transport_problem(&parsed) {
+        return Err(Failure::usage(format!(
+            "refusing to fetch keys from {url}: {why}"
+        )));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,7 +47,7 @@ pub(crate) fn url(url: &str, timeout: Duration) -> Result<Vec<u8>, Failure> {
     let fetch = async {
         let client = reqwest::Client::builder()
             .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirect_policy())
             .build()
             .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
         let mut response = client
@@ -80,8 +81,38 @@ pub(crate) fn url(url: &str, timeout: Duration) -> Result<Vec<u8>, Failure> {
         .map_err(Failure::refused)
 }
 
+/// At most three redirects, each to a URL the first could have been (the shared rule: https, or
+/// plain http to a loopback host, no user information), and never from https to anything but
+/// https: keys fetched over TLS are not to be taken from a plain-text hop.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let refused = redirect_refused(attempt.previous(), attempt.url());
+        match refused {
+            Some(why) => attempt.error(why),
+            None if attempt.previous().len() > 3 => attempt.error("too many redirects"),
+            None => attempt.follow(),
+        }
+    })
+}
+
+/// Why a redirect to `next`, after `previous`, is refused, if it is.
+fn redirect_refused(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<&'static str> {
+    if let Some(why) = tessera_core::weburl::transport_problem(next) {
+        return Some(why);
+    }
+    if next.scheme() != "https" && previous.iter().any(|u| u.scheme() == "https") {
+        return Some("a redirect from https may only go to https");
+    }
+    None
+}
+
 fn describe(url: &str, e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if e.is_redirect() {
+        let why = std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "refused".into());
+        format!("{url} redirected to a URL that is refused ({why})")
+    } else if e.is_timeout() {
         format!("{url} did not answer in time")
     } else if e.is_connect() {
         format!("cannot connect to {url}")
@@ -90,14 +121,23 @@ fn describe(url: &str, e: &reqwest::Error) -> String {
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::redirect_refused;
+
+    #[test]
+    fn redirects_never_leave_https_nor_loopback_http() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        let https = [u("https://auth.example/jwks")];
+        let local = [u("http://127.0.0.1:8080/jwks")];
+        assert!(redirect_refused(&https, &u("https://cdn.example/jwks")).is_none());
+        assert!(redirect_refused(&https, &u("http://127.0.0.1/jwks")).is_some());
+        assert!(redirect_refused(&https, &u("http://evil.example/jwks")).is_some());
+        assert!(redirect_refused(&local, &u("http://localhost:9/jwks")).is_none());
+        assert!(redirect_refused(&local, &u("https://auth.example/jwks")).is_none());
+        assert!(redirect_refused(&local, &u("http://evil.example/jwks")).is_some());
+        assert!(redirect_refused(&local, &u("http://u@127.0.0.1/jwks")).is_some());
+        assert!(redirect_refused(&local, &u("http://localhost:80@evil.example/")).is_some());
     }
 }

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::routing::get;
 use serde_json::{Value, json};
 use tessera_verify::http::{Bearer, VerifyLayer};
-use tessera_verify::{DiscoverError, FeedOptions, Options, Verifier};
+use tessera_verify::{Audience, DiscoverError, FeedOptions, Options, Verifier};
 
 /// The routes, over `verifier`.
 fn app(verifier: Verifier) -> Router {
@@ -48,8 +48,9 @@ async fn verifier(
     audience: Option<String>,
     client: Option<(String, String)>,
 ) -> Result<Verifier, DiscoverError> {
+    // No AUDIENCE: discover refuses (DiscoverError::NoAudience) rather than accept any `aud`.
     let options = Options {
-        audience,
+        audience: audience.map_or(Audience::Unset, Audience::Required),
         ..Options::default()
     };
     let verifier = Verifier::discover(issuer, options).await?;
@@ -68,7 +69,7 @@ fn env(name: &str) -> Option<String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let Some(issuer) = env("TESSERA_ISSUER") else {
-        eprintln!("resource-server: set TESSERA_ISSUER (and AUDIENCE, LISTEN)");
+        eprintln!("resource-server: set TESSERA_ISSUER and AUDIENCE (and LISTEN)");
         std::process::exit(2)
     };
     let client = env("TESSERA_CLIENT_ID").zip(env("TESSERA_CLIENT_SECRET"));

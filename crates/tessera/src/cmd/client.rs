@@ -1,6 +1,7 @@
 //! `tessera client …`: OAuth 2.0 clients, on the same store as the server.
 
 use serde_json::{Value, json};
+use tessera_core::logsafe::Untrusted;
 use tessera_core::{Client, NewClient, StoreError, Stores, UserStore};
 use tessera_server::Config;
 
@@ -114,7 +115,7 @@ impl AsyncStoreFn<()> for Run {
                     }
                     Err(e) => return Err(store_failure(e)),
                 }
-                tracing::info!(target: "audit", event = "client_added", client = %client.id);
+                tracing::info!(target: "audit", event = "client_added", client = %Untrusted(&client.id));
                 if json {
                     let mut v = describe(&client);
                     if let Some(s) = &secret {
@@ -159,7 +160,7 @@ impl AsyncStoreFn<()> for Run {
                 if !store.delete_client(&id).await.map_err(store_failure)? {
                     return Err(Failure::refused(format!("no client `{id}`")));
                 }
-                tracing::info!(target: "audit", event = "client_removed", client = %id);
+                tracing::info!(target: "audit", event = "client_removed", client = %Untrusted(&id));
                 out(&format!("removed client {id}\n"));
             }
         }

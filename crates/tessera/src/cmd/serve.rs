@@ -53,6 +53,7 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   tokens.refresh_idle              TESSERA_TOKENS_REFRESH_IDLE
   tokens.refresh_absolute          TESSERA_TOKENS_REFRESH_ABSOLUTE
   tokens.refresh_grace             TESSERA_TOKENS_REFRESH_GRACE
+  tokens.max_refresh_families      TESSERA_TOKENS_MAX_REFRESH_FAMILIES (per person and client; past it the oldest is revoked)
   tokens.verified_cache_size       TESSERA_TOKENS_VERIFIED_CACHE_SIZE (0: verify every time)
   tokens.introspection_stale_denylist  TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST (closed|open)
   connections.header_read_timeout  TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT
@@ -60,7 +61,8 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   connections.tls_handshake_timeout  TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT
   connections.max                  TESSERA_CONNECTIONS_MAX         (0: from the descriptor limit)
 The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or
-DATA_DIR/master.key (created owner-only on first start).
+DATA_DIR/master.key (created owner-only on first start). DATA_DIR is kept 0700 and the SQLite
+database 0600 (tightened at start if they were open to others).
 Durations are strings: \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\".";
 
 /// Arguments of `tessera serve`.

@@ -1,7 +1,7 @@
 //! What `serve` and the administration commands share: the configuration and the stores it
 //! names, so that an administrator works on the very store the server uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +60,7 @@ pub(crate) async fn with_stores<T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure> {
     let url = config.database_url();
+    private_dir(&config.data_dir, url.starts_with("sqlite://"))?;
     if url.starts_with("sqlite://") {
         let store = open_sqlite(&url).await?;
         let out = with_redis(config, serve, store.clone(), f).await;
@@ -83,18 +84,87 @@ pub(crate) async fn with_stores<T>(
     }
 }
 
-/// Opens (creating its directory and the file if needed) and migrates a SQLite database.
+/// DATA_DIR holds the database and the master key: readable by its owner only (0700). Created
+/// so if `create` and missing; an existing one open to others is tightened, and the log says so.
+/// Only DATA_DIR itself is touched, never a directory above it.
+pub(crate) fn private_dir(dir: &Path, create: bool) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| {
+        Failure::refused(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    };
+    if create && !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(fail)?;
+    }
+    tighten(dir, 0o700)
+}
+
+/// Clears the group and other permission bits of `path` if any is set (and it exists), with a
+/// warning in the log naming the file and its old mode.
+#[cfg(unix)]
+fn tighten(path: &Path, mode: u32) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    // The mode judged is the one set_permissions changes: the target of a symlink.
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let old = meta.permissions().mode() & 0o7777;
+    if old & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        Failure::refused(format!(
+            "{} is readable by others and cannot be made private: {e}",
+            path.display()
+        ))
+    })?;
+    tracing::warn!(
+        path = %path.display(),
+        old_mode = format_args!("{old:o}"),
+        new_mode = format_args!("{mode:o}"),
+        "was open to other users; made private"
+    );
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_: &Path, _: u32) -> Result<(), Failure> {
+    Ok(())
+}
+
+/// Opens (creating its directory and the file if needed) and migrates a SQLite database. The
+/// file is created readable by its owner only (0600) before SQLite opens it (SQLite gives its
+/// `-wal` and `-shm` files the database file's mode); an existing one, or its `-wal`/`-shm`,
+/// open to others is tightened.
 pub(crate) async fn open_sqlite(url: &str) -> Result<SqliteStore, Failure> {
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = Path::new(path.split('?').next().unwrap_or(path));
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            private_dir(parent, true)?;
+        }
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        open.open(path).map_err(|e| {
             Failure::refused(format!(
-                "cannot create the data directory {}: {e}",
-                parent.display()
+                "cannot create the database {}: {e}",
+                path.display()
             ))
         })?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            tighten(Path::new(&name), 0o600)?;
+        }
     }
     SqliteStore::open(url)
         .await

@@ -148,6 +148,10 @@ fn discover(issuer: &str, timeout: Duration) -> Result<(KeySet, String), Failure
                     .get("jwks_uri")
                     .and_then(Value::as_str)
                     .ok_or_else(|| Failure::refused(format!("{url} has no jwks_uri")))?;
+                // A document from the network names a URL, never a file on this machine.
+                if !fetch::is_url(jwks_uri) {
+                    return Err(Failure::refused(format!("{url} names no jwks_uri URL")));
+                }
                 return Ok((load_keys(jwks_uri, timeout)?, issuer.to_owned()));
             }
             Err(f) if f.code == crate::EXIT_USAGE => return Err(f),
