@@ -324,7 +324,10 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         // kept under a digest, never under what was typed.
         let name = normalize_username(username).unwrap_or_else(|| {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
-            let hex: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+            let hex: String = d.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             format!("?{hex}")
         });
         let ip = client.ip;

@@ -383,10 +383,7 @@ mod tests {
         let second = tokio::spawn(async move { b.verify("y", Some(&hb)).await });
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert_eq!(pool.in_line(), 2);
-        assert_eq!(
-            pool.verify("z", Some(&h)).await,
-            Err(PasswordError::Busy)
-        );
+        assert_eq!(pool.verify("z", Some(&h)).await, Err(PasswordError::Busy));
         // The waiting caller goes away: its hash never runs.
         second.abort();
         assert_eq!(first.await.unwrap(), Ok(false));

@@ -331,7 +331,10 @@ mod tests {
         let t = Throttle::new(ThrottlePolicy::default());
         let ip = Some("2001:db8::1".parse().unwrap());
         for i in 0..20 {
-            assert_eq!(t.reserve(&t.attempt(&format!("user{i}"), ip, None), 50), Ok(()));
+            assert_eq!(
+                t.reserve(&t.attempt(&format!("user{i}"), ip, None), 50),
+                Ok(())
+            );
         }
         assert_eq!(t.reserve(&t.attempt("user20", ip, None), 50), Err(1));
         assert_eq!(t.reserve(&t.attempt("x", ip, Some("n")), 50), Err(1));

@@ -26,8 +26,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, Change, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool, PasswordPolicy,
-    SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens, UserStore,
+    Auth, Change, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool,
+    PasswordPolicy, SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens,
+    UserStore,
 };
 use tessera_jose::{Clock, Revocation};
 use tokio::net::TcpListener;

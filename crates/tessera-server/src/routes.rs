@@ -400,11 +400,9 @@ pub(crate) async fn metrics<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
 ) -> Response {
     let active = state.auth.sessions().count_sessions().await.ok();
-    let mut text = state.metrics.render(
-        state.auth.counters(),
-        state.auth.hashing(),
-        active,
-    );
+    let mut text = state
+        .metrics
+        .render(state.auth.counters(), state.auth.hashing(), active);
     text.push_str(
         &state
             .metrics

@@ -417,7 +417,12 @@ async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
     let keys = vec![("a:alice".to_owned(), 2), ("ip:192.0.2.1".to_owned(), 3)];
     let reserve = |keys: Vec<(String, u32)>, now: i64| {
         let s = &s;
-        async move { s.throttle_reserve(&keys, &policy, now).await.unwrap().unwrap() }
+        async move {
+            s.throttle_reserve(&keys, &policy, now)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     // Two free reservations for the account, the second locks it for 1 s.
     assert_eq!(reserve(keys.clone(), 100).await, 0);
@@ -437,9 +442,13 @@ async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
     assert_eq!(reserve(keys[..1].to_vec(), 108).await, 3);
     // A known device's success forgets it; the address gets its attempt back and unlocks.
     let device = vec![("d:n1".to_owned(), 2), ("ip:192.0.2.1".to_owned(), 3)];
-    s.throttle_release(&device[..1], &device[1..]).await.unwrap();
+    s.throttle_release(&device[..1], &device[1..])
+        .await
+        .unwrap();
     assert_eq!(reserve(device.clone(), 108).await, 0);
-    s.throttle_release(&device[..1], &device[1..]).await.unwrap();
+    s.throttle_release(&device[..1], &device[1..])
+        .await
+        .unwrap();
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 1);
@@ -461,7 +470,9 @@ async fn stores_without_redis_leave_throttling_to_each_process() {
     let s = tessera_store::MemoryStore::new();
     let p = tessera_core::ThrottlePolicy::default();
     assert_eq!(
-        s.throttle_reserve(&[("a:x".into(), 1)], &p, 1).await.unwrap(),
+        s.throttle_reserve(&[("a:x".into(), 1)], &p, 1)
+            .await
+            .unwrap(),
         None
     );
     let (pg, _guard) = services::postgres().await;

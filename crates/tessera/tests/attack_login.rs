@@ -186,7 +186,11 @@ fn count(statuses: &[u16], status: u16) -> usize {
 
 #[test]
 fn a_burst_of_concurrent_guesses_lets_only_the_free_attempts_reach_the_hash() {
-    let s = Server::start("burst", &["alice"], &[("TESSERA_THROTTLE_BASE_DELAY", "60s")]);
+    let s = Server::start(
+        "burst",
+        &["alice"],
+        &[("TESSERA_THROTTLE_BASE_DELAY", "60s")],
+    );
     // 100 wrong passwords and the right one, all at once from one address.
     let mut attempts: Vec<_> = (0..100)
         .map(|i| ("alice".to_owned(), format!("wrong password {i}")))
@@ -318,7 +322,10 @@ fn failures_from_elsewhere_never_lock_out_a_known_device() {
     // The known device is throttled on its own: its typos lock it, and nobody else.
     for i in 0..5 {
         let wrong = format!("my typo {i}");
-        assert_eq!(login(&s, "127.0.0.1", "alice", &wrong, Some(&device)).0, 401);
+        assert_eq!(
+            login(&s, "127.0.0.1", "alice", &wrong, Some(&device)).0,
+            401
+        );
     }
     assert_eq!(login(&s, "127.0.0.1", "alice", PW, Some(&device)).0, 429);
     let (status, fresh, _) = login(&s, "127.0.0.4", "mallory", PW, None);
@@ -371,16 +378,25 @@ fn sessions_per_user_are_bounded_and_the_oldest_end() {
 fn a_username_cannot_write_the_log() {
     let s = Server::start("log", &["alice"], &[]);
     let forged = "ghost\naudit event=\"login_ok\" user=usr_admin\r\u{1b}[2K";
-    assert_eq!(login(&s, "127.0.0.1", forged, "wrong password", None).0, 401);
+    assert_eq!(
+        login(&s, "127.0.0.1", forged, "wrong password", None).0,
+        401
+    );
     // A password typed into the username field.
     assert_eq!(login(&s, "127.0.0.1", PW, "alice", None).0, 401);
-    assert_eq!(login(&s, "127.0.0.1", "alice", "wrong password", None).0, 401);
+    assert_eq!(
+        login(&s, "127.0.0.1", "alice", "wrong password", None).0,
+        401
+    );
     let log = s.log();
     assert!(!log.contains(PW), "a typed secret reached the log");
     assert!(!log.contains("usr_admin"), "{log}");
     assert!(!log.contains('\u{1b}'));
     for line in log.lines().filter(|l| l.contains("login_failed")) {
-        assert!(!line.contains("ghost"), "a typed username reached the log: {line}");
+        assert!(
+            !line.contains("ghost"),
+            "a typed username reached the log: {line}"
+        );
     }
     // The failed login of an existing account names its id.
     let alice_failed = log

@@ -14,8 +14,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -1100,11 +1100,15 @@ fn a_burst_of_guesses_over_two_instances_lets_only_the_free_attempts_through() {
     let b = shared.instance("b", "http://127.0.0.1:1");
     // 60 wrong passwords at once, half on each instance: the reservation in Redis is atomic,
     // so at most the 5 free attempts of the account reach a hash, whichever instance.
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(60));
+    let barrier = Arc::new(Barrier::new(60));
     let threads: Vec<_> = (0..60)
         .map(|i| {
-            let url = if i % 2 == 0 { a.url.clone() } else { b.url.clone() };
-            let barrier = std::sync::Arc::clone(&barrier);
+            let url = if i % 2 == 0 {
+                a.url.clone()
+            } else {
+                b.url.clone()
+            };
+            let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
                 let c = client();
                 barrier.wait();
