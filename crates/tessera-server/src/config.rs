@@ -182,7 +182,7 @@ impl Default for PasswordConfig {
             parallelism: 1,
             hash_concurrency: cpus.saturating_sub(1).max(1),
             hash_queue: 64,
-            hash_nice: 10,
+            hash_nice: 8,
         }
     }
 }
