@@ -309,7 +309,9 @@ fn failures_from_elsewhere_never_lock_out_a_known_device() {
         assert_eq!(login(&s, "127.0.0.2", "alice", &wrong, None).0, 401);
     }
     let (status, _, retry) = login(&s, "127.0.0.2", "alice", PW, None);
-    assert_eq!((status, retry.as_deref()), (429, Some("60")));
+    assert_eq!(status, 429);
+    // Whole seconds: a second boundary may fall between the lock and this answer.
+    assert!(matches!(retry.as_deref(), Some("59" | "60")), "{retry:?}");
     // Their own device cookie (for their own account) does not make them alice's device.
     let (_, theirs, _) = login(&s, "127.0.0.2", "mallory", PW, None);
     let theirs = theirs.unwrap().split(';').next().unwrap().to_owned();
