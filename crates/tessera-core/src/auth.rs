@@ -284,28 +284,32 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         }
     }
 
-    /// Gives back a reservation whose password was not found wrong (a success, or a check that
-    /// could not run).
-    async fn throttle_release(&self, attempt: &Attempt, shared: bool) {
+    /// Ends a reservation whose password was not found wrong: on `success` the account's or
+    /// device's count is forgotten and the address gets its attempt back; an attempt that was
+    /// never checked (a full hashing line, a failed store) gives back only itself, so that
+    /// provoking a failure can never wipe a count.
+    async fn throttle_release(&self, attempt: &Attempt, shared: bool, success: bool) {
+        let (cleared, released) = if success {
+            (attempt.cleared_on_success(), attempt.released_on_success())
+        } else {
+            (&[][..], &attempt.keys[..])
+        };
         if !shared {
-            self.throttle.release(attempt);
+            if success {
+                self.throttle.release(attempt);
+            } else {
+                self.throttle.give_back(attempt);
+            }
             return;
         }
-        if let Err(e) = self
-            .sessions
-            .throttle_release(attempt.cleared_on_success(), attempt.released_on_success())
-            .await
-        {
+        if let Err(e) = self.sessions.throttle_release(cleared, released).await {
             tracing::warn!(error = %e, "releasing a shared throttle reservation failed");
         }
     }
 
     /// A new device cookie for `user` (after a successful login), and how long it is honoured.
     pub fn device_cookie(&self, user: &User) -> (String, i64) {
-        (
-            self.devices.issue(&user.username, self.now()),
-            self.devices.ttl(),
-        )
+        (self.devices.issue(user, self.now()), self.devices.ttl())
     }
 
     /// Checks a username and password and returns the user. Throttled before the hash: the
@@ -320,21 +324,24 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         client: &ClientInfo,
     ) -> Result<User, LoginError> {
         let now = self.now();
-        // An invalid username is throttled and answered like any wrong password; its count is
-        // kept under a digest, never under what was typed.
-        let name = normalize_username(username).unwrap_or_else(|| {
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
-            let hex: String = d.as_ref()[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            format!("?{hex}")
-        });
         let ip = client.ip;
-        let device = client
-            .device
-            .as_deref()
-            .and_then(|c| self.devices.verify(c, &name, now));
+        // An invalid username is answered like any wrong password. Invalid ones all count under
+        // one key (`a:?`, which no real account can have): none of them can ever log in, and
+        // typed text never becomes a key.
+        let (name, user) = match normalize_username(username) {
+            Some(name) => {
+                let user = self.users.user_by_name(&name).await.map_err(|e| {
+                    tracing::error!(error = %e, "user store unavailable");
+                    LoginError::Unavailable
+                })?;
+                (name, user)
+            }
+            None => ("?".to_owned(), None),
+        };
+        let device = match (client.device.as_deref(), &user) {
+            (Some(cookie), Some(u)) => self.devices.verify(cookie, u, now),
+            _ => None,
+        };
         let known_device = device.is_some();
         let attempt = self.throttle.attempt(&name, ip, device);
         let shared = match self.throttle_reserve(&attempt, now).await {
@@ -345,14 +352,6 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 return Err(LoginError::Throttled(wait));
             }
         };
-        let user = match self.users.user_by_name(&name).await {
-            Ok(user) => user,
-            Err(e) => {
-                tracing::error!(error = %e, "user store unavailable");
-                self.throttle_release(&attempt, shared).await;
-                return Err(LoginError::Unavailable);
-            }
-        };
         // Unknown users cost one dummy verification, like a wrong password.
         let ok = match self
             .hasher
@@ -361,7 +360,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         {
             Ok(ok) => ok,
             Err(e) => {
-                self.throttle_release(&attempt, shared).await;
+                self.throttle_release(&attempt, shared, false).await;
                 return Err(match e {
                     PasswordError::Busy => {
                         bump(&self.counters.logins_busy, 1);
@@ -381,7 +380,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 return Err(LoginError::InvalidCredentials);
             }
         };
-        self.throttle_release(&attempt, shared).await;
+        self.throttle_release(&attempt, shared, true).await;
         if self.hasher.needs_rehash(&user.password_hash)
             && let Ok(hash) = self.hasher.hash(password).await
             && let Err(e) = self.users.set_password_hash(&user.id, &hash).await

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use tessera_jose::b64;
 
 use crate::token::CsrfKey;
+use crate::user::User;
 
 /// Throttling parameters (seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,21 @@ impl Attempt {
     }
 }
 
+/// The address key of `ip`: an IPv4 address (IPv4-mapped IPv6 included) as itself, an IPv6
+/// address by its /64, the block one subscriber is routinely given.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     count: u32,
@@ -129,7 +145,7 @@ impl Throttle {
         };
         let mut keys = vec![first];
         if let Some(ip) = ip {
-            keys.push((format!("ip:{ip}"), p.ip_free));
+            keys.push((address_key(ip), p.ip_free));
         }
         Attempt {
             keys,
@@ -153,13 +169,24 @@ impl Throttle {
         if wait > 0 {
             return Err(wait);
         }
-        if entries.len() >= p.capacity {
-            entries.retain(|_, e| now - e.last <= p.window || e.locked_until > now);
+        let new_keys = attempt
+            .keys
+            .iter()
+            .filter(|(k, _)| !entries.contains_key(k))
+            .count();
+        if entries.len() + new_keys > p.capacity {
+            make_room(&mut entries, &p, now, &attempt.keys);
+            let new_keys = attempt
+                .keys
+                .iter()
+                .filter(|(k, _)| !entries.contains_key(k))
+                .count();
+            if entries.len() + new_keys > p.capacity {
+                // Every entry left is locked: refuse rather than stop counting.
+                return Err(p.base_delay.max(1));
+            }
         }
         for (key, free) in &attempt.keys {
-            if !entries.contains_key(key) && entries.len() >= p.capacity {
-                continue;
-            }
             let e = entries.entry(key.clone()).or_insert(Entry {
                 count: 0,
                 last: now,
@@ -182,11 +209,21 @@ impl Throttle {
     /// address gets this attempt back (unlocked again if that leaves it under its free
     /// attempts).
     pub fn release(&self, attempt: &Attempt) {
+        self.forget_and_give_back(attempt.cleared_on_success(), attempt.released_on_success());
+    }
+
+    /// A reserved attempt whose password was never checked (the hashing line was full, a store
+    /// failed): every key gets this one attempt back, and nothing more.
+    pub fn give_back(&self, attempt: &Attempt) {
+        self.forget_and_give_back(&[], &attempt.keys);
+    }
+
+    fn forget_and_give_back(&self, cleared: &[(String, u32)], released: &[(String, u32)]) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, _) in attempt.cleared_on_success() {
+        for (key, _) in cleared {
             entries.remove(key);
         }
-        for (key, free) in attempt.released_on_success() {
+        for (key, free) in released {
             if let Some(e) = entries.get_mut(key) {
                 e.count = e.count.saturating_sub(1);
                 if e.count < (*free).max(1) {
@@ -197,9 +234,45 @@ impl Throttle {
     }
 }
 
-/// Signed device cookies: `v1.NAME.NONCE.EXP.MAC`, the name base64url-encoded, the MAC an
-/// HMAC-SHA256 (under a key derived from the master key) of everything before it. Nothing
-/// secret is inside; the server keeps nothing per device but its throttle count.
+/// Makes room in a full table for the keys of an attempt (never dropped here): first the
+/// forgotten entries (past the window and unlocked), then the least recently used tenth of the
+/// unlocked ones. Locked entries are never dropped, so filling the table cannot unlock an
+/// account or stop its count.
+fn make_room(
+    entries: &mut HashMap<String, Entry>,
+    p: &ThrottlePolicy,
+    now: i64,
+    keep: &[(String, u32)],
+) {
+    let kept = |k: &String| keep.iter().any(|(key, _)| key == k);
+    entries.retain(|k, e| now - e.last <= p.window || e.locked_until > now || kept(k));
+    let needed = keep
+        .iter()
+        .filter(|(k, _)| !entries.contains_key(k))
+        .count();
+    if entries.len() + needed <= p.capacity {
+        return;
+    }
+    let mut unlocked: Vec<(i64, String)> = entries
+        .iter()
+        .filter(|(k, e)| e.locked_until <= now && !kept(k))
+        .map(|(k, e)| (e.last, k.clone()))
+        .collect();
+    let drop = (p.capacity / 10).max(needed).min(unlocked.len());
+    if drop == 0 {
+        return;
+    }
+    unlocked.select_nth_unstable(drop - 1);
+    for (_, key) in unlocked.into_iter().take(drop) {
+        entries.remove(&key);
+    }
+}
+
+/// Signed device cookies: `v1.NONCE.EXP.MAC`, the MAC an HMAC-SHA256 (under a key derived from
+/// the master key) of the body bound to the account's user id and a digest of its password hash,
+/// so that a cookie is worth nothing for another account, for an account deleted and made again
+/// under the same name, or after the password changes. Nothing secret is inside; the server
+/// keeps nothing per device but its throttle count.
 #[derive(Debug)]
 pub struct DeviceCookies {
     key: CsrfKey,
@@ -217,36 +290,38 @@ impl DeviceCookies {
         self.ttl
     }
 
-    /// A new cookie for `username` (normalised), with a fresh random nonce.
-    pub fn issue(&self, username: &str, now: i64) -> String {
+    fn binding(body: &str, user: &User) -> String {
+        let d =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.password_hash.as_bytes());
+        format!(
+            "device:{body}:{}:{}",
+            user.id,
+            b64::encode(&d.as_ref()[..16])
+        )
+    }
+
+    /// A new cookie for `user`, with a fresh random nonce.
+    pub fn issue(&self, user: &User, now: i64) -> String {
         let nonce = crate::token::random_id("");
-        let body = format!(
-            "v1.{}.{nonce}.{}",
-            b64::encode(username.as_bytes()),
-            now.saturating_add(self.ttl)
-        );
-        let mac = self.key.token(&format!("device:{body}"));
+        let body = format!("v1.{nonce}.{}", now.saturating_add(self.ttl));
+        let mac = self.key.token(&Self::binding(&body, user));
         format!("{body}.{mac}")
     }
 
-    /// The nonce of `cookie` if it is ours, unexpired and issued for `username`.
-    pub fn verify<'c>(&self, cookie: &'c str, username: &str, now: i64) -> Option<&'c str> {
+    /// The nonce of `cookie` if it is ours, unexpired and issued for `user` as it is now.
+    pub fn verify<'c>(&self, cookie: &'c str, user: &User, now: i64) -> Option<&'c str> {
         let (body, mac) = cookie.rsplit_once('.')?;
-        if !self.key.verify(&format!("device:{body}"), mac) {
+        if !self.key.verify(&Self::binding(body, user), mac) {
             return None;
         }
         let mut parts = body.split('.');
-        let (Some("v1"), Some(name), Some(nonce), Some(exp), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some("v1"), Some(nonce), Some(exp), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return None;
         };
         let exp: i64 = exp.parse().ok()?;
-        (exp > now && b64::decode(name.as_bytes()).ok()? == username.as_bytes()).then_some(nonce)
+        (exp > now).then_some(nonce)
     }
 }
 
@@ -342,20 +417,99 @@ mod tests {
     }
 
     #[test]
-    fn device_cookies_are_bound_to_their_account_and_lifetime() {
+    fn device_cookies_are_bound_to_their_account_password_and_lifetime() {
         let key = CsrfKey::new(aws_lc_rs::hmac::Key::new(
             aws_lc_rs::hmac::HMAC_SHA256,
             &[7; 32],
         ));
         let d = DeviceCookies::new(key, 100);
-        let c = d.issue("alice", 1000);
-        let nonce = d.verify(&c, "alice", 1050).unwrap();
+        let alice = User {
+            id: "usr_a".into(),
+            username: "alice".into(),
+            password_hash: "$argon2id$v=19$one".into(),
+            disabled: false,
+            created_at: 0,
+        };
+        let c = d.issue(&alice, 1000);
+        let nonce = d.verify(&c, &alice, 1050).unwrap();
         assert_eq!(nonce.len(), 22);
-        assert_eq!(d.verify(&c, "bob", 1050), None);
-        assert_eq!(d.verify(&c, "alice", 1100), None, "expired");
+        let bob = User {
+            id: "usr_b".into(),
+            ..alice.clone()
+        };
+        assert_eq!(d.verify(&c, &bob, 1050), None, "another account");
+        let changed = User {
+            password_hash: "$argon2id$v=19$two".into(),
+            ..alice.clone()
+        };
+        assert_eq!(d.verify(&c, &changed, 1050), None, "the password changed");
+        assert_eq!(d.verify(&c, &alice, 1100), None, "expired");
         let forged = c.replacen("v1.", "v1.x", 1);
-        assert_eq!(d.verify(&forged, "alice", 1050), None);
-        assert_eq!(d.verify("v1.YQ.n.9999.AAAA", "a", 1), None);
-        assert_ne!(d.issue("alice", 1000), c, "a fresh nonce each time");
+        assert_eq!(d.verify(&forged, &alice, 1050), None);
+        assert_eq!(d.verify("v1.n.9999.AAAA", &alice, 1), None);
+        assert_ne!(d.issue(&alice, 1000), c, "a fresh nonce each time");
+    }
+
+    #[test]
+    fn a_full_table_never_stops_counting_nor_unlocks() {
+        let t = Throttle::new(ThrottlePolicy {
+            capacity: 40,
+            ..policy(60)
+        });
+        // The victim's account is locked...
+        let victim = t.attempt("victim", None, None);
+        for _ in 0..5 {
+            t.reserve(&victim, 10).unwrap();
+        }
+        assert_eq!(t.reserve(&victim, 10), Err(1));
+        // ...then the table is flooded with fresh keys from fresh addresses.
+        for i in 0..500u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            let _ = t.reserve(&t.attempt(&format!("u{i}"), Some(ip.into()), None), 10);
+        }
+        assert_eq!(t.reserve(&victim, 10), Err(1), "still locked");
+        // A fresh account is still counted after the flood.
+        let fresh = t.attempt("fresh", None, None);
+        for _ in 0..5 {
+            t.reserve(&fresh, 10).unwrap();
+        }
+        assert_eq!(t.reserve(&fresh, 10), Err(1));
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_address() {
+        let t = Throttle::new(ThrottlePolicy::default());
+        for i in 0..20u16 {
+            let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, 0, 0, 1);
+            assert_eq!(
+                t.reserve(&t.attempt(&format!("u{i}"), Some(ip.into()), None), 5),
+                Ok(())
+            );
+        }
+        let other_host = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0xffff, 0, 0, 9);
+        assert_eq!(
+            t.reserve(&t.attempt("x", Some(other_host.into()), None), 5),
+            Err(1)
+        );
+        let next_block = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1);
+        assert_eq!(
+            t.reserve(&t.attempt("x", Some(next_block.into()), None), 5),
+            Ok(())
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "ip:192.0.2.7");
+    }
+
+    #[test]
+    fn an_unchecked_attempt_gives_back_only_itself() {
+        let t = Throttle::new(policy(60));
+        let a = t.attempt("alice", None, None);
+        for _ in 0..5 {
+            t.reserve(&a, 10).unwrap();
+        }
+        // The lock passes; the next attempt is reserved but never checked (a full line).
+        t.reserve(&a, 11).unwrap();
+        t.give_back(&a);
+        assert_eq!(t.reserve(&a, 11), Err(2), "the account stays locked");
     }
 }

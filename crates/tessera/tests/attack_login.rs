@@ -50,6 +50,7 @@ impl Server {
             let mut add = Command::new(env!("CARGO_BIN_EXE_tessera"))
                 .args(["user", "add", u, "--password-stdin", "--data-dir"])
                 .arg(&data)
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -287,6 +288,45 @@ fn an_abandoned_login_costs_no_hash_and_the_line_is_bounded() {
         .send()
         .unwrap();
     assert_eq!(res.status(), 401, "the line is free again");
+}
+
+#[test]
+fn a_login_refused_for_a_full_hashing_line_never_wipes_a_count() {
+    // Slow hashes (t = 30), one at a time and none waiting: a login in progress fills the line.
+    let s = Server::start(
+        "busywipe",
+        &["alice", "bob"],
+        &[
+            ("TESSERA_PASSWORD_ITERATIONS", "30"),
+            ("TESSERA_PASSWORD_HASH_CONCURRENCY", "1"),
+            ("TESSERA_PASSWORD_HASH_QUEUE", "0"),
+        ],
+    );
+    for i in 0..5 {
+        let wrong = format!("wrong password {i}");
+        assert_eq!(login(&s, "127.0.0.2", "alice", &wrong, None).0, 401);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    // The 1 s delay is over. While bob's login hashes, the attacker's next guess finds the line
+    // full: 503, and its reservation is given back — the account's count stays.
+    let url = s.url.clone();
+    let bob = std::thread::spawn(move || {
+        client(Some("127.0.0.3"))
+            .post(format!("{url}/auth/login"))
+            .json(&json!({"username": "bob", "password": PW}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let (status, _, retry) = login(&s, "127.0.0.2", "alice", "wrong password 5", None);
+    assert_eq!((status, retry.as_deref()), (503, Some("1")));
+    assert_eq!(
+        login(&s, "127.0.0.2", "alice", "wrong password 6", None).0,
+        429
+    );
+    assert_eq!(bob.join().unwrap(), 200);
 }
 
 #[test]
