@@ -10,8 +10,11 @@
 //!   byte after a kept-alive connection went quiet): closed at `header_read_timeout` after that;
 //! - no request in flight and nothing received since the last one ended: closed at
 //!   `idle_timeout` after that end;
-//! - a request in flight (a slow handler, a long response such as the revocation feed): never
-//!   cut here (`request_timeout` bounds the handler).
+//! - a request whose body is still arriving: closed at `header_read_timeout` after its headers
+//!   were complete, and evictable under the cap like a connection still sending its headers, so
+//!   a trickled body holds a place no longer than trickled headers do;
+//! - a request in flight with its body received (a slow handler, a long response such as the
+//!   revocation feed): never cut here (`request_timeout` bounds the handler).
 //!
 //! hyper's own `header_read_timeout` is not used: it is one deadline that starts whenever hyper
 //! waits for a request head, the start of every keep-alive pause included, so it would cut idle
@@ -309,6 +312,9 @@ pub(crate) struct Tracker {
     idle_ms: u64,
     /// Requests whose headers are complete and whose response is not yet all sent.
     in_flight: AtomicU32,
+    /// Whether the request in flight is still receiving its body: then `reading_until` applies
+    /// and the connection may be evicted.
+    body_pending: AtomicBool,
     /// Whether a request's headers (or the TLS handshake) are being received: then
     /// `reading_until` applies, else `idle_until` (when nothing is in flight).
     reading: AtomicBool,
@@ -334,6 +340,7 @@ impl Tracker {
             header_ms: millis(limits.header_read_timeout),
             idle_ms: millis(limits.idle_timeout),
             in_flight: AtomicU32::new(0),
+            body_pending: AtomicBool::new(false),
             reading: AtomicBool::new(true),
             reading_until: AtomicU64::new(millis(first)),
             idle_until: AtomicU64::new(u64::MAX),
@@ -366,6 +373,18 @@ impl Tracker {
         self.reading.store(false, Relaxed);
     }
 
+    /// The request's body is still to come: it is due within the header timeout.
+    fn body_started(&self) {
+        self.reading_until
+            .store(self.now().saturating_add(self.header_ms), Relaxed);
+        self.body_pending.store(true, Relaxed);
+    }
+
+    /// The request's body is all received (or will not be read).
+    fn body_done(&self) {
+        self.body_pending.store(false, Relaxed);
+    }
+
     /// A response is all sent (or abandoned).
     fn end(&self) {
         self.idle_until
@@ -373,13 +392,16 @@ impl Tracker {
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
+    /// A request in flight whose body has arrived: not to be cut or evicted.
     fn busy(&self) -> bool {
-        self.in_flight.load(Relaxed) > 0
+        self.in_flight.load(Relaxed) > 0 && !self.body_pending.load(Relaxed)
     }
 
     /// When the connection must close unless something happens first: none while busy.
     fn due(&self) -> Option<u64> {
-        if self.busy() {
+        if self.in_flight.load(Relaxed) > 0 && self.body_pending.load(Relaxed) {
+            Some(self.reading_until.load(Relaxed))
+        } else if self.busy() {
             None
         } else if self.reading.load(Relaxed) {
             Some(self.reading_until.load(Relaxed))
@@ -506,13 +528,70 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
 
     fn call(&self, req: hyper::Request<Incoming>) -> Answer {
         let in_flight = InFlight::begin(Arc::clone(&self.conn));
-        let mut req = req.map(Body::new);
+        let mut req = if req.body().is_end_stream() {
+            req.map(Body::new)
+        } else {
+            self.conn.body_started();
+            let conn = Arc::clone(&self.conn);
+            req.map(|inner| {
+                Body::new(Arriving {
+                    inner,
+                    conn: Some(conn),
+                })
+            })
+        };
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.router.clone();
         Answer {
             inner: tower::Service::call(&mut router, req),
             in_flight: Some(in_flight),
         }
+    }
+}
+
+/// A request body still arriving: its connection stays evictable, under the header timeout,
+/// until the last frame is in or the handler lets the body go.
+struct Arriving {
+    inner: Incoming,
+    conn: Option<Arc<Tracker>>,
+}
+
+impl Arriving {
+    fn done(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.body_done();
+        }
+    }
+}
+
+impl HttpBody for Arriving {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {
+            this.done();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 

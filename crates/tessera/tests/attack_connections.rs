@@ -625,3 +625,57 @@ fn the_cap_spares_connections_with_a_request_in_flight() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(healthz_answers(server.addr) < Duration::from_secs(1));
 }
+
+#[test]
+fn trickled_bodies_hold_no_place_past_the_cap_nor_past_the_header_timeout() {
+    let dir = Dir::new("body");
+    let server = Server::start(
+        &dir,
+        &[
+            ("TESSERA_CONNECTIONS_MAX", "5"),
+            ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "2s"),
+            ("TESSERA_CONNECTIONS_IDLE_TIMEOUT", "30s"),
+        ],
+        &[],
+    );
+    // Every place taken by a request whose body never comes (one byte of a thousand).
+    let slow: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = connect(server.addr);
+            write!(
+                s,
+                "POST /auth/login HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A new client takes the place of one of them.
+    let took = healthz_answers(server.addr);
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    // And none outlives the header timeout by much (the request timeout is 30 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    let open = slow.iter().filter(|s| still_open(s)).count();
+    assert_eq!(open, 0, "{open} trickled bodies still hold a connection");
+    // A body that arrives in time is served as before.
+    let mut s = connect(server.addr);
+    let body = r#"{"username":"nobody","password":"wrong password"}"#;
+    write!(
+        s,
+        "POST /auth/login HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(&body.as_bytes()[10..]).unwrap();
+    match read_for(&mut s, Duration::from_secs(10)) {
+        Seen::Answer(b) => assert!(
+            String::from_utf8_lossy(&b).starts_with("HTTP/1.1 401"),
+            "{}",
+            String::from_utf8_lossy(&b)
+        ),
+        other => panic!("no answer to a body sent in time: {other:?}"),
+    }
+}
