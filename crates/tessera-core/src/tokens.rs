@@ -423,7 +423,8 @@ impl<S: Stores> Tokens<S> {
             .await
             .map_err(unavailable)?;
         tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %Untrusted(&client.id), grant = "authorization_code");
-        self.bound_families(&record.user_id, &client.id).await?;
+        self.bound_families(&record.user_id, &client.id, &record.family)
+            .await;
         Ok(Issued {
             access_token: access,
             refresh_token: refresh,
@@ -457,13 +458,14 @@ impl<S: Stores> Tokens<S> {
                 &hash,
                 &RefreshRecord {
                     access_jti: Some(jti),
-                    ..record
+                    ..record.clone()
                 },
             )
             .await
             .map_err(unavailable)?;
         tracing::info!(target: "audit", event = "tokens_issued", user = %user.id, client = %Untrusted(&s.client_id));
-        self.bound_families(&user.id, &s.client_id).await?;
+        self.bound_families(&user.id, &s.client_id, &record.family)
+            .await;
         Ok(Issued {
             access_token: access,
             refresh_token: refresh,
@@ -659,24 +661,35 @@ impl<S: Stores> Tokens<S> {
     }
 
     /// Keeps `user_id`'s live families with `client_id` within
-    /// [`TokenSettings::max_refresh_families`] after a new one began: the oldest beyond the
-    /// bound are revoked, with their access tokens, as a revocation does. Two logins at the
+    /// [`TokenSettings::max_refresh_families`] after `newest` began: the oldest beyond the
+    /// bound are revoked, with their access tokens, as a revocation does, never `newest`; a
+    /// failure is logged and the grant stands. Two logins at the
     /// same moment may each see one family too many and revoke the same one: the bound may be
     /// passed by the few families begun concurrently, until the next login.
-    async fn bound_families(&self, user_id: &str, client_id: &str) -> Result<(), GrantError> {
+    async fn bound_families(&self, user_id: &str, client_id: &str, newest: &str) {
         let max = self.settings.max_refresh_families.max(1);
-        let live = self
+        let live = match self
             .store
             .live_families(user_id, client_id, self.clock.now())
             .await
-            .map_err(unavailable)?;
-        let excess = live.len().saturating_sub(max);
-        for (family, _) in live.iter().take(excess) {
-            self.kill_family(family).await?;
+        {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "bounding refresh families failed; the grant stands");
+                return;
+            }
+        };
+        // Oldest first; the family just made is never among those ended, whatever the ties.
+        let others: Vec<_> = live.iter().filter(|(f, _)| f != newest).collect();
+        let excess = others.len().saturating_sub(max - 1);
+        for (family, _) in others.into_iter().take(excess) {
+            if let Err(e) = self.kill_family(family).await {
+                tracing::warn!(error = ?e, "bounding refresh families failed; the grant stands");
+                return;
+            }
             self.counters.revoked.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "audit", event = "refresh_family_revoked", user = %user_id, client = %Untrusted(client_id), family = %family, reason = "family_limit");
         }
-        Ok(())
     }
 
     /// Revokes the family of a refresh token (RFC 7009); false if the token is unknown.

@@ -109,6 +109,16 @@ pub(crate) fn private_dir(dir: &Path, create: bool) -> Result<(), Failure> {
 #[cfg(unix)]
 fn tighten(path: &Path, mode: u32) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt;
+    // SQLite's own side files are never symlinks: one there was planted, and following it
+    // would change the mode of whatever it points to. (The database and DATA_DIR may be links
+    // an operator made to another volume; their target is what is judged and changed.)
+    let side_file = path
+        .to_str()
+        .is_some_and(|p| p.ends_with("-wal") || p.ends_with("-shm"));
+    if side_file && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        tracing::warn!(path = %path.display(), "is a symbolic link; its mode is left alone");
+        return Ok(());
+    }
     // The mode judged is the one set_permissions changes: the target of a symlink.
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
