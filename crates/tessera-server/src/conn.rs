@@ -207,14 +207,28 @@ pub(crate) async fn run(
                     },
                 }
             };
-            tokio::select! {
-                biased;
-                () = serve => {}
-                () = conn.evict.notified() => {
-                    tracing::debug!(%peer, "connection closed to make room under the cap");
-                }
-                () = Watchdog::new(Arc::clone(&conn)) => {
-                    tracing::debug!(%peer, "connection closed: header-read, handshake or idle timeout");
+            tokio::pin!(serve);
+            let mut watchdog = std::pin::pin!(Watchdog::new(Arc::clone(&conn)));
+            let mut evictable = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut serve => break,
+                    () = conn.evict.notified(), if evictable => {
+                        // Chosen while it had no request in flight; one may have begun since,
+                        // in this task: it is not cut, and the connection, no longer counted
+                        // under the cap, ends by its own timeouts.
+                        if conn.busy() {
+                            evictable = false;
+                            continue;
+                        }
+                        tracing::debug!(%peer, "connection closed to make room under the cap");
+                        break;
+                    }
+                    () = &mut watchdog => {
+                        tracing::debug!(%peer, "connection closed: header-read, handshake or idle timeout");
+                        break;
+                    }
                 }
             }
         });
