@@ -169,19 +169,9 @@ impl Throttle {
         if wait > 0 {
             return Err(wait);
         }
-        let new_keys = attempt
-            .keys
-            .iter()
-            .filter(|(k, _)| !entries.contains_key(k))
-            .count();
-        if entries.len() + new_keys > p.capacity {
+        if entries.len() + untracked(&entries, &attempt.keys) > p.capacity {
             make_room(&mut entries, &p, now, &attempt.keys);
-            let new_keys = attempt
-                .keys
-                .iter()
-                .filter(|(k, _)| !entries.contains_key(k))
-                .count();
-            if entries.len() + new_keys > p.capacity {
+            if entries.len() + untracked(&entries, &attempt.keys) > p.capacity {
                 // Every entry left is locked: refuse rather than stop counting.
                 return Err(p.base_delay.max(1));
             }
@@ -232,6 +222,13 @@ impl Throttle {
             }
         }
     }
+}
+
+/// How many of `keys` the table does not hold yet.
+fn untracked(entries: &HashMap<String, Entry>, keys: &[(String, u32)]) -> usize {
+    keys.iter()
+        .filter(|(k, _)| !entries.contains_key(k))
+        .count()
 }
 
 /// Makes room in a full table for the keys of an attempt (never dropped here): first the
