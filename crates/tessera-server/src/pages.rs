@@ -371,18 +371,10 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             esc(continue_to)
         );
         let mut res = page(status, "Sign in", &body, None);
-        let secure = if self.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        };
-        let cookie = format!(
-            "{}={nonce}; Path=/; HttpOnly; SameSite=Strict; Max-Age=900{secure}",
-            self.login_cookie_name()
+        res.headers_mut().insert(
+            header::SET_COOKIE,
+            self.cookie(self.login_cookie_name(), nonce, "Strict", 900),
         );
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            res.headers_mut().insert(header::SET_COOKIE, v);
-        }
         res
     }
 

@@ -64,27 +64,30 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     /// session cookie's rules, `SameSite=Strict` (only our own pages log in).
     pub(crate) fn device_cookie(&self, user: &tessera_core::User) -> HeaderValue {
         let (value, max_age) = self.auth.device_cookie(user);
-        let secure = if self.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        };
-        let text = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-            self.settings.device_cookie_name
-        );
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        self.cookie(self.settings.device_cookie_name, &value, "Strict", max_age)
     }
 
+    /// The `Set-Cookie` of the session cookie (`max_age` 0 with an empty value ends it).
     pub(crate) fn set_cookie(&self, value: &str, max_age: i64) -> HeaderValue {
+        self.cookie(self.settings.cookie_name, value, "Lax", max_age)
+    }
+
+    /// A `Set-Cookie` with the rules every cookie of ours follows: `Path=/; HttpOnly`, and
+    /// `Secure` unless in plain-HTTP loopback development.
+    pub(crate) fn cookie(
+        &self,
+        name: &str,
+        value: &str,
+        same_site: &str,
+        max_age: i64,
+    ) -> HeaderValue {
         let secure = if self.settings.secure_cookie {
             "; Secure"
         } else {
             ""
         };
         let text = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-            self.settings.cookie_name
+            "{name}={value}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
