@@ -284,25 +284,13 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         }
     }
 
-    /// Ends a reservation whose password was not found wrong: on `success` the account's or
-    /// device's count is forgotten and the address gets its attempt back; an attempt that was
-    /// never checked (a full hashing line, a failed store) gives back only itself, so that
-    /// provoking a failure can never wipe a count.
+    /// Ends a reservation whose password was not found wrong, where it was made: see
+    /// [`Attempt::returned`].
     async fn throttle_release(&self, attempt: &Attempt, shared: bool, success: bool) {
-        let (cleared, released) = if success {
-            (attempt.cleared_on_success(), attempt.released_on_success())
-        } else {
-            (&[][..], &attempt.keys[..])
-        };
+        let (cleared, released) = attempt.returned(success);
         if !shared {
-            if success {
-                self.throttle.release(attempt);
-            } else {
-                self.throttle.give_back(attempt);
-            }
-            return;
-        }
-        if let Err(e) = self.sessions.throttle_release(cleared, released).await {
+            self.throttle.release(cleared, released);
+        } else if let Err(e) = self.sessions.throttle_release(cleared, released).await {
             tracing::warn!(error = %e, "releasing a shared throttle reservation failed");
         }
     }

@@ -70,6 +70,9 @@ impl ThrottlePolicy {
     }
 }
 
+/// Throttle keys, each with its free attempts.
+pub type Keys = [(String, u32)];
+
 /// The keys one attempt counts under, with their free attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -80,15 +83,18 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The keys a success forgets: the account's or the device's (its owner is in).
-    pub fn cleared_on_success(&self) -> &[(String, u32)] {
-        &self.keys[..1]
-    }
-
-    /// The keys a success gives its one attempt back to: the address's, which keeps the
-    /// failures of everyone else behind it.
-    pub fn released_on_success(&self) -> &[(String, u32)] {
-        &self.keys[1..]
+    /// When a reserved attempt ends without being found wrong: the keys whose count is
+    /// forgotten, and the keys given back this one attempt. A `success` forgets the account's or
+    /// the device's count (its owner is in) and gives the address, which keeps the failures of
+    /// everyone else behind it, its attempt back; an attempt never checked (a full hashing line,
+    /// a failed store) gives back only itself, on every key, so that provoking such a failure
+    /// can never wipe a count.
+    pub fn returned(&self, success: bool) -> (&Keys, &Keys) {
+        if success {
+            self.keys.split_at(1)
+        } else {
+            (&[], &self.keys)
+        }
     }
 }
 
@@ -195,20 +201,10 @@ impl Throttle {
         Ok(())
     }
 
-    /// A reserved attempt succeeded: the account's or device's count is forgotten, and the
-    /// address gets this attempt back (unlocked again if that leaves it under its free
-    /// attempts).
-    pub fn release(&self, attempt: &Attempt) {
-        self.forget_and_give_back(attempt.cleared_on_success(), attempt.released_on_success());
-    }
-
-    /// A reserved attempt whose password was never checked (the hashing line was full, a store
-    /// failed): every key gets this one attempt back, and nothing more.
-    pub fn give_back(&self, attempt: &Attempt) {
-        self.forget_and_give_back(&[], &attempt.keys);
-    }
-
-    fn forget_and_give_back(&self, cleared: &[(String, u32)], released: &[(String, u32)]) {
+    /// Ends a reservation that was not found wrong: forgets the `cleared` keys and gives one
+    /// attempt back to the `released` ones (unlocked again if that leaves them under their free
+    /// attempts). See [`Attempt::returned`].
+    pub fn release(&self, cleared: &Keys, released: &Keys) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         for (key, _) in cleared {
             entries.remove(key);
@@ -376,7 +372,8 @@ mod tests {
         }
         // The fifth succeeds: the account starts again, the address keeps four failures.
         t.reserve(&a, 10).unwrap();
-        t.release(&a);
+        let (cleared, released) = a.returned(true);
+        t.release(cleared, released);
         let other = t.attempt("bob", ip, None);
         t.reserve(&other, 10).unwrap();
         t.reserve(&other, 10).unwrap();
@@ -388,7 +385,8 @@ mod tests {
             t.reserve(&d, 10).unwrap();
         }
         t.reserve(&d, 10).unwrap();
-        t.release(&d);
+        let (cleared, released) = d.returned(true);
+        t.release(cleared, released);
         for _ in 0..5 {
             t.reserve(&d, 10).unwrap();
         }
@@ -506,7 +504,8 @@ mod tests {
         }
         // The lock passes; the next attempt is reserved but never checked (a full line).
         t.reserve(&a, 11).unwrap();
-        t.give_back(&a);
+        let (cleared, released) = a.returned(false);
+        t.release(cleared, released);
         assert_eq!(t.reserve(&a, 11), Err(2), "the account stays locked");
     }
 }
