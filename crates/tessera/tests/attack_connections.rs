@@ -259,22 +259,7 @@ fn silent_and_idle_connections_are_closed_but_a_long_response_is_not() {
     ];
     // A confidential client, to follow the revocation feed (a response that never ends).
     let data = dir.0.join("data");
-    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "client",
-            "add",
-            "follower",
-            "--grant",
-            "client_credentials",
-            "--json",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let added: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    let secret = add_follower(&data);
     let server = Server::start(&dir, &env, &[]);
     let addr = server.addr;
 
@@ -525,6 +510,27 @@ fn https_default_cap_under_a_low_descriptor_limit_keeps_serving() {
 }
 
 /// Standard base64, for HTTP Basic credentials.
+/// Registers the confidential client `follower` (to follow the revocation feed, a response
+/// that never ends) in the store at `data`; its secret.
+fn add_follower(data: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "client",
+            "add",
+            "follower",
+            "--grant",
+            "client_credentials",
+            "--json",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let added: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    added["client_secret"].as_str().unwrap().to_owned()
+}
+
 fn base64(input: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -571,22 +577,7 @@ fn follow_feed(addr: SocketAddr, id: &str, secret: &str) -> TcpStream {
 fn the_cap_spares_connections_with_a_request_in_flight() {
     let dir = Dir::new("busy");
     let data = dir.0.join("data");
-    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "client",
-            "add",
-            "follower",
-            "--grant",
-            "client_credentials",
-            "--json",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let added: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    let secret = add_follower(&data);
     let server = Server::start(
         &dir,
         &[
