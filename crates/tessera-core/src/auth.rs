@@ -478,6 +478,14 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .await
             .map_err(unavailable)?
             .ok_or(SessionError::Invalid)?;
+        if self.denylist.session_revoked(&session.handle) {
+            // Ended (its end is durable in the denylist) while its record could not be removed:
+            // removed now.
+            if let Err(e) = self.sessions.delete_session(&hash).await {
+                tracing::debug!(error = %e, "removing an ended session failed");
+            }
+            return Err(SessionError::Invalid);
+        }
         if !session.alive_at(now) {
             // Expired: remove it now rather than wait for the purge.
             if self
@@ -514,19 +522,23 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     }
 
     /// Ends the session with this hash (and public `handle`), and the access tokens issued
-    /// under it.
+    /// under it. The end is durable once the handle is denylisted, which comes first: a
+    /// failure there changes nothing; after it, the session is refused everywhere, and a record
+    /// that could not be removed is removed when it is next presented.
     pub async fn logout(&self, hash: &TokenHash, handle: &str) -> Result<bool, SessionError> {
-        let ended = self
-            .sessions
-            .delete_session(hash)
+        self.revoke_sessions([handle.to_owned()])
             .await
             .map_err(unavailable)?;
+        let ended = match self.sessions.delete_session(hash).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::warn!(error = %e, "removing an ended session's record failed; it is refused and removed later");
+                true
+            }
+        };
         if ended {
             bump(&self.counters.sessions_ended, 1);
-            self.revoke_sessions([handle.to_owned()])
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(target: "audit", event = "session_ended", reason = "logout");
+            tracing::info!(target: "audit", event = "session_ended", reason = "logout", session = %handle);
         }
         Ok(ended)
     }
@@ -578,12 +590,13 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .filter(|(h, _)| h != keep)
             .map(|(_, s)| s.handle)
             .collect();
+        // Refused first (durable), then removed: see `logout`.
+        self.revoke_sessions(ending).await.map_err(unavailable)?;
         let n = self
             .sessions
             .delete_sessions_of(user_id, Some(keep))
             .await
             .map_err(unavailable)?;
-        self.revoke_sessions(ending).await.map_err(unavailable)?;
         bump(&self.counters.sessions_ended, n);
         tracing::info!(target: "audit", event = "sessions_ended", reason = "end_others", user = %user_id, count = n);
         Ok(n)

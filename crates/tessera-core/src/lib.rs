@@ -25,8 +25,8 @@ pub use refresh::RefreshRecord;
 pub use revocation::{Denylist, LEEWAY};
 pub use session::{Session, SessionPolicy};
 pub use store::{
-    Change, ClientStore, DenylistStore, KeyStore, RefreshStore, SessionStore, StoreError,
-    StoreResult, Stores, ThrottleStore, UserStore,
+    Change, ClientStore, DenylistStore, FamilyRevocation, KeyStore, RefreshStore, SessionStore,
+    StoreError, StoreResult, Stores, ThrottleStore, UserStore,
 };
 pub use throttle::{Attempt, DeviceCookies, Throttle, ThrottlePolicy};
 pub use token::{CsrfKey, Kind, Token, TokenHash};

@@ -86,7 +86,7 @@ impl Denylist {
         exp: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        store.deny_access(&r.key(), exp).await?;
+        store.deny_access(&r.key(), exp, now).await?;
         self.add(r, exp, now);
         Ok(())
     }
@@ -132,6 +132,16 @@ impl Denylist {
             .unwrap_or_else(|e| e.into_inner())
             .set
             .refuses(claims)
+    }
+
+    /// Whether the session with public handle `sid` was ended (its end is durable once this
+    /// holds, whatever became of the session's record).
+    pub fn session_revoked(&self, sid: &str) -> bool {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .contains_sid(sid)
     }
 
     /// Up to when `sub`'s tokens are revoked, if they are.

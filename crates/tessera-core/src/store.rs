@@ -111,10 +111,13 @@ pub trait KeyStore: Send + Sync + 'static {
     fn add_signing_key(&self, key: &StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
-/// Where refresh tokens and their families live, keyed by the hash of the token.
+/// Where refresh tokens, their families and the access tokens issued in them live, keyed by
+/// the hash of the token. Every change of a token's state is one atomic step: a call that fails
+/// leaves everything as it was.
 pub trait RefreshStore: Send + Sync + 'static {
-    /// Adds a token (its family is created with the first); [`StoreError::Conflict`] if the
-    /// hash exists.
+    /// Adds a token (its family is created with the first) and records `record.access_jti`,
+    /// if any, as issued in the family at `record.created_at`, in one step;
+    /// [`StoreError::Conflict`] if the hash exists.
     fn create_refresh(
         &self,
         hash: &TokenHash,
@@ -125,33 +128,40 @@ pub trait RefreshStore: Send + Sync + 'static {
         &self,
         hash: &TokenHash,
     ) -> impl Future<Output = StoreResult<Option<(RefreshRecord, bool)>>> + Send;
-    /// Marks the token used at `at` if it was unused; true if this call did it (the one winner
-    /// among concurrent uses).
-    fn mark_refresh_used(
+    /// Rotates a token in one step: if it is unused and its family live, marks it used at
+    /// `at`, stores `successor` (see [`RefreshStore::create_refresh`]; a successor already
+    /// there is kept) and records its access token. True if this call did it (the one winner
+    /// among concurrent uses); false, changing nothing, if the token was used or its family
+    /// revoked.
+    fn rotate_refresh(
         &self,
         hash: &TokenHash,
         at: i64,
+        successor: &TokenHash,
+        record: &RefreshRecord,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Records the `jti` of the access token issued with this token.
-    fn set_access_jti(
+    /// Records access token `jti` as issued in `family` at `issued_at` (an honest retry's),
+    /// unless the family is revoked: then false and nothing recorded. A revocation of the
+    /// family, before or after, covers every token recorded.
+    fn record_access(
         &self,
-        hash: &TokenHash,
+        family: &str,
         jti: &str,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// The family of the token with which access token `jti` was issued.
+        issued_at: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The family access token `jti` was issued in.
     fn family_of_access(
         &self,
         jti: &str,
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
-    /// The access tokens issued in `family` after `since`: each `jti` with the time it was
-    /// issued (so that killing the family can refuse those still alive).
-    fn family_access(
+    /// Revokes a family and denylists, in the same step, every access token recorded in it
+    /// that may still be alive and the other entries of `revocation`. Returns every entry
+    /// denylisted (`(key, exp)`): what to refuse at once.
+    fn revoke_family(
         &self,
         family: &str,
-        since: i64,
+        revocation: &FamilyRevocation<'_>,
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
-    /// Revokes a family: none of its tokens refresh again.
-    fn revoke_family(&self, family: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// Revokes every family of a user; how many were live.
     fn revoke_families_of(&self, user_id: &str) -> impl Future<Output = StoreResult<u64>> + Send;
     /// The live families of `user_id` with `client_id` at `now` (not revoked, with an unused
@@ -163,17 +173,50 @@ pub trait RefreshStore: Send + Sync + 'static {
         client_id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
+    /// Forgets the access tokens recorded as issued before `before` (expired); how many.
+    fn purge_access(&self, before: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
-/// Where revoked access-token ids are kept until the tokens would have expired anyway.
+/// What [`RefreshStore::revoke_family`] denylists with the family.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyRevocation<'a> {
+    /// The family's access tokens issued after this may still be alive.
+    pub since: i64,
+    /// Their lifetime: each is refused until its issue plus this.
+    pub access_ttl: i64,
+    /// More entries to refuse in the same step (`(key, exp)`).
+    pub also: &'a [(String, i64)],
+    /// When (the denylist's `added_at`).
+    pub now: i64,
+}
+
+/// Where revoked access-token ids are kept until the tokens would have expired anyway. Each
+/// entry is stamped with when it was added, so that instances catch up with each other's
+/// revocations from the store alone ([`DenylistStore::denied_since`]).
 pub trait DenylistStore: Send + Sync + 'static {
-    /// Refuses access token `jti` until `exp`.
-    fn deny_access(&self, jti: &str, exp: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Refuses access token `jti` (a [`tessera_jose::Revocation`] key) until `exp`, added at
+    /// `now`.
+    fn deny_access(
+        &self,
+        jti: &str,
+        exp: i64,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Every entry still in force at `now`.
     fn denied_access(
         &self,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
+    /// The entries added at or after `since` and still in force at `now`. A store that keeps
+    /// no times answers every entry in force.
+    fn denied_since(
+        &self,
+        since: i64,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send {
+        let _ = since;
+        self.denied_access(now)
+    }
     /// Forgets entries whose tokens have expired by `now`.
     fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
@@ -230,6 +273,21 @@ pub trait ClientStore: Send + Sync + 'static {
         hash: &TokenHash,
         at: i64,
     ) -> impl Future<Output = StoreResult<Option<(CodeRecord, bool)>>> + Send;
+    /// The code and whether it was used.
+    fn code(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = StoreResult<Option<(CodeRecord, bool)>>> + Send;
+    /// Redeems a code in one step: if it is unused, marks it used at `at` and stores the first
+    /// refresh token of its grant as [`RefreshStore::create_refresh`] does. True if this call
+    /// did it; false, changing nothing, if the code was used (or is unknown).
+    fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        refresh: &TokenHash,
+        record: &RefreshRecord,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Forgets codes that expired before `now`; how many.
     fn purge_codes(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Records (or replaces) `user_id`'s consent to `consent.client_id`.

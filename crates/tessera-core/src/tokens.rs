@@ -11,7 +11,7 @@ use crate::keys::KeyManager;
 use crate::logsafe::Untrusted;
 use crate::refresh::RefreshRecord;
 use crate::revocation::Denylist;
-use crate::store::{StoreError, Stores};
+use crate::store::{FamilyRevocation, StoreError, Stores};
 use crate::token::{Kind, Token, random_id};
 use crate::user::User;
 
@@ -369,29 +369,31 @@ impl<S: Stores> Tokens<S> {
     ) -> Result<Issued, GrantError> {
         let now = self.clock.now();
         let code = Token::parse(Kind::Code, presented).ok_or(GrantError::InvalidGrant)?;
-        let (record, first) = self
+        let hash = code.hash();
+        let (record, used) = self
             .store
-            .use_code(&code.hash(), now)
+            .code(&hash)
             .await
             .map_err(unavailable)?
             .ok_or(GrantError::InvalidGrant)?;
-        if !first {
-            self.kill_family(&record.family).await?;
-            // Also when the first use stored no refresh token (it failed after signing).
-            let jti = Revocation::Token(record.access_jti.clone());
-            self.denylist
-                .record(&self.store, jti, now + self.settings.access_ttl, now)
-                .await
-                .map_err(unavailable)?;
-            self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %Untrusted(&record.client_id), family = %record.family);
-            return Err(GrantError::CodeReused);
+        if used {
+            return Err(self.code_reused(&record, now).await);
         }
         let valid = record.client_id == client.id
             && redirect_uri == Some(record.redirect_uri.as_str())
             && now < record.expires_at
             && pkce_matches(verifier, &record.code_challenge);
         if !valid {
+            // Any use burns the code.
+            let first = self
+                .store
+                .use_code(&hash, now)
+                .await
+                .map_err(unavailable)?
+                .is_some_and(|(_, first)| first);
+            if !first {
+                return Err(self.code_reused(&record, now).await);
+            }
             return Err(GrantError::InvalidGrant);
         }
         let s = &self.settings;
@@ -405,23 +407,27 @@ impl<S: Stores> Tokens<S> {
             ..AccessGrant::new(&record.user_id, &client.id, &record.scope)
         };
         let (access, jti, expires_in) = self.sign_access(grant, now)?;
-        self.store
-            .create_refresh(
-                &refresh.hash(),
-                &RefreshRecord {
-                    family: record.family.clone(),
-                    user_id: record.user_id.clone(),
-                    client_id: client.id.clone(),
-                    scope: record.scope.clone(),
-                    created_at: now,
-                    expires_at: (now + s.refresh_idle).min(family_expires_at),
-                    family_expires_at,
-                    used_at: None,
-                    access_jti: Some(jti),
-                },
-            )
+        let refresh_record = RefreshRecord {
+            family: record.family.clone(),
+            user_id: record.user_id.clone(),
+            client_id: client.id.clone(),
+            scope: record.scope.clone(),
+            created_at: now,
+            expires_at: (now + s.refresh_idle).min(family_expires_at),
+            family_expires_at,
+            used_at: None,
+            access_jti: Some(jti),
+        };
+        // The code is spent and the tokens stored in one step: a failure leaves the code as
+        // it was, for a retry.
+        let redeemed = self
+            .store
+            .redeem_code(&hash, now, &refresh.hash(), &refresh_record)
             .await
             .map_err(unavailable)?;
+        if !redeemed {
+            return Err(self.code_reused(&record, now).await);
+        }
         tracing::info!(target: "audit", event = "tokens_issued", user = %record.user_id, client = %Untrusted(&client.id), grant = "authorization_code");
         self.bound_families(&record.user_id, &client.id, &record.family)
             .await;
@@ -431,6 +437,21 @@ impl<S: Stores> Tokens<S> {
             expires_in,
             scope: record.scope,
         })
+    }
+
+    /// A code presented after its first use: what that use issued is revoked (its refresh
+    /// family, and its access token even if the use failed after signing it).
+    async fn code_reused(&self, record: &CodeRecord, now: i64) -> GrantError {
+        let also = [(
+            Revocation::Token(record.access_jti.clone()).key(),
+            now + self.settings.access_ttl,
+        )];
+        if let Err(e) = self.kill_family(&record.family, &also).await {
+            return e;
+        }
+        self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "audit", event = "authorization_code_reused", user = %record.user_id, client = %Untrusted(&record.client_id), family = %record.family);
+        GrantError::CodeReused
     }
 
     /// A new refresh family for `user` at login, with its first tokens.
@@ -490,6 +511,16 @@ impl<S: Stores> Tokens<S> {
         if revoked || record.client_id != client_id || now >= record.expires_at {
             return Err(GrantError::InvalidGrant);
         }
+        // An account disabled or deleted since this token was issued: its families are revoked
+        // in a step after the refusal of its tokens, and a refresh in between must not issue
+        // tokens the refusal does not cover.
+        if self
+            .denylist
+            .subject_revoked_at(&record.user_id)
+            .is_some_and(|at| record.created_at <= at)
+        {
+            return Err(GrantError::InvalidGrant);
+        }
         // A registered client's family lives while the client exists and the person's consent
         // still covers the scope: removing the client or withdrawing consent ends it.
         let client = if client_id == self.settings.client_id {
@@ -517,46 +548,6 @@ impl<S: Stores> Tokens<S> {
         };
         let successor = Token::derived(Kind::Refresh, &self.successor, token.expose());
         let succ_hash = successor.hash();
-        let won = self
-            .store
-            .mark_refresh_used(&hash, now)
-            .await
-            .map_err(unavailable)?;
-        if !won {
-            // Used before (or by a concurrent request an instant ago).
-            let used_at = match self.store.refresh_token(&hash).await.map_err(unavailable)? {
-                Some((r, _)) => r.used_at.unwrap_or(now),
-                None => return Err(GrantError::InvalidGrant),
-            };
-            let successor_unused = match self
-                .store
-                .refresh_token(&succ_hash)
-                .await
-                .map_err(unavailable)?
-            {
-                Some((r, fam_revoked)) => r.used_at.is_none() && !fam_revoked,
-                // The winner has not stored it yet: it is certainly unused.
-                None => true,
-            };
-            if now - used_at > self.settings.refresh_grace || !successor_unused {
-                self.kill_family(&record.family).await?;
-                self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
-                self.counters.revoked.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target: "audit", event = "refresh_reuse_detected", user = %record.user_id, family = %record.family);
-                return Err(GrantError::InvalidGrant);
-            }
-        }
-        let succ_record = RefreshRecord {
-            created_at: now,
-            expires_at: (now + self.settings.refresh_idle).min(record.family_expires_at),
-            used_at: None,
-            access_jti: None,
-            ..record.clone()
-        };
-        match self.store.create_refresh(&succ_hash, &succ_record).await {
-            Ok(()) | Err(StoreError::Conflict) => {}
-            Err(e) => return Err(unavailable(e)),
-        }
         let aud = match &client {
             Some(c) => Some(self.audience_for(c, None)?),
             None => None,
@@ -565,11 +556,64 @@ impl<S: Stores> Tokens<S> {
             aud,
             ..AccessGrant::new(&record.user_id, &record.client_id, &record.scope)
         };
+        // Signed first: the rotation records its `jti` in the same step that spends the token.
         let (access, jti, _) = self.sign_access(grant, now)?;
-        self.store
-            .set_access_jti(&succ_hash, &jti)
+        let succ_record = RefreshRecord {
+            created_at: now,
+            expires_at: (now + self.settings.refresh_idle).min(record.family_expires_at),
+            used_at: None,
+            access_jti: Some(jti.clone()),
+            ..record.clone()
+        };
+        let won = self
+            .store
+            .rotate_refresh(&hash, now, &succ_hash, &succ_record)
             .await
             .map_err(unavailable)?;
+        if !won {
+            // Used before (or by a concurrent request an instant ago), or revoked since.
+            let used_at = match self.store.refresh_token(&hash).await.map_err(unavailable)? {
+                Some((_, true)) | None => return Err(GrantError::InvalidGrant),
+                Some((r, false)) => r.used_at.unwrap_or(now),
+            };
+            let successor_state = self
+                .store
+                .refresh_token(&succ_hash)
+                .await
+                .map_err(unavailable)?;
+            let successor_unused = successor_state
+                .as_ref()
+                .is_none_or(|(r, fam_revoked)| r.used_at.is_none() && !fam_revoked);
+            if now - used_at > self.settings.refresh_grace || !successor_unused {
+                self.kill_family(&record.family, &[]).await?;
+                self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
+                self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "audit", event = "refresh_reuse_detected", user = %record.user_id, family = %record.family);
+                return Err(GrantError::InvalidGrant);
+            }
+            // An honest retry: the same successor, and a new access token recorded in the
+            // family so that revoking it refuses this one too. (A successor missing here was
+            // lost by a version that rotated in two steps: stored now.)
+            let recorded = if successor_state.is_none() {
+                match self.store.create_refresh(&succ_hash, &succ_record).await {
+                    Ok(()) => true,
+                    Err(StoreError::Conflict) => self
+                        .store
+                        .record_access(&record.family, &jti, now)
+                        .await
+                        .map_err(unavailable)?,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            } else {
+                self.store
+                    .record_access(&record.family, &jti, now)
+                    .await
+                    .map_err(unavailable)?
+            };
+            if !recorded {
+                return Err(GrantError::InvalidGrant);
+            }
+        }
         self.counters.refreshed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "audit", event = "tokens_refreshed", user = %record.user_id, retry = !won);
         Ok(Issued {
@@ -637,26 +681,24 @@ impl<S: Stores> Tokens<S> {
         Ok(verified)
     }
 
-    /// Revokes a refresh family and refuses the access tokens issued in it that may still be
-    /// alive (RFC 7009 §2.1: revoking a refresh token ends the access tokens of its grant).
-    async fn kill_family(&self, family: &str) -> Result<(), GrantError> {
-        self.store
-            .revoke_family(family)
-            .await
-            .map_err(unavailable)?;
+    /// Revokes a refresh family and refuses, in the same step of the store, the access tokens
+    /// issued in it that may still be alive and `also` (RFC 7009 §2.1: revoking a refresh
+    /// token ends the access tokens of its grant); then refuses them here at once.
+    async fn kill_family(&self, family: &str, also: &[(String, i64)]) -> Result<(), GrantError> {
         let now = self.clock.now();
         let ttl = self.settings.access_ttl;
-        let live = self
+        let revocation = FamilyRevocation {
+            since: now - ttl - self.settings.leeway,
+            access_ttl: ttl,
+            also,
+            now,
+        };
+        let denied = self
             .store
-            .family_access(family, now - ttl - self.settings.leeway)
+            .revoke_family(family, &revocation)
             .await
             .map_err(unavailable)?;
-        for (jti, issued) in live {
-            self.denylist
-                .record(&self.store, Revocation::Token(jti), issued + ttl, now)
-                .await
-                .map_err(unavailable)?;
-        }
+        self.denylist.extend_stored(denied, now);
         Ok(())
     }
 
@@ -683,7 +725,7 @@ impl<S: Stores> Tokens<S> {
         let others: Vec<_> = live.iter().filter(|(f, _)| f != newest).collect();
         let excess = others.len().saturating_sub(max - 1);
         for (family, _) in others.into_iter().take(excess) {
-            if let Err(e) = self.kill_family(family).await {
+            if let Err(e) = self.kill_family(family, &[]).await {
                 tracing::warn!(error = ?e, "bounding refresh families failed; the grant stands");
                 return;
             }
@@ -714,24 +756,35 @@ impl<S: Stores> Tokens<S> {
             return Ok(false);
         }
         if !revoked {
-            self.kill_family(&record.family).await?;
+            self.kill_family(&record.family, &[]).await?;
             self.counters.revoked.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "audit", event = "refresh_family_revoked", user = %record.user_id, family = %record.family);
         }
         Ok(true)
     }
 
-    /// Revokes the refresh family an access token was issued with.
-    pub async fn revoke_family_of_access(&self, jti: &str) -> Result<(), GrantError> {
-        if let Some(family) = self
+    /// Refuses access token `jti` until `exp` and revokes the refresh family it was issued in,
+    /// in one step of the store (a Bearer logout): both or neither.
+    pub async fn revoke_access(&self, jti: &str, exp: i64) -> Result<(), GrantError> {
+        let family = self
             .store
             .family_of_access(jti)
             .await
-            .map_err(unavailable)?
-        {
-            self.kill_family(&family).await?;
-            self.counters.revoked.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "audit", event = "refresh_family_revoked", family = %family, reason = "logout");
+            .map_err(unavailable)?;
+        match family {
+            Some(family) => {
+                let also = [(Revocation::Token(jti.to_owned()).key(), exp)];
+                self.kill_family(&family, &also).await?;
+                self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "audit", event = "refresh_family_revoked", family = %family, reason = "logout");
+            }
+            None => {
+                let now = self.clock.now();
+                self.denylist
+                    .record(&self.store, Revocation::Token(jti.to_owned()), exp, now)
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         Ok(())
     }

@@ -189,6 +189,11 @@ impl RevocationSet {
         self.jti.contains_key(jti)
     }
 
+    /// Whether the session `sid` is revoked.
+    pub fn contains_sid(&self, sid: &str) -> bool {
+        self.sid.contains_key(sid)
+    }
+
     /// Forgets every revocation whose `exp` is at or before `until`; how many were forgotten.
     pub fn purge(&mut self, until: i64) -> usize {
         let before = self.len();

@@ -30,7 +30,7 @@ use tessera_core::{
     PasswordPolicy, SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens,
     UserStore,
 };
-use tessera_jose::{Clock, Revocation};
+use tessera_jose::Clock;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 
@@ -111,22 +111,16 @@ impl<U, S> Clone for AppState<U, S> {
 }
 
 impl<U: UserStore, S: Stores> AppState<U, S> {
-    /// Denylists a verified access token until its expiry and revokes its refresh family.
+    /// Denylists a verified access token until its expiry and revokes its refresh family, in
+    /// one step of the store.
     pub async fn revoke_access(
         &self,
         token: &tessera_jose::Token,
     ) -> Result<(), tessera_core::GrantError> {
         let c = &token.claims;
         if let (Some(jti), Some(exp)) = (&c.jti, c.exp) {
-            self.auth
-                .revoke(Revocation::Token(jti.clone()), exp)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "storing a revoked access token failed");
-                    tessera_core::GrantError::Unavailable
-                })?;
+            self.tokens.revoke_access(jti, exp).await?;
             tracing::info!(target: "audit", event = "access_token_denylisted", user = ?c.sub, until = exp);
-            self.tokens.revoke_family_of_access(jti).await?;
         }
         Ok(())
     }
@@ -459,8 +453,10 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                         tracing::warn!(error = %e, "reloading the signing keys failed");
                     }
                 }
-                Change::FeedLost => state.denylist.set_fresh(false),
-                Change::Session(_)
+                // The denylist's freshness is the store sync's to say (`spawn_denylist_sync`):
+                // it stays complete without the feed.
+                Change::FeedLost
+                | Change::Session(_)
                 | Change::SessionsOf(_)
                 | Change::User(_)
                 | Change::Client(_) => {}
@@ -469,15 +465,70 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
     })
 }
 
+/// How far before the previous catch-up each catch-up looks, seconds: an entry is stamped
+/// with its writer's clock before its transaction commits, and becomes visible up to this
+/// much later (transactions are bounded well below it; clocks of a cluster agree within it).
+const SYNC_LOOKBACK: i64 = 10;
+
+/// Catches up every `every` with the revocations made durable in the store by any instance
+/// (or the CLI): the denylist is complete within `every` of a revocation whether or not the
+/// change feed (Redis pub/sub, the fast path) delivered it. The copy counts as fresh while
+/// these reads succeed, and stale once they have failed for three periods in a row.
+pub fn spawn_denylist_sync<U: UserStore, S: Stores>(
+    state: &AppState<U, S>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first catch-up looks back from now: `build` loaded everything before.
+        let mut last = state.auth.now();
+        let mut failures = 0u32;
+        loop {
+            tick.tick().await;
+            let now = state.auth.now();
+            let read = state
+                .auth
+                .sessions()
+                .denied_since(last - SYNC_LOOKBACK, now - LEEWAY)
+                .await;
+            match read {
+                Ok(entries) => {
+                    state.denylist.extend_stored(entries, now);
+                    state.denylist.set_fresh(true);
+                    last = now;
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 3 {
+                        state.denylist.set_fresh(false);
+                        tracing::warn!(error = %e, "the denylist cannot be read from the store; it may be stale until it can");
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Removes dead sessions every `every` until the process ends (stores without native expiry).
 pub fn spawn_purger<U: UserStore, S: Stores>(state: &AppState<U, S>, every: std::time::Duration) {
     let auth = Arc::clone(&state.auth);
+    let access_ttl = state.tokens.settings().access_ttl;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             if let Err(e) = auth.sessions().purge_denied(auth.now() - LEEWAY).await {
                 tracing::warn!(error = %e, "purging the access-token denylist failed");
+            }
+            if let Err(e) = auth
+                .sessions()
+                .purge_access(auth.now() - access_ttl - LEEWAY)
+                .await
+            {
+                tracing::warn!(error = %e, "purging the records of expired access tokens failed");
             }
             if let Err(e) = auth.sessions().purge_codes(auth.now()).await {
                 tracing::warn!(error = %e, "purging expired authorization codes failed");

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, RefreshRecord,
-    RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy, ThrottleStore,
-    TokenHash, User, UserStore,
+    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore,
+    RefreshRecord, RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy,
+    ThrottleStore, TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]
@@ -322,24 +322,30 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
         self.inner.refresh_token(hash).await
     }
 
-    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
-        self.inner.mark_refresh_used(hash, at).await
+    async fn rotate_refresh(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        successor: &TokenHash,
+        record: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        self.inner.rotate_refresh(hash, at, successor, record).await
     }
 
-    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
-        self.inner.set_access_jti(hash, jti).await
+    async fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool> {
+        self.inner.record_access(family, jti, issued_at).await
     }
 
     async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
         self.inner.family_of_access(jti).await
     }
 
-    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.family_access(family, since).await
-    }
-
-    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
-        self.inner.revoke_family(family).await
+    async fn revoke_family(
+        &self,
+        family: &str,
+        revocation: &FamilyRevocation<'_>,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.revoke_family(family, revocation).await
     }
 
     async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
@@ -354,15 +360,23 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
     ) -> StoreResult<Vec<(String, i64)>> {
         self.inner.live_families(user_id, client_id, now).await
     }
+
+    async fn purge_access(&self, before: i64) -> StoreResult<u64> {
+        self.inner.purge_access(before).await
+    }
 }
 
 impl<T: DenylistStore> DenylistStore for CachedStore<T> {
-    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
-        self.inner.deny_access(jti, exp).await
+    async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()> {
+        self.inner.deny_access(jti, exp, now).await
     }
 
     async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
         self.inner.denied_access(now).await
+    }
+
+    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.denied_since(since, now).await
     }
 
     async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
@@ -419,6 +433,20 @@ impl<T: ClientStore> ClientStore for CachedStore<T> {
 
     async fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>> {
         self.inner.use_code(hash, at).await
+    }
+
+    async fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>> {
+        self.inner.code(hash).await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        refresh: &TokenHash,
+        record: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        self.inner.redeem_code(hash, at, refresh, record).await
     }
 
     async fn purge_codes(&self, now: i64) -> StoreResult<u64> {

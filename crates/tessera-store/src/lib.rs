@@ -19,6 +19,8 @@ mod redis;
 mod shared;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod token_sql;
 
 use std::future::Future;
 use std::time::Duration;

@@ -5,8 +5,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use tessera_core::{
-    Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, RefreshRecord, RefreshStore,
-    Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
+    Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore,
+    RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult, StoredKey,
+    TokenHash, User, UserStore,
 };
 
 #[derive(Debug, Default)]
@@ -19,7 +20,10 @@ struct Inner {
     refresh: HashMap<TokenHash, RefreshRecord>,
     /// Family → (user, revoked).
     families: HashMap<String, (String, bool)>,
-    denied: HashMap<String, i64>,
+    /// Access token → (family, issued at).
+    access: HashMap<String, (String, i64)>,
+    /// Key → (expiry, added at).
+    denied: HashMap<String, (i64, i64)>,
     clients: std::collections::BTreeMap<String, Client>,
     /// Code hash → (record, used at).
     codes: HashMap<TokenHash, (CodeRecord, Option<i64>)>,
@@ -51,6 +55,32 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Stores a refresh token and records its access token (`create_refresh`).
+    fn insert_refresh(&mut self, hash: &TokenHash, r: &RefreshRecord) -> StoreResult<()> {
+        if self.refresh.contains_key(hash) {
+            return Err(StoreError::Conflict);
+        }
+        self.families
+            .entry(r.family.clone())
+            .or_insert_with(|| (r.user_id.clone(), false));
+        self.refresh.insert(*hash, r.clone());
+        if let Some(jti) = &r.access_jti {
+            self.access
+                .entry(jti.clone())
+                .or_insert_with(|| (r.family.clone(), r.created_at));
+        }
+        Ok(())
+    }
+
+    fn family_live(&self, family: &str) -> bool {
+        self.families.get(family).is_some_and(|f| !f.1)
+    }
+
+    fn deny(&mut self, key: &str, exp: i64, now: i64) {
+        let e = self.denied.entry(key.to_owned()).or_insert((exp, now));
+        *e = (e.0.max(exp), now);
+    }
+
     fn remove_session(&mut self, hash: &TokenHash) -> bool {
         match self.sessions.remove(hash) {
             Some(s) => {
@@ -243,15 +273,7 @@ impl KeyStore for MemoryStore {
 
 impl RefreshStore for MemoryStore {
     async fn create_refresh(&self, hash: &TokenHash, r: &RefreshRecord) -> StoreResult<()> {
-        let mut g = self.write();
-        if g.refresh.contains_key(hash) {
-            return Err(StoreError::Conflict);
-        }
-        g.families
-            .entry(r.family.clone())
-            .or_insert_with(|| (r.user_id.clone(), false));
-        g.refresh.insert(*hash, r.clone());
-        Ok(())
+        self.write().insert_refresh(hash, r)
     }
 
     async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
@@ -262,47 +284,72 @@ impl RefreshStore for MemoryStore {
         }))
     }
 
-    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
-        Ok(match self.write().refresh.get_mut(hash) {
-            Some(r) if r.used_at.is_none() => {
-                r.used_at = Some(at);
-                true
+    async fn rotate_refresh(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        successor: &TokenHash,
+        record: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        let mut g = self.write();
+        if !g.family_live(&record.family) {
+            return Ok(false);
+        }
+        match g.refresh.get_mut(hash) {
+            Some(r) if r.used_at.is_none() => r.used_at = Some(at),
+            _ => return Ok(false),
+        }
+        match g.insert_refresh(successor, record) {
+            Ok(()) => {}
+            Err(_) => {
+                // Kept from before: only its access token is new.
+                if let Some(jti) = &record.access_jti {
+                    g.access
+                        .entry(jti.clone())
+                        .or_insert_with(|| (record.family.clone(), record.created_at));
+                }
             }
-            _ => false,
-        })
+        }
+        Ok(true)
     }
 
-    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
-        if let Some(r) = self.write().refresh.get_mut(hash) {
-            r.access_jti = Some(jti.to_owned());
+    async fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool> {
+        let mut g = self.write();
+        if !g.family_live(family) {
+            return Ok(false);
         }
-        Ok(())
+        g.access
+            .entry(jti.to_owned())
+            .or_insert_with(|| (family.to_owned(), issued_at));
+        Ok(true)
     }
 
     async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
-        Ok(self
-            .read()
-            .refresh
-            .values()
-            .find(|r| r.access_jti.as_deref() == Some(jti))
-            .map(|r| r.family.clone()))
+        Ok(self.read().access.get(jti).map(|(f, _)| f.clone()))
     }
 
-    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        Ok(self
-            .read()
-            .refresh
-            .values()
-            .filter(|r| r.family == family && r.created_at > since)
-            .filter_map(|r| Some((r.access_jti.clone()?, r.created_at)))
-            .collect())
-    }
-
-    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
-        if let Some(f) = self.write().families.get_mut(family) {
+    async fn revoke_family(
+        &self,
+        family: &str,
+        rev: &FamilyRevocation<'_>,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        let mut g = self.write();
+        if let Some(f) = g.families.get_mut(family) {
             f.1 = true;
         }
-        Ok(())
+        let mut denied: Vec<(String, i64)> = g
+            .access
+            .iter()
+            .filter(|(_, (f, issued))| f == family && *issued > rev.since)
+            .map(|(jti, (_, issued))| (jti.clone(), issued + rev.access_ttl))
+            .chain(rev.also.iter().cloned())
+            .collect();
+        denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        denied.dedup_by(|a, b| a.0 == b.0);
+        for (key, exp) in &denied {
+            g.deny(key, *exp, rev.now);
+        }
+        Ok(denied)
     }
 
     async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
@@ -344,13 +391,18 @@ impl RefreshStore for MemoryStore {
         out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         Ok(out)
     }
+
+    async fn purge_access(&self, before: i64) -> StoreResult<u64> {
+        let mut g = self.write();
+        let n = g.access.len();
+        g.access.retain(|_, (_, issued)| *issued >= before);
+        Ok((n - g.access.len()) as u64)
+    }
 }
 
 impl DenylistStore for MemoryStore {
-    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
-        let mut g = self.write();
-        let e = g.denied.entry(jti.to_owned()).or_insert(exp);
-        *e = (*e).max(exp);
+    async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()> {
+        self.write().deny(jti, exp, now);
         Ok(())
     }
 
@@ -359,15 +411,25 @@ impl DenylistStore for MemoryStore {
             .read()
             .denied
             .iter()
-            .filter(|(_, e)| **e > now)
-            .map(|(j, e)| (j.clone(), *e))
+            .filter(|(_, (e, _))| *e > now)
+            .map(|(j, (e, _))| (j.clone(), *e))
+            .collect())
+    }
+
+    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(self
+            .read()
+            .denied
+            .iter()
+            .filter(|(_, (e, added))| *e > now && *added >= since)
+            .map(|(j, (e, _))| (j.clone(), *e))
             .collect())
     }
 
     async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
         let mut g = self.write();
         let before = g.denied.len();
-        g.denied.retain(|_, e| *e > now);
+        g.denied.retain(|_, (e, _)| *e > now);
         Ok((before - g.denied.len()) as u64)
     }
 }
@@ -420,6 +482,32 @@ impl ClientStore for MemoryStore {
             }
             (record.clone(), first)
         }))
+    }
+
+    async fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>> {
+        Ok(self
+            .read()
+            .codes
+            .get(hash)
+            .map(|(record, used)| (record.clone(), used.is_some())))
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        refresh: &TokenHash,
+        record: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        let mut g = self.write();
+        if !g.codes.get(hash).is_some_and(|(_, used)| used.is_none()) {
+            return Ok(false);
+        }
+        g.insert_refresh(refresh, record)?;
+        if let Some((_, used)) = g.codes.get_mut(hash) {
+            *used = Some(at);
+        }
+        Ok(true)
     }
 
     async fn purge_codes(&self, now: i64) -> StoreResult<u64> {

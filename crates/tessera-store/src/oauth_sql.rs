@@ -5,7 +5,8 @@
 
 /// Implements `ClientStore` for `$store`, a struct with a `pool` field and a
 /// `bump_generation` method, in a module that has an `unavailable(sqlx::Error) -> StoreError`
-/// function.
+/// function and `token_store_sql!`'s `insert_refresh` (a code is redeemed with its grant's
+/// first refresh token in one transaction).
 macro_rules! client_store_sql {
     ($store:ty) => {
         fn to_json<T: serde::Serialize>(value: &T) -> tessera_core::StoreResult<String> {
@@ -100,6 +101,42 @@ macro_rules! client_store_sql {
                     .await
                     .map_err(unavailable)?;
                 row.map(|(r,)| Ok((from_json(&r)?, won))).transpose()
+            }
+
+            async fn code(
+                &self,
+                hash: &tessera_core::TokenHash,
+            ) -> tessera_core::StoreResult<Option<(tessera_core::CodeRecord, bool)>> {
+                let row: Option<(String, Option<i64>)> = sqlx::query_as("SELECT record, used_at FROM oauth_codes WHERE code_hash = $1")
+                    .bind(hash.to_hex())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.map(|(r, used)| Ok((from_json(&r)?, used.is_some()))).transpose()
+            }
+
+            async fn redeem_code(
+                &self,
+                hash: &tessera_core::TokenHash,
+                at: i64,
+                refresh: &tessera_core::TokenHash,
+                record: &tessera_core::RefreshRecord,
+            ) -> tessera_core::StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let won = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+                    .bind(at)
+                    .bind(hash.to_hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected()
+                    > 0;
+                if !won {
+                    return Ok(false);
+                }
+                insert_refresh(&mut tx, refresh, record).await?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(true)
             }
 
             async fn purge_codes(&self, now: i64) -> tessera_core::StoreResult<u64> {

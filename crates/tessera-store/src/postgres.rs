@@ -13,8 +13,7 @@ use sqlx::{PgPool, Row, SqlSafeStr};
 
 use crate::record;
 use tessera_core::{
-    DenylistStore, KeyStore, RefreshRecord, RefreshStore, Session, SessionStore, StoreError,
-    StoreResult, StoredKey, TokenHash, User, UserStore,
+    KeyStore, Session, SessionStore, StoreError, StoreResult, StoredKey, TokenHash, User, UserStore,
 };
 
 /// The embedded schema, in order.
@@ -33,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "oauth clients, codes and consents",
         include_str!("../migrations/shared/oauth.sql"),
+    ),
+    (
+        4,
+        "access tokens by family, denylist catch-up",
+        include_str!("../migrations/shared/token_state.sql"),
     ),
 ];
 
@@ -144,6 +148,7 @@ impl PostgresStore {
 }
 
 crate::record::columns_of!(PgRow);
+crate::token_sql::token_store_sql!(PostgresStore, sqlx::Postgres);
 crate::oauth_sql::client_store_sql!(PostgresStore);
 
 impl UserStore for PostgresStore {
@@ -389,167 +394,6 @@ impl KeyStore for PostgresStore {
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-}
-
-impl RefreshStore for PostgresStore {
-    async fn create_refresh(&self, hash: &TokenHash, r: &RefreshRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO refresh_families (family, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(&r.family)
-        .bind(&r.user_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(hash.to_hex())
-            .bind(&r.family)
-            .bind(&r.user_id)
-            .bind(&r.client_id)
-            .bind(&r.scope)
-            .bind(r.created_at)
-            .bind(r.expires_at)
-            .bind(r.family_expires_at)
-            .bind(r.used_at)
-            .bind(&r.access_jti)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
-    }
-
-    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {} FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = $1", record::REFRESH_COLUMNS)))
-            .bind(hash.to_hex())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let Some(r) = row else { return Ok(None) };
-        record::refresh(&r).map(Some).map_err(unavailable)
-    }
-
-    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-        )
-        .bind(at)
-        .bind(hash.to_hex())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE refresh_tokens SET access_jti = $1 WHERE token_hash = $2")
-            .bind(jti)
-            .bind(hash.to_hex())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT family FROM refresh_tokens WHERE access_jti = $1 LIMIT 1")
-            .bind(jti)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.map(|r| r.try_get("family"))
-            .transpose()
-            .map_err(unavailable)
-    }
-
-    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT access_jti, created_at FROM refresh_tokens WHERE family = $1 AND created_at > $2 AND access_jti IS NOT NULL",
-        )
-        .bind(family)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("access_jti")?, r.try_get("created_at")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(unavailable)
-    }
-
-    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1")
-            .bind(family)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
-        let r = sqlx::query(
-            "UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked",
-        )
-        .bind(user_id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(r.rows_affected())
-    }
-
-    async fn live_families(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        now: i64,
-    ) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT t.family AS family, MIN(t.created_at) AS started FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE f.user_id = $1 AND NOT f.revoked AND t.client_id = $2 GROUP BY t.family HAVING MAX(CASE WHEN t.used_at IS NULL AND t.expires_at > $3 AND t.family_expires_at > $3 THEN 1 ELSE 0 END) = 1 ORDER BY started, family",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("family")?, r.try_get("started")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(unavailable)
-    }
-}
-
-impl DenylistStore for PostgresStore {
-    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO access_denylist (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO UPDATE SET expires_at = GREATEST(access_denylist.expires_at, excluded.expires_at)")
-            .bind(jti)
-            .bind(exp)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        self.bump_generation().await
-    }
-
-    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE expires_at > $1")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter()
-            .map(record::denied)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)
-    }
-
-    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM access_denylist WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(r.rows_affected())
     }
 }
 

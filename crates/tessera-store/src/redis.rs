@@ -682,7 +682,7 @@ impl SessionStore for RedisStore {
 }
 
 impl DenylistStore for RedisStore {
-    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
+    async fn deny_access(&self, jti: &str, exp: i64, _now: i64) -> StoreResult<()> {
         let ttl = (exp + self.leeway - self.clock.now()).max(1);
         let mut c = self.conn.clone();
         let added: i64 = DENY

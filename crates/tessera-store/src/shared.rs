@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 use tessera_core::{
-    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, RefreshRecord,
-    RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy, ThrottleStore,
-    TokenHash, User, UserStore,
+    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore,
+    RefreshRecord, RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy,
+    ThrottleStore, TokenHash, User, UserStore,
 };
 
 use crate::RedisStore;
@@ -32,6 +32,28 @@ impl<D> SharedStore<D> {
     /// Redis.
     pub fn redis(&self) -> &RedisStore {
         &self.redis
+    }
+
+    /// Announces denylist entries already committed to the database, in a task of their
+    /// own: the revocation is complete without them, and a Redis that hangs must not hold the
+    /// request that made it.
+    async fn announce_denied(&self, entries: &[(String, i64)]) {
+        let redis = self.redis.clone();
+        let changes: Vec<Change> = entries
+            .iter()
+            .map(|(jti, exp)| Change::Denied {
+                jti: jti.clone(),
+                exp: *exp,
+            })
+            .collect();
+        tokio::spawn(async move {
+            for change in changes {
+                if let Err(e) = redis.publish(&change).await {
+                    tracing::warn!(error = %e, "announcing a revocation on Redis failed; the instances catch up from the database");
+                    return;
+                }
+            }
+        });
     }
 
     /// Announces a change already committed to the database. A failed announcement is logged,
@@ -144,24 +166,32 @@ impl<D: RefreshStore> RefreshStore for SharedStore<D> {
         self.db.refresh_token(hash).await
     }
 
-    async fn mark_refresh_used(&self, hash: &TokenHash, at: i64) -> StoreResult<bool> {
-        self.db.mark_refresh_used(hash, at).await
+    async fn rotate_refresh(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        successor: &TokenHash,
+        record: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        self.db.rotate_refresh(hash, at, successor, record).await
     }
 
-    async fn set_access_jti(&self, hash: &TokenHash, jti: &str) -> StoreResult<()> {
-        self.db.set_access_jti(hash, jti).await
+    async fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool> {
+        self.db.record_access(family, jti, issued_at).await
     }
 
     async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
         self.db.family_of_access(jti).await
     }
 
-    async fn family_access(&self, family: &str, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.db.family_access(family, since).await
-    }
-
-    async fn revoke_family(&self, family: &str) -> StoreResult<()> {
-        self.db.revoke_family(family).await
+    async fn revoke_family(
+        &self,
+        family: &str,
+        revocation: &FamilyRevocation<'_>,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        let denied = self.db.revoke_family(family, revocation).await?;
+        self.announce_denied(&denied).await;
+        Ok(denied)
     }
 
     async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
@@ -176,19 +206,41 @@ impl<D: RefreshStore> RefreshStore for SharedStore<D> {
     ) -> StoreResult<Vec<(String, i64)>> {
         self.db.live_families(user_id, client_id, now).await
     }
+
+    async fn purge_access(&self, before: i64) -> StoreResult<u64> {
+        self.db.purge_access(before).await
+    }
 }
 
-impl<D: Send + Sync + 'static> DenylistStore for SharedStore<D> {
-    async fn deny_access(&self, jti: &str, exp: i64) -> StoreResult<()> {
-        self.redis.deny_access(jti, exp).await
+/// The denylist is the database's: a revocation is complete once committed there, whatever
+/// Redis does. Redis carries it to the other instances at once (pub/sub, best effort); their
+/// catch-up from the database (`DenylistStore::denied_since`) brings what it could not.
+impl<D: DenylistStore> DenylistStore for SharedStore<D> {
+    async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()> {
+        self.db.deny_access(jti, exp, now).await?;
+        self.announce_denied(&[(jti.to_owned(), exp)]).await;
+        Ok(())
     }
 
     async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.redis.denied_access(now).await
+        let mut entries = self.db.denied_access(now).await?;
+        // Entries an earlier version kept in Redis alone, while they last.
+        match self.redis.denied_access(now).await {
+            Ok(earlier) => entries.extend(earlier),
+            Err(e) => tracing::debug!(error = %e, "reading Redis's denylist failed"),
+        }
+        Ok(entries)
+    }
+
+    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.db.denied_since(since, now).await
     }
 
     async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
-        self.redis.purge_denied(now).await
+        if let Err(e) = self.redis.purge_denied(now).await {
+            tracing::debug!(error = %e, "purging Redis's denylist failed");
+        }
+        self.db.purge_denied(now).await
     }
 }
 
@@ -236,6 +288,20 @@ impl<T: ClientStore> ClientStore for SharedStore<T> {
 
     async fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>> {
         self.db.use_code(hash, at).await
+    }
+
+    async fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>> {
+        self.db.code(hash).await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        at: i64,
+        refresh: &TokenHash,
+        record: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        self.db.redeem_code(hash, at, refresh, record).await
     }
 
     async fn purge_codes(&self, now: i64) -> StoreResult<u64> {

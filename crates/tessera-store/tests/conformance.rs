@@ -10,8 +10,9 @@
 
 use serde_json::json;
 use tessera_core::{
-    Client, ClientStore, CodeRecord, Consent, DenylistStore, KeyStore, Kind, RefreshRecord,
-    RefreshStore, Session, SessionStore, StoreError, StoredKey, Token, TokenHash, User, UserStore,
+    Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore, Kind,
+    RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoredKey, Token, TokenHash,
+    User, UserStore,
 };
 
 fn user(id: &str, name: &str) -> User {
@@ -182,21 +183,38 @@ async fn live_families<S: RefreshStore>(s: S) {
     s.create_refresh(&used, &rec("fam_b", "usr_lf", "web", 100))
         .await
         .unwrap();
-    assert!(s.mark_refresh_used(&used, 500).await.unwrap());
-    add(rec("fam_b", "usr_lf", "web", 500)).await;
+    let next = Token::generate(Kind::Refresh).hash();
+    assert!(
+        s.rotate_refresh(&used, 500, &next, &rec("fam_b", "usr_lf", "web", 500))
+            .await
+            .unwrap()
+    );
     add(rec("fam_a", "usr_lf", "web", 300)).await;
     add(rec("fam_c", "usr_lf", "web", 300)).await;
     // Not counted: another client, another person, revoked, idle-expired, used up.
     add(rec("fam_other_client", "usr_lf", "cli", 50)).await;
     add(rec("fam_other_user", "usr_lf2", "web", 50)).await;
     add(rec("fam_revoked", "usr_lf", "web", 50)).await;
-    s.revoke_family("fam_revoked").await.unwrap();
+    s.revoke_family("fam_revoked", &nothing_more(1_000))
+        .await
+        .unwrap();
     add(rec("fam_idle", "usr_lf", "web", -2_000)).await;
     let spent = Token::generate(Kind::Refresh).hash();
     s.create_refresh(&spent, &rec("fam_spent", "usr_lf", "web", 60))
         .await
         .unwrap();
-    assert!(s.mark_refresh_used(&spent, 70).await.unwrap());
+    // Used, and its successor already expired.
+    let next = Token::generate(Kind::Refresh).hash();
+    assert!(
+        s.rotate_refresh(
+            &spent,
+            70,
+            &next,
+            &rec("fam_spent", "usr_lf", "web", -2_000)
+        )
+        .await
+        .unwrap()
+    );
     let live = s.live_families("usr_lf", "web", 1_000).await.unwrap();
     assert_eq!(
         live,
@@ -219,54 +237,111 @@ async fn live_families<S: RefreshStore>(s: S) {
     );
 }
 
-async fn refresh<S: RefreshStore>(s: S) {
-    let rec = |family: &str, user: &str| RefreshRecord {
+/// A family revocation that denylists only the family's own access tokens (none issued
+/// before 0, each for 100 s), at `now`.
+fn nothing_more(now: i64) -> FamilyRevocation<'static> {
+    FamilyRevocation {
+        since: 0,
+        access_ttl: 100,
+        also: &[],
+        now,
+    }
+}
+
+/// Refresh tokens: each change of state one step. A rotation spends the token, stores the
+/// successor and records its access token together, once; issues in a revoked family record
+/// nothing; a revocation denylists every access token recorded in the family with it.
+async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
+    let rec = |family: &str, user: &str, created_at: i64, jti: Option<&str>| RefreshRecord {
         family: family.into(),
         user_id: user.into(),
         client_id: "tessera".into(),
         scope: "openid".into(),
-        created_at: 1_000,
-        expires_at: 2_000,
+        created_at,
+        expires_at: created_at + 1_000,
         family_expires_at: 9_000,
         used_at: None,
-        access_jti: None,
+        access_jti: jti.map(str::to_owned),
     };
     let h1 = Token::generate(Kind::Refresh).hash();
     let h2 = Token::generate(Kind::Refresh).hash();
     let h3 = Token::generate(Kind::Refresh).hash();
-    s.create_refresh(&h1, &rec("fam_1", "usr_a")).await.unwrap();
-    s.create_refresh(&h2, &rec("fam_1", "usr_a")).await.unwrap();
-    s.create_refresh(&h3, &rec("fam_2", "usr_b")).await.unwrap();
+    s.create_refresh(&h1, &rec("fam_1", "usr_a", 1_000, Some("jti-1")))
+        .await
+        .unwrap();
+    s.create_refresh(&h3, &rec("fam_2", "usr_b", 1_000, None))
+        .await
+        .unwrap();
     assert!(matches!(
-        s.create_refresh(&h1, &rec("fam_1", "usr_a")).await,
+        s.create_refresh(&h1, &rec("fam_1", "usr_a", 1_000, None))
+            .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(
         s.refresh_token(&h1).await.unwrap(),
-        Some((rec("fam_1", "usr_a"), false))
+        Some((rec("fam_1", "usr_a", 1_000, Some("jti-1")), false))
     );
-    // Exactly one use wins.
-    assert!(s.mark_refresh_used(&h1, 1_500).await.unwrap());
-    assert!(!s.mark_refresh_used(&h1, 1_501).await.unwrap());
+    assert_eq!(
+        s.family_of_access("jti-1").await.unwrap().as_deref(),
+        Some("fam_1")
+    );
+    assert_eq!(s.family_of_access("nope").await.unwrap(), None);
+    // Exactly one rotation wins; the loser changes nothing.
+    let succ = rec("fam_1", "usr_a", 1_500, Some("jti-2"));
+    assert!(s.rotate_refresh(&h1, 1_500, &h2, &succ).await.unwrap());
+    let other = rec("fam_1", "usr_a", 1_501, Some("jti-x"));
+    assert!(!s.rotate_refresh(&h1, 1_501, &h2, &other).await.unwrap());
+    assert_eq!(s.family_of_access("jti-x").await.unwrap(), None);
     assert_eq!(
         s.refresh_token(&h1).await.unwrap().unwrap().0.used_at,
         Some(1_500)
     );
-    s.set_access_jti(&h2, "jti-2").await.unwrap();
+    assert_eq!(s.refresh_token(&h2).await.unwrap(), Some((succ, false)));
+    // An honest retry's access token is recorded in the live family.
+    assert!(s.record_access("fam_1", "jti-3", 1_502).await.unwrap());
     assert_eq!(
-        s.family_of_access("jti-2").await.unwrap().as_deref(),
+        s.family_of_access("jti-3").await.unwrap().as_deref(),
         Some("fam_1")
     );
-    assert_eq!(s.family_of_access("nope").await.unwrap(), None);
-    // Only tokens with an access token, of this family, issued after `since`.
-    s.set_access_jti(&h3, "jti-3").await.unwrap();
-    assert_eq!(
-        s.family_access("fam_1", 999).await.unwrap(),
-        vec![("jti-2".to_owned(), 1_000)]
-    );
-    assert!(s.family_access("fam_1", 1_000).await.unwrap().is_empty());
-    s.revoke_family("fam_1").await.unwrap();
+    // Revoking denylists, in the same step, what was issued after `since` and `also`.
+    let also = [("sid:ses_1".to_owned(), 3_000)];
+    let mut denied = s
+        .revoke_family(
+            "fam_1",
+            &FamilyRevocation {
+                since: 1_000,
+                access_ttl: 900,
+                also: &also,
+                now: 1_600,
+            },
+        )
+        .await
+        .unwrap();
+    denied.sort();
+    let expected = vec![
+        ("jti-2".to_owned(), 2_400),
+        ("jti-3".to_owned(), 2_402),
+        ("sid:ses_1".to_owned(), 3_000),
+    ];
+    assert_eq!(denied, expected);
+    let mut held = s.denied_access(1_600).await.unwrap();
+    held.sort();
+    assert_eq!(held, expected);
+    // What was added at or after a time (how instances catch up).
+    let mut recent = s.denied_since(1_600, 0).await.unwrap();
+    recent.sort();
+    assert_eq!(recent, expected);
+    assert!(s.denied_since(1_601, 0).await.unwrap().is_empty());
     assert!(s.refresh_token(&h2).await.unwrap().unwrap().1);
+    // Nothing more is issued in a revoked family, and nothing is spent trying.
+    assert!(!s.record_access("fam_1", "jti-4", 1_700).await.unwrap());
+    assert_eq!(s.family_of_access("jti-4").await.unwrap(), None);
+    let h4 = Token::generate(Kind::Refresh).hash();
+    let late = rec("fam_1", "usr_a", 1_700, Some("jti-5"));
+    assert!(!s.rotate_refresh(&h2, 1_700, &h4, &late).await.unwrap());
+    assert_eq!(s.refresh_token(&h2).await.unwrap().unwrap().0.used_at, None);
+    assert_eq!(s.refresh_token(&h4).await.unwrap(), None);
+
     assert!(!s.refresh_token(&h3).await.unwrap().unwrap().1);
     assert_eq!(s.revoke_families_of("usr_b").await.unwrap(), 1);
     assert!(s.refresh_token(&h3).await.unwrap().unwrap().1);
@@ -277,9 +352,16 @@ async fn refresh<S: RefreshStore>(s: S) {
             .unwrap(),
         None
     );
+    // Records of expired access tokens are forgotten.
+    assert_eq!(s.purge_access(1_501).await.unwrap(), 2);
+    assert_eq!(s.family_of_access("jti-1").await.unwrap(), None);
+    assert_eq!(
+        s.family_of_access("jti-3").await.unwrap().as_deref(),
+        Some("fam_1")
+    );
 }
 
-async fn clients<S: ClientStore>(s: S) {
+async fn clients<S: ClientStore + RefreshStore>(s: S) {
     let client = |id: &str| Client {
         id: id.into(),
         secret_hash: Some(Token::generate(Kind::ClientSecret).hash().to_hex()),
@@ -345,6 +427,37 @@ async fn clients<S: ClientStore>(s: S) {
     );
     assert_eq!(s.purge_codes(1_030).await.unwrap(), 1);
     assert_eq!(s.use_code(&c2, 1_031).await.unwrap(), None);
+    // Redeeming spends the code and stores the grant's first refresh token in one step, once.
+    let c3 = Token::generate(Kind::Code).hash();
+    s.create_code(&c3, &code(1_060)).await.unwrap();
+    assert_eq!(s.code(&c3).await.unwrap(), Some((code(1_060), false)));
+    let first = RefreshRecord {
+        family: "fam_c".into(),
+        user_id: "usr_a".into(),
+        client_id: "svc-a".into(),
+        scope: "api:read".into(),
+        created_at: 1_010,
+        expires_at: 2_000,
+        family_expires_at: 9_000,
+        used_at: None,
+        access_jti: Some("jti-c".into()),
+    };
+    let r1 = Token::generate(Kind::Refresh).hash();
+    let r2 = Token::generate(Kind::Refresh).hash();
+    assert!(s.redeem_code(&c3, 1_010, &r1, &first).await.unwrap());
+    assert!(!s.redeem_code(&c3, 1_011, &r2, &first).await.unwrap());
+    assert_eq!(s.code(&c3).await.unwrap(), Some((code(1_060), true)));
+    assert_eq!(
+        s.refresh_token(&r1).await.unwrap(),
+        Some((first.clone(), false))
+    );
+    assert_eq!(s.refresh_token(&r2).await.unwrap(), None);
+    assert_eq!(
+        s.redeem_code(&Token::generate(Kind::Code).hash(), 1_012, &r2, &first)
+            .await
+            .unwrap(),
+        false
+    );
 
     let consent = |client: &str, scope: &str| Consent {
         client_id: client.into(),
@@ -381,9 +494,9 @@ async fn clients<S: ClientStore>(s: S) {
 }
 
 async fn denylist<S: DenylistStore>(s: S) {
-    s.deny_access("j1", 1_000).await.unwrap();
-    s.deny_access("j2", 2_000).await.unwrap();
-    s.deny_access("j1", 900).await.unwrap(); // never shortened
+    s.deny_access("j1", 1_000, 10).await.unwrap();
+    s.deny_access("j2", 2_000, 10).await.unwrap();
+    s.deny_access("j1", 900, 10).await.unwrap(); // never shortened
     let mut got = s.denied_access(999).await.unwrap();
     got.sort();
     assert_eq!(
@@ -841,7 +954,7 @@ async fn redis_feed_carries_changes_and_stays_up() {
     store.create_user(&user("usr_a", "alice")).await.unwrap();
     store.set_disabled("usr_a", true).await.unwrap();
     assert_eq!(next(&mut rx).await, Change::User("usr_a".into()));
-    store.deny_access("jti-1", 5_000).await.unwrap();
+    store.deny_access("jti-1", 5_000, 1_000).await.unwrap();
     assert_eq!(
         next(&mut rx).await,
         Change::Denied {

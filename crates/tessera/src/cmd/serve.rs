@@ -9,6 +9,11 @@ use tessera_server::Config;
 use super::store::{AsyncStoreFn, ConfigArgs, Feed, redact, state, with_stores};
 use crate::Failure;
 
+/// How often a server catches up with the revocations in its store (see
+/// `tessera_server::spawn_denylist_sync`): the bound on how long a revocation made elsewhere
+/// can go unseen here when the change feed did not bring it.
+const DENYLIST_SYNC: Duration = Duration::from_millis(500);
+
 /// The settings `serve` reads, for `--help`; a test checks it names every one.
 pub(crate) const SETTINGS_HELP: &str = "\
 Settings (TOML key, environment variable; see examples/tessera.toml for defaults):
@@ -114,6 +119,7 @@ impl AsyncStoreFn<()> for Serve {
         let state = state(config, users, sessions).await?;
         tessera_server::spawn_purger(&state, Duration::from_secs(60));
         tessera_server::spawn_key_refresher(&state, Duration::from_secs(2));
+        tessera_server::spawn_denylist_sync(&state, DENYLIST_SYNC);
         if let Some(feed) = feed {
             tessera_server::spawn_change_listener(&state, feed.changes, feed.evict);
         }

@@ -1,0 +1,313 @@
+//! [`RefreshStore`](tessera_core::RefreshStore) and
+//! [`DenylistStore`](tessera_core::DenylistStore) for both SQL backends, in the plain SQL both
+//! accept (`$N` placeholders, which sqlx binds positionally on SQLite too; `TRUE` and `NOT` on
+//! SQLite's 0/1 flags).
+//!
+//! Every change of a token's state is one transaction. Issuing in a family (a rotation, an
+//! honest retry's access token) and revoking it are ordered by the family's row: an issue
+//! first takes it with a no-op update that matches only a live family, a revocation takes it
+//! by revoking. A revocation that comes second therefore sees every access token recorded
+//! before it (and denylists them in the same transaction); an issue that comes second finds
+//! the family revoked and records nothing. On SQLite the first write of a transaction takes
+//! the database's write lock, which orders them the same way.
+
+/// Implements `RefreshStore` and `DenylistStore` for `$store` over database `$db`
+/// (`sqlx::Sqlite`, `sqlx::Postgres`): a struct with a `pool` field, in a module that has an
+/// `unavailable(sqlx::Error) -> StoreError` function and the row decoders of `crate::record`.
+/// Also defines `insert_refresh`, which the client store's code redemption shares.
+macro_rules! token_store_sql {
+    ($store:ty, $db:ty) => {
+        /// Moves the revocation generation (servers polling it reload their caches).
+        const BUMP_GENERATION: &str =
+            "UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'";
+
+        /// The upsert of a denylist entry: the later expiry wins, and the entry is stamped
+        /// again so that the instances' catch-up sees the change.
+        const DENY: &str = "INSERT INTO access_denylist (jti, expires_at, added_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO UPDATE SET expires_at = CASE WHEN excluded.expires_at > access_denylist.expires_at THEN excluded.expires_at ELSE access_denylist.expires_at END, added_at = excluded.added_at";
+
+        /// Stores a refresh token (creating its family with the first) and records its access
+        /// token, inside `tx`.
+        async fn insert_refresh(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            hash: &tessera_core::TokenHash,
+            r: &tessera_core::RefreshRecord,
+        ) -> tessera_core::StoreResult<()> {
+            sqlx::query("INSERT INTO refresh_families (family, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&r.family)
+                .bind(&r.user_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .bind(hash.to_hex())
+                .bind(&r.family)
+                .bind(&r.user_id)
+                .bind(&r.client_id)
+                .bind(&r.scope)
+                .bind(r.created_at)
+                .bind(r.expires_at)
+                .bind(r.family_expires_at)
+                .bind(r.used_at)
+                .bind(&r.access_jti)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            if let Some(jti) = &r.access_jti {
+                record_access_in(tx, &r.family, jti, r.created_at).await?;
+            }
+            Ok(())
+        }
+
+        async fn record_access_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            family: &str,
+            jti: &str,
+            issued_at: i64,
+        ) -> tessera_core::StoreResult<()> {
+            sqlx::query("INSERT INTO refresh_access (jti, family, issued_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(jti)
+                .bind(family)
+                .bind(issued_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
+
+        /// Takes `family`'s row for an issue; false if the family is revoked (or unknown).
+        async fn hold_live_family(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            family: &str,
+        ) -> tessera_core::StoreResult<bool> {
+            let r = sqlx::query("UPDATE refresh_families SET revoked = revoked WHERE family = $1 AND NOT revoked")
+                .bind(family)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            Ok(r.rows_affected() == 1)
+        }
+
+        impl tessera_core::RefreshStore for $store {
+            async fn create_refresh(
+                &self,
+                hash: &tessera_core::TokenHash,
+                r: &tessera_core::RefreshRecord,
+            ) -> tessera_core::StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                insert_refresh(&mut tx, hash, r).await?;
+                tx.commit().await.map_err(unavailable)
+            }
+
+            async fn refresh_token(
+                &self,
+                hash: &tessera_core::TokenHash,
+            ) -> tessera_core::StoreResult<Option<(tessera_core::RefreshRecord, bool)>> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {} FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = $1", crate::record::REFRESH_COLUMNS)))
+                    .bind(hash.to_hex())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(r) = row else { return Ok(None) };
+                crate::record::refresh(&r).map(Some).map_err(unavailable)
+            }
+
+            async fn rotate_refresh(
+                &self,
+                hash: &tessera_core::TokenHash,
+                at: i64,
+                successor: &tessera_core::TokenHash,
+                record: &tessera_core::RefreshRecord,
+            ) -> tessera_core::StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                if !hold_live_family(&mut tx, &record.family).await? {
+                    return Ok(false);
+                }
+                let used = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+                    .bind(at)
+                    .bind(hash.to_hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                if used.rows_affected() != 1 {
+                    // Dropped: rolled back.
+                    return Ok(false);
+                }
+                let kept = sqlx::query("SELECT 1 AS one FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(successor.to_hex())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .is_some();
+                if kept {
+                    if let Some(jti) = &record.access_jti {
+                        record_access_in(&mut tx, &record.family, jti, record.created_at).await?;
+                    }
+                } else {
+                    insert_refresh(&mut tx, successor, record).await?;
+                }
+                tx.commit().await.map_err(unavailable)?;
+                Ok(true)
+            }
+
+            async fn record_access(
+                &self,
+                family: &str,
+                jti: &str,
+                issued_at: i64,
+            ) -> tessera_core::StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                if !hold_live_family(&mut tx, family).await? {
+                    return Ok(false);
+                }
+                record_access_in(&mut tx, family, jti, issued_at).await?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(true)
+            }
+
+            async fn family_of_access(&self, jti: &str) -> tessera_core::StoreResult<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT family FROM refresh_access WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.map(|(f,)| f))
+            }
+
+            async fn revoke_family(
+                &self,
+                family: &str,
+                rev: &tessera_core::FamilyRevocation<'_>,
+            ) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                // Taking the family's row first: issues in it are before or after, never beside.
+                sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1")
+                    .bind(family)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                let live: Vec<(String, i64)> = sqlx::query_as("SELECT jti, issued_at FROM refresh_access WHERE family = $1 AND issued_at > $2")
+                    .bind(family)
+                    .bind(rev.since)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                let mut denied: Vec<(String, i64)> = live
+                    .into_iter()
+                    .map(|(jti, issued)| (jti, issued + rev.access_ttl))
+                    .chain(rev.also.iter().cloned())
+                    .collect();
+                // One entry per key, with its latest expiry.
+                denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                denied.dedup_by(|a, b| a.0 == b.0);
+                for (key, exp) in &denied {
+                    sqlx::query(DENY)
+                        .bind(key)
+                        .bind(*exp)
+                        .bind(rev.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                sqlx::query(BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(denied)
+            }
+
+            async fn revoke_families_of(&self, user_id: &str) -> tessera_core::StoreResult<u64> {
+                let r = sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked")
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn live_families(
+                &self,
+                user_id: &str,
+                client_id: &str,
+                now: i64,
+            ) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT t.family AS family, MIN(t.created_at) AS started FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE f.user_id = $1 AND NOT f.revoked AND t.client_id = $2 GROUP BY t.family HAVING MAX(CASE WHEN t.used_at IS NULL AND t.expires_at > $3 AND t.family_expires_at > $3 THEN 1 ELSE 0 END) = 1 ORDER BY started, family",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(rows)
+            }
+
+            async fn purge_access(&self, before: i64) -> tessera_core::StoreResult<u64> {
+                let r = sqlx::query("DELETE FROM refresh_access WHERE issued_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+        }
+
+        impl tessera_core::DenylistStore for $store {
+            async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> tessera_core::StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                sqlx::query(DENY)
+                    .bind(jti)
+                    .bind(exp)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                sqlx::query(BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)
+            }
+
+            async fn denied_access(&self, now: i64) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+                let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE expires_at > $1")
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter()
+                    .map(crate::record::denied)
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)
+            }
+
+            async fn denied_since(
+                &self,
+                since: i64,
+                now: i64,
+            ) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+                let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE added_at >= $1 AND expires_at > $2")
+                    .bind(since)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter()
+                    .map(crate::record::denied)
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)
+            }
+
+            async fn purge_denied(&self, now: i64) -> tessera_core::StoreResult<u64> {
+                let r = sqlx::query("DELETE FROM access_denylist WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use token_store_sql;
