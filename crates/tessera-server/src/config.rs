@@ -273,6 +273,28 @@ impl Default for TokenConfig {
     }
 }
 
+/// Calls to the stores (the database, Redis): how long one may take, and how often a store
+/// that failed is tried again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoresConfig {
+    /// The bound on one call (a statement, a transaction, a Redis command). A store that does
+    /// not answer within it is marked down for every request: calls then fail at once (and
+    /// fall back to what is cached) until a probe succeeds.
+    pub timeout: Dur,
+    /// While a store is marked down, one call is let through this often as a probe.
+    pub retry: Dur,
+}
+
+impl Default for StoresConfig {
+    fn default() -> Self {
+        StoresConfig {
+            timeout: Dur(Duration::from_millis(500)),
+            retry: Dur(Duration::from_millis(500)),
+        }
+    }
+}
+
 /// Client connections: how long a client may take, and how many may be open at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,6 +373,8 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// Client connections: timeouts and the cap.
     pub connections: ConnectionsConfig,
+    /// Calls to the stores: timeout and retry.
+    pub stores: StoresConfig,
 }
 
 impl Default for Config {
@@ -377,6 +401,7 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             tokens: TokenConfig::default(),
             connections: ConnectionsConfig::default(),
+            stores: StoresConfig::default(),
         }
     }
 }
@@ -465,6 +490,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "connections.tls_handshake_timeout",
     ),
     ("TESSERA_CONNECTIONS_MAX", "connections.max"),
+    ("TESSERA_STORES_TIMEOUT", "stores.timeout"),
+    ("TESSERA_STORES_RETRY", "stores.retry"),
 ];
 
 /// Keys whose TOML value is a string (the others are numbers, booleans or lists).
@@ -618,6 +645,11 @@ impl Config {
             || c.tls_handshake_timeout.0.is_zero()
         {
             return Err(bad("connection timeouts must be longer than zero"));
+        }
+        if self.stores.timeout.0.is_zero() || self.stores.retry.0.is_zero() {
+            return Err(bad(
+                "stores.timeout and stores.retry must be longer than zero",
+            ));
         }
         if let Some(url) = &self.redis_url
             && !url.starts_with("redis://")

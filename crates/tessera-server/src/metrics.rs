@@ -119,6 +119,7 @@ impl Metrics {
         );
         out.push_str("# HELP tessera_denylisted_access_tokens Revocations (by jti, sid or sub) not yet expired.\n# TYPE tessera_denylisted_access_tokens gauge\n");
         let _ = writeln!(out, "tessera_denylisted_access_tokens {denylisted}");
+        render_stores(&mut out);
         out.push_str("# HELP tessera_revocation_feed_followers Open revocation-feed streams.\n# TYPE tessera_revocation_feed_followers gauge\n");
         let _ = writeln!(
             out,
@@ -234,4 +235,64 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The stores' circuits (see `tessera_store::Circuit`) and cache fallbacks.
+fn render_stores(out: &mut String) {
+    let circuits = tessera_store::circuits();
+    let metric = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  value: &dyn Fn(&tessera_store::CircuitStats) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in &circuits {
+            let _ = writeln!(
+                out,
+                "{name}{{store=\"{}\"}} {}",
+                c.name(),
+                value(&c.stats())
+            );
+        }
+    };
+    metric(
+        out,
+        "tessera_store_errors_total",
+        "counter",
+        "Calls to a store that failed or timed out.",
+        &|s| s.errors,
+    );
+    metric(
+        out,
+        "tessera_store_timeouts_total",
+        "counter",
+        "Calls to a store that timed out (stores.timeout).",
+        &|s| s.timeouts,
+    );
+    metric(
+        out,
+        "tessera_store_failed_fast_total",
+        "counter",
+        "Calls refused at once because their store was marked down.",
+        &|s| s.rejected,
+    );
+    metric(
+        out,
+        "tessera_store_marked_down_total",
+        "counter",
+        "Times a store was marked down.",
+        &|s| s.opened,
+    );
+    metric(
+        out,
+        "tessera_store_down",
+        "gauge",
+        "1 while a store is marked down (calls fail at once but for one probe per stores.retry).",
+        &|s| u64::from(s.open),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tessera_store_stale_served_total Reads answered from a cache entry past its lifetime because the database failed.\n# TYPE tessera_store_stale_served_total counter\ntessera_store_stale_served_total{{store=\"database\"}} {}",
+        tessera_store::stale_served()
+    );
 }

@@ -375,15 +375,33 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long `/readyz` waits for a store's answer: a probe with a one-second timeout must never
+/// see an instance hang because a store does.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub(crate) async fn readyz<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
 ) -> Response {
-    // Both asked at once: a store that does not answer costs its timeout once, not twice.
+    // Each store is asked in a task of its own, so that a store that hangs costs its own
+    // timeout there (and marks it down for every request) while this answers within
+    // READY_WAIT; a store marked down answers at once.
+    let users = {
+        let state = state.clone();
+        tokio::spawn(async move { state.auth.users().ping().await.is_ok() })
+    };
+    let sessions = {
+        let state = state.clone();
+        tokio::spawn(async move { state.auth.sessions().count_sessions().await.is_ok() })
+    };
+    let answered = |r: Result<
+        Result<bool, tokio::task::JoinError>,
+        tokio::time::error::Elapsed,
+    >| { matches!(r, Ok(Ok(true))) };
     let (users, sessions) = tokio::join!(
-        state.auth.users().ping(),
-        state.auth.sessions().count_sessions()
+        tokio::time::timeout(READY_WAIT, users),
+        tokio::time::timeout(READY_WAIT, sessions)
     );
-    let (users, sessions) = (users.is_ok(), sessions.is_ok());
+    let (users, sessions) = (answered(users), answered(sessions));
     // One store down leaves the other half of the service up (Bearer JWTs verify without any
     // store), and a store outage hits every instance alike: the instance stays in the load
     // balancer and says `degraded`. Only with both stores gone is it `unavailable`.
@@ -392,9 +410,15 @@ pub(crate) async fn readyz<U: UserStore, S: Stores>(
         (false, false) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
         _ => ("degraded", StatusCode::OK),
     };
+    let down: Vec<&str> = tessera_store::circuits()
+        .iter()
+        .filter(|c| c.is_open())
+        .map(|c| c.name())
+        .collect();
     let body = Json(json!({
         "status": status,
         "checks": { "users": users, "sessions": sessions },
+        "stores_down": down,
     }));
     no_store((code, body).into_response())
 }

@@ -139,6 +139,15 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Reads answered from an entry past its lifetime because the store failed.
+static STALE_SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// How many reads in this process were answered from a cache entry past its lifetime because
+/// the database failed (users and clients: the fallback that keeps Bearer checks going).
+pub fn stale_served() -> u64 {
+    STALE_SERVED.load(Ordering::Relaxed)
+}
+
 impl Cache {
     /// The cached value for `key` if fresh; otherwise `fetch`, remembered unless an eviction
     /// happened meanwhile (which could mean the fetched value is already stale).
@@ -169,7 +178,10 @@ impl Cache {
             // The store is down: an entry past its TTL but never evicted by a change is still
             // the latest word on it (the feed is live, or it would have been dropped).
             Err(e) if stale_if_error => match read(map).get(key) {
-                Some(stale) => return Ok(Some(stale.value.clone())),
+                Some(stale) => {
+                    STALE_SERVED.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(stale.value.clone()));
+                }
                 None => return Err(e),
             },
             Err(e) => return Err(e),

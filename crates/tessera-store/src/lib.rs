@@ -6,6 +6,7 @@
 //! alone. The same conformance suite (`tests/conformance.rs`) runs against every backend.
 
 mod cached;
+mod guard;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod oauth_sql;
@@ -25,7 +26,8 @@ mod token_sql;
 use std::future::Future;
 use std::time::Duration;
 
-pub use cached::CachedStore;
+pub use cached::{CachedStore, stale_served};
+pub use guard::{Announcer, Circuit, CircuitSettings, CircuitStats, Guarded, circuits};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

@@ -763,3 +763,9 @@ impl ThrottleStore for RedisStore {
         Ok(())
     }
 }
+
+impl crate::guard::Announcer for RedisStore {
+    async fn publish(&self, change: &Change) -> StoreResult<()> {
+        RedisStore::publish(self, change).await
+    }
+}

@@ -10,17 +10,18 @@ use tessera_core::{
 };
 
 use crate::RedisStore;
+use crate::guard::Announcer;
 
 /// `db` for users, keys and refresh tokens; `redis` for sessions and the denylist.
 #[derive(Debug, Clone)]
-pub struct SharedStore<D> {
+pub struct SharedStore<D, R = RedisStore> {
     db: D,
-    redis: RedisStore,
+    redis: R,
 }
 
-impl<D> SharedStore<D> {
+impl<D, R: Announcer> SharedStore<D, R> {
     /// Pairs a database with Redis.
-    pub fn new(db: D, redis: RedisStore) -> SharedStore<D> {
+    pub fn new(db: D, redis: R) -> SharedStore<D, R> {
         SharedStore { db, redis }
     }
 
@@ -30,7 +31,7 @@ impl<D> SharedStore<D> {
     }
 
     /// Redis.
-    pub fn redis(&self) -> &RedisStore {
+    pub fn redis(&self) -> &R {
         &self.redis
     }
 
@@ -65,7 +66,9 @@ impl<D> SharedStore<D> {
     }
 }
 
-impl<D: UserStore> UserStore for SharedStore<D> {
+impl<D: UserStore, R: Announcer + SessionStore + DenylistStore + ThrottleStore> UserStore
+    for SharedStore<D, R>
+{
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         self.db.create_user(user).await
     }
@@ -103,7 +106,9 @@ impl<D: UserStore> UserStore for SharedStore<D> {
     }
 }
 
-impl<D: Send + Sync + 'static> SessionStore for SharedStore<D> {
+impl<D: Send + Sync + 'static, R: Announcer + SessionStore + DenylistStore + ThrottleStore>
+    SessionStore for SharedStore<D, R>
+{
     async fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()> {
         self.redis.create_session(hash, session).await
     }
@@ -145,7 +150,9 @@ impl<D: Send + Sync + 'static> SessionStore for SharedStore<D> {
     }
 }
 
-impl<D: KeyStore> KeyStore for SharedStore<D> {
+impl<D: KeyStore, R: Announcer + SessionStore + DenylistStore + ThrottleStore> KeyStore
+    for SharedStore<D, R>
+{
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
         self.db.signing_keys().await
     }
@@ -157,7 +164,9 @@ impl<D: KeyStore> KeyStore for SharedStore<D> {
     }
 }
 
-impl<D: RefreshStore> RefreshStore for SharedStore<D> {
+impl<D: RefreshStore, R: Announcer + SessionStore + DenylistStore + ThrottleStore> RefreshStore
+    for SharedStore<D, R>
+{
     async fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()> {
         self.db.create_refresh(hash, record).await
     }
@@ -215,7 +224,9 @@ impl<D: RefreshStore> RefreshStore for SharedStore<D> {
 /// The denylist is the database's: a revocation is complete once committed there, whatever
 /// Redis does. Redis carries it to the other instances at once (pub/sub, best effort); their
 /// catch-up from the database (`DenylistStore::denied_since`) brings what it could not.
-impl<D: DenylistStore> DenylistStore for SharedStore<D> {
+impl<D: DenylistStore, R: Announcer + SessionStore + DenylistStore + ThrottleStore> DenylistStore
+    for SharedStore<D, R>
+{
     async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()> {
         self.db.deny_access(jti, exp, now).await?;
         self.announce_denied(&[(jti.to_owned(), exp)]).await;
@@ -244,7 +255,9 @@ impl<D: DenylistStore> DenylistStore for SharedStore<D> {
     }
 }
 
-impl<D: Send + Sync + 'static> ThrottleStore for SharedStore<D> {
+impl<D: Send + Sync + 'static, R: Announcer + SessionStore + DenylistStore + ThrottleStore>
+    ThrottleStore for SharedStore<D, R>
+{
     async fn throttle_reserve(
         &self,
         keys: &[(String, u32)],
@@ -263,7 +276,9 @@ impl<D: Send + Sync + 'static> ThrottleStore for SharedStore<D> {
     }
 }
 
-impl<T: ClientStore> ClientStore for SharedStore<T> {
+impl<T: ClientStore, R: Announcer + SessionStore + DenylistStore + ThrottleStore> ClientStore
+    for SharedStore<T, R>
+{
     async fn create_client(&self, client: &Client) -> StoreResult<()> {
         self.db.create_client(client).await
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tessera_core::{Change, MasterKey, Stores, UserStore};
 use tessera_server::{AppState, Config};
-use tessera_store::{CachedStore, Generation, MemoryStore, SqliteStore};
+use tessera_store::{
+    CachedStore, Circuit, CircuitSettings, Generation, Guarded, MemoryStore, SqliteStore,
+};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::Failure;
@@ -215,14 +217,46 @@ async fn with_redis<D, T>(
 where
     D: UserStore + Stores + Generation + Clone,
 {
-    let Some(redis_url) = &config.redis_url else {
-        let watched = db.clone();
-        return run(config, serve, db, f, move |tx| {
-            tessera_store::watch_generation(watched, GENERATION_POLL, tx)
-        })
-        .await;
-    };
-    shared(config, serve, db, redis_url, f).await
+    if serve {
+        // Serving, every call to a store goes through its circuit.
+        let db = Guarded::new(db, circuit("database", config));
+        return match &config.redis_url {
+            Some(redis_url) => shared(config, serve, db, redis_url, f).await,
+            None => alone(config, serve, db, f).await,
+        };
+    }
+    match &config.redis_url {
+        Some(redis_url) => shared(config, serve, db, redis_url, f).await,
+        None => alone(config, serve, db, f).await,
+    }
+}
+
+/// A store's circuit with the `[stores]` settings.
+fn circuit(name: &'static str, config: &Config) -> Arc<Circuit> {
+    Circuit::new(
+        name,
+        CircuitSettings {
+            timeout: config.stores.timeout.0,
+            retry: config.stores.retry.0,
+        },
+    )
+}
+
+/// `db` alone: other processes' changes are learnt by polling its generation.
+async fn alone<D, T>(
+    config: &Config,
+    serve: bool,
+    db: D,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure>
+where
+    D: UserStore + Stores + Generation + Clone,
+{
+    let watched = db.clone();
+    run(config, serve, db, f, move |tx| {
+        tessera_store::watch_generation(watched, GENERATION_POLL, tx)
+    })
+    .await
 }
 
 #[cfg(not(feature = "redis"))]
@@ -253,8 +287,15 @@ where
     D: UserStore + Stores + Generation + Clone,
 {
     let redis = open_redis(config, redis_url)?;
-    let shared = tessera_store::SharedStore::new(db, redis.clone());
-    run(config, serve, shared, f, move |tx| redis.follow_changes(tx)).await
+    let feed = redis.clone();
+    let follow = move |tx| feed.follow_changes(tx);
+    if serve {
+        let guarded = Guarded::new(redis, circuit("redis", config));
+        let shared = tessera_store::SharedStore::new(db, guarded);
+        return run(config, serve, shared, f, follow).await;
+    }
+    let shared = tessera_store::SharedStore::new(db, redis);
+    run(config, serve, shared, f, follow).await
 }
 
 #[cfg(feature = "redis")]

@@ -1,0 +1,424 @@
+//! Failing fast: every call to a store goes through its [`Circuit`], which bounds it by a
+//! timeout and, once the store has timed out (or failed three times in a row), marks it down
+//! for every request. While down, calls fail at once — callers fall back to what they cached —
+//! except one probe at a time, every `retry`, whose success marks the store up again. A store
+//! that hangs is thus found as fast as one that is gone, and costs one timeout, not one per
+//! request.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tessera_core::{
+    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore,
+    RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult, StoredKey,
+    ThrottlePolicy, ThrottleStore, TokenHash, User, UserStore,
+};
+
+/// Failures in a row (other than timeouts, which count at once) that mark a store down: one
+/// unreadable row must not take the store out.
+const FAILURES_TO_OPEN: u32 = 3;
+
+/// How long a call may take, and how often a store marked down is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct CircuitSettings {
+    /// The bound on one call (a statement, a transaction, a Redis command).
+    pub timeout: Duration,
+    /// While down, one call is let through this often to see whether it is back.
+    pub retry: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// Down, and one call is finding out whether it is back.
+    Probing,
+}
+
+/// The state of one store as every request sees it.
+#[derive(Debug)]
+pub struct Circuit {
+    name: &'static str,
+    settings: CircuitSettings,
+    state: Mutex<State>,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    rejected: AtomicU64,
+    opened: AtomicU64,
+}
+
+/// Counters of a circuit, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitStats {
+    /// Calls that failed (timeouts included).
+    pub errors: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+    /// Calls refused at once because the store was down.
+    pub rejected: u64,
+    /// Times the store was marked down.
+    pub opened: u64,
+    /// Whether it is down now.
+    pub open: bool,
+}
+
+static REGISTRY: Mutex<Vec<Weak<Circuit>>> = Mutex::new(Vec::new());
+
+/// Every circuit alive in this process (what `/metrics` and `/readyz` report).
+pub fn circuits() -> Vec<Arc<Circuit>> {
+    let mut all = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|w| w.strong_count() > 0);
+    all.iter().filter_map(Weak::upgrade).collect()
+}
+
+impl Circuit {
+    /// A circuit for the store called `name` (`database`, `redis`), registered for
+    /// [`circuits`].
+    pub fn new(name: &'static str, settings: CircuitSettings) -> Arc<Circuit> {
+        let c = Arc::new(Circuit {
+            name,
+            settings,
+            state: Mutex::new(State::Closed { failures: 0 }),
+            errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+        });
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&c));
+        c
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether the store is marked down.
+    pub fn is_open(&self) -> bool {
+        !matches!(self.state(), State::Closed { .. })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> CircuitStats {
+        CircuitStats {
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            opened: self.opened.load(Ordering::Relaxed),
+            open: self.is_open(),
+        }
+    }
+
+    fn state(&self) -> State {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a call may go to the store now; true for the probe of a store marked down.
+    fn admit(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *s {
+            State::Closed { .. } => true,
+            State::Open { until } if Instant::now() >= until => {
+                *s = State::Probing;
+                true
+            }
+            State::Open { .. } | State::Probing => false,
+        }
+    }
+
+    fn succeeded(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };
+    }
+
+    fn failed(&self, timed_out: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let open = match *s {
+            State::Closed { failures } => {
+                let failures = failures + 1;
+                if timed_out || failures >= FAILURES_TO_OPEN {
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        store = self.name,
+                        timed_out,
+                        "store marked down; calls fail at once until a probe succeeds"
+                    );
+                    true
+                } else {
+                    *s = State::Closed { failures };
+                    false
+                }
+            }
+            State::Open { .. } | State::Probing => true,
+        };
+        if open {
+            *s = State::Open {
+                until: Instant::now() + self.settings.retry,
+            };
+        }
+    }
+
+    /// Runs one call to the store under the circuit: refused at once while the store is down,
+    /// bounded by the timeout otherwise.
+    pub async fn call<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        if !self.admit() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Unavailable(format!(
+                "{} is down (failing fast until a probe succeeds)",
+                self.name
+            )));
+        }
+        // A call dropped by its caller (a client that hung up) says nothing of the store, but
+        // must not leave a probe marked in flight forever.
+        let mut pending = Pending(Some(self));
+        let out = tokio::time::timeout(self.settings.timeout, call).await;
+        pending.0 = None;
+        match out {
+            Ok(Ok(v)) => {
+                self.succeeded();
+                Ok(v)
+            }
+            // The store answered: it is up.
+            Ok(Err(StoreError::Conflict)) => {
+                self.succeeded();
+                Err(StoreError::Conflict)
+            }
+            Ok(Err(e)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.failed(false);
+                Err(e)
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.failed(true);
+                Err(StoreError::Unavailable(format!(
+                    "{} did not answer within {:?}",
+                    self.name, self.settings.timeout
+                )))
+            }
+        }
+    }
+}
+
+/// Held while a call is in flight; dropped with the call, it hands a probe back.
+struct Pending<'a>(Option<&'a Circuit>);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            let mut s = c.state.lock().unwrap_or_else(|e| e.into_inner());
+            if *s == State::Probing {
+                *s = State::Open {
+                    until: Instant::now(),
+                };
+            }
+        }
+    }
+}
+
+/// A store whose every call goes through a [`Circuit`].
+#[derive(Debug, Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    circuit: Arc<Circuit>,
+}
+
+impl<S> Guarded<S> {
+    /// `inner` behind `circuit`.
+    pub fn new(inner: S, circuit: Arc<Circuit>) -> Guarded<S> {
+        Guarded { inner, circuit }
+    }
+
+    /// The store itself, past the circuit.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The circuit.
+    pub fn circuit(&self) -> &Arc<Circuit> {
+        &self.circuit
+    }
+}
+
+/// Implements a store trait for `Guarded<S>` by passing each call through the circuit.
+macro_rules! guarded {
+    ($trait:ident { $( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )* }) => {
+        impl<S: $trait> $trait for Guarded<S> {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.circuit.call(self.inner.$name($($arg),*)).await
+                }
+            )*
+        }
+    };
+}
+
+guarded!(UserStore {
+    fn create_user(&self, user: &User) -> StoreResult<()>;
+    fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    fn list_users(&self) -> StoreResult<Vec<User>>;
+    fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
+    fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool>;
+    fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    fn ping(&self) -> StoreResult<()>;
+});
+
+guarded!(SessionStore {
+    fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()>;
+    fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
+    fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()>;
+    fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool>;
+    fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool>;
+    fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>>;
+    fn delete_sessions_of(&self, user_id: &str, except: Option<&TokenHash>) -> StoreResult<u64>;
+    fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+    fn count_sessions(&self) -> StoreResult<u64>;
+});
+
+guarded!(KeyStore {
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+});
+
+guarded!(RefreshStore {
+    fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()>;
+    fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>>;
+    fn rotate_refresh(&self, hash: &TokenHash, at: i64, successor: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
+    fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool>;
+    fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>>;
+    fn revoke_family(&self, family: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<Vec<(String, i64)>>;
+    fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64>;
+    fn live_families(&self, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    fn purge_access(&self, before: i64) -> StoreResult<u64>;
+});
+
+guarded!(DenylistStore {
+    fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()>;
+    fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    fn purge_denied(&self, now: i64) -> StoreResult<u64>;
+});
+
+guarded!(ThrottleStore {
+    fn throttle_reserve(&self, keys: &[(String, u32)], policy: &ThrottlePolicy, now: i64) -> StoreResult<Option<i64>>;
+    fn throttle_release(&self, cleared: &[(String, u32)], released: &[(String, u32)]) -> StoreResult<()>;
+});
+
+guarded!(ClientStore {
+    fn create_client(&self, client: &Client) -> StoreResult<()>;
+    fn client(&self, id: &str) -> StoreResult<Option<Client>>;
+    fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    fn delete_client(&self, id: &str) -> StoreResult<bool>;
+    fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()>;
+    fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>>;
+    fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>>;
+    fn redeem_code(&self, hash: &TokenHash, at: i64, refresh: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
+    fn purge_codes(&self, now: i64) -> StoreResult<u64>;
+    fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()>;
+    fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
+    fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool>;
+});
+
+guarded!(Generation {
+    fn revocation_generation(&self) -> StoreResult<i64>;
+});
+
+/// Where the changes a cluster's instances must learn of are announced (Redis pub/sub).
+pub trait Announcer: Clone + Send + Sync + 'static {
+    /// Announces `change` to every instance.
+    fn publish(&self, change: &Change) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+guarded!(Announcer {
+    fn publish(&self, change: &Change) -> StoreResult<()>;
+});
+
+use crate::Generation;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn circuit() -> Arc<Circuit> {
+        Circuit::new(
+            "test",
+            CircuitSettings {
+                timeout: Duration::from_millis(50),
+                retry: Duration::from_millis(100),
+            },
+        )
+    }
+
+    fn down() -> StoreResult<()> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+
+    #[tokio::test]
+    async fn a_timeout_opens_at_once_and_one_probe_closes_it() {
+        let c = circuit();
+        let hang = c.call(std::future::pending::<StoreResult<()>>()).await;
+        assert!(hang.is_err());
+        assert!(c.is_open());
+        // Refused without being run.
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let r = c
+            .call(async {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(r.is_err() && !ran.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // One probe at a time: while it is in flight, the others are refused.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let probe = c.call(async {
+            let _ = rx.await;
+            Ok(())
+        });
+        let other = async {
+            tokio::task::yield_now().await;
+            let r = c.call(async { Ok(()) }).await;
+            let _ = tx.send(());
+            r
+        };
+        let (p, o) = tokio::join!(probe, other);
+        assert!(p.is_ok() && o.is_err());
+        assert!(!c.is_open());
+        let s = c.stats();
+        assert_eq!((s.timeouts, s.opened, s.rejected), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn errors_open_after_three_in_a_row_and_a_dropped_probe_is_handed_back() {
+        let c = circuit();
+        assert!(c.call(async { down() }).await.is_err());
+        assert!(c.call(async { Ok(()) }).await.is_ok());
+        for _ in 0..2 {
+            assert!(c.call(async { down() }).await.is_err());
+        }
+        assert!(!c.is_open());
+        assert!(c.call(async { down() }).await.is_err());
+        assert!(c.is_open());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The probe's caller goes away: the next call may probe at once.
+        let probe = c.call(std::future::pending::<StoreResult<()>>());
+        let _ = tokio::time::timeout(Duration::from_millis(10), probe).await;
+        assert!(c.call(async { Ok(()) }).await.is_ok());
+        assert!(!c.is_open());
+        // Conflicts are answers: the store is up.
+        let conflict = c.call(async { Err::<(), _>(StoreError::Conflict) }).await;
+        assert!(matches!(conflict, Err(StoreError::Conflict)));
+        assert!(circuits().iter().any(|x| Arc::ptr_eq(x, &c)));
+    }
+}
