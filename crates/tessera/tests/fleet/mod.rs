@@ -3,7 +3,8 @@
 //! own that it kills, stops and restarts ([`OwnRedis`]), and a TCP relay to PostgreSQL that it
 //! cuts and black-holes ([`Relay`]).
 //!
-//! A test file that uses it declares `mod common;` and `mod fleet;`.
+//! [`rig`] puts them together for the fault tests. A test file that uses this module declares
+//! `mod common;` and `mod fleet;`.
 
 // Each test binary includes this module and uses part of it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::free_port;
+
+pub mod rig;
 
 pub const PW: &str = "correct horse battery";
 /// The promise: a revocation made on one instance is refused by every instance within this.
@@ -64,7 +67,8 @@ pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A PostgreSQL schema, a Redis prefix, a master key and a scratch directory of one test, and
-/// the environment that points `tessera` at them. Dropped: all removed.
+/// the environment that points `tessera` at them. Dropped: all removed, except the scratch
+/// directory (the instances' logs) of a test that failed.
 pub struct Shared {
     pub schema: String,
     pub prefix: String,
@@ -235,7 +239,12 @@ impl Drop for Shared {
             };
             let _ = tokio::time::timeout(Duration::from_secs(10), remove_keys).await;
         });
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            // The instances' logs, for the failure's post-mortem.
+            eprintln!("kept for inspection: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
