@@ -75,6 +75,7 @@ fn concurrent_refreshes_then_revocation_refuse_every_access_token() {
             .map(|k| {
                 let (url, r0, barrier) = (rig.url(k), &r0, &barrier);
                 s.spawn(move || {
+                    // The thread's client is made before the start, not in the race.
                     fleet::rig::http();
                     barrier.wait();
                     refresh(url, r0)
@@ -174,8 +175,8 @@ fn honest_retry_access_tokens_are_revoked_with_the_family() {
 struct Chain {
     /// When each refresh that answered 200 was sent.
     ok: Vec<Instant>,
-    /// When each refresh that answered 503, or not at all, was sent.
-    failed: Vec<Instant>,
+    /// When each refresh that answered 503 (true), or not at all (false), was sent.
+    failed: Vec<(Instant, bool)>,
     /// Why the chain was lost (a 400), if it was.
     lost: Option<String>,
     /// Answers that are neither 200, 503 nor 400.
@@ -225,7 +226,7 @@ fn run_chain(urls: &[String], first: usize, mut token: String, stop: &AtomicBool
                 if !matches!(other, Ok((503, _)) | Err(_)) {
                     chain.unexpected.push(shown(other));
                 }
-                chain.failed.push(sent);
+                chain.failed.push((sent, matches!(other, Ok((503, _)))));
                 presented.get_or_insert((sent, 0)).1 += 1;
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -289,21 +290,22 @@ fn chains_survive(name: &str, kind: Outage) {
         );
     }
     for (what, began, ended) in &outages {
-        let failed: usize = chains
+        let during: Vec<bool> = chains
             .iter()
-            .map(|c| {
-                c.failed
-                    .iter()
-                    .filter(|t| *t >= began && *t < ended)
-                    .count()
-            })
-            .sum();
+            .flat_map(|c| &c.failed)
+            .filter(|(t, _)| t >= began && t < ended)
+            .map(|(_, answered)| *answered)
+            .collect();
+        let failed = during.len();
+        let answered = during.iter().filter(|a| **a).count();
         let recovered: Vec<Duration> = chains
             .iter()
             .filter_map(|c| c.ok.iter().find(|t| *t >= ended).map(|t| *t - *ended))
             .collect();
         eprintln!(
-            "{what}: {failed} refreshes failed (503 or no answer) during it; after it, {} of {CHAINS} chains refreshed again, the last {:?} after",
+            "{what}: {failed} refreshes failed during it ({answered} answered 503, {} no answer within {:?}); after it, {} of {CHAINS} chains refreshed again, the last {:?} after",
+            failed - answered,
+            fleet::rig::TIMEOUT,
             recovered.len(),
             recovered.iter().max().copied().unwrap_or_default()
         );
