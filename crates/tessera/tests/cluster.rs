@@ -8,205 +8,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
+mod common;
+mod fleet;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const PW: &str = "correct horse battery";
-/// The promise: a revocation made on one instance is refused by every instance within this.
-const WITHIN: Duration = Duration::from_secs(1);
-
-fn postgres_url() -> String {
-    std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// A PostgreSQL schema, a Redis prefix, a master key and a scratch directory of one test, and
-/// the environment that points `tessera` at them. Dropped: all removed.
-struct Shared {
-    schema: String,
-    prefix: String,
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Shared {
-    fn new(name: &str) -> Shared {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let schema = format!("tessera_test_cluster_{name}_{}_{nanos}", std::process::id());
-        block_on(async {
-            let pool = sqlx::PgPool::connect(&postgres_url()).await.expect(
-                "PostgreSQL at TEST_POSTGRES_URL (default 127.0.0.1:5432/test) is required",
-            );
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        });
-        let dir = std::env::temp_dir().join(&schema);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = postgres_url();
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let env = vec![
-            (
-                "TESSERA_DATABASE_URL".to_owned(),
-                format!("{url}{sep}options[search_path]={schema}"),
-            ),
-            ("TESSERA_REDIS_URL".to_owned(), redis_url()),
-            ("TESSERA_REDIS_PREFIX".to_owned(), schema.clone()),
-            // Every instance unseals the same signing keys.
-            (
-                "TESSERA_MASTER_KEY".to_owned(),
-                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned(),
-            ),
-            (
-                "TESSERA_TOKENS_KEY_ACTIVATION_DELAY".to_owned(),
-                "0s".to_owned(),
-            ),
-        ];
-        Shared {
-            prefix: schema.clone(),
-            schema,
-            dir,
-            env,
-        }
-    }
-
-    fn tessera(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.args(args)
-            .arg("--data-dir")
-            .arg(self.dir.join("cli"))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            let _ = input.write_all(s.as_bytes());
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "tessera {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// An instance named `name`, with `issuer` (all instances of a cluster share it).
-    fn instance(&self, name: &str, issuer: &str) -> Instance {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let log = self.dir.join(format!("{name}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "serve",
-                "--listen",
-                &listen,
-                "--issuer",
-                issuer,
-                "--data-dir",
-            ])
-            .arg(self.dir.join(name))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("TESSERA_INSTANCE_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        // Ready when it says so (after binding): a bare TCP connect could be answered by the
-        // kernel's self-connect on an ephemeral port before the server is up.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let text = || std::fs::read_to_string(&log).unwrap_or_default();
-        while !text().contains("tessera is serving") {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("instance {name} exited ({status}): {}", text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {name} did not start: {}",
-                text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Instance {
-            child,
-            url: format!("http://{listen}"),
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let (schema, prefix) = (self.schema.clone(), self.prefix.clone());
-        block_on(async move {
-            if let Ok(pool) = sqlx::PgPool::connect(&postgres_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                )))
-                .execute(&pool)
-                .await;
-                pool.close().await;
-            }
-            if let Ok(r) = tessera_store::RedisStore::open(
-                &redis_url(),
-                &prefix,
-                Arc::new(tessera_jose::SystemClock),
-                60,
-            ) {
-                let _ = r.remove_all().await;
-            }
-        });
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Instance {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::free_port;
+use fleet::{
+    Instance, OwnRedis, PW, Relay, Shared, WITHIN, block_on, eventually, postgres_addr,
+    postgres_url, redis_url,
+};
 
 /// HAProxy in round-robin over `backends`, health-checking `/healthz` every 200 ms.
 struct Haproxy {
@@ -533,147 +350,6 @@ fn three_instances_behind_haproxy_share_everything() {
     assert_eq!(r.status(), 200);
 }
 
-impl Shared {
-    /// Overrides one variable of the instances' environment.
-    fn set(&mut self, key: &str, value: &str) {
-        self.env.retain(|(k, _)| k != key);
-        self.env.push((key.to_owned(), value.to_owned()));
-    }
-}
-
-/// A Redis of the test's own, on its own port, that the test stops and starts.
-struct OwnRedis {
-    port: u16,
-    dir: PathBuf,
-    aof: bool,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(dir: PathBuf, aof: bool) -> OwnRedis {
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = OwnRedis {
-            port: free_port(),
-            dir,
-            aof,
-            child: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if self.aof {
-            // Every write reaches the disk before it is acknowledged.
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
-        }
-        self.child = Some(cmd.spawn().expect("redis-server is required on the PATH"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ping = std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
-                use std::io::Read;
-                s.write_all(b"PING\r\n")?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf)?;
-                Ok(buf)
-            });
-            if ping.is_ok_and(|b| &b == b"+PONG\r\n") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no goodbye, no final save.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A TCP relay to the machine's PostgreSQL that the test cuts and restores: while cut, every
-/// connection through it is closed at once and new ones are refused, as with a database that
-/// went away.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Relay {
-    fn start(target: &str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, open2, target) = (Arc::clone(&up), Arc::clone(&open), target.to_owned());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(client) = conn else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = std::net::TcpStream::connect(&target) else {
-                    continue;
-                };
-                let mut list = open2.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, up, open }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 fn ready(base: &str) -> Value {
     client()
         .get(format!("{base}/readyz"))
@@ -689,15 +365,6 @@ fn ready_status(base: &str) -> (u16, String) {
     let code = r.status().as_u16();
     let v: Value = r.json().unwrap();
     (code, v["status"].as_str().unwrap_or_default().to_owned())
-}
-
-/// Polls `f` until it holds, for at most `limit`.
-fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -837,31 +504,13 @@ fn sessions_survive_a_redis_restart_with_aof() {
 #[test]
 fn postgres_down_logins_and_refreshes_answer_503_jwts_go_on() {
     let mut shared = Shared::new("pgdown");
-    let pg = postgres_url();
-    let relay = Relay::start(
-        pg.split('@')
-            .nth(1)
-            .and_then(|h| h.split('/').next())
-            .unwrap_or("127.0.0.1:5432"),
-    );
-    let db = shared
-        .env
-        .iter()
-        .find(|(k, _)| k == "TESSERA_DATABASE_URL")
-        .unwrap()
-        .1
-        .clone();
-    let relayed = db.replacen(
-        db.split('@').nth(1).unwrap().split('/').next().unwrap(),
-        &format!("127.0.0.1:{}", relay.port),
-        1,
-    );
+    let relay = Relay::start(&postgres_addr());
     shared.tessera(&["migrate"], None);
     shared.tessera(
         &["user", "add", "alice", "--password-stdin"],
         Some(&format!("{PW}\n")),
     );
-    shared.set("TESSERA_DATABASE_URL", &relayed);
+    shared.through(&relay);
     let mut redis = OwnRedis::start(shared.dir.join("redis"), false);
     shared.set("TESSERA_REDIS_URL", &redis.url());
     let i = shared.instance("solo", "http://127.0.0.1:1");

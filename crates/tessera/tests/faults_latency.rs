@@ -1,0 +1,184 @@
+//! Failures are fast (issue 16), against the real binary: while PostgreSQL is black-holed or
+//! Redis hangs (SIGSTOP), `/readyz` answers within 250 ms, from what the instance knows of its
+//! stores, and Bearer checks with a valid JWT keep their pace — p99 under 100 ms, and through
+//! a PostgreSQL outage at least half the requests per second of before. Measured from 2 s into
+//! the outage, past the expiry of the 5 s user cache.
+//!
+//! The tests run one at a time: each compares rates and latencies, and the other's load would
+//! blur them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+mod common;
+mod fleet;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleet::rig::{Outage, Rig, me, readyz, shown};
+
+const READYZ_WITHIN: Duration = Duration::from_millis(250);
+const BEARER_P99: Duration = Duration::from_millis(100);
+/// How far into the outage the measurements start.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Bearer latencies are sampled until this far into the outage (the user cache expires 5 s
+/// after the last read, at the latest 5 s into the outage).
+const SAMPLED_UNTIL: Duration = Duration::from_secs(9);
+/// Throughput is measured for this long (before the outage, and after the sampling).
+const RATE_WINDOW: Duration = Duration::from_secs(3);
+
+/// One at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Bearer `/auth/me` requests answered 200 per second by `url` over `window`, from 4 threads;
+/// and the other answers.
+fn bearer_rate(url: &str, token: &str, window: Duration) -> (f64, Vec<String>) {
+    let served = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    match me(url, token) {
+                        Ok((200, _)) => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => failures.lock().unwrap().push(shown(&other)),
+                    }
+                }
+            });
+        }
+        std::thread::sleep(window);
+        stop.store(true, Ordering::SeqCst);
+    });
+    let rate = served.load(Ordering::SeqCst) as f64 / start.elapsed().as_secs_f64();
+    (rate, failures.into_inner().unwrap())
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99).div_ceil(100) - 1]
+}
+
+/// Puts one instance through `outage` and measures `/readyz` and Bearer `/auth/me`; with
+/// `rate`, Bearer throughput too.
+fn stays_fast(name: &str, outage: Outage, rate: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rig = Rig::new(name, 1);
+    let (access, _) = rig.token_login(0);
+    let url = rig.url(0).to_owned();
+    assert!(matches!(me(&url, &access), Ok((200, _))));
+    let before = rate.then(|| bearer_rate(&url, &access, RATE_WINDOW));
+
+    rig.begin(outage);
+    let began = Instant::now();
+    std::thread::sleep(SETTLE);
+    let stop = AtomicBool::new(false);
+    let (ready, bearer, during) = std::thread::scope(|s| {
+        let probe = s.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let a = readyz(&url);
+                seen.push((sent.elapsed(), shown(&a)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            seen
+        });
+        // 200 requests paced over the window; no more once it is over (slow answers leave
+        // fewer samples, and the slowest of them decide the p99).
+        let mut bearer = Vec::new();
+        let n = 200u32;
+        let pace = (SAMPLED_UNTIL - SETTLE) / n;
+        for k in 0..n {
+            let due = began + SETTLE + pace * k;
+            if Instant::now() >= began + SAMPLED_UNTIL + pace {
+                break;
+            }
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let sent = Instant::now();
+            let a = me(&url, &access);
+            bearer.push((sent.elapsed(), shown(&a)));
+        }
+        let during = rate.then(|| bearer_rate(&url, &access, RATE_WINDOW));
+        stop.store(true, Ordering::SeqCst);
+        (probe.join().unwrap(), bearer, during)
+    });
+    let outage_lasted = began.elapsed();
+    rig.end(outage);
+    rig.wait_ready(Duration::from_secs(20));
+
+    let mut problems = Vec::new();
+    let slowest_ready = ready.iter().map(|(d, _)| *d).max().unwrap_or_default();
+    let statuses: std::collections::BTreeSet<&str> =
+        ready.iter().map(|(_, s)| s.as_str()).collect();
+    eprintln!(
+        "{outage:?}: /readyz {} calls, slowest {slowest_ready:?}, answers {statuses:?}",
+        ready.len()
+    );
+    let slow: Vec<String> = ready
+        .iter()
+        .filter(|(d, _)| *d >= READYZ_WITHIN)
+        .map(|(d, s)| format!("{d:?} ({s})"))
+        .collect();
+    if !slow.is_empty() {
+        problems.push(format!(
+            "/readyz took {READYZ_WITHIN:?} or more {} times of {}: {slow:?}",
+            slow.len(),
+            ready.len()
+        ));
+    }
+    let latencies: Vec<Duration> = bearer.iter().map(|(d, _)| *d).collect();
+    let p = p99(latencies.clone());
+    let max = latencies.iter().max().copied().unwrap_or_default();
+    let refused: Vec<&String> = bearer
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| *s != "200")
+        .collect();
+    eprintln!(
+        "{outage:?}: Bearer /auth/me {} calls, p99 {p:?}, max {max:?}, {} not 200",
+        bearer.len(),
+        refused.len()
+    );
+    if p >= BEARER_P99 {
+        problems.push(format!("Bearer /auth/me p99 {p:?} (max {max:?})"));
+    }
+    if !refused.is_empty() {
+        problems.push(format!(
+            "{} Bearer checks of a valid JWT not answered 200, e.g. {}",
+            refused.len(),
+            refused[0]
+        ));
+    }
+    if let (Some((before, _)), Some((during, failed))) = (before, during) {
+        eprintln!(
+            "{outage:?}: Bearer throughput {before:.0}/s before, {during:.0}/s during ({:.0} %), {} failed",
+            100.0 * during / before,
+            failed.len()
+        );
+        if during < before / 2.0 {
+            problems.push(format!(
+                "Bearer throughput {during:.0}/s during the outage, {before:.0}/s before"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{outage:?} (measured from {SETTLE:?} to {outage_lasted:?} into it):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn a_postgresql_blackhole_keeps_readiness_and_bearer_checks_fast() {
+    stays_fast("fl_pghole", Outage::PostgresBlackhole, true);
+}
+
+#[test]
+fn a_hung_redis_keeps_readiness_and_bearer_checks_fast() {
+    stays_fast("fl_redisstop", Outage::RedisStopped, false);
+}
