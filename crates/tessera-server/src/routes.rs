@@ -377,7 +377,7 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// How long `/readyz` waits for a store's answer: a probe with a one-second timeout must never
 /// see an instance hang because a store does.
-const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) async fn readyz<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,

@@ -1,11 +1,12 @@
 //! Failing fast: every call to a store goes through its [`Circuit`], which bounds it by a
 //! timeout and, once the store has timed out (or failed three times in a row), marks it down
 //! for every request. While down, calls fail at once — callers fall back to what they cached —
-//! except one probe at a time, every `retry`, whose success marks the store up again. A store
-//! that hangs is thus found as fast as one that is gone, and costs one timeout, not one per
-//! request.
+//! and one probe at a time, every `retry`, asks the store whether it is back: in a task of its
+//! own (the store's [`Probe`]), so that no request waits for it. A store that hangs is thus
+//! found as fast as one that is gone, and costs one timeout, not one per request.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -42,9 +43,17 @@ enum State {
     Probing,
 }
 
+/// A store's probe: a cheap call that answers while the store is up.
+pub trait Probe: Clone + Send + Sync + 'static {
+    /// Asks the store whether it answers.
+    fn probe(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+type ProbeFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = StoreResult<()>> + Send>> + Send + Sync>;
+
 /// The state of one store as every request sees it.
-#[derive(Debug)]
 pub struct Circuit {
+    probe: std::sync::OnceLock<ProbeFn>,
     name: &'static str,
     settings: CircuitSettings,
     state: Mutex<State>,
@@ -69,6 +78,23 @@ pub struct CircuitStats {
     pub open: bool,
 }
 
+impl std::fmt::Debug for Circuit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Circuit")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a call may do.
+enum Admit {
+    Go,
+    Refuse,
+    /// Refused; the caller starts the probe.
+    Probe(ProbeFn),
+}
+
 static REGISTRY: Mutex<Vec<Weak<Circuit>>> = Mutex::new(Vec::new());
 
 /// Every circuit alive in this process (what `/metrics` and `/readyz` report).
@@ -83,6 +109,7 @@ impl Circuit {
     /// [`circuits`].
     pub fn new(name: &'static str, settings: CircuitSettings) -> Arc<Circuit> {
         let c = Arc::new(Circuit {
+            probe: std::sync::OnceLock::new(),
             name,
             settings,
             state: Mutex::new(State::Closed { failures: 0 }),
@@ -123,17 +150,41 @@ impl Circuit {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a call may go to the store now; true for the probe of a store marked down.
-    fn admit(&self) -> bool {
+    /// Gives the circuit its store's probe (without one, the call that comes when a probe is
+    /// due is the probe).
+    pub fn set_probe<P: Probe>(&self, store: P) {
+        let probe: ProbeFn = Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.probe().await })
+        });
+        let _ = self.probe.set(probe);
+    }
+
+    /// Whether a call may go to the store now.
+    fn admit(&self) -> Admit {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match *s {
-            State::Closed { .. } => true,
+            State::Closed { .. } => Admit::Go,
             State::Open { until } if Instant::now() >= until => {
                 *s = State::Probing;
-                true
+                match self.probe.get() {
+                    Some(p) => Admit::Probe(Arc::clone(p)),
+                    None => Admit::Go,
+                }
             }
-            State::Open { .. } | State::Probing => false,
+            State::Open { .. } | State::Probing => Admit::Refuse,
         }
+    }
+
+    /// Runs `probe` in a task of its own; its answer marks the store up or down again.
+    fn start_probe(self: &Arc<Self>, probe: ProbeFn) {
+        let c = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut pending = Pending(Some(&c));
+            let out = tokio::time::timeout(c.settings.timeout, probe()).await;
+            pending.0 = None;
+            c.settle(out);
+        });
     }
 
     fn succeeded(&self) {
@@ -169,13 +220,22 @@ impl Circuit {
 
     /// Runs one call to the store under the circuit: refused at once while the store is down,
     /// bounded by the timeout otherwise.
-    pub async fn call<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        if !self.admit() {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::Unavailable(format!(
-                "{} is down (failing fast until a probe succeeds)",
-                self.name
-            )));
+    pub async fn call<T>(
+        self: &Arc<Self>,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        match self.admit() {
+            Admit::Go => {}
+            refused => {
+                if let Admit::Probe(p) = refused {
+                    self.start_probe(p);
+                }
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Unavailable(format!(
+                    "{} is down (failing fast until a probe succeeds)",
+                    self.name
+                )));
+            }
         }
         // A call dropped by its caller (a client that hung up) says nothing of the store, but
         // must not leave a probe marked in flight forever.
@@ -193,18 +253,31 @@ impl Circuit {
                 Err(StoreError::Conflict)
             }
             Ok(Err(e)) => {
+                self.settle(Ok(Err(e.clone())));
+                Err(e)
+            }
+            Err(elapsed) => {
+                self.settle(Err(elapsed));
+                Err(StoreError::Unavailable(format!(
+                    "{} did not answer within {:?}",
+                    self.name, self.settings.timeout
+                )))
+            }
+        }
+    }
+
+    /// Counts a call's outcome and marks the store up or down by it.
+    fn settle(&self, out: Result<StoreResult<()>, tokio::time::error::Elapsed>) {
+        match out {
+            Ok(Ok(())) | Ok(Err(StoreError::Conflict)) => self.succeeded(),
+            Ok(Err(_)) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.failed(false);
-                Err(e)
             }
             Err(_) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
                 self.failed(true);
-                Err(StoreError::Unavailable(format!(
-                    "{} did not answer within {:?}",
-                    self.name, self.settings.timeout
-                )))
             }
         }
     }
@@ -234,8 +307,12 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    /// `inner` behind `circuit`.
-    pub fn new(inner: S, circuit: Arc<Circuit>) -> Guarded<S> {
+    /// `inner` behind `circuit`, which probes `inner` while it is down.
+    pub fn new(inner: S, circuit: Arc<Circuit>) -> Guarded<S>
+    where
+        S: Probe,
+    {
+        circuit.set_probe(inner.clone());
         Guarded { inner, circuit }
     }
 
@@ -247,6 +324,12 @@ impl<S> Guarded<S> {
     /// The circuit.
     pub fn circuit(&self) -> &Arc<Circuit> {
         &self.circuit
+    }
+}
+
+impl<S: Probe> Probe for Guarded<S> {
+    async fn probe(&self) -> StoreResult<()> {
+        self.inner.probe().await
     }
 }
 
@@ -397,6 +480,29 @@ mod tests {
         assert!(!c.is_open());
         let s = c.stats();
         assert_eq!((s.timeouts, s.opened, s.rejected), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn with_a_probe_no_request_waits_while_the_store_is_down() {
+        let c = circuit();
+        c.set_probe(crate::MemoryStore::new());
+        assert!(
+            c.call(std::future::pending::<StoreResult<()>>())
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The probe is due: this call is refused at once and the probe runs on its own.
+        let started = Instant::now();
+        assert!(
+            c.call(std::future::pending::<StoreResult<()>>())
+                .await
+                .is_err()
+        );
+        assert!(started.elapsed() < Duration::from_millis(40));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!c.is_open());
+        assert!(c.call(async { Ok(()) }).await.is_ok());
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use cached::{CachedStore, stale_served};
-pub use guard::{Announcer, Circuit, CircuitSettings, CircuitStats, Guarded, circuits};
+pub use guard::{Announcer, Circuit, CircuitSettings, CircuitStats, Guarded, Probe, circuits};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

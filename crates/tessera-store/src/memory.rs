@@ -543,3 +543,9 @@ impl ClientStore for MemoryStore {
             .is_some_and(|m| m.remove(client_id).is_some()))
     }
 }
+
+impl crate::guard::Probe for MemoryStore {
+    async fn probe(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

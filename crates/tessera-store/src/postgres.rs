@@ -411,3 +411,9 @@ impl crate::Generation for PostgresStore {
 /// Each process counts login failures for itself (a single instance, or a cluster without
 /// Redis).
 impl tessera_core::ThrottleStore for PostgresStore {}
+
+impl crate::guard::Probe for PostgresStore {
+    async fn probe(&self) -> StoreResult<()> {
+        UserStore::ping(self).await
+    }
+}

@@ -769,3 +769,9 @@ impl crate::guard::Announcer for RedisStore {
         RedisStore::publish(self, change).await
     }
 }
+
+impl crate::guard::Probe for RedisStore {
+    async fn probe(&self) -> StoreResult<()> {
+        RedisStore::ping(self).await
+    }
+}

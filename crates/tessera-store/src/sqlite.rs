@@ -390,3 +390,9 @@ impl crate::Generation for SqliteStore {
 /// Each process counts login failures for itself (a single instance, or a cluster without
 /// Redis).
 impl tessera_core::ThrottleStore for SqliteStore {}
+
+impl crate::guard::Probe for SqliteStore {
+    async fn probe(&self) -> StoreResult<()> {
+        UserStore::ping(self).await
+    }
+}

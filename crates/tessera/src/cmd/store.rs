@@ -215,7 +215,7 @@ async fn with_redis<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + Clone,
+    D: UserStore + Stores + Generation + tessera_store::Probe,
 {
     if serve {
         // Serving, every call to a store goes through its circuit.
@@ -250,7 +250,7 @@ async fn alone<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + Clone,
+    D: UserStore + Stores + Generation + tessera_store::Probe,
 {
     let watched = db.clone();
     run(config, serve, db, f, move |tx| {
@@ -268,7 +268,7 @@ async fn shared<D, T>(
     _: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + Clone,
+    D: UserStore + Stores + Generation + tessera_store::Probe,
 {
     Err(Failure::usage(
         "this tessera was built without Redis support (cargo feature `redis`)",
@@ -284,7 +284,7 @@ async fn shared<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + Clone,
+    D: UserStore + Stores + Generation + tessera_store::Probe,
 {
     let redis = open_redis(config, redis_url)?;
     let feed = redis.clone();
