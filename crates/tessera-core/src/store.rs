@@ -175,6 +175,13 @@ pub trait RefreshStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
     /// Forgets the access tokens recorded as issued before `before` (expired); how many.
     fn purge_access(&self, before: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// When (seconds) this process last saw the store come back after it could not be reached,
+    /// if it ever did. A rotation whose answer was lost with the store (its commit reached the
+    /// database, the acknowledgement did not) is retried once the store is back: the grace
+    /// window of an honest retry runs from then too.
+    fn back_since(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// What [`RefreshStore::revoke_family`] denylists with the family.

@@ -584,7 +584,17 @@ impl<S: Stores> Tokens<S> {
             let successor_unused = successor_state
                 .as_ref()
                 .is_none_or(|(r, fam_revoked)| r.used_at.is_none() && !fam_revoked);
-            if now - used_at > self.settings.refresh_grace || !successor_unused {
+            // An honest retry comes within the grace window of the token's use, or of the
+            // store's return when it went away after that use: a client whose rotation
+            // committed while its answer was lost with the store retries until the store is
+            // back, however long that takes.
+            let grace = self.settings.refresh_grace;
+            let within_grace = now - used_at <= grace
+                || self
+                    .store
+                    .back_since()
+                    .is_some_and(|back| back >= used_at && now - back <= grace);
+            if !within_grace || !successor_unused {
                 self.kill_family(&record.family, &[]).await?;
                 self.counters.reuse_detected.fetch_add(1, Ordering::Relaxed);
                 self.counters.revoked.fetch_add(1, Ordering::Relaxed);

@@ -278,10 +278,13 @@ impl Default for TokenConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoresConfig {
-    /// The bound on one call (a statement, a transaction, a Redis command). A store that does
-    /// not answer within it is marked down for every request: calls then fail at once (and
-    /// fall back to what is cached) until a probe succeeds.
+    /// The bound on a read (a statement, a Redis command): the hot path. A read past it fails,
+    /// and the store is probed (a ping); if the probe does not answer within it either, the
+    /// store is marked down for every request: calls then fail at once (and fall back to what
+    /// is cached) until a probe succeeds.
     pub timeout: Dur,
+    /// The bound on a write (a transaction, which may wait for a row another holds).
+    pub write_timeout: Dur,
     /// While a store is marked down, one call is let through this often as a probe.
     pub retry: Dur,
 }
@@ -290,6 +293,7 @@ impl Default for StoresConfig {
     fn default() -> Self {
         StoresConfig {
             timeout: Dur(Duration::from_millis(500)),
+            write_timeout: Dur(Duration::from_secs(2)),
             retry: Dur(Duration::from_millis(500)),
         }
     }
@@ -491,6 +495,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("TESSERA_CONNECTIONS_MAX", "connections.max"),
     ("TESSERA_STORES_TIMEOUT", "stores.timeout"),
+    ("TESSERA_STORES_WRITE_TIMEOUT", "stores.write_timeout"),
     ("TESSERA_STORES_RETRY", "stores.retry"),
 ];
 
@@ -646,9 +651,12 @@ impl Config {
         {
             return Err(bad("connection timeouts must be longer than zero"));
         }
-        if self.stores.timeout.0.is_zero() || self.stores.retry.0.is_zero() {
+        if self.stores.timeout.0.is_zero()
+            || self.stores.write_timeout.0.is_zero()
+            || self.stores.retry.0.is_zero()
+        {
             return Err(bad(
-                "stores.timeout and stores.retry must be longer than zero",
+                "stores.timeout, stores.write_timeout and stores.retry must be longer than zero",
             ));
         }
         if let Some(url) = &self.redis_url

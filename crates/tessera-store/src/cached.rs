@@ -376,6 +376,10 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
     async fn purge_access(&self, before: i64) -> StoreResult<u64> {
         self.inner.purge_access(before).await
     }
+
+    fn back_since(&self) -> Option<i64> {
+        self.inner.back_since()
+    }
 }
 
 impl<T: DenylistStore> DenylistStore for CachedStore<T> {

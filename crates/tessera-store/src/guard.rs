@@ -1,9 +1,13 @@
 //! Failing fast: every call to a store goes through its [`Circuit`], which bounds it by a
-//! timeout and, once the store has timed out (or failed three times in a row), marks it down
-//! for every request. While down, calls fail at once — callers fall back to what they cached —
-//! and one probe at a time, every `retry`, asks the store whether it is back: in a task of its
-//! own (the store's [`Probe`]), so that no request waits for it. A store that hangs is thus
-//! found as fast as one that is gone, and costs one timeout, not one per request.
+//! timeout (reads are the hot path and get a short one; writes, which may wait for a lock, a
+//! longer one) and marks the store down for every request once it has failed three times in a
+//! row, or once a call timed out and the store's [`Probe`] (a ping, which waits for no lock)
+//! timed out or failed too. A slow call alone — many requests contending for one row — thus
+//! fails only itself and never takes the store out for everyone. While down, calls fail at
+//! once (callers fall back to what they cached), and one probe at a time, every `retry`, asks
+//! the store whether it is back, in a task of its own so that no request waits for it. A store
+//! that hangs is found as fast as one that is gone, and costs a timeout or two, not one per
+//! request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,10 +29,21 @@ const FAILURES_TO_OPEN: u32 = 3;
 /// How long a call may take, and how often a store marked down is tried again.
 #[derive(Debug, Clone, Copy)]
 pub struct CircuitSettings {
-    /// The bound on one call (a statement, a transaction, a Redis command).
+    /// The bound on a read (and on a probe).
     pub timeout: Duration,
-    /// While down, one call is let through this often to see whether it is back.
+    /// The bound on a write (a transaction may wait for a row another holds).
+    pub write_timeout: Duration,
+    /// While down, the store is probed this often.
     pub retry: Duration,
+}
+
+/// What a call does, for its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Reads.
+    Read,
+    /// Changes something.
+    Write,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +76,11 @@ pub struct Circuit {
     timeouts: AtomicU64,
     rejected: AtomicU64,
     opened: AtomicU64,
+    /// When the store last came back after being marked down (seconds since the epoch; 0:
+    /// never).
+    back_since: std::sync::atomic::AtomicI64,
+    /// A probe runs while the store is not marked down (a call timed out).
+    checking: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of a circuit, for `/metrics`.
@@ -117,6 +137,8 @@ impl Circuit {
             timeouts: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+            back_since: std::sync::atomic::AtomicI64::new(0),
+            checking: std::sync::atomic::AtomicBool::new(false),
         });
         REGISTRY
             .lock()
@@ -183,12 +205,50 @@ impl Circuit {
             let mut pending = Pending(Some(&c));
             let out = tokio::time::timeout(c.settings.timeout, probe()).await;
             pending.0 = None;
-            c.settle(out);
+            c.settle(out, true);
+        });
+    }
+
+    /// A call timed out: is the store down, or was the call slow? The probe says (without a
+    /// probe, the timeout is taken as the answer).
+    fn check(self: &Arc<Self>) {
+        let Some(probe) = self.probe.get().map(Arc::clone) else {
+            self.failed(true);
+            return;
+        };
+        if self.checking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let c = Arc::clone(self);
+        tokio::spawn(async move {
+            let out = tokio::time::timeout(c.settings.timeout, probe()).await;
+            c.checking.store(false, Ordering::SeqCst);
+            match out {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => c.failed(true),
+                Err(_) => {
+                    c.timeouts.fetch_add(1, Ordering::Relaxed);
+                    c.failed(true);
+                }
+            }
         });
     }
 
     fn succeeded(&self) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*s, State::Closed { .. }) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            self.back_since.store(now, Ordering::Relaxed);
+            tracing::info!(store = self.name, "store back");
+        }
+        *s = State::Closed { failures: 0 };
+    }
+
+    /// When the store last came back after being marked down (seconds since the epoch).
+    pub fn back_since(&self) -> Option<i64> {
+        Some(self.back_since.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
     fn failed(&self, timed_out: bool) {
@@ -222,6 +282,7 @@ impl Circuit {
     /// bounded by the timeout otherwise.
     pub async fn call<T>(
         self: &Arc<Self>,
+        kind: Call,
         call: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         match self.admit() {
@@ -240,7 +301,11 @@ impl Circuit {
         // A call dropped by its caller (a client that hung up) says nothing of the store, but
         // must not leave a probe marked in flight forever.
         let mut pending = Pending(Some(self));
-        let out = tokio::time::timeout(self.settings.timeout, call).await;
+        let limit = match kind {
+            Call::Read => self.settings.timeout,
+            Call::Write => self.settings.write_timeout,
+        };
+        let out = tokio::time::timeout(limit, call).await;
         pending.0 = None;
         match out {
             Ok(Ok(v)) => {
@@ -253,21 +318,31 @@ impl Circuit {
                 Err(StoreError::Conflict)
             }
             Ok(Err(e)) => {
-                self.settle(Ok(Err(e.clone())));
+                self.settle(Ok(Err(e.clone())), false);
                 Err(e)
             }
             Err(elapsed) => {
-                self.settle(Err(elapsed));
+                self.settle(Err(elapsed), false);
+                if self.settle_timeout_needs_check() {
+                    self.check();
+                }
                 Err(StoreError::Unavailable(format!(
-                    "{} did not answer within {:?}",
-                    self.name, self.settings.timeout
+                    "{} did not answer within {limit:?}",
+                    self.name
                 )))
             }
         }
     }
 
+    /// Whether a call's timeout leaves the store's state to a check (it is not already down).
+    fn settle_timeout_needs_check(&self) -> bool {
+        matches!(self.state(), State::Closed { .. })
+    }
+
     /// Counts a call's outcome and marks the store up or down by it.
-    fn settle(&self, out: Result<StoreResult<()>, tokio::time::error::Elapsed>) {
+    /// Counts a call's outcome and marks the store up or down by it. A probe's timeout marks
+    /// it down; a call's is left to [`Circuit::check`].
+    fn settle(&self, out: Result<StoreResult<()>, tokio::time::error::Elapsed>, probe: bool) {
         match out {
             Ok(Ok(())) | Ok(Err(StoreError::Conflict)) => self.succeeded(),
             Ok(Err(_)) => {
@@ -277,7 +352,9 @@ impl Circuit {
             Err(_) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
-                self.failed(true);
+                if probe {
+                    self.failed(true);
+                }
             }
         }
     }
@@ -335,86 +412,91 @@ impl<S: Probe> Probe for Guarded<S> {
 
 /// Implements a store trait for `Guarded<S>` by passing each call through the circuit.
 macro_rules! guarded {
-    ($trait:ident { $( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )* }) => {
+    ($trait:ident { $( $kind:ident fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )* } $(extra { $($extra:item)* })?) => {
         impl<S: $trait> $trait for Guarded<S> {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.circuit.call(self.inner.$name($($arg),*)).await
+                    self.circuit.call(Call::$kind, self.inner.$name($($arg),*)).await
                 }
             )*
+            $($($extra)*)?
         }
     };
 }
 
 guarded!(UserStore {
-    fn create_user(&self, user: &User) -> StoreResult<()>;
-    fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
-    fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
-    fn list_users(&self) -> StoreResult<Vec<User>>;
-    fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
-    fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool>;
-    fn delete_user(&self, id: &str) -> StoreResult<bool>;
-    fn ping(&self) -> StoreResult<()>;
+    Write fn create_user(&self, user: &User) -> StoreResult<()>;
+    Read fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    Read fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    Read fn list_users(&self) -> StoreResult<Vec<User>>;
+    Write fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
+    Write fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool>;
+    Write fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    Read fn ping(&self) -> StoreResult<()>;
 });
 
 guarded!(SessionStore {
-    fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()>;
-    fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
-    fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()>;
-    fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool>;
-    fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool>;
-    fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>>;
-    fn delete_sessions_of(&self, user_id: &str, except: Option<&TokenHash>) -> StoreResult<u64>;
-    fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
-    fn count_sessions(&self) -> StoreResult<u64>;
+    Write fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()>;
+    Read fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>>;
+    Write fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()>;
+    Write fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool>;
+    Write fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool>;
+    Read fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>>;
+    Write fn delete_sessions_of(&self, user_id: &str, except: Option<&TokenHash>) -> StoreResult<u64>;
+    Write fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+    Read fn count_sessions(&self) -> StoreResult<u64>;
 });
 
 guarded!(KeyStore {
-    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
-    fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+    Read fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    Write fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
 });
 
 guarded!(RefreshStore {
-    fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()>;
-    fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>>;
-    fn rotate_refresh(&self, hash: &TokenHash, at: i64, successor: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
-    fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool>;
-    fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>>;
-    fn revoke_family(&self, family: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<Vec<(String, i64)>>;
-    fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64>;
-    fn live_families(&self, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    fn purge_access(&self, before: i64) -> StoreResult<u64>;
+    Write fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()>;
+    Read fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>>;
+    Write fn rotate_refresh(&self, hash: &TokenHash, at: i64, successor: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
+    Write fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool>;
+    Read fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>>;
+    Write fn revoke_family(&self, family: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<Vec<(String, i64)>>;
+    Write fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64>;
+    Read fn live_families(&self, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    Write fn purge_access(&self, before: i64) -> StoreResult<u64>;
+} extra {
+    fn back_since(&self) -> Option<i64> {
+        self.circuit.back_since()
+    }
 });
 
 guarded!(DenylistStore {
-    fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()>;
-    fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    fn purge_denied(&self, now: i64) -> StoreResult<u64>;
+    Write fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()>;
+    Read fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    Read fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    Write fn purge_denied(&self, now: i64) -> StoreResult<u64>;
 });
 
 guarded!(ThrottleStore {
-    fn throttle_reserve(&self, keys: &[(String, u32)], policy: &ThrottlePolicy, now: i64) -> StoreResult<Option<i64>>;
-    fn throttle_release(&self, cleared: &[(String, u32)], released: &[(String, u32)]) -> StoreResult<()>;
+    Write fn throttle_reserve(&self, keys: &[(String, u32)], policy: &ThrottlePolicy, now: i64) -> StoreResult<Option<i64>>;
+    Write fn throttle_release(&self, cleared: &[(String, u32)], released: &[(String, u32)]) -> StoreResult<()>;
 });
 
 guarded!(ClientStore {
-    fn create_client(&self, client: &Client) -> StoreResult<()>;
-    fn client(&self, id: &str) -> StoreResult<Option<Client>>;
-    fn list_clients(&self) -> StoreResult<Vec<Client>>;
-    fn delete_client(&self, id: &str) -> StoreResult<bool>;
-    fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()>;
-    fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>>;
-    fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>>;
-    fn redeem_code(&self, hash: &TokenHash, at: i64, refresh: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
-    fn purge_codes(&self, now: i64) -> StoreResult<u64>;
-    fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()>;
-    fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
-    fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool>;
+    Write fn create_client(&self, client: &Client) -> StoreResult<()>;
+    Read fn client(&self, id: &str) -> StoreResult<Option<Client>>;
+    Read fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    Write fn delete_client(&self, id: &str) -> StoreResult<bool>;
+    Write fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()>;
+    Write fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>>;
+    Read fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>>;
+    Write fn redeem_code(&self, hash: &TokenHash, at: i64, refresh: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
+    Write fn purge_codes(&self, now: i64) -> StoreResult<u64>;
+    Write fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()>;
+    Read fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
+    Write fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool>;
 });
 
 guarded!(Generation {
-    fn revocation_generation(&self) -> StoreResult<i64>;
+    Read fn revocation_generation(&self) -> StoreResult<i64>;
 });
 
 /// Where the changes a cluster's instances must learn of are announced (Redis pub/sub).
@@ -424,7 +506,7 @@ pub trait Announcer: Clone + Send + Sync + 'static {
 }
 
 guarded!(Announcer {
-    fn publish(&self, change: &Change) -> StoreResult<()>;
+    Write fn publish(&self, change: &Change) -> StoreResult<()>;
 });
 
 use crate::Generation;
@@ -432,12 +514,14 @@ use crate::Generation;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     fn circuit() -> Arc<Circuit> {
         Circuit::new(
             "test",
             CircuitSettings {
                 timeout: Duration::from_millis(50),
+                write_timeout: Duration::from_millis(80),
                 retry: Duration::from_millis(100),
             },
         )
@@ -447,16 +531,32 @@ mod tests {
         Err(StoreError::Unavailable("down".into()))
     }
 
+    /// A store whose ping answers while `up`, and hangs otherwise.
+    #[derive(Clone, Default)]
+    struct Switch(Arc<AtomicBool>);
+
+    impl Probe for Switch {
+        async fn probe(&self) -> StoreResult<()> {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                std::future::pending().await
+            }
+        }
+    }
+
     #[tokio::test]
-    async fn a_timeout_opens_at_once_and_one_probe_closes_it() {
+    async fn without_a_probe_a_timeout_opens_at_once_and_one_call_probes() {
         let c = circuit();
-        let hang = c.call(std::future::pending::<StoreResult<()>>()).await;
+        let hang = c
+            .call(Call::Read, std::future::pending::<StoreResult<()>>())
+            .await;
         assert!(hang.is_err());
         assert!(c.is_open());
         // Refused without being run.
-        let ran = std::sync::atomic::AtomicBool::new(false);
+        let ran = AtomicBool::new(false);
         let r = c
-            .call(async {
+            .call(Call::Read, async {
                 ran.store(true, Ordering::SeqCst);
                 Ok(())
             })
@@ -465,65 +565,94 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         // One probe at a time: while it is in flight, the others are refused.
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let probe = c.call(async {
+        let probe = c.call(Call::Read, async {
             let _ = rx.await;
             Ok(())
         });
         let other = async {
             tokio::task::yield_now().await;
-            let r = c.call(async { Ok(()) }).await;
+            let r = c.call(Call::Read, async { Ok(()) }).await;
             let _ = tx.send(());
             r
         };
         let (p, o) = tokio::join!(probe, other);
         assert!(p.is_ok() && o.is_err());
         assert!(!c.is_open());
+        assert!(c.back_since().is_some());
         let s = c.stats();
         assert_eq!((s.timeouts, s.opened, s.rejected), (1, 1, 2));
     }
 
     #[tokio::test]
-    async fn with_a_probe_no_request_waits_while_the_store_is_down() {
+    async fn a_slow_call_fails_alone_when_the_probe_answers() {
         let c = circuit();
-        c.set_probe(crate::MemoryStore::new());
-        assert!(
-            c.call(std::future::pending::<StoreResult<()>>())
-                .await
-                .is_err()
-        );
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        // The probe is due: this call is refused at once and the probe runs on its own.
-        let started = Instant::now();
-        assert!(
-            c.call(std::future::pending::<StoreResult<()>>())
-                .await
-                .is_err()
-        );
-        assert!(started.elapsed() < Duration::from_millis(40));
+        let store = Switch::default();
+        store.0.store(true, Ordering::SeqCst);
+        c.set_probe(store.clone());
+        // A write waiting on a lock past its bound: it fails, the store stays up.
+        let slow = c
+            .call(Call::Write, std::future::pending::<StoreResult<()>>())
+            .await;
+        assert!(slow.is_err());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!c.is_open());
-        assert!(c.call(async { Ok(()) }).await.is_ok());
+        assert!(c.call(Call::Read, async { Ok(()) }).await.is_ok());
+        assert_eq!(c.stats().opened, 0);
+    }
+
+    #[tokio::test]
+    async fn a_hung_store_is_marked_down_and_no_request_waits_for_its_probes() {
+        let c = circuit();
+        let store = Switch::default();
+        c.set_probe(store.clone());
+        let started = Instant::now();
+        assert!(
+            c.call(Call::Read, std::future::pending::<StoreResult<()>>())
+                .await
+                .is_err()
+        );
+        // The probe hangs too: down one probe timeout later.
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        assert!(c.is_open(), "{:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // A probe is due: this call is refused at once and the probe runs on its own.
+        let started = Instant::now();
+        assert!(
+            c.call(Call::Read, std::future::pending::<StoreResult<()>>())
+                .await
+                .is_err()
+        );
+        assert!(started.elapsed() < Duration::from_millis(30));
+        // The store comes back: the next probe marks it up.
+        store.0.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(170)).await;
+        let _ = c.call(Call::Read, async { Ok(()) }).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!c.is_open());
+        assert!(c.call(Call::Read, async { Ok(()) }).await.is_ok());
     }
 
     #[tokio::test]
     async fn errors_open_after_three_in_a_row_and_a_dropped_probe_is_handed_back() {
         let c = circuit();
-        assert!(c.call(async { down() }).await.is_err());
-        assert!(c.call(async { Ok(()) }).await.is_ok());
+        assert!(c.call(Call::Read, async { down() }).await.is_err());
+        assert!(c.call(Call::Read, async { Ok(()) }).await.is_ok());
         for _ in 0..2 {
-            assert!(c.call(async { down() }).await.is_err());
+            assert!(c.call(Call::Read, async { down() }).await.is_err());
         }
         assert!(!c.is_open());
-        assert!(c.call(async { down() }).await.is_err());
+        assert!(c.call(Call::Read, async { down() }).await.is_err());
         assert!(c.is_open());
         tokio::time::sleep(Duration::from_millis(120)).await;
         // The probe's caller goes away: the next call may probe at once.
-        let probe = c.call(std::future::pending::<StoreResult<()>>());
+        let probe = c.call(Call::Read, std::future::pending::<StoreResult<()>>());
         let _ = tokio::time::timeout(Duration::from_millis(10), probe).await;
-        assert!(c.call(async { Ok(()) }).await.is_ok());
+        assert!(c.call(Call::Read, async { Ok(()) }).await.is_ok());
         assert!(!c.is_open());
         // Conflicts are answers: the store is up.
-        let conflict = c.call(async { Err::<(), _>(StoreError::Conflict) }).await;
+        let conflict = c
+            .call(Call::Write, async { Err::<(), _>(StoreError::Conflict) })
+            .await;
         assert!(matches!(conflict, Err(StoreError::Conflict)));
         assert!(circuits().iter().any(|x| Arc::ptr_eq(x, &c)));
     }

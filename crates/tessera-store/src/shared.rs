@@ -219,6 +219,10 @@ impl<D: RefreshStore, R: Announcer + SessionStore + DenylistStore + ThrottleStor
     async fn purge_access(&self, before: i64) -> StoreResult<u64> {
         self.db.purge_access(before).await
     }
+
+    fn back_since(&self) -> Option<i64> {
+        self.db.back_since()
+    }
 }
 
 /// The denylist is the database's: a revocation is complete once committed there, whatever

@@ -10,6 +10,10 @@
 //! before it (and denylists them in the same transaction); an issue that comes second finds
 //! the family revoked and records nothing. On SQLite the first write of a transaction takes
 //! the database's write lock, which orders them the same way.
+//!
+//! Denylist entries do not move the revocation generation: every server catches up with them
+//! on its own (`DenylistStore::denied_since`), and a hot counter row would order every
+//! revocation of a cluster behind one lock.
 
 /// Implements `RefreshStore` and `DenylistStore` for `$store` over database `$db`
 /// (`sqlx::Sqlite`, `sqlx::Postgres`): a struct with a `pool` field, in a module that has an
@@ -17,10 +21,6 @@
 /// Also defines `insert_refresh`, which the client store's code redemption shares.
 macro_rules! token_store_sql {
     ($store:ty, $db:ty) => {
-        /// Moves the revocation generation (servers polling it reload their caches).
-        const BUMP_GENERATION: &str =
-            "UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'";
-
         /// The upsert of a denylist entry: the later expiry wins, and the entry is stamped
         /// again so that the instances' catch-up sees the change.
         const DENY: &str = "INSERT INTO access_denylist (jti, expires_at, added_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO UPDATE SET expires_at = CASE WHEN excluded.expires_at > access_denylist.expires_at THEN excluded.expires_at ELSE access_denylist.expires_at END, added_at = excluded.added_at";
@@ -208,10 +208,6 @@ macro_rules! token_store_sql {
                         .await
                         .map_err(unavailable)?;
                 }
-                sqlx::query(BUMP_GENERATION)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
                 tx.commit().await.map_err(unavailable)?;
                 Ok(denied)
             }
@@ -255,19 +251,14 @@ macro_rules! token_store_sql {
 
         impl tessera_core::DenylistStore for $store {
             async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> tessera_core::StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
                 sqlx::query(DENY)
                     .bind(jti)
                     .bind(exp)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                sqlx::query(BUMP_GENERATION)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                tx.commit().await.map_err(unavailable)
+                Ok(())
             }
 
             async fn denied_access(&self, now: i64) -> tessera_core::StoreResult<Vec<(String, i64)>> {

@@ -67,7 +67,8 @@ fn p99(mut samples: Vec<Duration>) -> Duration {
 /// `rate`, Bearer throughput too.
 fn stays_fast(name: &str, outage: Outage, rate: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rig = Rig::new(name, 1);
+    // The production default of stores.timeout: what the promise is made with.
+    let mut rig = Rig::with_env(name, 1, &[("TESSERA_STORES_TIMEOUT", "500ms")]);
     let (access, _) = rig.token_login(0);
     let url = rig.url(0).to_owned();
     assert!(matches!(me(&url, &access), Ok((200, _))));
@@ -108,10 +109,61 @@ fn stays_fast(name: &str, outage: Outage, rate: bool) {
         (probe.join().unwrap(), bearer, during)
     });
     let outage_lasted = began.elapsed();
+    // An operator sees it: the store is named down by /readyz and /metrics, with its timeouts
+    // and the calls failed fast; through a database outage, users come from the stale cache.
+    let store = match outage {
+        Outage::PostgresCut | Outage::PostgresBlackhole => "database",
+        Outage::RedisKilled | Outage::RedisStopped => "redis",
+    };
+    let ready_now = readyz(&url);
+    let metrics = fleet::rig::send(fleet::rig::http().get(format!("{url}/metrics")));
     rig.end(outage);
     rig.wait_ready(Duration::from_secs(20));
 
     let mut problems = Vec::new();
+    match &ready_now {
+        Ok((200, body)) if body["stores_down"] == serde_json::json!([store]) => {}
+        other => problems.push(format!(
+            "/readyz should name {store} down: {}",
+            shown(other)
+        )),
+    }
+    let text = match &metrics {
+        Ok((200, serde_json::Value::String(t))) => t.clone(),
+        other => panic!("/metrics: {}", shown(other)),
+    };
+    let value = |name: &str| -> f64 {
+        let line = format!("{name}{{store=\"{store}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("/metrics has no {line}"))
+    };
+    eprintln!(
+        "{outage:?}: /metrics: {store} down {}, timeouts {}, failed fast {}, marked down {}",
+        value("tessera_store_down"),
+        value("tessera_store_timeouts_total"),
+        value("tessera_store_failed_fast_total"),
+        value("tessera_store_marked_down_total")
+    );
+    if value("tessera_store_down") != 1.0
+        || value("tessera_store_timeouts_total") < 1.0
+        || value("tessera_store_failed_fast_total") < 1.0
+    {
+        problems.push(format!(
+            "/metrics should show {store} down, timed out and failing fast"
+        ));
+    }
+    if store == "database" {
+        let stale = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tessera_store_stale_served_total{store=\"database\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if stale < 1.0 {
+            problems.push("no user was served from the stale cache".into());
+        }
+    }
     let slowest_ready = ready.iter().map(|(d, _)| *d).max().unwrap_or_default();
     let statuses: std::collections::BTreeSet<&str> =
         ready.iter().map(|(_, s)| s.as_str()).collect();

@@ -65,7 +65,8 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   connections.idle_timeout         TESSERA_CONNECTIONS_IDLE_TIMEOUT  (keep-alive, nothing in flight)
   connections.tls_handshake_timeout  TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT
   connections.max                  TESSERA_CONNECTIONS_MAX         (0: from the descriptor limit)
-  stores.timeout                   TESSERA_STORES_TIMEOUT          (one call to the database or Redis; past it the store is marked down)
+  stores.timeout                   TESSERA_STORES_TIMEOUT          (a read from the database or Redis; past it, and a ping too, the store is marked down)
+  stores.write_timeout             TESSERA_STORES_WRITE_TIMEOUT    (a write, which may wait for a lock)
   stores.retry                     TESSERA_STORES_RETRY            (while down, one probe this often)
 The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or
 DATA_DIR/master.key (created owner-only on first start). DATA_DIR is kept 0700 and the SQLite

@@ -237,6 +237,7 @@ fn circuit(name: &'static str, config: &Config) -> Arc<Circuit> {
         name,
         CircuitSettings {
             timeout: config.stores.timeout.0,
+            write_timeout: config.stores.write_timeout.0,
             retry: config.stores.retry.0,
         },
     )

@@ -109,6 +109,11 @@ impl Shared {
                 "TESSERA_MASTER_KEY".to_owned(),
                 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned(),
             ),
+            // Debug binaries, several to a test and several tests at once on a two-core
+            // machine: a statement may take longer than the production default (500 ms), and
+            // a store marked down for that would fail tests that are not about it. The
+            // latency suite (faults_latency.rs) runs with the default.
+            ("TESSERA_STORES_TIMEOUT".to_owned(), "3s".to_owned()),
             (
                 "TESSERA_TOKENS_KEY_ACTIVATION_DELAY".to_owned(),
                 "0s".to_owned(),

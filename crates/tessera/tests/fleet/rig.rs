@@ -132,7 +132,15 @@ pub struct Rig {
 impl Rig {
     /// `n` instances (named a, b, c, …) for the test `name` (a short word: it names the schema).
     pub fn new(name: &str, n: usize) -> Rig {
+        Rig::with_env(name, n, &[])
+    }
+
+    /// As [`Rig::new`], the instances' environment set with `env`.
+    pub fn with_env(name: &str, n: usize, env: &[(&str, &str)]) -> Rig {
         let mut shared = Shared::new(name);
+        for (k, v) in env {
+            shared.set(k, v);
+        }
         let relay = Relay::start(&postgres_addr());
         shared.through(&relay);
         // With its AOF Redis keeps sessions and the denylist across a SIGKILL, as it should be
