@@ -11,7 +11,7 @@ use tessera_jose::{Clock, Revocation};
 use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
 use crate::revocation::Denylist;
 use crate::session::{Session, SessionPolicy};
-use crate::store::{StoreError, Stores, UserStore};
+use crate::store::{FamilyRevocation, StoreError, Stores, UserStore};
 use crate::throttle::{Attempt, DeviceCookies, Throttle};
 use crate::token::{Kind, Token, TokenHash, random_id};
 use crate::user::{User, normalize_username};
@@ -202,16 +202,40 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .await
     }
 
-    /// Refuses the access tokens issued under the sessions with these handles.
-    async fn revoke_sessions(
+    /// Ends these sessions in the denylist: the access tokens issued under them are refused,
+    /// and so is each session itself, until it would have ended anyway (so that a record that
+    /// could not be removed never comes back).
+    async fn revoke_sessions<'s>(
         &self,
-        handles: impl IntoIterator<Item = String>,
+        sessions: impl IntoIterator<Item = &'s Session>,
     ) -> Result<(), StoreError> {
-        let exp = self.denylist.keep_until(self.now());
-        for h in handles {
-            self.revoke(Revocation::Session(h), exp).await?;
+        let tokens_until = self.denylist.keep_until(self.now());
+        for s in sessions {
+            let exp = tokens_until.max(s.ends_at());
+            self.revoke(Revocation::Session(s.handle.clone()), exp)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Revokes every refresh family of `user_id` with the access tokens recorded in them (a
+    /// rotation another instance made after the subject's revocation included); how many
+    /// families were live.
+    async fn revoke_families_of(&self, user_id: &str) -> Result<u64, StoreError> {
+        let now = self.now();
+        let ttl = self.denylist.token_lifetime();
+        let revocation = FamilyRevocation {
+            since: now - ttl - crate::revocation::LEEWAY,
+            access_ttl: ttl,
+            also: &[],
+            now,
+        };
+        let (n, denied) = self
+            .sessions
+            .revoke_families_of(user_id, &revocation)
+            .await?;
+        self.denylist.extend_stored(denied, now);
+        Ok(n)
     }
 
     /// Refuses every access token of `user_id` issued until now.
@@ -457,7 +481,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         list.sort_by_key(|(h, s)| (h != newest, std::cmp::Reverse(s.created_at)));
         let mut ended = 0u64;
         for (hash, s) in list.into_iter().skip(max) {
-            match self.logout(&hash, &s.handle).await {
+            match self.logout(&hash, &s).await {
                 Ok(true) => ended += 1,
                 Ok(false) => {}
                 Err(_) => break,
@@ -495,7 +519,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 .map_err(unavailable)?
             {
                 bump(&self.counters.sessions_ended, 1);
-                self.revoke_sessions([session.handle.clone()])
+                self.revoke_sessions([&session])
                     .await
                     .map_err(unavailable)?;
                 tracing::info!(target: "audit", event = "session_ended", reason = "expired", session = %session.handle);
@@ -521,14 +545,13 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         })
     }
 
-    /// Ends the session with this hash (and public `handle`), and the access tokens issued
+    /// Ends the session with this hash, and the access tokens issued
     /// under it. The end is durable once the handle is denylisted, which comes first: a
     /// failure there changes nothing; after it, the session is refused everywhere, and a record
     /// that could not be removed is removed when it is next presented.
-    pub async fn logout(&self, hash: &TokenHash, handle: &str) -> Result<bool, SessionError> {
-        self.revoke_sessions([handle.to_owned()])
-            .await
-            .map_err(unavailable)?;
+    pub async fn logout(&self, hash: &TokenHash, session: &Session) -> Result<bool, SessionError> {
+        let handle = &session.handle;
+        self.revoke_sessions([session]).await.map_err(unavailable)?;
         let ended = match self.sessions.delete_session(hash).await {
             Ok(ended) => ended,
             Err(e) => {
@@ -570,7 +593,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .await
             .map_err(unavailable)?;
         match list.into_iter().find(|(_, s)| s.handle == handle) {
-            Some((hash, s)) => self.logout(&hash, &s.handle).await,
+            Some((hash, s)) => self.logout(&hash, &s).await,
             None => Ok(false),
         }
     }
@@ -581,17 +604,17 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         user_id: &str,
         keep: &TokenHash,
     ) -> Result<u64, SessionError> {
-        let ending: Vec<String> = self
+        let ending: Vec<Session> = self
             .sessions
             .sessions_of(user_id)
             .await
             .map_err(unavailable)?
             .into_iter()
             .filter(|(h, _)| h != keep)
-            .map(|(_, s)| s.handle)
+            .map(|(_, s)| s)
             .collect();
         // Refused first (durable), then removed: see `logout`.
-        self.revoke_sessions(ending).await.map_err(unavailable)?;
+        self.revoke_sessions(&ending).await.map_err(unavailable)?;
         let n = self
             .sessions
             .delete_sessions_of(user_id, Some(keep))
@@ -637,9 +660,11 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         }
         self.users.set_disabled(&user.id, disabled).await?;
         if disabled {
+            // The database's steps before Redis's: a failure at the sessions leaves no refresh
+            // family live (and a disabled account's sessions are refused anyway).
+            let families = self.revoke_families_of(&user.id).await?;
             let n = self.sessions.delete_sessions_of(&user.id, None).await?;
             bump(&self.counters.sessions_ended, n);
-            let families = self.sessions.revoke_families_of(&user.id).await?;
             tracing::info!(target: "audit", event = "user_disabled", user = %user.id, sessions_ended = n, refresh_families_revoked = families);
         } else {
             tracing::info!(target: "audit", event = "user_enabled", user = %user.id);
@@ -656,9 +681,9 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             .await?
             .ok_or(AccountError::NotFound)?;
         self.revoke_subject(&user.id).await?;
+        self.revoke_families_of(&user.id).await?;
         let n = self.sessions.delete_sessions_of(&user.id, None).await?;
         bump(&self.counters.sessions_ended, n);
-        self.sessions.revoke_families_of(&user.id).await?;
         self.users.delete_user(&user.id).await?;
         tracing::info!(target: "audit", event = "user_deleted", user = %user.id, sessions_ended = n);
         Ok(user)

@@ -57,6 +57,11 @@ impl Denylist {
         }
     }
 
+    /// The longest an access token lives, seconds.
+    pub fn token_lifetime(&self) -> i64 {
+        self.token_lifetime
+    }
+
     /// Until when a revocation made `now` of a session or a subject must be kept.
     pub fn keep_until(&self, now: i64) -> i64 {
         now + self.token_lifetime

@@ -162,8 +162,14 @@ pub trait RefreshStore: Send + Sync + 'static {
         family: &str,
         revocation: &FamilyRevocation<'_>,
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
-    /// Revokes every family of a user; how many were live.
-    fn revoke_families_of(&self, user_id: &str) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Revokes every family of a user (disabled or deleted) and denylists, in the same step,
+    /// the access tokens recorded in them that may still be alive and the other entries of
+    /// `revocation`: how many families were live, and every entry denylisted.
+    fn revoke_families_of(
+        &self,
+        user_id: &str,
+        revocation: &FamilyRevocation<'_>,
+    ) -> impl Future<Output = StoreResult<(u64, Vec<(String, i64)>)>> + Send;
     /// The live families of `user_id` with `client_id` at `now` (not revoked, with an unused
     /// token neither idle-expired nor past the family's end), each with when it began (its first
     /// token's `created_at`), oldest first (ties by family id).

@@ -799,17 +799,6 @@ impl<S: Stores> Tokens<S> {
         Ok(())
     }
 
-    /// Revokes every refresh family of a user (disabled or deleted).
-    pub async fn revoke_user(&self, user_id: &str) -> Result<u64, GrantError> {
-        let n = self
-            .store
-            .revoke_families_of(user_id)
-            .await
-            .map_err(unavailable)?;
-        self.counters.revoked.fetch_add(n, Ordering::Relaxed);
-        Ok(n)
-    }
-
     /// The record of a refresh token that could be used now (RFC 7662): known, unused,
     /// unexpired, its family live.
     pub async fn refresh_state(

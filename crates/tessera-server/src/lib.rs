@@ -470,6 +470,9 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
 /// much later (transactions are bounded well below it; clocks of a cluster agree within it).
 const SYNC_LOOKBACK: i64 = 10;
 
+/// How often the catch-up reads every entry in force instead of the recent ones.
+const SYNC_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Catches up every `every` with the revocations made durable in the store by any instance
 /// (or the CLI): the denylist is complete within `every` of a revocation whether or not the
 /// change feed (Redis pub/sub, the fast path) delivered it. The copy counts as fresh while
@@ -485,14 +488,23 @@ pub fn spawn_denylist_sync<U: UserStore, S: Stores>(
         // The first catch-up looks back from now: `build` loaded everything before.
         let mut last = state.auth.now();
         let mut failures = 0u32;
+        let mut full_at = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let now = state.auth.now();
+            // Now and then everything in force, whenever it was stamped: an entry whose
+            // transaction became visible later than the lookback (a partitioned writer, a
+            // writer's clock far off) is not missed for longer than this.
+            let full = full_at.elapsed() >= SYNC_FULL_EVERY;
+            let since = if full { i64::MIN } else { last - SYNC_LOOKBACK };
             let read = state
                 .auth
                 .sessions()
-                .denied_since(last - SYNC_LOOKBACK, now - LEEWAY)
+                .denied_since(since, now - LEEWAY)
                 .await;
+            if full && read.is_ok() {
+                full_at = tokio::time::Instant::now();
+            }
             match read {
                 Ok(entries) => {
                     state.denylist.extend_stored(entries, now);

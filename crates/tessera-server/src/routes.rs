@@ -180,7 +180,7 @@ pub(crate) async fn logout<U: UserStore, S: Stores>(
     state.guard(&caller, &headers)?;
     state
         .auth
-        .logout(&caller.auth.hash, &caller.auth.session.handle)
+        .logout(&caller.auth.hash, &caller.auth.session)
         .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut()

@@ -360,8 +360,12 @@ impl<T: RefreshStore> RefreshStore for CachedStore<T> {
         self.inner.revoke_family(family, revocation).await
     }
 
-    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
-        self.inner.revoke_families_of(user_id).await
+    async fn revoke_families_of(
+        &self,
+        user_id: &str,
+        revocation: &FamilyRevocation<'_>,
+    ) -> StoreResult<(u64, Vec<(String, i64)>)> {
+        self.inner.revoke_families_of(user_id, revocation).await
     }
 
     async fn live_families(

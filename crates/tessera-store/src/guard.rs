@@ -459,7 +459,7 @@ guarded!(RefreshStore {
     Write fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool>;
     Read fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>>;
     Write fn revoke_family(&self, family: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<Vec<(String, i64)>>;
-    Write fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64>;
+    Write fn revoke_families_of(&self, user_id: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<(u64, Vec<(String, i64)>)>;
     Read fn live_families(&self, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<(String, i64)>>;
     Write fn purge_access(&self, before: i64) -> StoreResult<u64>;
 } extra {

@@ -352,15 +352,36 @@ impl RefreshStore for MemoryStore {
         Ok(denied)
     }
 
-    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
+    async fn revoke_families_of(
+        &self,
+        user_id: &str,
+        rev: &FamilyRevocation<'_>,
+    ) -> StoreResult<(u64, Vec<(String, i64)>)> {
+        let mut g = self.write();
         let mut n = 0;
-        for (user, revoked) in self.write().families.values_mut() {
-            if user == user_id && !*revoked {
-                *revoked = true;
-                n += 1;
+        let mut theirs = HashSet::new();
+        for (family, (user, revoked)) in g.families.iter_mut() {
+            if user == user_id {
+                theirs.insert(family.clone());
+                if !*revoked {
+                    *revoked = true;
+                    n += 1;
+                }
             }
         }
-        Ok(n)
+        let mut denied: Vec<(String, i64)> = g
+            .access
+            .iter()
+            .filter(|(_, (f, issued))| theirs.contains(f) && *issued > rev.since)
+            .map(|(jti, (_, issued))| (jti.clone(), issued + rev.access_ttl))
+            .chain(rev.also.iter().cloned())
+            .collect();
+        denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        denied.dedup_by(|a, b| a.0 == b.0);
+        for (key, exp) in &denied {
+            g.deny(key, *exp, rev.now);
+        }
+        Ok((n, denied))
     }
 
     async fn live_families(

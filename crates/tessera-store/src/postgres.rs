@@ -70,7 +70,11 @@ impl PostgresStore {
 
     /// A store on `url` without touching the schema (the pool connects on first use).
     pub fn connect(url: &str) -> StoreResult<PostgresStore> {
-        let options = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        // A transaction left open by a connection cut in the middle of it (its row locks held,
+        // its family's rotations waiting) is ended by the server after this.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(unavailable)?
+            .options([("idle_in_transaction_session_timeout", "10s")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(0)

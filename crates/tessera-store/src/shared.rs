@@ -203,8 +203,14 @@ impl<D: RefreshStore, R: Announcer + SessionStore + DenylistStore + ThrottleStor
         Ok(denied)
     }
 
-    async fn revoke_families_of(&self, user_id: &str) -> StoreResult<u64> {
-        self.db.revoke_families_of(user_id).await
+    async fn revoke_families_of(
+        &self,
+        user_id: &str,
+        revocation: &FamilyRevocation<'_>,
+    ) -> StoreResult<(u64, Vec<(String, i64)>)> {
+        let (n, denied) = self.db.revoke_families_of(user_id, revocation).await?;
+        self.announce_denied(&denied).await;
+        Ok((n, denied))
     }
 
     async fn live_families(

@@ -74,6 +74,32 @@ macro_rules! token_store_sql {
             Ok(())
         }
 
+        /// Denylists inside `tx` the access tokens `live` (`(jti, issued_at)`) and
+        /// `rev.also`; returns the entries, one per key with its latest expiry.
+        async fn deny_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            live: Vec<(String, i64)>,
+            rev: &tessera_core::FamilyRevocation<'_>,
+        ) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+            let mut denied: Vec<(String, i64)> = live
+                .into_iter()
+                .map(|(jti, issued)| (jti, issued + rev.access_ttl))
+                .chain(rev.also.iter().cloned())
+                .collect();
+            denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            denied.dedup_by(|a, b| a.0 == b.0);
+            for (key, exp) in &denied {
+                sqlx::query(DENY)
+                    .bind(key)
+                    .bind(*exp)
+                    .bind(rev.now)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(denied)
+        }
+
         /// Takes `family`'s row for an issue; false if the family is revoked (or unknown).
         async fn hold_live_family(
             tx: &mut sqlx::Transaction<'_, $db>,
@@ -191,34 +217,33 @@ macro_rules! token_store_sql {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                let mut denied: Vec<(String, i64)> = live
-                    .into_iter()
-                    .map(|(jti, issued)| (jti, issued + rev.access_ttl))
-                    .chain(rev.also.iter().cloned())
-                    .collect();
-                // One entry per key, with its latest expiry.
-                denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                denied.dedup_by(|a, b| a.0 == b.0);
-                for (key, exp) in &denied {
-                    sqlx::query(DENY)
-                        .bind(key)
-                        .bind(*exp)
-                        .bind(rev.now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                }
+                let denied = deny_in(&mut tx, live, rev).await?;
                 tx.commit().await.map_err(unavailable)?;
                 Ok(denied)
             }
 
-            async fn revoke_families_of(&self, user_id: &str) -> tessera_core::StoreResult<u64> {
-                let r = sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked")
+            async fn revoke_families_of(
+                &self,
+                user_id: &str,
+                rev: &tessera_core::FamilyRevocation<'_>,
+            ) -> tessera_core::StoreResult<(u64, Vec<(String, i64)>)> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                // Every family's row first, as `revoke_family` takes one.
+                let n = sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked")
                     .bind(user_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                let live: Vec<(String, i64)> = sqlx::query_as("SELECT a.jti, a.issued_at FROM refresh_access a JOIN refresh_families f ON f.family = a.family WHERE f.user_id = $1 AND a.issued_at > $2")
+                    .bind(user_id)
+                    .bind(rev.since)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                Ok(r.rows_affected())
+                let denied = deny_in(&mut tx, live, rev).await?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok((n, denied))
             }
 
             async fn live_families(

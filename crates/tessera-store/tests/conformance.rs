@@ -342,10 +342,28 @@ async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
     assert_eq!(s.refresh_token(&h2).await.unwrap().unwrap().0.used_at, None);
     assert_eq!(s.refresh_token(&h4).await.unwrap(), None);
 
+    // A user's families all at once, each with the access tokens recorded in it.
     assert!(!s.refresh_token(&h3).await.unwrap().unwrap().1);
-    assert_eq!(s.revoke_families_of("usr_b").await.unwrap(), 1);
+    assert!(s.record_access("fam_2", "jti-b1", 1_800).await.unwrap());
+    assert!(s.record_access("fam_2", "jti-b0", 500).await.unwrap());
+    let at = FamilyRevocation {
+        since: 1_000,
+        access_ttl: 900,
+        also: &[],
+        now: 1_900,
+    };
+    assert_eq!(
+        s.revoke_families_of("usr_b", &at).await.unwrap(),
+        (1, vec![("jti-b1".to_owned(), 2_700)])
+    );
     assert!(s.refresh_token(&h3).await.unwrap().unwrap().1);
-    assert_eq!(s.revoke_families_of("usr_b").await.unwrap(), 0);
+    assert!(
+        s.denied_since(1_900, 0)
+            .await
+            .unwrap()
+            .contains(&("jti-b1".to_owned(), 2_700))
+    );
+    assert_eq!(s.revoke_families_of("usr_b", &at).await.unwrap().0, 0);
     assert_eq!(
         s.refresh_token(&Token::generate(Kind::Refresh).hash())
             .await
@@ -353,7 +371,7 @@ async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
         None
     );
     // Records of expired access tokens are forgotten.
-    assert_eq!(s.purge_access(1_501).await.unwrap(), 2);
+    assert_eq!(s.purge_access(1_501).await.unwrap(), 3);
     assert_eq!(s.family_of_access("jti-1").await.unwrap(), None);
     assert_eq!(
         s.family_of_access("jti-3").await.unwrap().as_deref(),

@@ -1,0 +1,217 @@
+//! Token state when the second store fails between the steps of an operation (issue 16): the
+//! service built over a database and a "Redis" whose session deletes can be made to fail or to
+//! wait, with a clock the test moves. Each case was a hole a reviewer demonstrated: an end that
+//! came undone, a disable that left refresh families live, a refresh on another instance
+//! during a disable that issued a token nothing refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+use tessera_core::{
+    Change, ClientInfo, DenylistStore, MasterKey, Session, SessionStore, StoreError, StoreResult,
+    ThrottleStore, TokenHash,
+};
+use tessera_jose::{Clock, ManualClock};
+use tessera_server::{AppState, Config};
+use tessera_store::{Announcer, MemoryStore, SharedStore};
+
+const PW: &str = "correct horse battery";
+const T0: i64 = 1_800_000_000;
+
+/// "Redis": session deletes fail while `fail` is set, and wait at `gate` while it is held.
+#[derive(Debug, Clone, Default)]
+struct Flaky {
+    store: MemoryStore,
+    fail: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    hold: AtomicBool,
+    reached: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+}
+
+impl Flaky {
+    fn check(&self) -> StoreResult<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("redis did not answer".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl SessionStore for Flaky {
+    async fn create_session(&self, h: &TokenHash, s: &Session) -> StoreResult<()> {
+        self.store.create_session(h, s).await
+    }
+    async fn session(&self, h: &TokenHash) -> StoreResult<Option<Session>> {
+        self.store.session(h).await
+    }
+    async fn touch_session(&self, h: &TokenHash, t: i64) -> StoreResult<()> {
+        self.store.touch_session(h, t).await
+    }
+    async fn set_session_data(&self, h: &TokenHash, d: &Value) -> StoreResult<bool> {
+        self.store.set_session_data(h, d).await
+    }
+    async fn delete_session(&self, h: &TokenHash) -> StoreResult<bool> {
+        self.check()?;
+        self.store.delete_session(h).await
+    }
+    async fn sessions_of(&self, u: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
+        self.store.sessions_of(u).await
+    }
+    async fn delete_sessions_of(&self, u: &str, e: Option<&TokenHash>) -> StoreResult<u64> {
+        if self.gate.hold.load(Ordering::SeqCst) {
+            self.gate.reached.notify_one();
+            self.gate.go.notified().await;
+        }
+        self.check()?;
+        self.store.delete_sessions_of(u, e).await
+    }
+    async fn purge_expired_sessions(&self, n: i64) -> StoreResult<u64> {
+        self.store.purge_expired_sessions(n).await
+    }
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        self.store.count_sessions().await
+    }
+}
+
+impl DenylistStore for Flaky {
+    async fn deny_access(&self, j: &str, e: i64, n: i64) -> StoreResult<()> {
+        self.store.deny_access(j, e, n).await
+    }
+    async fn denied_access(&self, n: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.store.denied_access(n).await
+    }
+    async fn purge_denied(&self, n: i64) -> StoreResult<u64> {
+        self.store.purge_denied(n).await
+    }
+}
+
+impl ThrottleStore for Flaky {}
+
+impl Announcer for Flaky {
+    async fn publish(&self, _: &Change) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+type State = AppState<MemoryStore, SharedStore<MemoryStore, Flaky>>;
+
+async fn instance(db: &MemoryStore, redis: &Flaky, clock: &ManualClock) -> State {
+    let mut config = Config::default();
+    config.password.hash_concurrency = 2;
+    let shared = SharedStore::new(db.clone(), redis.clone());
+    tessera_server::build(
+        &config,
+        db.clone(),
+        shared,
+        Arc::new(clock.clone()),
+        MasterKey::from_bytes(&[42u8; 32]).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// What the denylist sync does every 500 ms: catch up with the store (and forget what expired).
+async fn catch_up(state: &State, db: &MemoryStore, clock: &ManualClock) {
+    let now = clock.now();
+    let all = db.denied_access(now - 60).await.unwrap();
+    state.denylist.extend_stored(all, now);
+}
+
+#[tokio::test]
+async fn a_session_ended_while_its_record_could_not_be_removed_stays_ended() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let state = instance(&db, &redis, &clock).await;
+    state.auth.create_user("alice", PW).await.unwrap();
+    let (token, authd) = state
+        .auth
+        .login("alice", PW, &ClientInfo::default())
+        .await
+        .unwrap();
+    let presented = token.expose().to_owned();
+    redis.fail.store(true, Ordering::SeqCst);
+    // The end is durable (the denylist, in the database): the logout stands.
+    assert!(
+        state
+            .auth
+            .logout(&authd.hash, &authd.session)
+            .await
+            .unwrap()
+    );
+    assert!(state.auth.authenticate(&presented).await.is_err());
+    redis.fail.store(false, Ordering::SeqCst);
+    // Not presented again until past the access tokens' lifetime (15 min), within the
+    // session's idle timeout (30 min): still ended.
+    clock.advance(16 * 60);
+    catch_up(&state, &db, &clock).await;
+    assert!(state.auth.authenticate(&presented).await.is_err());
+}
+
+#[tokio::test]
+async fn a_disable_that_failed_at_redis_leaves_no_refresh_family_live() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let state = instance(&db, &redis, &clock).await;
+    let user = state.auth.create_user("bob", PW).await.unwrap();
+    let refresh = state
+        .tokens
+        .issue_for_login(&user)
+        .await
+        .unwrap()
+        .refresh_token
+        .expose()
+        .to_owned();
+    redis.fail.store(true, Ordering::SeqCst);
+    assert!(state.auth.set_disabled("bob", true).await.is_err());
+    redis.fail.store(false, Ordering::SeqCst);
+    let client = state.tokens.settings().client_id.clone();
+    assert!(state.tokens.refresh(&refresh, &client).await.is_err());
+    // Long after the subject's revocation has expired: the family is revoked for good.
+    clock.advance(16 * 60);
+    catch_up(&state, &db, &clock).await;
+    assert!(state.tokens.refresh(&refresh, &client).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_on_another_instance_during_a_disable_issues_nothing_that_survives_it() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let a = instance(&db, &redis, &clock).await;
+    let b = instance(&db, &redis, &clock).await;
+    let user = a.auth.create_user("carol", PW).await.unwrap();
+    let refresh = a
+        .tokens
+        .issue_for_login(&user)
+        .await
+        .unwrap()
+        .refresh_token
+        .expose()
+        .to_owned();
+    // A disables the account and stops at the sessions (the last step); B has heard of
+    // nothing yet (no feed here, no catch-up) and is asked to refresh.
+    redis.gate.hold.store(true, Ordering::SeqCst);
+    let disabling = {
+        let a = a.clone();
+        tokio::spawn(async move { a.auth.set_disabled("carol", true).await.map(|_| ()) })
+    };
+    redis.gate.reached.notified().await;
+    clock.advance(1);
+    let client = b.tokens.settings().client_id.clone();
+    let issued = b.tokens.refresh(&refresh, &client).await;
+    redis.gate.hold.store(false, Ordering::SeqCst);
+    redis.gate.go.notify_one();
+    assert!(disabling.await.unwrap().is_ok());
+    catch_up(&a, &db, &clock).await;
+    catch_up(&b, &db, &clock).await;
+    // Either nothing was issued, or what was issued is refused everywhere.
+    if let Ok(issued) = issued {
+        let t = a.tokens.verify_access(&issued.access_token).unwrap();
+        assert!(a.denylist.refuses(&t.claims) && b.denylist.refuses(&t.claims));
+    }
+}
