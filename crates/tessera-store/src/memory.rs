@@ -76,6 +76,28 @@ impl Inner {
         self.families.get(family).is_some_and(|f| !f.1)
     }
 
+    /// Denylists the access tokens recorded in the families `of` picks, issued after
+    /// `rev.since`, and `rev.also`: the entries, one per key with its latest expiry.
+    fn deny_issued_in(
+        &mut self,
+        of: impl Fn(&str) -> bool,
+        rev: &FamilyRevocation<'_>,
+    ) -> Vec<(String, i64)> {
+        let mut denied: Vec<(String, i64)> = self
+            .access
+            .iter()
+            .filter(|(_, (f, issued))| of(f) && *issued > rev.since)
+            .map(|(jti, (_, issued))| (jti.clone(), issued + rev.access_ttl))
+            .chain(rev.also.iter().cloned())
+            .collect();
+        denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        denied.dedup_by(|a, b| a.0 == b.0);
+        for (key, exp) in &denied {
+            self.deny(key, *exp, rev.now);
+        }
+        denied
+    }
+
     fn deny(&mut self, key: &str, exp: i64, now: i64) {
         let e = self.denied.entry(key.to_owned()).or_insert((exp, now));
         *e = (e.0.max(exp), now);
@@ -337,19 +359,7 @@ impl RefreshStore for MemoryStore {
         if let Some(f) = g.families.get_mut(family) {
             f.1 = true;
         }
-        let mut denied: Vec<(String, i64)> = g
-            .access
-            .iter()
-            .filter(|(_, (f, issued))| f == family && *issued > rev.since)
-            .map(|(jti, (_, issued))| (jti.clone(), issued + rev.access_ttl))
-            .chain(rev.also.iter().cloned())
-            .collect();
-        denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        denied.dedup_by(|a, b| a.0 == b.0);
-        for (key, exp) in &denied {
-            g.deny(key, *exp, rev.now);
-        }
-        Ok(denied)
+        Ok(g.deny_issued_in(|f| f == family, rev))
     }
 
     async fn revoke_families_of(
@@ -369,19 +379,7 @@ impl RefreshStore for MemoryStore {
                 }
             }
         }
-        let mut denied: Vec<(String, i64)> = g
-            .access
-            .iter()
-            .filter(|(_, (f, issued))| theirs.contains(f) && *issued > rev.since)
-            .map(|(jti, (_, issued))| (jti.clone(), issued + rev.access_ttl))
-            .chain(rev.also.iter().cloned())
-            .collect();
-        denied.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        denied.dedup_by(|a, b| a.0 == b.0);
-        for (key, exp) in &denied {
-            g.deny(key, *exp, rev.now);
-        }
-        Ok((n, denied))
+        Ok((n, g.deny_issued_in(|f| theirs.contains(f), rev)))
     }
 
     async fn live_families(
