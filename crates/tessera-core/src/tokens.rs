@@ -602,24 +602,17 @@ impl<S: Stores> Tokens<S> {
                 return Err(GrantError::InvalidGrant);
             }
             // An honest retry: the same successor, and a new access token recorded in the
-            // family so that revoking it refuses this one too. (A successor missing here was
-            // lost by a version that rotated in two steps: stored now.)
-            let recorded = if successor_state.is_none() {
-                match self.store.create_refresh(&succ_hash, &succ_record).await {
-                    Ok(()) => true,
-                    Err(StoreError::Conflict) => self
-                        .store
-                        .record_access(&record.family, &jti, now)
-                        .await
-                        .map_err(unavailable)?,
-                    Err(e) => return Err(unavailable(e)),
-                }
-            } else {
-                self.store
-                    .record_access(&record.family, &jti, now)
-                    .await
-                    .map_err(unavailable)?
-            };
+            // family so that revoking it refuses this one too. A used token without its
+            // successor can only come from a version that rotated in two steps and failed
+            // between them: refused, the family left as it is (logging in again mends it).
+            if successor_state.is_none() {
+                return Err(GrantError::InvalidGrant);
+            }
+            let recorded = self
+                .store
+                .record_access(&record.family, &jti, now)
+                .await
+                .map_err(unavailable)?;
             if !recorded {
                 return Err(GrantError::InvalidGrant);
             }
