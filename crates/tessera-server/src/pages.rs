@@ -62,9 +62,11 @@ fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) 
     }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // `same-origin`: our own forms carry our `Origin` (with `no-referrer`, browsers send
+    // `Origin: null`), and nothing of these pages' URLs reaches another site.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     res
 }
@@ -94,13 +96,20 @@ fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
 }
 
 /// The parameters of a form posted from one of our pages: another site's post is refused
-/// (the status and sentence of the error page).
+/// (the status and sentence of the error page). A browser that says nothing of the form's
+/// site and sends `Origin: null` (privacy settings, older browsers) is let through to the
+/// form's anti-forgery token, which every caller verifies: bound to this browser's login
+/// cookie or session, it is the same-origin evidence then.
 fn posted_form(
     origin: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<HashMap<String, String>, (StatusCode, String)> {
-    if !same_origin(headers, origin) {
+    let opaque = headers.get("sec-fetch-site").is_none()
+        && headers
+            .get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() == b"null");
+    if !opaque && !same_origin(headers, origin) {
         return Err((
             StatusCode::FORBIDDEN,
             "This form was sent from another site.".into(),
@@ -118,6 +127,10 @@ struct Request {
     state: Option<String>,
     challenge: String,
     prompt_none: bool,
+    /// `prompt=login`: the person signs in again, whatever session the browser has.
+    prompt_login: bool,
+    /// `max_age`: a sign-in older than this many seconds is not good enough.
+    max_age: Option<i64>,
 }
 
 /// Where an invalid authorization request goes.
@@ -211,6 +224,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             state: p.get("state").cloned(),
             challenge: String::new(),
             prompt_none: false,
+            prompt_login: false,
+            max_age: None,
         };
         let refuse =
             |r: &Request, e: &str, d: &str| Refusal::Redirect(self.redirect_error(r, e, d));
@@ -256,8 +271,20 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
                 }
             },
         };
+        match p.get("max_age").map(|m| m.parse::<i64>()) {
+            None => {}
+            Some(Ok(m)) if m >= 0 => r.max_age = Some(m),
+            Some(_) => {
+                return Err(refuse(
+                    &r,
+                    "invalid_request",
+                    "max_age is a number of seconds",
+                ));
+            }
+        }
         match p.get("prompt").map(String::as_str) {
-            None | Some("consent" | "login") => {}
+            None | Some("consent") => {}
+            Some("login") => r.prompt_login = true,
             Some("none") => r.prompt_none = true,
             Some(_) => {
                 return Err(refuse(
@@ -337,10 +364,14 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         }
     }
 
-    /// The login page; `continue_to` is the authorization request to resume.
+    /// The login page; `continue_to` is the authorization request to resume, and
+    /// `redirect_uri` the client's, where the flow may end after the form (a person who
+    /// consented before goes straight back): the page's `form-action` allows its origin, or the
+    /// browser would block the last redirect of the sign-in.
     fn login_page(
         &self,
         continue_to: &str,
+        redirect_uri: Option<&str>,
         status: StatusCode,
         message: Option<&str>,
         nonce: Option<&str>,
@@ -370,7 +401,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             esc(&csrf),
             esc(continue_to)
         );
-        let mut res = page(status, "Sign in", &body, None);
+        let target = redirect_uri.map(crate::http::origin_of);
+        let mut res = page(status, "Sign in", &body, target.as_deref());
         res.headers_mut().insert(
             header::SET_COOKIE,
             self.cookie(self.login_cookie_name(), nonce, "Strict", 900),
@@ -450,11 +482,35 @@ pub(crate) async fn authorize<U: UserStore, S: Stores>(
         }
         return state.login_page(
             &format!("/oauth2/authorize?{query}"),
+            Some(&r.redirect_uri),
             StatusCode::OK,
             None,
             None,
         );
     };
+    let stale = r
+        .max_age
+        .is_some_and(|m| state.auth.now() - a.session.created_at > m);
+    if r.prompt_login || stale {
+        if r.prompt_none {
+            return state.redirect_error(&r, "login_required", "a new sign-in is required");
+        }
+        // Resumed without `prompt=login` (the new sign-in answers it; `max_age` is kept, and
+        // the new session meets it).
+        let resumed: Vec<(&String, &String)> = {
+            let mut v: Vec<_> = p.iter().filter(|(k, _)| k.as_str() != "prompt").collect();
+            v.sort();
+            v
+        };
+        let query = serde_urlencoded::to_string(resumed).unwrap_or_default();
+        return state.login_page(
+            &format!("/oauth2/authorize?{query}"),
+            Some(&r.redirect_uri),
+            StatusCode::OK,
+            None,
+            None,
+        );
+    }
     match state.consented(&a.user.id, &r).await {
         Ok(true) if p.get("prompt").map(String::as_str) != Some("consent") => {
             state.grant_code(&r, &a).await
@@ -547,6 +603,17 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
     if !continue_to.starts_with("/oauth2/authorize?") || continue_to.contains(['\r', '\n']) {
         return error_page(StatusCode::BAD_REQUEST, "Start again from the application.");
     }
+    // The client's redirect URI, checked as the request itself will be: the form-action of
+    // the page shown again on an error.
+    let redirect_uri = match params(&continue_to.as_bytes()["/oauth2/authorize?".len()..]) {
+        Ok(q) => state
+            .authorization_request(&q)
+            .await
+            .ok()
+            .map(|r| r.redirect_uri),
+        Err(_) => None,
+    };
+    let redirect_uri = redirect_uri.as_deref();
     let nonce = cookie(&headers, state.login_cookie_name());
     let csrf_ok = match (nonce, p.get("csrf")) {
         (Some(n), Some(t)) => state.settings.csrf.verify(&format!("login:{n}"), t),
@@ -555,6 +622,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
     if !csrf_ok {
         return state.login_page(
             continue_to,
+            redirect_uri,
             StatusCode::FORBIDDEN,
             Some("This form expired; sign in again."),
             None,
@@ -563,6 +631,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
     let (Some(username), Some(password)) = (p.get("username"), p.get("password")) else {
         return state.login_page(
             continue_to,
+            redirect_uri,
             StatusCode::BAD_REQUEST,
             Some("Enter a username and a password."),
             nonce,
@@ -583,6 +652,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
         }
         Err(LoginError::InvalidCredentials) => state.login_page(
             continue_to,
+            redirect_uri,
             StatusCode::UNAUTHORIZED,
             Some("Wrong username or password."),
             nonce,
@@ -590,6 +660,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
         Err(LoginError::Throttled(wait)) => with_retry_after(
             state.login_page(
                 continue_to,
+                redirect_uri,
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(&format!("Too many attempts; try again in {wait} seconds.")),
                 nonce,
@@ -599,6 +670,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
         Err(LoginError::Busy(wait)) => with_retry_after(
             state.login_page(
                 continue_to,
+                redirect_uri,
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("Too many sign-ins at this moment; try again in a few seconds."),
                 nonce,

@@ -1239,3 +1239,150 @@ async fn a_gateway_exchanges_a_session_for_a_short_jwt() {
 }
 
 mod attack;
+
+/// Signs `alice` in on the login page `html` (of `browser`): the redirect it answers.
+async fn sign_in<U: UserStore, S: Stores>(
+    app: &App<U, S>,
+    browser: &mut Browser,
+    html: &str,
+) -> reqwest::Response {
+    let body = format!(
+        "csrf={}&continue={}&username=alice&password={}",
+        enc(&hidden(html, "csrf")),
+        enc(&hidden(html, "continue")),
+        enc(PW)
+    );
+    browser.post(app, "/oauth2/login", &body).await
+}
+
+#[tokio::test]
+async fn a_returning_persons_sign_in_may_end_at_the_client() {
+    // A browser blocks the redirects that follow a form's submission when the page's
+    // `form-action` does not allow them: a person who consented before, signing in again,
+    // goes from the login form to /oauth2/authorize and on to the client.
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    web_client(&app).await;
+    let mut first = Browser::new();
+    code_through_pages(&app, &mut first, "profile").await;
+    let mut fresh = Browser::new();
+    let res = fresh
+        .get(&app, &authorize_path("webapp", "profile", "r"))
+        .await;
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' https://app.example"),
+        "{csp}"
+    );
+    assert_eq!(res.headers()["referrer-policy"], "same-origin");
+    let html = res.text().await.unwrap();
+    // A wrong password: the page again, with the same allowance.
+    let body = format!(
+        "csrf={}&continue={}&username=alice&password=wrong-password",
+        enc(&hidden(&html, "csrf")),
+        enc(&hidden(&html, "continue")),
+    );
+    let res = fresh.post(&app, "/oauth2/login", &body).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("form-action 'self' https://app.example"),
+        "{csp}"
+    );
+    let html = res.text().await.unwrap();
+    let back = location(&sign_in(&app, &mut fresh, &html).await);
+    let res = fresh.get(&app, &back).await;
+    assert!(location(&res).starts_with(REDIRECT));
+}
+
+#[tokio::test]
+async fn a_form_sent_with_origin_null_passes_on_its_anti_forgery_token_alone() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    web_client(&app).await;
+    let mut browser = Browser::new();
+    let res = browser
+        .get(&app, &authorize_path("webapp", "profile", "n"))
+        .await;
+    let html = res.text().await.unwrap();
+    let post = |csrf: String| {
+        let body = format!(
+            "csrf={}&continue={}&username=alice&password={}",
+            enc(&csrf),
+            enc(&hidden(&html, "continue")),
+            enc(PW)
+        );
+        app.http
+            .post(format!("{}/oauth2/login", app.url))
+            .headers(browser.headers(None))
+            .header("origin", "null")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    // Without the token of this browser's form: refused.
+    let res = post("forged".into()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // With it: signed in, as from any browser.
+    let res = post(hidden(&html, "csrf")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    // Another site's origin is still refused outright.
+    let res = app
+        .http
+        .post(format!("{}/oauth2/login", app.url))
+        .headers(browser.headers(Some("https://evil.example")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", enc(&hidden(&html, "csrf"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn prompt_login_and_max_age_ask_for_the_password_again() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    web_client(&app).await;
+    let mut browser = Browser::new();
+    code_through_pages(&app, &mut browser, "profile").await;
+    // Signed in and consented: a plain request goes straight back with a code...
+    assert!(!browser.remembered_code(&app, "profile").await.is_empty());
+    // ...but `prompt=login` shows the sign-in form, and after it the code comes.
+    let path = format!("{}&prompt=login", authorize_path("webapp", "profile", "p"));
+    let res = browser.get(&app, &path).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Sign in"), "{html}");
+    assert!(!hidden(&html, "continue").contains("prompt"));
+    let back = location(&sign_in(&app, &mut browser, &html).await);
+    let res = browser.get(&app, &back).await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT) && to.contains("code="), "{to}");
+    // `max_age`: a sign-in older than it is not enough.
+    app.clock.advance(120);
+    let path = format!("{}&max_age=60", authorize_path("webapp", "profile", "m"));
+    let res = browser.get(&app, &path).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Sign in"), "{html}");
+    let back = location(&sign_in(&app, &mut browser, &html).await);
+    let res = browser.get(&app, &back).await;
+    assert!(location(&res).contains("code="));
+    // With `prompt=none` no page: `login_required` at the client.
+    app.clock.advance(120);
+    let path = format!(
+        "{}&max_age=60&prompt=none",
+        authorize_path("webapp", "profile", "z")
+    );
+    let res = browser.get(&app, &path).await;
+    let to = location(&res);
+    assert!(to.contains("error=login_required"), "{to}");
+    // A malformed max_age is the client's error.
+    let path = format!("{}&max_age=soon", authorize_path("webapp", "profile", "x"));
+    let res = browser.get(&app, &path).await;
+    assert!(location(&res).contains("error=invalid_request"));
+}
