@@ -3,6 +3,7 @@
 //! shutdown signal, letting requests in flight finish. Only this crate speaks HTTP: domain
 //! errors become RFC 9457 problems here.
 
+mod account;
 pub mod config;
 pub mod conn;
 mod feed;
@@ -298,6 +299,10 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
             get(pages::authorize::<U, S>).post(pages::decide::<U, S>),
         )
         .route("/oauth2/login", post(pages::login_form::<U, S>))
+        .route(
+            "/signout",
+            get(account::signout_page::<U, S>).post(account::signout::<U, S>),
+        )
         .route("/auth/consents", get(pages::consents::<U, S>))
         .route(
             "/auth/consents/{client_id}",

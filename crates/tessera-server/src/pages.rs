@@ -22,7 +22,7 @@ use crate::http::{Peer, cookie, same_origin};
 use crate::problem::Problem;
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -39,7 +39,12 @@ fn esc(s: &str) -> String {
 
 /// An HTML page with the headers every page carries. `form_target` is an origin a form on the
 /// page may end up at (the consent form redirects to the client).
-fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) -> Response {
+pub(crate) fn page(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title></head>\
@@ -73,7 +78,7 @@ fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) 
 
 /// A page for an authorization request that cannot be sent back to the client (unknown
 /// client, bad redirect URI): RFC 6749 §4.1.2.1 forbids redirecting those.
-fn error_page(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
     page(
         status,
         "Authorization failed",
@@ -100,7 +105,7 @@ fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
 /// site and sends `Origin: null` (privacy settings, older browsers) is let through to the
 /// form's anti-forgery token, which every caller verifies: bound to this browser's login
 /// cookie or session, it is the same-origin evidence then.
-fn posted_form(
+pub(crate) fn posted_form(
     origin: &str,
     headers: &HeaderMap,
     body: &[u8],
@@ -134,7 +139,7 @@ struct Request {
 }
 
 /// Where an invalid authorization request goes.
-enum Refusal {
+pub(crate) enum Refusal {
     /// Shown here: the client or its redirect URI cannot be trusted with an answer.
     Page(StatusCode, String),
     /// Sent back to the client's redirect URI.
@@ -298,7 +303,10 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     }
 
     /// The session of the browser (cookie only: a page is never authorised by a header).
-    async fn browser_session(&self, headers: &HeaderMap) -> Result<Option<Authenticated>, Refusal> {
+    pub(crate) async fn browser_session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, Refusal> {
         let Some(token) = cookie(headers, self.settings.cookie_name) else {
             return Ok(None);
         };
@@ -447,7 +455,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
              <p>It will be sent back to <code>{}</code>.</p>\
              <form method=\"post\" action=\"/oauth2/authorize\">{hidden}\
              <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button> \
-             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>\
+             <p><a href=\"/signout\">Not you? Sign out</a></p>",
             esc(&a.user.username),
             esc(&r.client.id),
             esc(&r.redirect_uri),

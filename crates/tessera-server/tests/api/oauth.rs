@@ -1386,3 +1386,53 @@ async fn prompt_login_and_max_age_ask_for_the_password_again() {
     let res = browser.get(&app, &path).await;
     assert!(location(&res).contains("error=invalid_request"));
 }
+
+#[tokio::test]
+async fn signout_asks_then_ends_the_session_and_its_cookie() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    web_client(&app).await;
+    let mut browser = Browser::new();
+    code_through_pages(&app, &mut browser, "profile").await;
+    let me = |b: &Browser| app.get("/auth/me", b.headers(None));
+    assert_eq!(me(&browser).await.status(), StatusCode::OK);
+    // The consent page links to it.
+    let res = browser
+        .get(
+            &app,
+            &format!(
+                "{}&prompt=consent",
+                authorize_path("webapp", "profile", "c")
+            ),
+        )
+        .await;
+    assert!(res.text().await.unwrap().contains("href=\"/signout\""));
+    let res = browser.get(&app, "/signout").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("alice") && html.contains("Sign out"),
+        "{html}"
+    );
+    // Another site's post, or one without this session's token, changes nothing.
+    let res = browser.post(&app, "/signout", "csrf=forged").await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(me(&browser).await.status(), StatusCode::OK);
+    let session = browser.cookies.clone();
+    let body = format!("csrf={}", enc(&hidden(&html, "csrf")));
+    let res = browser.post(&app, "/signout", &body).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("signed out"));
+    // The cookie is expired in the browser, and the session is over on the server.
+    assert!(
+        !browser
+            .cookies
+            .keys()
+            .any(|k| k.contains("tessera_session"))
+    );
+    let old = Browser { cookies: session };
+    assert_eq!(me(&old).await.status(), StatusCode::UNAUTHORIZED);
+    // Signed out, the page says so.
+    let html = browser.get(&app, "/signout").await.text().await.unwrap();
+    assert!(html.contains("signed out"), "{html}");
+}
