@@ -299,6 +299,12 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
             get(pages::authorize::<U, S>).post(pages::decide::<U, S>),
         )
         .route("/oauth2/login", post(pages::login_form::<U, S>))
+        .route("/account", get(account::account_page::<U, S>))
+        .route("/account/sessions/end", post(account::end_session::<U, S>))
+        .route(
+            "/account/consents/withdraw",
+            post(account::withdraw_consent::<U, S>),
+        )
         .route(
             "/signout",
             get(account::signout_page::<U, S>).post(account::signout::<U, S>),

@@ -162,7 +162,7 @@ fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     format!("{uri}{sep}{query}")
 }
 
-fn see_other(location: &str) -> Response {
+pub(crate) fn see_other(location: &str) -> Response {
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -376,7 +376,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     /// `redirect_uri` the client's, where the flow may end after the form (a person who
     /// consented before goes straight back): the page's `form-action` allows its origin, or the
     /// browser would block the last redirect of the sign-in.
-    fn login_page(
+    pub(crate) fn login_page(
         &self,
         continue_to: &str,
         redirect_uri: Option<&str>,
@@ -608,19 +608,24 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
         Err((status, message)) => return error_page(status, &message),
     };
     let continue_to = p.get("continue").map(String::as_str).unwrap_or_default();
-    // Only back into an authorization request of ours: never an open redirect.
-    if !continue_to.starts_with("/oauth2/authorize?") || continue_to.contains(['\r', '\n']) {
+    // Only back into an authorization request of ours, or the account page: never an open
+    // redirect.
+    let ours = continue_to.starts_with("/oauth2/authorize?") || continue_to == "/account";
+    if !ours || continue_to.contains(['\r', '\n']) {
         return error_page(StatusCode::BAD_REQUEST, "Start again from the application.");
     }
     // The client's redirect URI, checked as the request itself will be: the form-action of
     // the page shown again on an error.
-    let redirect_uri = match params(&continue_to.as_bytes()["/oauth2/authorize?".len()..]) {
-        Ok(q) => state
+    let query = continue_to
+        .strip_prefix("/oauth2/authorize?")
+        .map(str::as_bytes);
+    let redirect_uri = match query.map(params) {
+        Some(Ok(q)) => state
             .authorization_request(&q)
             .await
             .ok()
             .map(|r| r.redirect_uri),
-        Err(_) => None,
+        _ => None,
     };
     let redirect_uri = redirect_uri.as_deref();
     let nonce = cookie(&headers, state.login_cookie_name());

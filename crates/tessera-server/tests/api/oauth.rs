@@ -1436,3 +1436,118 @@ async fn signout_asks_then_ends_the_session_and_its_cookie() {
     let html = browser.get(&app, "/signout").await.text().await.unwrap();
     assert!(html.contains("signed out"), "{html}");
 }
+
+#[tokio::test]
+async fn the_account_page_ends_sessions_and_withdraws_consents() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    let secret = web_client(&app).await;
+    // Not signed in: the sign-in form, and back to the account page after it.
+    let mut browser = Browser::new();
+    let res = browser.get(&app, "/account").await;
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Sign in"), "{html}");
+    assert_eq!(hidden(&html, "continue"), "/account");
+    assert_eq!(
+        location(&sign_in(&app, &mut browser, &html).await),
+        "/account"
+    );
+    // Another device, and an application allowed from it.
+    let mut phone = Browser::new();
+    let code = code_through_pages(&app, &mut phone, "profile api:read").await;
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &exchange_body(&code, VERIFIER),
+        )
+        .await;
+    let refresh = res.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.clock.advance(3 * 60);
+    let res = browser.get(&app, "/account").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("alice"), "{html}");
+    assert!(html.contains("(this device)"), "{html}");
+    assert!(html.contains("3 minutes ago"), "{html}");
+    assert!(
+        html.contains("webapp") && html.contains("<code>api:read</code>"),
+        "{html}"
+    );
+    let csrf = hidden(&html, "csrf");
+    // The phone's session, ended from here: the phone is signed out.
+    let phone_me = || app.get("/auth/me", phone.headers(None));
+    assert_eq!(phone_me().await.status(), StatusCode::OK);
+    let sessions: Vec<&str> = html
+        .match_indices("name=\"session\" value=\"")
+        .map(|(i, m)| {
+            let rest = &html[i + m.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(sessions.len(), 2);
+    // Without the page's token: nothing ends.
+    for s in &sessions {
+        let res = browser
+            .post(
+                &app,
+                "/account/sessions/end",
+                &format!("csrf=forged&session={s}"),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(phone_me().await.status(), StatusCode::OK);
+    let mine = app.get("/auth/me", browser.headers(None)).await;
+    let mine = mine.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = sessions.iter().find(|s| **s != mine).unwrap();
+    let res = browser
+        .post(
+            &app,
+            "/account/sessions/end",
+            &format!("csrf={}&session={other}", enc(&csrf)),
+        )
+        .await;
+    assert_eq!(location(&res), "/account");
+    assert_eq!(phone_me().await.status(), StatusCode::UNAUTHORIZED);
+    // The consent, withdrawn: the application's refresh token stops working.
+    let res = browser
+        .post(
+            &app,
+            "/account/consents/withdraw",
+            &format!("csrf={}&client_id=webapp", enc(&csrf)),
+        )
+        .await;
+    assert_eq!(location(&res), "/account");
+    let html = browser.get(&app, "/account").await.text().await.unwrap();
+    assert!(!html.contains("<code>api:read</code>"), "{html}");
+    let res = app
+        .basic(
+            "/oauth2/token",
+            "webapp",
+            &secret,
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // This device's own session: signed out.
+    let res = browser
+        .post(
+            &app,
+            "/account/sessions/end",
+            &format!("csrf={}&session={mine}", enc(&csrf)),
+        )
+        .await;
+    assert!(res.text().await.unwrap().contains("signed out"));
+    assert_eq!(
+        app.get("/auth/me", browser.headers(None)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
