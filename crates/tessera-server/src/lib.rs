@@ -299,6 +299,7 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
             get(pages::authorize::<U, S>).post(pages::decide::<U, S>),
         )
         .route("/oauth2/login", post(pages::login_form::<U, S>))
+        .route(pages::STYLESHEET, get(pages::stylesheet))
         .route("/account", get(account::account_page::<U, S>))
         .route("/account/sessions/end", post(account::end_session::<U, S>))
         .route(

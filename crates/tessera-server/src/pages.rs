@@ -37,6 +37,28 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
+/// Where the pages' stylesheet is served (its content's version in the name: cached for good).
+pub(crate) const STYLESHEET: &str = "/assets/tessera-1.css";
+
+/// `GET /assets/tessera-1.css`: the pages' one stylesheet.
+pub(crate) async fn stylesheet() -> Response {
+    let mut res = include_str!("../assets/tessera.css").into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
 /// An HTML page with the headers every page carries. `form_target` is an origin a form on the
 /// page may end up at (the consent form redirects to the client).
 pub(crate) fn page(
@@ -47,13 +69,16 @@ pub(crate) fn page(
 ) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title></head>\
-         <body><main><h1>{}</h1>{body}</main></body></html>\n",
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"color-scheme\" content=\"light dark\">\
+         <link rel=\"stylesheet\" href=\"{STYLESHEET}\"><title>{} · tessera</title></head>\
+         <body><header>tessera</header><main><h1>{}</h1>{body}</main></body></html>\n",
         esc(title),
         esc(title)
     );
     let csp = format!(
-        "default-src 'none'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; style-src 'self'; form-action 'self'{}; frame-ancestors 'none'; \
+         base-uri 'none'",
         form_target.map(|o| format!(" {o}")).unwrap_or_default()
     );
     let mut res = (status, html).into_response();
@@ -384,6 +409,20 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         message: Option<&str>,
         nonce: Option<&str>,
     ) -> Response {
+        self.login_page_for(continue_to, redirect_uri, status, message, nonce, None)
+    }
+
+    /// [`AppState::login_page`] after an attempt: the `username` typed is kept (and the focus
+    /// goes to the password).
+    fn login_page_for(
+        &self,
+        continue_to: &str,
+        redirect_uri: Option<&str>,
+        status: StatusCode,
+        message: Option<&str>,
+        nonce: Option<&str>,
+        username: Option<&str>,
+    ) -> Response {
         // The form is bound to a random cookie of this browser (login CSRF).
         let fresh;
         let nonce = match nonce {
@@ -395,19 +434,39 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         };
         let csrf = self.settings.csrf.token(&format!("login:{nonce}"));
         let mut body = String::new();
-        if let Some(m) = message {
-            let _ = write!(body, "<p role=\"alert\"><strong>{}</strong></p>", esc(m));
-        }
+        // An error is said next to the fields it concerns, which point at it.
+        let invalid = match message {
+            Some(m) => {
+                let _ = write!(
+                    body,
+                    "<p id=\"problem\" class=\"error\" role=\"alert\">{}</p>",
+                    esc(m)
+                );
+                " aria-invalid=\"true\" aria-describedby=\"problem\""
+            }
+            None => "",
+        };
+        let typed = username.unwrap_or_default();
+        let (focus_user, focus_password) = if typed.is_empty() {
+            (" autofocus", "")
+        } else {
+            ("", " autofocus")
+        };
         let _ = write!(
             body,
             "<form method=\"post\" action=\"/oauth2/login\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <input type=\"hidden\" name=\"continue\" value=\"{}\">\
-             <p><label>Username <input name=\"username\" autocomplete=\"username\" required></label></p>\
-             <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
-             <p><button type=\"submit\">Sign in</button></p></form>",
+             <div class=\"field\"><label for=\"username\">Username</label>\
+             <input id=\"username\" name=\"username\" type=\"text\" value=\"{}\" \
+             autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required{focus_user}{invalid}></div>\
+             <div class=\"field\"><label for=\"password\">Password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" \
+             autocomplete=\"current-password\" required{focus_password}{invalid}></div>\
+             <div class=\"actions\"><button type=\"submit\">Sign in</button></div></form>",
             esc(&csrf),
-            esc(continue_to)
+            esc(continue_to),
+            esc(typed),
         );
         let target = redirect_uri.map(crate::http::origin_of);
         let mut res = page(status, "Sign in", &body, target.as_deref());
@@ -454,8 +513,10 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
              <p>The application <strong>{}</strong> asks for access to your account:</p><ul>{scopes}</ul>\
              <p>It will be sent back to <code>{}</code>.</p>\
              <form method=\"post\" action=\"/oauth2/authorize\">{hidden}\
-             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button> \
-             <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>\
+             <div class=\"actions\">\
+             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+             <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>\
+             </div></form>\
              <p><a href=\"/signout\">Not you? Sign out</a></p>",
             esc(&a.user.username),
             esc(&r.client.id),
@@ -664,30 +725,36 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
                 .append(header::SET_COOKIE, state.device_cookie(&a.user));
             res
         }
-        Err(LoginError::InvalidCredentials) => state.login_page(
+        Err(LoginError::InvalidCredentials) => state.login_page_for(
             continue_to,
             redirect_uri,
             StatusCode::UNAUTHORIZED,
-            Some("Wrong username or password."),
+            Some("The username or the password is not right. Check them and try again."),
             nonce,
+            Some(username),
         ),
         Err(LoginError::Throttled(wait)) => with_retry_after(
-            state.login_page(
+            state.login_page_for(
                 continue_to,
                 redirect_uri,
                 StatusCode::TOO_MANY_REQUESTS,
-                Some(&format!("Too many attempts; try again in {wait} seconds.")),
+                Some(&format!(
+                    "Too many attempts. Try again in {}.",
+                    seconds(wait)
+                )),
                 nonce,
+                Some(username),
             ),
             wait,
         ),
         Err(LoginError::Busy(wait)) => with_retry_after(
-            state.login_page(
+            state.login_page_for(
                 continue_to,
                 redirect_uri,
                 StatusCode::SERVICE_UNAVAILABLE,
-                Some("Too many sign-ins at this moment; try again in a few seconds."),
+                Some("Too many people are signing in at this moment. Try again in a few seconds."),
                 nonce,
+                Some(username),
             ),
             wait,
         ),
@@ -695,6 +762,16 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
             StatusCode::SERVICE_UNAVAILABLE,
             "The service is unavailable; try again shortly.",
         ),
+    }
+}
+
+/// "1 second", "12 seconds", "2 minutes": a wait in words.
+fn seconds(wait: i64) -> String {
+    let wait = wait.max(1);
+    match wait {
+        1 => "1 second".into(),
+        w if w < 120 => format!("{w} seconds"),
+        w => format!("{} minutes", (w + 59) / 60),
     }
 }
 

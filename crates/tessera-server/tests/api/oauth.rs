@@ -1108,12 +1108,16 @@ async fn authorization_refusals() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Said in a sentence next to the fields, which point at it; the username kept, the
+    // focus on the password.
+    let html = res.text().await.unwrap();
     assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("Wrong username or password")
+        html.contains("The username or the password is not right"),
+        "{html}"
     );
+    assert!(html.contains("aria-describedby=\"problem\""), "{html}");
+    assert!(html.contains("value=\"alice\""), "{html}");
+    assert!(html.contains("required autofocus aria-invalid"), "{html}");
     let res = fresh
         .post(
             &app,
@@ -1550,4 +1554,42 @@ async fn the_account_page_ends_sessions_and_withdraws_consents() {
         app.get("/auth/me", browser.headers(None)).await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn the_pages_load_their_one_stylesheet_from_tessera_and_nothing_else() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    web_client(&app).await;
+    let mut browser = Browser::new();
+    let res = browser
+        .get(&app, &authorize_path("webapp", "profile", "s"))
+        .await;
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'self';"),
+        "{csp}"
+    );
+    let html = res.text().await.unwrap();
+    let href = html
+        .split("rel=\"stylesheet\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert!(href.starts_with("/assets/"), "{href}");
+    assert!(
+        !html.contains("style=") && !html.contains("<script"),
+        "{html}"
+    );
+    let css = browser.get(&app, &href).await;
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert_eq!(css.headers()["x-content-type-options"], "nosniff");
+    let text = css.text().await.unwrap();
+    assert!(text.contains("prefers-color-scheme: dark"));
+    assert!(text.contains("min-height: 44px"));
 }
