@@ -30,6 +30,15 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// What people know the application as (the consent page says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The application's home page (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+    /// Its logo (https), shown on the consent page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
 }
 
 impl Client {
@@ -77,6 +86,12 @@ pub struct NewClient {
     pub redirect_uris: Vec<String>,
     /// A public client: no secret, authorization code with PKCE only.
     pub public: bool,
+    /// The name people know it by.
+    pub name: Option<String>,
+    /// Its home page.
+    pub homepage: Option<String>,
+    /// Its logo.
+    pub logo_uri: Option<String>,
 }
 
 /// Why a client cannot be registered as asked.
@@ -147,8 +162,30 @@ impl NewClient {
                 return bad("an audience is a non-empty string without spaces");
             }
         }
+        if let Some(name) = &self.name
+            && (name.trim().is_empty()
+                || name.chars().count() > 80
+                || name.chars().any(char::is_control))
+        {
+            return bad("a name is 1 to 80 characters, none of them a control character");
+        }
+        for (what, url) in [
+            ("--homepage", &self.homepage),
+            ("--logo-uri", &self.logo_uri),
+        ] {
+            if let Some(url) = url
+                && crate::weburl::parse_transport(url).is_err()
+            {
+                return Err(ClientError(format!(
+                    "{what} is an https URL (or http to a loopback host): {url}"
+                )));
+            }
+        }
         let secret = (!self.public).then(|| crate::Token::generate(crate::Kind::ClientSecret));
         let client = Client {
+            name: self.name.map(|n| n.trim().to_owned()),
+            homepage: self.homepage,
+            logo_uri: self.logo_uri,
             id: self.id,
             secret_hash: secret.as_ref().map(|s| s.hash().to_hex()),
             grants,

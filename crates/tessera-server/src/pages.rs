@@ -67,6 +67,17 @@ pub(crate) fn page(
     body: &str,
     form_target: Option<&str>,
 ) -> Response {
+    page_with(status, title, body, form_target, None)
+}
+
+/// [`page`], with `images` an origin its images may come from (a client's logo).
+fn page_with(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+    images: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -77,8 +88,9 @@ pub(crate) fn page(
         esc(title)
     );
     let csp = format!(
-        "default-src 'none'; style-src 'self'; form-action 'self'{}; frame-ancestors 'none'; \
+        "default-src 'none'; style-src 'self';{} form-action 'self'{}; frame-ancestors 'none'; \
          base-uri 'none'",
+        images.map(|o| format!(" img-src {o};")).unwrap_or_default(),
         form_target.map(|o| format!(" {o}")).unwrap_or_default()
     );
     let mut res = (status, html).into_response();
@@ -508,9 +520,33 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         if let Some(s) = &r.state {
             field("state", s);
         }
+        // The application as people know it: its name (its id beside it), logo and home page.
+        let c = &r.client;
+        let mut app = match &c.name {
+            Some(name) => format!(
+                "<strong>{}</strong> <span class=\"muted\">({})</span>",
+                esc(name),
+                esc(&c.id)
+            ),
+            None => format!("<strong>{}</strong>", esc(&c.id)),
+        };
+        if let Some(home) = &c.homepage {
+            let _ = write!(
+                app,
+                " <a href=\"{}\" rel=\"noopener noreferrer\" target=\"_blank\">{}</a>",
+                esc(home),
+                esc(&crate::http::origin_of(home))
+            );
+        }
+        let logo = c.logo_uri.as_deref().map_or_else(String::new, |l| {
+            format!(
+                "<p><img src=\"{}\" alt=\"\" width=\"64\" height=\"64\"></p>",
+                esc(l)
+            )
+        });
         let body = format!(
-            "<p>Signed in as <strong>{}</strong>.</p>\
-             <p>The application <strong>{}</strong> asks for access to your account:</p><ul>{scopes}</ul>\
+            "<p>Signed in as <strong>{}</strong>.</p>{logo}\
+             <p>The application {app} asks for access to your account:</p><ul>{scopes}</ul>\
              <p>It will be sent back to <code>{}</code>.</p>\
              <form method=\"post\" action=\"/oauth2/authorize\">{hidden}\
              <div class=\"actions\">\
@@ -519,11 +555,17 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
              </div></form>\
              <p><a href=\"/signout\">Not you? Sign out</a></p>",
             esc(&a.user.username),
-            esc(&r.client.id),
             esc(&r.redirect_uri),
         );
         let target = crate::http::origin_of(&r.redirect_uri);
-        page(StatusCode::OK, "Allow access?", &body, Some(&target))
+        let images = c.logo_uri.as_deref().map(crate::http::origin_of);
+        page_with(
+            StatusCode::OK,
+            "Allow access?",
+            &body,
+            Some(&target),
+            images.as_deref(),
+        )
     }
 }
 

@@ -1593,3 +1593,72 @@ async fn the_pages_load_their_one_stylesheet_from_tessera_and_nothing_else() {
     assert!(text.contains("prefers-color-scheme: dark"));
     assert!(text.contains("min-height: 44px"));
 }
+
+#[tokio::test]
+async fn the_consent_page_names_the_application_as_people_know_it() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    app.client(NewClient {
+        id: "webapp".into(),
+        grants: vec!["authorization_code".into()],
+        scope: "profile".into(),
+        redirect_uris: vec![REDIRECT.into()],
+        name: Some("Example <Notes>".into()),
+        homepage: Some("https://notes.example/about".into()),
+        logo_uri: Some("https://cdn.example/notes.png".into()),
+        ..NewClient::default()
+    })
+    .await
+    .unwrap();
+    let mut browser = Browser::new();
+    let res = browser
+        .get(&app, &authorize_path("webapp", "profile", "n"))
+        .await;
+    let html = res.text().await.unwrap();
+    let res = sign_in(&app, &mut browser, &html).await;
+    let res = browser.get(&app, &location(&res)).await;
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("img-src https://cdn.example;"), "{csp}");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains(
+            "<strong>Example &lt;Notes&gt;</strong> <span class=\"muted\">(webapp)</span>"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("href=\"https://notes.example/about\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("src=\"https://cdn.example/notes.png\""),
+        "{html}"
+    );
+    // What cannot be shown safely is refused at registration.
+    for bad in [
+        NewClient {
+            name: Some("tab\tname".into()),
+            ..NewClient::default()
+        },
+        NewClient {
+            homepage: Some("javascript:alert(1)".into()),
+            ..NewClient::default()
+        },
+        NewClient {
+            logo_uri: Some("http://cdn.example/logo.png".into()),
+            ..NewClient::default()
+        },
+    ] {
+        let r = NewClient {
+            id: "other".into(),
+            grants: vec!["authorization_code".into()],
+            redirect_uris: vec![REDIRECT.into()],
+            ..bad
+        }
+        .build("tessera", 0);
+        assert!(r.is_err());
+    }
+}

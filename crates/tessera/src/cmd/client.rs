@@ -33,6 +33,15 @@ pub(crate) enum Command {
         /// A public client (a browser or mobile app): no secret; authorization_code with PKCE.
         #[arg(long)]
         public: bool,
+        /// The name people know the application by, shown on the consent page.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The application's home page (https), linked from the consent page.
+        #[arg(long, value_name = "URL")]
+        homepage: Option<String>,
+        /// The application's logo (https), shown on the consent page.
+        #[arg(long = "logo-uri", value_name = "URL")]
+        logo_uri: Option<String>,
         /// Print {"client_id", "client_secret", …} as JSON.
         #[arg(long)]
         json: bool,
@@ -66,6 +75,9 @@ fn describe(c: &Client) -> Value {
         "audience": c.audience,
         "redirect_uris": c.redirect_uris,
         "created_at": c.created_at,
+        "name": c.name,
+        "homepage": c.homepage,
+        "logo_uri": c.logo_uri,
     })
 }
 
@@ -91,6 +103,9 @@ impl AsyncStoreFn<()> for Run {
                 audience,
                 redirect_uris,
                 public,
+                name,
+                homepage,
+                logo_uri,
                 json,
                 ..
             } => {
@@ -102,6 +117,9 @@ impl AsyncStoreFn<()> for Run {
                     audience,
                     redirect_uris,
                     public,
+                    name,
+                    homepage,
+                    logo_uri,
                 }
                 .build(&config.tokens.client_id, now)
                 .map_err(|e| Failure::refused(e.0))?;
