@@ -238,7 +238,10 @@ impl Browser {
         } else {
             Err((
                 v["value"]["error"].as_str().unwrap_or("unknown").to_owned(),
-                v["value"]["message"].as_str().unwrap_or_default().to_owned(),
+                v["value"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             ))
         }
     }
@@ -270,7 +273,10 @@ impl Browser {
     /// The visible text of the page's body (empty if there is none).
     pub fn text(&self) -> String {
         self.find("body")
-            .and_then(|e| self.try_cmd("GET", &format!("/element/{}/text", e.0), json!({})).ok())
+            .and_then(|e| {
+                self.try_cmd("GET", &format!("/element/{}/text", e.0), json!({}))
+                    .ok()
+            })
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
     }
@@ -295,7 +301,12 @@ impl Browser {
     }
 
     /// Polls `probe` until it gives a value; on timeout, fails with what the browser shows.
-    pub fn wait<T>(&self, what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = (Instant::now() + timeout).min(self.deadline);
         loop {
             if let Some(v) = probe() {
@@ -359,9 +370,13 @@ impl Browser {
 
     /// The element's attribute or property `name` as the page has it now.
     pub fn property(&self, e: &Element, name: &str) -> Option<String> {
-        self.try_cmd("GET", &format!("/element/{}/property/{name}", e.0), json!({}))
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
+        self.try_cmd(
+            "GET",
+            &format!("/element/{}/property/{name}", e.0),
+            json!({}),
+        )
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
     }
 
     /// Runs `script` (a function body) in the page, giving its return value.
@@ -413,13 +428,21 @@ impl Browser {
         );
     }
 
-    /// Sets the window's size (CSS pixels).
+    /// Sizes the window so that the page's viewport is `width` x `height` CSS pixels (headless
+    /// Chromium's window counts a browser frame around the page).
     pub fn resize(&self, (width, height): (u32, u32)) {
-        self.cmd(
-            "POST",
-            "/window/rect",
-            json!({ "width": width, "height": height }),
-        );
+        let set = |w: i64, h: i64| {
+            self.cmd("POST", "/window/rect", json!({ "width": w, "height": h }));
+        };
+        let (width, height) = (i64::from(width), i64::from(height));
+        set(width, height);
+        let inner = self.execute("return [window.innerWidth, window.innerHeight];", json!([]));
+        let (Some(iw), Some(ih)) = (inner[0].as_i64(), inner[1].as_i64()) else {
+            return;
+        };
+        if (iw, ih) != (width, height) {
+            set(width + (width - iw), height + (height - ih));
+        }
     }
 
     /// A PNG of the viewport.
@@ -467,7 +490,10 @@ fn kill_processes_using(profile: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
