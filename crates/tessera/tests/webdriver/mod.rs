@@ -355,8 +355,9 @@ impl Browser {
         )
     }
 
-    /// Types `text` into the element.
+    /// Types `text` into the element, replacing what it held (a page may fill it in).
     pub fn type_into(&self, e: &Element, text: &str) {
+        self.cmd("POST", &format!("/element/{}/clear", e.0), json!({}));
         self.cmd(
             "POST",
             &format!("/element/{}/value", e.0),
