@@ -388,6 +388,9 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
         audience: vec!["https://api.example".into()],
         redirect_uris: vec![],
         created_at: 1_000,
+        name: (id == "svc-a").then(|| "Service A".into()),
+        homepage: None,
+        logo_uri: (id == "svc-a").then(|| "https://a.example/logo.png".into()),
     };
     s.create_client(&client("svc-b")).await.unwrap();
     s.create_client(&client("svc-a")).await.unwrap();
@@ -395,7 +398,12 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
         s.create_client(&client("svc-a")).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(s.client("svc-a").await.unwrap().unwrap().id, "svc-a");
+    // Stored whole, display fields included.
+    let a = s.client("svc-a").await.unwrap().unwrap();
+    assert_eq!(a.id, "svc-a");
+    assert_eq!(a.name.as_deref(), Some("Service A"));
+    assert_eq!(a.logo_uri.as_deref(), Some("https://a.example/logo.png"));
+    assert_eq!(s.client("svc-b").await.unwrap().unwrap().name, None);
     assert_eq!(s.client("nope").await.unwrap(), None);
     let ids: Vec<String> = s
         .list_clients()
