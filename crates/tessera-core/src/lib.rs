@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod humantime;
 pub mod keys;
 pub mod logsafe;
 pub mod password;

@@ -6,6 +6,7 @@
 mod account;
 pub mod config;
 pub mod conn;
+mod debugger;
 mod feed;
 pub mod form;
 pub mod http;
@@ -300,6 +301,10 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
         )
         .route("/oauth2/login", post(pages::login_form::<U, S>))
         .route(pages::STYLESHEET, get(pages::stylesheet))
+        .route(
+            "/debugger",
+            get(debugger::debugger_page).post(debugger::debug_token::<U, S>),
+        )
         .route("/account", get(account::account_page::<U, S>))
         .route("/account/sessions/end", post(account::end_session::<U, S>))
         .route(

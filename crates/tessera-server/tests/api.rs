@@ -1888,3 +1888,61 @@ async fn a_revoked_access_token_stays_revoked_across_a_restart() {
 
 #[path = "api/oauth.rs"]
 mod oauth;
+
+#[tokio::test]
+async fn the_debugger_shows_a_token_and_says_whether_this_server_vouches_for_it() {
+    let app = spawn_sqlite(Config::default()).await;
+    app.user("alice").await;
+    let page = app.get("/debugger", HeaderMap::new()).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("name=\"token\""));
+    let app = &app;
+    let debug = |token: String| {
+        let body = serde_urlencoded::to_string([("token", token)]).unwrap();
+        async move {
+            let res = app.form("/debugger", &body).await;
+            (res.status(), res.text().await.unwrap())
+        }
+    };
+    let tokens = app.token_login("alice").await;
+    let (status, html) = debug(tokens.access.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<strong>Valid.</strong>"), "{html}");
+    assert!(
+        html.contains("&quot;alg&quot;") && html.contains("&quot;sub&quot;"),
+        "{html}"
+    );
+    assert!(html.contains("expires in 15 min"), "{html}");
+    // Revoked (a Bearer logout): refused, and said so.
+    let res = app
+        .http
+        .post(format!("{}/auth/logout", app.url))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (_, html) = debug(tokens.access.clone()).await;
+    assert!(html.contains("<strong>Revoked.</strong>"), "{html}");
+    // Signed by someone else, with a claim that would be markup: decoded, escaped, not valid.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "<script>alert(1)</script>", "exp": 4_000_000_000_i64}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not this server's"),
+    )
+    .unwrap();
+    let (status, html) = debug(forged).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<strong>Not valid here.</strong>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;") && !html.contains("<script>"),
+        "{html}"
+    );
+    // Opaque tokens are only named; garbage is said to be garbage.
+    let (status, html) = debug(tokens.refresh.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("a refresh token"), "{html}");
+    let (status, html) = debug("not.a.jwt".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("not a JSON Web Token"), "{html}");
+}

@@ -4,7 +4,7 @@
 mod audit;
 mod cmd;
 mod fetch;
-mod humantime;
+use tessera_core::humantime;
 
 use std::io::Write as _;
 use std::process::ExitCode;

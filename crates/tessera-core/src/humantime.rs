@@ -1,7 +1,7 @@
 //! Dates for people: RFC 3339 UTC text and "in 14 min" / "3 h ago" from Unix seconds.
 
 /// `2026-11-28T09:13:20Z` for Unix seconds (proleptic Gregorian calendar, UTC).
-pub(crate) fn utc(secs: i64) -> String {
+pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (H. Hinnant's algorithm), days counted from 1970-01-01.
@@ -23,7 +23,7 @@ pub(crate) fn utc(secs: i64) -> String {
 }
 
 /// A span in the largest unit that keeps it readable: `45 s`, `14 min`, `3 h`, `12 d`.
-pub(crate) fn span(secs: i64) -> String {
+pub fn span(secs: i64) -> String {
     let s = secs.unsigned_abs();
     match s {
         0..120 => format!("{s} s"),
@@ -34,7 +34,7 @@ pub(crate) fn span(secs: i64) -> String {
 }
 
 /// How a date claim reads relative to `now`: "expires in 14 min", "expired 3 h ago", …
-pub(crate) fn relative(claim: &str, at: i64, now: i64) -> String {
+pub fn relative(claim: &str, at: i64, now: i64) -> String {
     let d = at - now;
     let future = d > 0;
     let s = span(d);
