@@ -11,7 +11,7 @@ use tessera_core::logsafe::Untrusted;
 use tessera_core::{Authenticated, Stores, UserStore};
 
 use crate::AppState;
-use crate::pages::{error_page, esc, page, posted_form, see_other};
+use crate::pages::{error_page, esc, page, posted_form, see_other, unavailable_page};
 
 /// What the sign-out form's anti-forgery token is bound to: the session.
 fn signout_key(a: &Authenticated) -> String {
@@ -83,10 +83,7 @@ pub(crate) async fn signout<U: UserStore, S: Stores>(
     }
     match state.auth.logout(&a.hash, &a.session).await {
         Ok(_) => signed_out(&state),
-        Err(_) => error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is unavailable; try again shortly.",
-        ),
+        Err(_) => unavailable_page(),
     }
 }
 
@@ -159,17 +156,11 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
         Ok(None) => return state.login_page("/account", None, StatusCode::OK, None, None),
         Err(refusal) => return refusal.into_response(),
     };
-    let unavailable = || {
-        error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is unavailable; try again shortly.",
-        )
-    };
     let Ok(sessions) = state.auth.sessions_of(&a.user.id).await else {
-        return unavailable();
+        return unavailable_page();
     };
     let Ok(consents) = state.auth.sessions().consents_of(&a.user.id).await else {
-        return unavailable();
+        return unavailable_page();
     };
     let now = state.auth.now();
     let csrf = esc(&state.settings.csrf.token(&account_key(&a)));
@@ -269,10 +260,7 @@ pub(crate) async fn end_session<U: UserStore, S: Stores>(
     match state.auth.end_session(&a.user.id, handle).await {
         Ok(_) if handle == a.session.handle => signed_out(&state),
         Ok(_) => see_other("/account"),
-        Err(_) => error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is unavailable; try again shortly.",
-        ),
+        Err(_) => unavailable_page(),
     }
 }
 
@@ -300,10 +288,7 @@ pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
             }
             see_other("/account")
         }
-        Err(_) => error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is unavailable; try again shortly.",
-        ),
+        Err(_) => unavailable_page(),
     }
 }
 

@@ -124,6 +124,14 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
+/// What a page says when a store does not answer.
+pub(crate) const UNAVAILABLE: &str = "The service is unavailable; try again shortly.";
+
+/// The page for a store that does not answer.
+pub(crate) fn unavailable_page() -> Response {
+    error_page(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+}
+
 /// Parameters of a query or form: a parameter sent twice is refused (RFC 6749 §3.1).
 fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let pairs =
@@ -238,7 +246,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             Err(_) => {
                 return Err(Refusal::Page(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "The service is unavailable; try again shortly.".into(),
+                    UNAVAILABLE.into(),
                 ));
             }
         };
@@ -351,7 +359,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             Ok(a) => Ok(Some(a)),
             Err(tessera_core::SessionError::Unavailable) => Err(Refusal::Page(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "The service is unavailable; try again shortly.".into(),
+                UNAVAILABLE.into(),
             )),
             Err(_) => Ok(None),
         }
@@ -390,12 +398,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             .sessions()
             .consents_of(user_id)
             .await
-            .map_err(|_| {
-                Refusal::Page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The service is unavailable; try again shortly.".into(),
-                )
-            })?;
+            .map_err(|_| Refusal::Page(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE.into()))?;
         Ok(consents
             .iter()
             .any(|c| c.client_id == r.client.id && subset(&r.scope, &c.scope)))
@@ -800,10 +803,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
             ),
             wait,
         ),
-        Err(LoginError::Unavailable) => error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is unavailable; try again shortly.",
-        ),
+        Err(LoginError::Unavailable) => unavailable_page(),
     }
 }
 
