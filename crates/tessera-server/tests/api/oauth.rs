@@ -644,14 +644,7 @@ async fn code_through_pages<U: UserStore, S: Stores>(
     assert_eq!(h["x-frame-options"], "DENY");
     let html = res.text().await.unwrap();
     assert!(html.contains("Sign in"));
-    let body = format!(
-        "csrf={}&continue={}&username=alice&password={}",
-        enc(&hidden(&html, "csrf")),
-        enc(&hidden(&html, "continue")),
-        enc(PW)
-    );
-    let res = browser.post(app, "/oauth2/login", &body).await;
-    let back = location(&res);
+    let back = location(&sign_in(app, browser, &html).await);
     assert!(back.starts_with("/oauth2/authorize?"));
     let res = browser.get(app, &back).await;
     assert_eq!(res.status(), StatusCode::OK);
