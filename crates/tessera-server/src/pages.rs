@@ -770,10 +770,12 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
                 .append(header::SET_COOKIE, state.device_cookie(&a.user));
             res
         }
+        // The form again, with the mistake said on it: a page, answered 200 (a 401 would need
+        // an authentication scheme, RFC 9110 §15.5.2, and browsers log it as an error).
         Err(LoginError::InvalidCredentials) => state.login_page_for(
             continue_to,
             redirect_uri,
-            StatusCode::UNAUTHORIZED,
+            StatusCode::OK,
             Some("The username or the password is not right. Check them and try again."),
             nonce,
             Some(username),
