@@ -1,12 +1,14 @@
 //! The pages in a real browser (issue 17): headless Chromium, driven through WebDriver
 //! (`chromedriver`, Debian's `chromium-driver`), against the real `tessera serve` with its
 //! embedded SQLite store. An "application" is a loopback listener that answers any request with
-//! 200, so the browser lands on its redirect URI and the test reads the code from the address.
+//! 200 (and its logo, a tiny PNG, at `/logo.png`), so the browser lands on its redirect URI and
+//! the test reads the code from the address.
 //!
 //! Every browser is fresh (a new session on an empty profile); its console is captured and a
 //! SEVERE entry (an error, a blocked request, a Content Security Policy violation) fails the test.
 //! Screenshots of each page at desktop and phone widths go to
-//! `<target>/browser-screenshots/` (CI artifacts, never committed).
+//! `<target>/browser-screenshots/` (CI artifacts, never committed). The accessibility check runs
+//! axe-core (from `interop/node/node_modules`, installed with `npm ci`) in the pages.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
@@ -36,6 +38,17 @@ const SCOPE: &str = "profile";
 const TEST_BOUND: Duration = Duration::from_secs(60);
 /// How long a page may take to follow a click (a debug binary, two busy cores).
 const STEP: Duration = Duration::from_secs(15);
+/// The application as people know it (`tessera client add --name`), and its home page.
+const APP_NAME: &str = "Example Notes";
+const APP_HOMEPAGE: &str = "https://notes.example";
+/// The application's logo: a 1x1 PNG of one opaque colour (teal), drawn at 64x64.
+const LOGO_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53,
+    0xde, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0xd0, 0x9a, 0xdb, 0x0f,
+    0x00, 0x02, 0x4b, 0x01, 0x57, 0x77, 0xdd, 0x4d, 0x9f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e,
+    0x44, 0xae, 0x42, 0x60, 0x82,
+];
 
 /// `tessera serve` on a free loopback port, killed when dropped.
 struct Server {
@@ -89,7 +102,8 @@ impl Drop for Server {
     }
 }
 
-/// The application: answers `200 ok` to every request on a loopback port; stopped when dropped.
+/// The application: answers `GET /logo.png` with its logo and `200 ok` to every other request,
+/// on a loopback port; stopped when dropped.
 struct App {
     port: u16,
     stop: Arc<AtomicBool>,
@@ -117,10 +131,18 @@ impl App {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
-                      Connection: close\r\n\r\nok",
+                let (kind, body): (&str, &[u8]) = if seen.starts_with(b"GET /logo.png ") {
+                    ("image/png", LOGO_PNG)
+                } else {
+                    ("text/plain", b"ok")
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    body.len()
                 );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body);
                 let _ = conn.shutdown(Shutdown::Both);
             }
         });
@@ -133,6 +155,10 @@ impl App {
 
     fn redirect_uri(&self) -> String {
         format!("http://127.0.0.1:{}/cb", self.port)
+    }
+
+    fn logo_uri(&self) -> String {
+        format!("http://127.0.0.1:{}/logo.png", self.port)
     }
 }
 
@@ -162,6 +188,12 @@ struct Rig {
 
 impl Rig {
     fn start(name: &'static str) -> Rig {
+        Rig::start_with(name, false)
+    }
+
+    /// [`Rig::start`]; `named`: the client carries a name, a home page and a logo (served by
+    /// the application).
+    fn start_with(name: &'static str, named: bool) -> Rig {
         let deadline = Instant::now() + TEST_BOUND;
         let dir = Dir::new(&format!("browser-{name}"));
         let data = dir.0.join("data");
@@ -174,25 +206,28 @@ impl Rig {
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let app = App::start();
-        let o = tessera(
-            &[
-                "client",
-                "add",
-                CLIENT,
-                "--public",
-                "--grant",
-                "authorization_code",
-                "--scope",
-                SCOPE,
-                "--redirect-uri",
-                &app.redirect_uri(),
-                "--json",
-                "--data-dir",
-                d,
-            ],
-            &[],
-            None,
-        );
+        let redirect = app.redirect_uri();
+        let logo = app.logo_uri();
+        let mut args = vec![
+            "client",
+            "add",
+            CLIENT,
+            "--public",
+            "--grant",
+            "authorization_code",
+            "--scope",
+            SCOPE,
+            "--redirect-uri",
+            &redirect,
+            "--json",
+            "--data-dir",
+            d,
+        ];
+        if named {
+            args.extend(["--name", APP_NAME, "--homepage", APP_HOMEPAGE]);
+            args.extend(["--logo-uri", &logo]);
+        }
+        let o = tessera(&args, &[], None);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let driver = Driver::start(&dir.0);
         Rig {
@@ -320,15 +355,123 @@ impl Rig {
     }
 
     /// The whole first visit in `b`: the application's authorization request, sign-in, consent,
-    /// the redirect URI with a code that the application exchanges.
-    fn first_sign_in_with_consent(&self, b: &Browser, state: &str) {
+    /// the redirect URI with a code that the application exchanges. Gives the token response.
+    fn first_sign_in_with_consent(&self, b: &Browser, state: &str) -> Value {
         b.goto(&self.authorize_url(state, &[]));
         self.sign_in(b, PW);
         self.allow(b);
         let url = self.land_on_redirect_uri(b, "after Allow");
         let code = self.code_of(&url, state);
-        self.exchange(&code);
+        self.exchange(&code)
     }
+
+    /// `GET /auth/me` with the access token as a Bearer: the status and the body.
+    fn me(&self, access_token: &str) -> (u16, String) {
+        let res = http()
+            .get(format!("{}/auth/me", self.server.url))
+            .bearer_auth(access_token)
+            .send()
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.text().unwrap_or_default())
+    }
+
+    /// The application's refresh at the token endpoint (a public client): the status and the
+    /// answer.
+    fn refresh(&self, refresh_token: &str) -> (u16, Value) {
+        let res = http()
+            .post(format!("{}/oauth2/token", self.server.url))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", CLIENT),
+            ])
+            .send()
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    /// Waits for the page's text to contain `needle`.
+    fn wait_text(&self, b: &Browser, needle: &str) {
+        b.wait(&format!("the text {needle:?}"), STEP, || {
+            b.text().contains(needle).then_some(())
+        });
+    }
+
+    /// Waits for the sign-in form (and not the redirect URI): `what` names the situation.
+    fn expect_sign_in_form(&self, b: &Browser, what: &str) {
+        let redirect = self.app.redirect_uri();
+        let asked = b.wait("the sign-in form or the redirect URI", STEP, || {
+            if b.url().starts_with(&redirect) {
+                return Some(false);
+            }
+            b.find("input[name=password]").map(|_| true)
+        });
+        assert!(asked, "{what}: no sign-in form; {}", b.describe());
+    }
+
+    /// The axe-core accessibility check of the page `b` shows: fails on a violation of impact
+    /// "serious" or "critical", prints the others.
+    fn accessible(&self, b: &Browser, page: &str) {
+        let violations = b.axe_violations(axe_source());
+        let mut serious = Vec::new();
+        for v in &violations {
+            let impact = v["impact"].as_str().unwrap_or("unknown");
+            let nodes: Vec<String> = v["nodes"]
+                .as_array()
+                .map(|n| {
+                    n.iter()
+                        .map(|n| n["html"].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let line = format!(
+                "{page}: [{impact}] {}: {} ({}) at {}",
+                v["id"].as_str().unwrap_or_default(),
+                v["help"].as_str().unwrap_or_default(),
+                v["helpUrl"].as_str().unwrap_or_default(),
+                nodes.join(" | ")
+            );
+            eprintln!("axe: {line}");
+            if matches!(impact, "serious" | "critical") {
+                serious.push(line);
+            }
+        }
+        assert!(
+            serious.is_empty(),
+            "accessibility violations (axe-core, serious or critical) at {}:\n  {}",
+            b.url(),
+            serious.join("\n  ")
+        );
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The text of axe-core's `axe.min.js`, from `interop/node/node_modules` (`npm ci` there installs
+/// it, at the version `package-lock.json` pins); read once.
+fn axe_source() -> &'static str {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AXE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../interop/node/node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "axe-core is missing ({}: {e}): (cd interop/node && npm ci)",
+                path.display()
+            )
+        })
+    })
 }
 
 /// A new user in a fresh browser: the application sends them to tessera, they sign in and allow
@@ -384,6 +527,233 @@ fn prompt_login_asks_for_the_password_again() {
     rig.sign_in(&b, PW);
     let url = rig.land_on_redirect_uri(&b, "prompt=login after Sign in");
     let code = rig.code_of(&url, "state-login");
+    rig.exchange(&code);
+    b.assert_no_severe_console_entry();
+}
+
+/// Sign-out: after the application's code exchange, the person signs out at `/signout`; the page
+/// says so, the access token issued under that session is refused by `/auth/me` (it was accepted
+/// before), and the application's authorization request shows the sign-in form again.
+#[test]
+fn signing_out_ends_the_session_everywhere_it_counts() {
+    let rig = Rig::start("signout");
+    let b = rig.browser();
+    let tokens = rig.first_sign_in_with_consent(&b, "state-first");
+    let access = tokens["access_token"].as_str().unwrap();
+    let (status, body) = rig.me(access);
+    assert_eq!(status, 200, "/auth/me with the fresh access token: {body}");
+
+    b.goto(&format!("{}/signout", rig.server.url));
+    let button = b.wait_for("form[action='/signout'] button[type=submit]", STEP);
+    rig.shoot(&b, "signout");
+    assert!(
+        b.text().contains("alice"),
+        "the sign-out page names who is signed in; {}",
+        b.describe()
+    );
+    assert_eq!(b.element_text(&button).trim(), "Sign out");
+    b.click(&button);
+    rig.wait_text(&b, "You are signed out");
+    rig.shoot(&b, "signed-out");
+
+    let (status, body) = rig.me(access);
+    assert_eq!(
+        status, 401,
+        "/auth/me still accepts the access token of the ended session: {body}"
+    );
+
+    b.goto(&rig.authorize_url("state-after", &[]));
+    rig.expect_sign_in_form(&b, "the authorization request after signing out");
+    assert!(
+        !b.url().contains("code="),
+        "a code after signing out: {}",
+        b.url()
+    );
+    b.assert_no_severe_console_entry();
+}
+
+/// The account page, in a second browser: both sessions listed (this one marked), the
+/// application allowed; "End" on the first browser's session signs that browser out, and
+/// "Withdraw" on the application ends the refresh token the application holds.
+#[test]
+fn the_account_page_ends_a_session_and_withdraws_a_consent() {
+    let rig = Rig::start("account");
+    let a = rig.browser();
+    let tokens = rig.first_sign_in_with_consent(&a, "state-a");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    let b = rig.browser();
+    let account = format!("{}/account", rig.server.url);
+    b.goto(&account);
+    rig.sign_in(&b, PW);
+    b.wait_url("the account page after Sign in", STEP, |u| u == account);
+    let end = "//form[@action='/account/sessions/end']//button";
+    b.wait("two sessions on the account page", STEP, || {
+        (b.find_all_xpath(end).len() == 2).then_some(())
+    });
+    rig.shoot(&b, "account");
+    let text = b.text();
+    assert_eq!(
+        text.matches("(this device)").count(),
+        1,
+        "one session is this device: {text}"
+    );
+    assert!(
+        b.find_xpath("//button[normalize-space()='Sign out here']")
+            .is_some(),
+        "this device's session is ended by \"Sign out here\"; {}",
+        b.describe()
+    );
+    let withdraw = format!(
+        "//form[@action='/account/consents/withdraw'][.//input[@name='client_id'][@value='{CLIENT}']]//button"
+    );
+    assert!(
+        b.find_xpath(&withdraw).is_some() && text.contains(CLIENT),
+        "the application is listed with a Withdraw button; {}",
+        b.describe()
+    );
+
+    // "End" on the other browser's session.
+    let other = b
+        .find_xpath("//button[normalize-space()='End']")
+        .unwrap_or_else(|| panic!("no End button; {}", b.describe()));
+    b.click(&other);
+    b.wait("one session left on the account page", STEP, || {
+        (b.url() == account && b.find_all_xpath(end).len() == 1).then_some(())
+    });
+    rig.shoot(&b, "account-session-ended");
+    a.goto(&account);
+    rig.expect_sign_in_form(&a, "the ended browser's account page");
+    assert!(
+        !a.text().contains("Where you are signed in"),
+        "the ended browser still sees the account; {}",
+        a.describe()
+    );
+
+    // The application's refresh token outlives the browser session (it stands on the consent).
+    let (status, answer) = rig.refresh(&refresh);
+    assert_eq!(
+        status, 200,
+        "the refresh before the consent is withdrawn: {answer}"
+    );
+    let refresh = answer["refresh_token"].as_str().unwrap().to_owned();
+
+    let button = b
+        .find_xpath(&withdraw)
+        .unwrap_or_else(|| panic!("no Withdraw button; {}", b.describe()));
+    assert_eq!(b.element_text(&button).trim(), "Withdraw");
+    b.click(&button);
+    b.wait("the application gone from the account page", STEP, || {
+        (b.url() == account && b.find_xpath(&withdraw).is_none()).then_some(())
+    });
+    rig.shoot(&b, "account-consent-withdrawn");
+
+    let (status, answer) = rig.refresh(&refresh);
+    assert_eq!(
+        status, 400,
+        "the refresh token still works after the consent was withdrawn: {answer}"
+    );
+    assert_eq!(answer["error"], "invalid_grant", "{answer}");
+    a.assert_no_severe_console_entry();
+    b.assert_no_severe_console_entry();
+}
+
+/// A client with a name, a home page and a logo: the consent page names it and shows the logo
+/// (an image from the application's loopback origin, which the page's policy must allow).
+#[test]
+fn the_consent_page_names_the_application() {
+    let rig = Rig::start_with("consent-named", true);
+    let b = rig.browser();
+    b.goto(&rig.authorize_url("state-named", &[]));
+    rig.sign_in(&b, PW);
+    b.wait_for("button[name=decision][value=allow]", STEP);
+    let text = b.text();
+    assert!(text.contains(APP_NAME), "the consent page: {text}");
+    assert!(
+        b.find(&format!("a[href='{APP_HOMEPAGE}']")).is_some(),
+        "a link to the application's home page; {}",
+        b.describe()
+    );
+    let img = b.wait_for("main img", STEP);
+    assert_eq!(
+        b.property(&img, "src").as_deref(),
+        Some(rig.app.logo_uri().as_str())
+    );
+    b.wait("the logo to load", STEP, || {
+        let v = b.execute(
+            "const i = document.querySelector('main img');\
+             return i !== null && i.complete && i.naturalWidth > 0;",
+            serde_json::json!([]),
+        );
+        (v == Value::Bool(true)).then_some(())
+    });
+    rig.allow(&b);
+    let url = rig.land_on_redirect_uri(&b, "after Allow");
+    let code = rig.code_of(&url, "state-named");
+    rig.exchange(&code);
+    b.assert_no_severe_console_entry();
+}
+
+/// axe-core in the pages: the sign-in form, the consent page (a named client with its logo), the
+/// account page, the sign-out page and the signed-out page have no serious or critical
+/// violation. (The sign-in form after a wrong password: the next test.)
+#[test]
+fn the_pages_pass_the_accessibility_check() {
+    // Fails now, with how to install it, rather than after the browser started.
+    axe_source();
+    let rig = Rig::start_with("accessibility", true);
+    let b = rig.browser();
+    b.goto(&format!("{}/account", rig.server.url));
+    b.wait_for("input[name=password]", STEP);
+    rig.accessible(&b, "sign-in");
+    rig.sign_in(&b, PW);
+    b.wait_for("form[action='/account/sessions/end']", STEP);
+    rig.accessible(&b, "account");
+    b.goto(&rig.authorize_url("state-a11y", &[]));
+    b.wait_for("button[name=decision][value=allow]", STEP);
+    rig.accessible(&b, "consent");
+    rig.allow(&b);
+    rig.land_on_redirect_uri(&b, "after Allow");
+    b.goto(&format!("{}/account", rig.server.url));
+    b.wait_for("form[action='/account/consents/withdraw']", STEP);
+    rig.accessible(&b, "account with an application");
+    b.goto(&format!("{}/signout", rig.server.url));
+    let button = b.wait_for("form[action='/signout'] button[type=submit]", STEP);
+    rig.accessible(&b, "sign-out");
+    b.click(&button);
+    rig.wait_text(&b, "You are signed out");
+    rig.accessible(&b, "signed out");
+    b.assert_no_severe_console_entry();
+}
+
+/// A wrong password: the sign-in form again, saying so next to the fields (`aria-invalid`), the
+/// username kept and the focus on the password, no serious accessibility violation and no error
+/// in the console; then the right password goes on to the consent page and the application.
+#[test]
+fn a_wrong_password_is_said_on_the_form_without_a_console_error() {
+    axe_source();
+    let rig = Rig::start("wrong-password");
+    let b = rig.browser();
+    b.goto(&rig.authorize_url("state-wrong", &[]));
+    rig.sign_in(&b, "not the password");
+    b.wait_for("input[aria-invalid=true]", STEP);
+    rig.shoot(&b, "sign-in-error");
+    let user = b.wait_for("input[name=username]", STEP);
+    assert_eq!(
+        b.property(&user, "value").as_deref(),
+        Some("alice"),
+        "the username typed is kept"
+    );
+    let focused = b.execute(
+        "return document.activeElement ? document.activeElement.name : null;",
+        serde_json::json!([]),
+    );
+    assert_eq!(focused, "password", "the focus is on the password");
+    rig.accessible(&b, "sign-in after a wrong password");
+    rig.sign_in(&b, PW);
+    rig.allow(&b);
+    let url = rig.land_on_redirect_uri(&b, "after Allow");
+    let code = rig.code_of(&url, "state-wrong");
     rig.exchange(&code);
     b.assert_no_severe_console_entry();
 }

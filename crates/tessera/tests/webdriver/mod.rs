@@ -293,6 +293,50 @@ impl Browser {
         v[ELEMENT].as_str().map(|id| Element(id.to_owned()))
     }
 
+    /// Every element matching the CSS `selector` now.
+    pub fn find_all(&self, selector: &str) -> Vec<Element> {
+        self.find_all_using("css selector", selector)
+    }
+
+    /// The first element matching the XPath `xpath` (to find a button by its text).
+    pub fn find_xpath(&self, xpath: &str) -> Option<Element> {
+        let v = self
+            .try_cmd(
+                "POST",
+                "/element",
+                json!({ "using": "xpath", "value": xpath }),
+            )
+            .ok()?;
+        v[ELEMENT].as_str().map(|id| Element(id.to_owned()))
+    }
+
+    /// Every element matching the XPath `xpath` now.
+    pub fn find_all_xpath(&self, xpath: &str) -> Vec<Element> {
+        self.find_all_using("xpath", xpath)
+    }
+
+    fn find_all_using(&self, using: &str, value: &str) -> Vec<Element> {
+        let Ok(Value::Array(found)) = self.try_cmd(
+            "POST",
+            "/elements",
+            json!({ "using": using, "value": value }),
+        ) else {
+            return Vec::new();
+        };
+        found
+            .iter()
+            .filter_map(|v| v[ELEMENT].as_str().map(|id| Element(id.to_owned())))
+            .collect()
+    }
+
+    /// The element's visible text.
+    pub fn element_text(&self, e: &Element) -> String {
+        self.try_cmd("GET", &format!("/element/{}/text", e.0), json!({}))
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// Waits (bounded by `timeout` and the test's deadline) for an element matching `selector`.
     pub fn wait_for(&self, selector: &str, timeout: Duration) -> Element {
         self.wait(&format!("an element `{selector}`"), timeout, || {
@@ -387,6 +431,45 @@ impl Browser {
             "/execute/sync",
             json!({ "script": script, "args": args }),
         )
+    }
+
+    /// Runs `script` (a function body) in the page; it finishes by calling its last argument
+    /// with the result, which this gives (bounded by the session's script timeout).
+    pub fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            json!({ "script": script, "args": args }),
+        )
+    }
+
+    /// The accessibility violations axe-core finds in the current page: `axe_source` (the text
+    /// of `axe.min.js`) is injected through WebDriver, which the page's Content Security Policy
+    /// does not govern, then `axe.run()` checks the document. Gives axe's `violations` array (and
+    /// fails if no rule passed: a run that checked nothing).
+    pub fn axe_violations(&self, axe_source: &str) -> Vec<Value> {
+        let loaded = self.execute(
+            &format!("{axe_source}\n;return typeof window.axe === 'object';"),
+            json!([]),
+        );
+        assert_eq!(loaded, json!(true), "axe-core did not load in the page");
+        let got = self.execute_async(
+            "const done = arguments[arguments.length - 1];\
+             window.axe.run(document, { resultTypes: ['violations'] })\
+               .then(r => done({ ok: r.violations, passed: r.passes.length }))\
+               .catch(e => done({ error: String(e) }));",
+            json!([]),
+        );
+        if let Some(e) = got.get("error") {
+            panic!("axe.run failed: {e}");
+        }
+        // A run that checked nothing would pass anything.
+        let passed = got["passed"].as_u64().unwrap_or(0);
+        assert!(passed > 0, "axe.run checked nothing: {got}");
+        match &got["ok"] {
+            Value::Array(v) => v.clone(),
+            other => panic!("axe.run gave {other}"),
+        }
     }
 
     /// Every console entry since the browser started (SEVERE, WARNING, INFO, …).
