@@ -197,7 +197,7 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
                 .scope
                 .split(' ')
                 .filter(|s| !s.is_empty())
-                .map(|s| format!("<code>{}</code>", esc(s)))
+                .map(|s| state.scope_html(s))
                 .collect();
             let _ = write!(
                 body,

@@ -187,6 +187,15 @@ impl Default for PasswordConfig {
     }
 }
 
+/// The pages people see.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// What each scope lets an application do, in words the consent and account pages show
+    /// instead of the scope's name (`"api:read" = "Read your documents"`); TOML only.
+    pub scopes: std::collections::BTreeMap<String, String>,
+}
+
 /// Login throttling.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -379,6 +388,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Calls to the stores: timeout and retry.
     pub stores: StoresConfig,
+    /// The pages people see.
+    pub pages: PagesConfig,
 }
 
 impl Default for Config {
@@ -406,6 +417,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             connections: ConnectionsConfig::default(),
             stores: StoresConfig::default(),
+            pages: PagesConfig::default(),
         }
     }
 }
@@ -650,6 +662,13 @@ impl Config {
             || c.tls_handshake_timeout.0.is_zero()
         {
             return Err(bad("connection timeouts must be longer than zero"));
+        }
+        for (scope, words) in &self.pages.scopes {
+            if words.trim().is_empty() || words.chars().any(char::is_control) {
+                return Err(bad(format!(
+                    "pages.scopes.\"{scope}\" is a sentence without control characters"
+                )));
+            }
         }
         if self.stores.timeout.0.is_zero()
             || self.stores.write_timeout.0.is_zero()

@@ -75,6 +75,8 @@ pub struct Settings {
     pub instance_name: Option<HeaderValue>,
     /// Signs the anti-forgery tokens of the HTML forms.
     pub csrf: tessera_core::CsrfKey,
+    /// What scopes let an application do, in words (`pages.scopes`).
+    pub scope_words: std::collections::BTreeMap<String, String>,
     /// Whether introspection calls an access token active while the denylist may be stale
     /// (`tokens.introspection_stale_denylist = "open"`); closed by default.
     pub introspection_open_when_stale: bool,
@@ -261,6 +263,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             key_activation_delay: config.tokens.key_activation_delay.secs(),
             csrf,
             introspection_open_when_stale: config.tokens.introspection_stale_denylist == "open",
+            scope_words: config.pages.scopes.clone(),
             instance_name: config
                 .instance_name
                 .as_deref()

@@ -492,6 +492,19 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         res
     }
 
+    /// A scope as a person reads it: its words from `pages.scopes` (its name beside them), or
+    /// its name.
+    pub(crate) fn scope_html(&self, scope: &str) -> String {
+        match self.settings.scope_words.get(scope) {
+            Some(words) => format!(
+                "{} <span class=\"muted\"><code>{}</code></span>",
+                esc(words),
+                esc(scope)
+            ),
+            None => format!("<code>{}</code>", esc(scope)),
+        }
+    }
+
     /// The consent page for `r`, its form bound to the session.
     fn consent_page(&self, r: &Request, a: &Authenticated) -> Response {
         let csrf = self
@@ -500,7 +513,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             .token(&format!("consent:{}", a.hash.to_hex()));
         let mut scopes = String::new();
         for s in r.scope.split(' ').filter(|s| !s.is_empty()) {
-            let _ = write!(scopes, "<li><code>{}</code></li>", esc(s));
+            let _ = write!(scopes, "<li>{}</li>", self.scope_html(s));
         }
         if scopes.is_empty() {
             scopes.push_str("<li>to know who you are (no other permission)</li>");

@@ -1655,3 +1655,40 @@ async fn the_consent_page_names_the_application_as_people_know_it() {
         assert!(r.is_err());
     }
 }
+
+#[tokio::test]
+async fn scopes_are_shown_in_the_words_the_configuration_gives() {
+    let mut c = config();
+    c.pages
+        .scopes
+        .insert("api:read".into(), "Read your <documents>".into());
+    let app = spawn_sqlite(c).await;
+    app.user("alice").await;
+    web_client(&app).await;
+    let mut browser = Browser::new();
+    let res = browser
+        .get(&app, &authorize_path("webapp", "profile api:read", "w"))
+        .await;
+    let html = res.text().await.unwrap();
+    let res = sign_in(&app, &mut browser, &html).await;
+    let html = browser
+        .get(&app, &location(&res))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(
+            "<li>Read your &lt;documents&gt; <span class=\"muted\"><code>api:read</code></span></li>"
+        ),
+        "{html}"
+    );
+    // A scope without words is shown by its name.
+    assert!(html.contains("<li><code>profile</code></li>"), "{html}");
+    // Words with a control character are refused at start.
+    let file = std::env::temp_dir().join(format!("tessera-scopes-{}.toml", std::process::id()));
+    std::fs::write(&file, "[pages.scopes]\nx = \"a\\u0007b\"\n").unwrap();
+    let loaded = Config::load(Some(&file), Vec::new());
+    std::fs::remove_file(&file).unwrap();
+    assert!(loaded.is_err());
+}
