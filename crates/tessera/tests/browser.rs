@@ -17,15 +17,14 @@ mod webdriver;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Dir, free_port, tessera};
+use common::{Dir, Server, tessera};
 use webdriver::{Browser, DESKTOP, Driver, PHONE, png_size};
 
 const PW: &str = "correct horse battery";
@@ -49,58 +48,6 @@ const LOGO_PNG: &[u8] = &[
     0x00, 0x02, 0x4b, 0x01, 0x57, 0x77, 0xdd, 0x4d, 0x9f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e,
     0x44, 0xae, 0x42, 0x60, 0x82,
 ];
-
-/// `tessera serve` on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let log = data.parent().unwrap().join(format!("serve-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &listen,
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            url: format!("http://{listen}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.log().contains("tessera is serving") {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("the server exited ({status}): {}", server.log());
-            }
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The application: answers `GET /logo.png` with its logo and `200 ok` to every other request,
 /// on a loopback port; stopped when dropped.
@@ -197,7 +144,7 @@ impl Rig {
         let deadline = Instant::now() + TEST_BOUND;
         let dir = Dir::new(&format!("browser-{name}"));
         let data = dir.0.join("data");
-        let server = Server::start(&data);
+        let server = Server::start(&data, &[]);
         let d = data.to_str().unwrap();
         let o = tessera(
             &["user", "add", "alice", "--password-stdin", "--data-dir", d],

@@ -6,8 +6,9 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A directory of its own under the system's temporary one, named after the test process and
 /// `name`, removed when dropped.
@@ -54,4 +55,59 @@ pub fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Outp
     }
     drop(input);
     child.wait_with_output().unwrap()
+}
+
+/// `tessera serve` on a free loopback port with `env`, its log in a file beside the data
+/// directory; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = data.parent().unwrap().join(format!("serve-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut server = Server {
+            child,
+            url: format!("http://{listen}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.log().contains("tessera is serving") {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", server.log());
+            }
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
