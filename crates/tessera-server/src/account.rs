@@ -11,12 +11,7 @@ use tessera_core::logsafe::Untrusted;
 use tessera_core::{Authenticated, Stores, UserStore};
 
 use crate::AppState;
-use crate::pages::{error_page, esc, page, posted_form, see_other, unavailable_page};
-
-/// What the sign-out form's anti-forgery token is bound to: the session.
-fn signout_key(a: &Authenticated) -> String {
-    format!("signout:{}", a.hash.to_hex())
-}
+use crate::pages::{error_page, esc, form_key, page, posted_form, see_other, unavailable_page};
 
 /// The page after a sign-out (or for a browser not signed in), the session cookie expired.
 fn signed_out<U: UserStore, S: Stores>(state: &AppState<U, S>) -> Response {
@@ -42,7 +37,7 @@ pub(crate) async fn signout_page<U: UserStore, S: Stores>(
         Ok(None) => return signed_out(&state),
         Err(refusal) => return refusal.into_response(),
     };
-    let csrf = state.settings.csrf.token(&signout_key(&a));
+    let csrf = state.settings.csrf.token(&form_key("signout", &a));
     let body = format!(
         "<p>Signed in as <strong>{}</strong>.</p>\
          <form method=\"post\" action=\"/signout\">\
@@ -60,36 +55,22 @@ pub(crate) async fn signout<U: UserStore, S: Stores>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = match posted_form(&state.settings.origin, &headers, &body) {
-        Ok(p) => p,
-        Err((status, message)) => return error_page(status, &message),
+    let (a, _) = match session_form(
+        &state,
+        &headers,
+        &body,
+        "signout",
+        "This form has expired or was not ours; open the sign-out page again.",
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(res) => return res,
     };
-    let a = match state.browser_session(&headers).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return signed_out(&state),
-        Err(refusal) => return refusal.into_response(),
-    };
-    let csrf_ok = p.get("csrf").is_some_and(|t| {
-        state
-            .settings
-            .csrf
-            .verify(&format!("signout:{}", a.hash.to_hex()), t)
-    });
-    if !csrf_ok {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired or was not ours; open the sign-out page again.",
-        );
-    }
     match state.auth.logout(&a.hash, &a.session).await {
         Ok(_) => signed_out(&state),
         Err(_) => unavailable_page(),
     }
-}
-
-/// What the account page's forms' anti-forgery token is bound to: the session.
-fn account_key(a: &Authenticated) -> String {
-    format!("account:{}", a.hash.to_hex())
 }
 
 /// "3 minutes ago", "in 2 hours": `then` seen from `now`, in words.
@@ -163,7 +144,7 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
         return unavailable_page();
     };
     let now = state.auth.now();
-    let csrf = esc(&state.settings.csrf.token(&account_key(&a)));
+    let csrf = esc(&state.settings.csrf.token(&form_key("account", &a)));
     let mut body = format!(
         "<p>Signed in as <strong>{}</strong>. <a href=\"/signout\">Sign out</a></p>\
          <h2>Where you are signed in</h2><ul>",
@@ -221,11 +202,15 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
     page(StatusCode::OK, "Your account", &body, None)
 }
 
-/// The account page's form, its token checked: the session and the form, or the page to show.
-async fn account_form<U: UserStore, S: Stores>(
+/// A form of this session's page `form` (`signout`, `account`), its anti-forgery token checked:
+/// the session and the form's fields, or the page to show (`stale` when the token is not
+/// this session's).
+async fn session_form<U: UserStore, S: Stores>(
     state: &AppState<U, S>,
     headers: &HeaderMap,
     body: &[u8],
+    form: &str,
+    stale: &str,
 ) -> Result<(Authenticated, std::collections::HashMap<String, String>), Response> {
     let p = posted_form(&state.settings.origin, headers, body)
         .map_err(|(status, message)| error_page(status, &message))?;
@@ -236,14 +221,27 @@ async fn account_form<U: UserStore, S: Stores>(
     };
     let ok = p
         .get("csrf")
-        .is_some_and(|t| state.settings.csrf.verify(&account_key(&a), t));
+        .is_some_and(|t| state.settings.csrf.verify(&form_key(form, &a), t));
     if !ok {
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired or was not ours; open your account page again.",
-        ));
+        return Err(error_page(StatusCode::FORBIDDEN, stale));
     }
     Ok((a, p))
+}
+
+/// A form of the account page (see [`session_form`]).
+async fn account_form<U: UserStore, S: Stores>(
+    state: &AppState<U, S>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Authenticated, std::collections::HashMap<String, String>), Response> {
+    session_form(
+        state,
+        headers,
+        body,
+        "account",
+        "This form has expired or was not ours; open your account page again.",
+    )
+    .await
 }
 
 /// `POST /account/sessions/end`: ends one of the person's sessions (this one: signed out).

@@ -124,6 +124,12 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
+/// What the anti-forgery token of a form a session's page shows (`consent`, `signout`,
+/// `account`) is bound to: that form and that session.
+pub(crate) fn form_key(form: &str, a: &Authenticated) -> String {
+    format!("{form}:{}", a.hash.to_hex())
+}
+
 /// What a page says when a store does not answer.
 pub(crate) const UNAVAILABLE: &str = "The service is unavailable; try again shortly.";
 
@@ -507,10 +513,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
 
     /// The consent page for `r`, its form bound to the session.
     fn consent_page(&self, r: &Request, a: &Authenticated) -> Response {
-        let csrf = self
-            .settings
-            .csrf
-            .token(&format!("consent:{}", a.hash.to_hex()));
+        let csrf = self.settings.csrf.token(&form_key("consent", a));
         let mut scopes = String::new();
         for s in r.scope.split(' ').filter(|s| !s.is_empty()) {
             let _ = write!(scopes, "<li>{}</li>", self.scope_html(s));
@@ -675,12 +678,9 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
         }
         Err(refusal) => return refusal.into_response(),
     };
-    let csrf_ok = p.get("csrf").is_some_and(|t| {
-        state
-            .settings
-            .csrf
-            .verify(&format!("consent:{}", a.hash.to_hex()), t)
-    });
+    let csrf_ok = p
+        .get("csrf")
+        .is_some_and(|t| state.settings.csrf.verify(&form_key("consent", &a), t));
     if !csrf_ok {
         return error_page(
             StatusCode::FORBIDDEN,
