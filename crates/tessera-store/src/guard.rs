@@ -205,7 +205,7 @@ impl Circuit {
             let mut pending = Pending(Some(&c));
             let out = tokio::time::timeout(c.settings.timeout, probe()).await;
             pending.0 = None;
-            c.settle(out, true);
+            c.settle(Outcome::of(&out), true);
         });
     }
 
@@ -223,14 +223,7 @@ impl Circuit {
         tokio::spawn(async move {
             let out = tokio::time::timeout(c.settings.timeout, probe()).await;
             c.checking.store(false, Ordering::SeqCst);
-            match out {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => c.failed(true),
-                Err(_) => {
-                    c.timeouts.fetch_add(1, Ordering::Relaxed);
-                    c.failed(true);
-                }
-            }
+            c.settle(Outcome::of(&out), true);
         });
     }
 
@@ -251,16 +244,18 @@ impl Circuit {
         Some(self.back_since.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
-    fn failed(&self, timed_out: bool) {
+    /// A failure: the store is marked down `at_once` (a probe failed, or a call timed out and
+    /// there is no probe to ask), or after [`FAILURES_TO_OPEN`] in a row.
+    fn failed(&self, at_once: bool) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let open = match *s {
             State::Closed { failures } => {
                 let failures = failures + 1;
-                if timed_out || failures >= FAILURES_TO_OPEN {
+                if at_once || failures >= FAILURES_TO_OPEN {
                     self.opened.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         store = self.name,
-                        timed_out,
+                        by_probe = at_once,
                         "store marked down; calls fail at once until a probe succeeds"
                     );
                     true
@@ -307,55 +302,59 @@ impl Circuit {
         };
         let out = tokio::time::timeout(limit, call).await;
         pending.0 = None;
-        match out {
-            Ok(Ok(v)) => {
-                self.succeeded();
-                Ok(v)
-            }
-            // The store answered: it is up.
-            Ok(Err(StoreError::Conflict)) => {
-                self.succeeded();
-                Err(StoreError::Conflict)
-            }
-            Ok(Err(e)) => {
-                self.settle(Ok(Err(e.clone())), false);
-                Err(e)
-            }
-            Err(elapsed) => {
-                self.settle(Err(elapsed), false);
-                if self.settle_timeout_needs_check() {
-                    self.check();
-                }
-                Err(StoreError::Unavailable(format!(
-                    "{} did not answer within {limit:?}",
-                    self.name
-                )))
-            }
+        let outcome = Outcome::of(&out);
+        self.settle(outcome, false);
+        // A slow call alone says nothing of the store: the probe says (if it is not down
+        // already).
+        if outcome == Outcome::TimedOut && matches!(self.state(), State::Closed { .. }) {
+            self.check();
         }
+        out.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "{} did not answer within {limit:?}",
+                self.name
+            )))
+        })
     }
 
-    /// Whether a call's timeout leaves the store's state to a check (it is not already down).
-    fn settle_timeout_needs_check(&self) -> bool {
-        matches!(self.state(), State::Closed { .. })
-    }
-
-    /// Counts a call's outcome and marks the store up or down by it.
-    /// Counts a call's outcome and marks the store up or down by it. A probe's timeout marks
-    /// it down; a call's is left to [`Circuit::check`].
-    fn settle(&self, out: Result<StoreResult<()>, tokio::time::error::Elapsed>, probe: bool) {
-        match out {
-            Ok(Ok(())) | Ok(Err(StoreError::Conflict)) => self.succeeded(),
-            Ok(Err(_)) => {
+    /// Counts an outcome and marks the store up or down by it: a probe's failure marks it
+    /// down at once; a call's error counts towards [`FAILURES_TO_OPEN`], and its timeout is
+    /// left to [`Circuit::check`].
+    fn settle(&self, outcome: Outcome, probe: bool) {
+        match outcome {
+            Outcome::Answered => self.succeeded(),
+            Outcome::Failed => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                self.failed(false);
+                self.failed(probe);
             }
-            Err(_) => {
+            Outcome::TimedOut => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
                 if probe {
                     self.failed(true);
                 }
             }
+        }
+    }
+}
+
+/// How a call to the store ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// It answered (a conflict is an answer: the store is up).
+    Answered,
+    /// It failed.
+    Failed,
+    /// It did not answer in time.
+    TimedOut,
+}
+
+impl Outcome {
+    fn of<T>(out: &Result<StoreResult<T>, tokio::time::error::Elapsed>) -> Outcome {
+        match out {
+            Ok(Ok(_) | Err(StoreError::Conflict)) => Outcome::Answered,
+            Ok(Err(_)) => Outcome::Failed,
+            Err(_) => Outcome::TimedOut,
         }
     }
 }
