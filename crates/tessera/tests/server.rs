@@ -7,86 +7,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Dir, free_port, tessera};
+use common::{Dir, Server, tessera};
 
 const PW: &str = "correct horse battery";
-
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path, env: &[(&str, &str)], scheme: &str) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        // The log sits beside the data directory, which the server must create itself.
-        let log = data.parent().unwrap().join(format!("serve-{port}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let mut server = Server {
-            child,
-            url: format!("{scheme}://{listen}"),
-            log,
-        };
-        // Ready when it says so (after binding). A bare TCP connect could be answered by the
-        // kernel's self-connect on an ephemeral port before the server is up.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.log().contains("tessera is serving") {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("the server exited ({status}): {}", server.log());
-            }
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -107,7 +35,7 @@ fn login(url: &str, user: &str) -> reqwest::blocking::Response {
 fn serve_with_nothing_but_a_data_dir_and_administer_it_live() {
     let dir = Dir::new("live");
     let data = dir.0.join("data");
-    let server = Server::start(&data, &[], "http");
+    let server = Server::start_as(&data, &[], "http");
     assert!(
         data.join("tessera.db").exists(),
         "the SQLite file is created on first start"
@@ -283,7 +211,7 @@ fn https_with_a_certificate_and_key() {
         ("TESSERA_TLS_CERT", cert.to_str().unwrap()),
         ("TESSERA_TLS_KEY", key.to_str().unwrap()),
     ];
-    let server = Server::start(&dir.0.join("data"), &env, "https");
+    let server = Server::start_as(&dir.0.join("data"), &env, "https");
     let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let https = reqwest::blocking::Client::builder()
         .tls_certs_only([root])
@@ -335,7 +263,7 @@ fn sigterm_lets_requests_in_flight_finish() {
         Some(PW),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let server = Server::start(&data, &env, "http");
+    let server = Server::start_as(&data, &env, "http");
     let url = server.url.clone();
     let started = Instant::now();
     let in_flight = std::thread::spawn(move || login(&url, "alice").status());
@@ -351,7 +279,7 @@ fn keys_rotate_from_the_cli_reaches_the_running_server() {
     let dir = Dir::new("keys");
     let data = dir.0.join("data");
     let d = data.to_str().unwrap();
-    let server = Server::start(
+    let server = Server::start_as(
         &data,
         &[("TESSERA_TOKENS_KEY_ACTIVATION_DELAY", "0s")],
         "http",
@@ -432,7 +360,7 @@ fn client_commands_on_the_store_of_a_running_server() {
     let dir = Dir::new("clients");
     let data = dir.0.join("data");
     let d = data.to_str().unwrap();
-    let server = Server::start(&data, &[], "http");
+    let server = Server::start_as(&data, &[], "http");
     let o = tessera(
         &[
             "client",
@@ -560,7 +488,7 @@ fn interop_dir() -> PathBuf {
 fn interop_server(dir: &Dir) -> (Server, Vec<String>) {
     let data = dir.0.join("data");
     let d = data.to_str().unwrap().to_owned();
-    let server = Server::start(&data, &[], "http");
+    let server = Server::start_as(&data, &[], "http");
     let o = tessera(
         &["user", "add", "alice", "--password-stdin", "--data-dir", &d],
         &[],

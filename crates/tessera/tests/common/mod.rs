@@ -67,6 +67,12 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_as(data, env, "http")
+    }
+
+    /// As [`Server::start`], its URL with `scheme` (`https` when the environment gives it a
+    /// certificate).
+    pub fn start_as(data: &Path, env: &[(&str, &str)], scheme: &str) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = data.parent().unwrap().join(format!("serve-{port}.log"));
@@ -86,9 +92,11 @@ impl Server {
         let child = cmd.spawn().unwrap();
         let mut server = Server {
             child,
-            url: format!("http://{listen}"),
+            url: format!("{scheme}://{listen}"),
             log,
         };
+        // Ready when it says so (after binding). A bare TCP connect could be answered by the
+        // kernel's self-connect on an ephemeral port before the server is up.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !server.log().contains("tessera is serving") {
             if let Some(status) = server.child.try_wait().unwrap() {
@@ -102,6 +110,23 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
