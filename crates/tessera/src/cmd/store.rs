@@ -220,11 +220,21 @@ where
     if serve {
         // Serving, every call to a store goes through its circuit.
         let db = Guarded::new(db, circuit("database", config));
-        return match &config.redis_url {
-            Some(redis_url) => shared(config, serve, db, redis_url, f).await,
-            None => alone(config, serve, db, f).await,
-        };
+        return alone_or_shared(config, serve, db, f).await;
     }
+    alone_or_shared(config, serve, db, f).await
+}
+
+/// `db` alone, or with Redis when `redis_url` is set.
+async fn alone_or_shared<D, T>(
+    config: &Config,
+    serve: bool,
+    db: D,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T, Failure>
+where
+    D: UserStore + Stores + Generation + tessera_store::Probe,
+{
     match &config.redis_url {
         Some(redis_url) => shared(config, serve, db, redis_url, f).await,
         None => alone(config, serve, db, f).await,
