@@ -39,6 +39,10 @@ pub struct Client {
     /// Its logo (https), shown on the consent page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logo_uri: Option<String>,
+    /// Where `/signout` may send a person back to when the application asks (OpenID Connect
+    /// RP-Initiated Logout's `post_logout_redirect_uri`), matched exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl Client {
@@ -92,6 +96,8 @@ pub struct NewClient {
     pub homepage: Option<String>,
     /// Its logo.
     pub logo_uri: Option<String>,
+    /// Addresses `/signout` may send a person back to (authorization code).
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 /// Why a client cannot be registered as asked.
@@ -152,7 +158,14 @@ impl NewClient {
         if !code && !self.redirect_uris.is_empty() {
             return bad("--redirect-uri is for authorization_code clients");
         }
-        for uri in &self.redirect_uris {
+        if !code && !self.post_logout_redirect_uris.is_empty() {
+            return bad("--post-logout-redirect-uri is for authorization_code clients");
+        }
+        for uri in self
+            .redirect_uris
+            .iter()
+            .chain(&self.post_logout_redirect_uris)
+        {
             if let Some(why) = redirect_uri_problem(uri) {
                 return Err(ClientError(format!("{why}: {uri}")));
             }
@@ -192,6 +205,7 @@ impl NewClient {
             scope,
             audience: self.audience,
             redirect_uris: self.redirect_uris,
+            post_logout_redirect_uris: self.post_logout_redirect_uris,
             created_at: now,
         };
         Ok((client, secret))

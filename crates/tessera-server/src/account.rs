@@ -1,75 +1,179 @@
 //! Pages for a signed-in person: `/account` and `/signout`. Plain forms (no JavaScript),
 //! each with an anti-forgery token bound to the session.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use tessera_core::client::redirect_uri_problem;
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{Authenticated, Stores, UserStore};
+use tessera_core::{Authenticated, Client, Stores, UserStore};
 
 use crate::AppState;
-use crate::pages::{error_page, esc, form_key, page, posted_form, see_other, unavailable_page};
+use crate::look::esc;
+use crate::pages::{form_key, params, posted_form, see_other, with_query};
 
-/// The page after a sign-out (or for a browser not signed in), the session cookie expired.
-fn signed_out<U: UserStore, S: Stores>(state: &AppState<U, S>) -> Response {
-    let mut res = page(
-        StatusCode::OK,
-        "Signed out",
-        "<p>You are signed out. Close this window, or go back to the application and sign in \
-         again.</p>",
-        None,
-    );
-    res.headers_mut()
-        .insert(header::SET_COOKIE, state.set_cookie("", 0));
-    res
+/// Where an application asked `/signout` to send the person back (OpenID Connect
+/// RP-Initiated Logout 1.0 §3): an address registered for it, and its `state`.
+pub(crate) struct Return {
+    client: Client,
+    uri: String,
+    state: Option<String>,
 }
 
-/// `GET /signout`: who is signed in, and a button to sign out.
+impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// The return `p` asks for (`client_id`, `post_logout_redirect_uri`, `state`): none when it
+    /// names no address; the page to show when the address is not one registered for the
+    /// client (never a redirect: an open redirector is a phishing tool).
+    async fn signout_return(
+        &self,
+        p: &HashMap<String, String>,
+    ) -> Result<Option<Return>, Response> {
+        let Some(uri) = p.get("post_logout_redirect_uri") else {
+            return Ok(None);
+        };
+        let refused = || {
+            self.settings.look.error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-out link is not valid: the application did not say who it is, or \
+                 the address it asked to return to is not registered for it.",
+            )
+        };
+        let Some(client_id) = p.get("client_id") else {
+            return Err(refused());
+        };
+        let client = match self.auth.sessions().client(client_id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(refused()),
+            Err(_) => return Err(self.settings.look.unavailable_page()),
+        };
+        // Registered addresses were checked when the client was added; checked again so that
+        // one stored by an older version is never redirected to if the rule now refuses it.
+        if !client.post_logout_redirect_uris.contains(uri) || redirect_uri_problem(uri).is_some() {
+            return Err(refused());
+        }
+        Ok(Some(Return {
+            client,
+            uri: uri.clone(),
+            state: p.get("state").cloned(),
+        }))
+    }
+
+    /// After a sign-out (or for a browser not signed in), the session cookie expired: back to
+    /// the application that asked, or a page that says so.
+    fn signed_out(&self, back: Option<&Return>) -> Response {
+        let mut res = match back {
+            Some(b) => {
+                let pairs: Vec<(&str, &str)> =
+                    b.state.iter().map(|s| ("state", s.as_str())).collect();
+                see_other(&with_query(&b.uri, &pairs))
+            }
+            None => self.settings.look.page(
+                StatusCode::OK,
+                "Signed out",
+                "<p>You are signed out. Close this window, or go back to the application and \
+                 sign in again.</p>",
+                None,
+            ),
+        };
+        res.headers_mut()
+            .insert(header::SET_COOKIE, self.set_cookie("", 0));
+        res
+    }
+}
+
+/// `GET /signout`: who is signed in, and a button to sign out (and, when an application asked,
+/// where the person goes back to).
 pub(crate) async fn signout_page<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let p = match params(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(m) => return state.settings.look.error_page(StatusCode::BAD_REQUEST, &m),
+    };
+    let back = match state.signout_return(&p).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
     let a = match state.browser_session(&headers).await {
         Ok(Some(a)) => a,
-        Ok(None) => return signed_out(&state),
-        Err(refusal) => return refusal.into_response(),
+        Ok(None) => return state.signed_out(back.as_ref()),
+        Err(res) => return res,
     };
     let csrf = state.settings.csrf.token(&form_key("signout", &a));
-    let body = format!(
-        "<p>Signed in as <strong>{}</strong>.</p>\
-         <form method=\"post\" action=\"/signout\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <button type=\"submit\">Sign out</button></form>",
-        esc(&a.user.username),
+    let mut hidden = format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(&csrf)
     );
-    page(StatusCode::OK, "Sign out?", &body, None)
+    let mut then = String::new();
+    if let Some(b) = &back {
+        let mut field = |name: &str, value: &str| {
+            let _ = write!(
+                hidden,
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                esc(value)
+            );
+        };
+        field("client_id", &b.client.id);
+        field("post_logout_redirect_uri", &b.uri);
+        if let Some(s) = &b.state {
+            field("state", s);
+        }
+        let _ = write!(
+            then,
+            "<p>Then you go back to <strong>{}</strong> <span class=\"muted\">({})</span>.</p>",
+            esc(b.client.name.as_deref().unwrap_or(&b.client.id)),
+            esc(&crate::http::origin_of(&b.uri))
+        );
+    }
+    let body = format!(
+        "<p>Signed in as <strong>{}</strong>.</p>{then}\
+         <form method=\"post\" action=\"/signout\">{hidden}\
+         <div class=\"actions\"><button type=\"submit\">Sign out</button></div></form>",
+        esc(&a.user.username),
+    );
+    // The form's last redirect goes to the application: its origin is a form target.
+    let target = back.as_ref().map(|b| crate::http::origin_of(&b.uri));
+    state
+        .settings
+        .look
+        .page(StatusCode::OK, "Sign out?", &body, target.as_deref())
 }
 
-/// `POST /signout`: ends the browser's session (and the access tokens issued under it).
+/// `POST /signout`: ends the browser's session (and the access tokens issued under it), then
+/// back to the application if one asked.
 pub(crate) async fn signout<U: UserStore, S: Stores>(
     State(state): State<AppState<U, S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (a, _) = match session_form(
-        &state,
-        &headers,
-        &body,
-        "signout",
-        "This form has expired or was not ours; open the sign-out page again.",
-    )
-    .await
-    {
-        Ok(x) => x,
+    let p = match posted_form(&state.settings.origin, &headers, &body) {
+        Ok(p) => p,
+        Err((status, message)) => return state.settings.look.error_page(status, &message),
+    };
+    let back = match state.signout_return(&p).await {
+        Ok(b) => b,
         Err(res) => return res,
     };
+    let a = match state.browser_session(&headers).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return state.signed_out(back.as_ref()),
+        Err(res) => return res,
+    };
+    if !state.form_token_ok(&p, "signout", &a) {
+        return state.settings.look.error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired or was not ours; open the sign-out page again.",
+        );
+    }
     match state.auth.logout(&a.hash, &a.session).await {
-        Ok(_) => signed_out(&state),
-        Err(_) => unavailable_page(),
+        Ok(_) => state.signed_out(back.as_ref()),
+        Err(_) => state.settings.look.unavailable_page(),
     }
 }
 
@@ -135,13 +239,13 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
     let a = match state.browser_session(&headers).await {
         Ok(Some(a)) => a,
         Ok(None) => return state.login_page("/account", None, StatusCode::OK, None, None),
-        Err(refusal) => return refusal.into_response(),
+        Err(res) => return res,
     };
     let Ok(sessions) = state.auth.sessions_of(&a.user.id).await else {
-        return unavailable_page();
+        return state.settings.look.unavailable_page();
     };
     let Ok(consents) = state.auth.sessions().consents_of(&a.user.id).await else {
-        return unavailable_page();
+        return state.settings.look.unavailable_page();
     };
     let now = state.auth.now();
     let csrf = esc(&state.settings.csrf.token(&form_key("account", &a)));
@@ -199,49 +303,33 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
         }
         body.push_str("</ul>");
     }
-    page(StatusCode::OK, "Your account", &body, None)
+    state
+        .settings
+        .look
+        .page(StatusCode::OK, "Your account", &body, None)
 }
 
-/// A form of this session's page `form` (`signout`, `account`), its anti-forgery token checked:
-/// the session and the form's fields, or the page to show (`stale` when the token is not
-/// this session's).
-async fn session_form<U: UserStore, S: Stores>(
-    state: &AppState<U, S>,
-    headers: &HeaderMap,
-    body: &[u8],
-    form: &str,
-    stale: &str,
-) -> Result<(Authenticated, std::collections::HashMap<String, String>), Response> {
-    let p = posted_form(&state.settings.origin, headers, body)
-        .map_err(|(status, message)| error_page(status, &message))?;
-    let a = match state.browser_session(headers).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return Err(signed_out(state)),
-        Err(refusal) => return Err(refusal.into_response()),
-    };
-    let ok = p
-        .get("csrf")
-        .is_some_and(|t| state.settings.csrf.verify(&form_key(form, &a), t));
-    if !ok {
-        return Err(error_page(StatusCode::FORBIDDEN, stale));
-    }
-    Ok((a, p))
-}
-
-/// A form of the account page (see [`session_form`]).
+/// A form of the account page, its anti-forgery token checked: the session and the form's
+/// fields, or the page to show.
 async fn account_form<U: UserStore, S: Stores>(
     state: &AppState<U, S>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Authenticated, std::collections::HashMap<String, String>), Response> {
-    session_form(
-        state,
-        headers,
-        body,
-        "account",
-        "This form has expired or was not ours; open your account page again.",
-    )
-    .await
+) -> Result<(Authenticated, HashMap<String, String>), Response> {
+    let p = posted_form(&state.settings.origin, headers, body)
+        .map_err(|(status, message)| state.settings.look.error_page(status, &message))?;
+    let a = match state.browser_session(headers).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(state.signed_out(None)),
+        Err(res) => return Err(res),
+    };
+    if !state.form_token_ok(&p, "account", &a) {
+        return Err(state.settings.look.error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired or was not ours; open your account page again.",
+        ));
+    }
+    Ok((a, p))
 }
 
 /// `POST /account/sessions/end`: ends one of the person's sessions (this one: signed out).
@@ -256,9 +344,9 @@ pub(crate) async fn end_session<U: UserStore, S: Stores>(
     };
     let handle = p.get("session").map(String::as_str).unwrap_or_default();
     match state.auth.end_session(&a.user.id, handle).await {
-        Ok(_) if handle == a.session.handle => signed_out(&state),
+        Ok(_) if handle == a.session.handle => state.signed_out(None),
         Ok(_) => see_other("/account"),
-        Err(_) => unavailable_page(),
+        Err(_) => state.settings.look.unavailable_page(),
     }
 }
 
@@ -286,7 +374,7 @@ pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
             }
             see_other("/account")
         }
-        Err(_) => unavailable_page(),
+        Err(_) => state.settings.look.unavailable_page(),
     }
 }
 

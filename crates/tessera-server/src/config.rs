@@ -188,12 +188,42 @@ impl Default for PasswordConfig {
 }
 
 /// The pages people see.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PagesConfig {
+    /// The service's name, in every page's header and title.
+    pub name: String,
+    /// An image shown beside the name (SVG, PNG, JPEG or WebP, at most [`MAX_LOGO`] bytes),
+    /// served by tessera itself at `/assets/logo`.
+    pub logo: Option<PathBuf>,
     /// What each scope lets an application do, in words the consent and account pages show
     /// instead of the scope's name (`"api:read" = "Read your documents"`); TOML only.
     pub scopes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        PagesConfig {
+            name: "tessera".into(),
+            logo: None,
+            scopes: Default::default(),
+        }
+    }
+}
+
+/// The largest logo the pages serve, bytes.
+pub const MAX_LOGO: u64 = 256 * 1024;
+
+/// The media type of a logo file, from its extension; `None` for a kind the pages do not serve.
+pub fn logo_type(path: &std::path::Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        _ => return None,
+    })
 }
 
 /// Login throttling.
@@ -509,6 +539,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("TESSERA_STORES_TIMEOUT", "stores.timeout"),
     ("TESSERA_STORES_WRITE_TIMEOUT", "stores.write_timeout"),
     ("TESSERA_STORES_RETRY", "stores.retry"),
+    ("TESSERA_PAGES_NAME", "pages.name"),
+    ("TESSERA_PAGES_LOGO", "pages.logo"),
 ];
 
 /// Keys whose TOML value is a string (the others are numbers, booleans or lists).
@@ -662,6 +694,38 @@ impl Config {
             || c.tls_handshake_timeout.0.is_zero()
         {
             return Err(bad("connection timeouts must be longer than zero"));
+        }
+        let name = &self.pages.name;
+        if name.trim().is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control)
+        {
+            return Err(bad(
+                "pages.name is 1 to 80 characters, none of them a control character",
+            ));
+        }
+        if let Some(logo) = &self.pages.logo {
+            if logo_type(logo).is_none() {
+                return Err(bad(format!(
+                    "pages.logo is an .svg, .png, .jpg or .webp file: {}",
+                    logo.display()
+                )));
+            }
+            match std::fs::metadata(logo) {
+                Ok(m) if m.is_file() && m.len() <= MAX_LOGO => {}
+                Ok(m) if m.is_file() => {
+                    return Err(bad(format!(
+                        "pages.logo is at most {} KiB: {}",
+                        MAX_LOGO / 1024,
+                        logo.display()
+                    )));
+                }
+                Ok(_) => return Err(bad(format!("pages.logo is not a file: {}", logo.display()))),
+                Err(e) => {
+                    return Err(bad(format!(
+                        "cannot read pages.logo {}: {e}",
+                        logo.display()
+                    )));
+                }
+            }
         }
         for (scope, words) in &self.pages.scopes {
             if words.trim().is_empty() || words.chars().any(char::is_control) {

@@ -15,7 +15,8 @@ use tessera_core::{Stores, UserStore, humantime};
 use tessera_jose::dangerous;
 
 use crate::AppState;
-use crate::pages::{error_page, esc, page, posted_form};
+use crate::look::esc;
+use crate::pages::posted_form;
 
 /// The form, with `token` in it and `problem` said next to it.
 fn form(token: &str, problem: Option<&str>) -> String {
@@ -42,8 +43,13 @@ fn form(token: &str, problem: Option<&str>) -> String {
 }
 
 /// `GET /debugger`.
-pub(crate) async fn debugger_page() -> Response {
-    page(StatusCode::OK, "Token debugger", &form("", None), None)
+pub(crate) async fn debugger_page<U: UserStore, S: Stores>(
+    State(state): State<AppState<U, S>>,
+) -> Response {
+    state
+        .settings
+        .look
+        .page(StatusCode::OK, "Token debugger", &form("", None), None)
 }
 
 /// JSON, pretty and escaped for a `<pre>`.
@@ -59,11 +65,11 @@ pub(crate) async fn debug_token<U: UserStore, S: Stores>(
 ) -> Response {
     let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err((status, message)) => return error_page(status, &message),
+        Err((status, message)) => return state.settings.look.error_page(status, &message),
     };
     let token = p.get("token").map(|t| t.trim()).unwrap_or_default();
     let refused = |why: &str| {
-        page(
+        state.settings.look.page(
             StatusCode::BAD_REQUEST,
             "Token debugger",
             &form(token, Some(why)),
@@ -145,5 +151,8 @@ pub(crate) async fn debug_token<U: UserStore, S: Stores>(
             );
         }
     }
-    page(StatusCode::OK, "Token debugger", &out, None)
+    state
+        .settings
+        .look
+        .page(StatusCode::OK, "Token debugger", &out, None)
 }

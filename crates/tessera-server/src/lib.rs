@@ -10,6 +10,7 @@ mod debugger;
 mod feed;
 pub mod form;
 pub mod http;
+pub mod look;
 pub mod metrics;
 pub mod oauth;
 mod pages;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub instance_name: Option<HeaderValue>,
     /// Signs the anti-forgery tokens of the HTML forms.
     pub csrf: tessera_core::CsrfKey,
+    /// The service's name and logo on the pages (`pages.name`, `pages.logo`).
+    pub look: look::Look,
     /// What scopes let an application do, in words (`pages.scopes`).
     pub scope_words: std::collections::BTreeMap<String, String>,
     /// Whether introspection calls an access token active while the denylist may be stale
@@ -264,6 +267,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
             csrf,
             introspection_open_when_stale: config.tokens.introspection_stale_denylist == "open",
             scope_words: config.pages.scopes.clone(),
+            look: look::Look::from_config(&config.pages)?,
             instance_name: config
                 .instance_name
                 .as_deref()
@@ -303,10 +307,14 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
             get(pages::authorize::<U, S>).post(pages::decide::<U, S>),
         )
         .route("/oauth2/login", post(pages::login_form::<U, S>))
-        .route(pages::STYLESHEET, get(pages::stylesheet))
+        .route(look::STYLESHEET, get(look::stylesheet))
+        .route(
+            look::LOGO,
+            get(|State(s): State<AppState<U, S>>| async move { s.settings.look.logo() }),
+        )
         .route(
             "/debugger",
-            get(debugger::debugger_page).post(debugger::debug_token::<U, S>),
+            get(debugger::debugger_page::<U, S>).post(debugger::debug_token::<U, S>),
         )
         .route("/account", get(account::account_page::<U, S>))
         .route("/account/sessions/end", post(account::end_session::<U, S>))

@@ -19,110 +19,8 @@ use tessera_core::{Authenticated, Client, ClientStore, Consent, LoginError, Stor
 
 use crate::AppState;
 use crate::http::{Peer, cookie, same_origin};
+use crate::look::esc;
 use crate::problem::Problem;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Where the pages' stylesheet is served (its content's version in the name: cached for good).
-pub(crate) const STYLESHEET: &str = "/assets/tessera-1.css";
-
-/// `GET /assets/tessera-1.css`: the pages' one stylesheet.
-pub(crate) async fn stylesheet() -> Response {
-    let mut res = include_str!("../assets/tessera.css").into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    res
-}
-
-/// An HTML page with the headers every page carries. `form_target` is an origin a form on the
-/// page may end up at (the consent form redirects to the client).
-pub(crate) fn page(
-    status: StatusCode,
-    title: &str,
-    body: &str,
-    form_target: Option<&str>,
-) -> Response {
-    page_with(status, title, body, form_target, None)
-}
-
-/// [`page`], with `images` an origin its images may come from (a client's logo).
-fn page_with(
-    status: StatusCode,
-    title: &str,
-    body: &str,
-    form_target: Option<&str>,
-    images: Option<&str>,
-) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"color-scheme\" content=\"light dark\">\
-         <link rel=\"stylesheet\" href=\"{STYLESHEET}\"><title>{} · tessera</title></head>\
-         <body><header>tessera</header><main><h1>{}</h1>{body}</main></body></html>\n",
-        esc(title),
-        esc(title)
-    );
-    let csp = format!(
-        "default-src 'none'; style-src 'self';{} form-action 'self'{}; frame-ancestors 'none'; \
-         base-uri 'none'",
-        images.map(|o| format!(" img-src {o};")).unwrap_or_default(),
-        form_target.map(|o| format!(" {o}")).unwrap_or_default()
-    );
-    let mut res = (status, html).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // `same-origin`: our own forms carry our `Origin` (with `no-referrer`, browsers send
-    // `Origin: null`), and nothing of these pages' URLs reaches another site.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    res
-}
-
-/// A page for an authorization request that cannot be sent back to the client (unknown
-/// client, bad redirect URI): RFC 6749 §4.1.2.1 forbids redirecting those.
-pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
-    page(
-        status,
-        "Authorization failed",
-        &format!("<p>{}</p>", esc(message)),
-        None,
-    )
-}
 
 /// What the anti-forgery token of a form a session's page shows (`consent`, `signout`,
 /// `account`) is bound to: that form and that session.
@@ -130,16 +28,8 @@ pub(crate) fn form_key(form: &str, a: &Authenticated) -> String {
     format!("{form}:{}", a.hash.to_hex())
 }
 
-/// What a page says when a store does not answer.
-pub(crate) const UNAVAILABLE: &str = "The service is unavailable; try again shortly.";
-
-/// The page for a store that does not answer.
-pub(crate) fn unavailable_page() -> Response {
-    error_page(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
-}
-
 /// Parameters of a query or form: a parameter sent twice is refused (RFC 6749 §3.1).
-fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+pub(crate) fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let pairs =
         crate::form::parse(raw).map_err(|e| format!("the parameters are malformed: {e}"))?;
     let mut out = HashMap::with_capacity(pairs.len());
@@ -189,25 +79,11 @@ struct Request {
     max_age: Option<i64>,
 }
 
-/// Where an invalid authorization request goes.
-pub(crate) enum Refusal {
-    /// Shown here: the client or its redirect URI cannot be trusted with an answer.
-    Page(StatusCode, String),
-    /// Sent back to the client's redirect URI.
-    Redirect(Response),
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Page(status, message) => error_page(status, &message),
-            Refusal::Redirect(r) => r,
-        }
-    }
-}
-
 /// `uri` with `pairs` added to its query.
-fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return uri.to_owned();
+    }
     let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
     let sep = if uri.contains('?') { '&' } else { '?' };
     format!("{uri}{sep}{query}")
@@ -224,6 +100,18 @@ pub(crate) fn see_other(location: &str) -> Response {
 }
 
 impl<U: UserStore, S: Stores> AppState<U, S> {
+    /// Whether the anti-forgery token of `p`, a form of this session's page `form`, is this
+    /// session's.
+    pub(crate) fn form_token_ok(
+        &self,
+        p: &HashMap<String, String>,
+        form: &str,
+        a: &Authenticated,
+    ) -> bool {
+        p.get("csrf")
+            .is_some_and(|t| self.settings.csrf.verify(&form_key(form, a), t))
+    }
+
     /// The answer to the client: an error on its redirect URI, with `state` and `iss`
     /// (RFC 9207).
     fn redirect_error(&self, r: &Request, error: &str, description: &str) -> Response {
@@ -237,8 +125,11 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
 
     /// Checks an authorization request in the order RFC 6749 §4.1.2.1 sets: client and
     /// redirect URI first (failures shown here), the rest sent back to the client.
-    async fn authorization_request(&self, p: &HashMap<String, String>) -> Result<Request, Refusal> {
-        let page = |m: &str| Refusal::Page(StatusCode::BAD_REQUEST, m.to_owned());
+    async fn authorization_request(
+        &self,
+        p: &HashMap<String, String>,
+    ) -> Result<Request, Response> {
+        let page = |m: &str| self.settings.look.error_page(StatusCode::BAD_REQUEST, m);
         let client_id = p
             .get("client_id")
             .ok_or_else(|| page("client_id is missing"))?;
@@ -250,10 +141,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
                 ));
             }
             Err(_) => {
-                return Err(Refusal::Page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE.into(),
-                ));
+                return Err(self.settings.look.unavailable_page());
             }
         };
         let redirect_uri = match p.get("redirect_uri") {
@@ -283,8 +171,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             prompt_login: false,
             max_age: None,
         };
-        let refuse =
-            |r: &Request, e: &str, d: &str| Refusal::Redirect(self.redirect_error(r, e, d));
+        let refuse = |r: &Request, e: &str, d: &str| self.redirect_error(r, e, d);
         if p.get("response_type").map(String::as_str) != Some("code") {
             return Err(refuse(
                 &r,
@@ -357,16 +244,15 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     pub(crate) async fn browser_session(
         &self,
         headers: &HeaderMap,
-    ) -> Result<Option<Authenticated>, Refusal> {
+    ) -> Result<Option<Authenticated>, Response> {
         let Some(token) = cookie(headers, self.settings.cookie_name) else {
             return Ok(None);
         };
         match self.auth.authenticate(token).await {
             Ok(a) => Ok(Some(a)),
-            Err(tessera_core::SessionError::Unavailable) => Err(Refusal::Page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE.into(),
-            )),
+            Err(tessera_core::SessionError::Unavailable) => {
+                Err(self.settings.look.unavailable_page())
+            }
             Err(_) => Ok(None),
         }
     }
@@ -398,13 +284,13 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     }
 
     /// Whether `user_id` consented before to at least `r.scope` for `r.client`.
-    async fn consented(&self, user_id: &str, r: &Request) -> Result<bool, Refusal> {
+    async fn consented(&self, user_id: &str, r: &Request) -> Result<bool, Response> {
         let consents = self
             .auth
             .sessions()
             .consents_of(user_id)
             .await
-            .map_err(|_| Refusal::Page(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE.into()))?;
+            .map_err(|_| self.settings.look.unavailable_page())?;
         Ok(consents
             .iter()
             .any(|c| c.client_id == r.client.id && subset(&r.scope, &c.scope)))
@@ -490,7 +376,10 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             esc(typed),
         );
         let target = redirect_uri.map(crate::http::origin_of);
-        let mut res = page(status, "Sign in", &body, target.as_deref());
+        let mut res = self
+            .settings
+            .look
+            .page(status, "Sign in", &body, target.as_deref());
         res.headers_mut().insert(
             header::SET_COOKIE,
             self.cookie(self.login_cookie_name(), nonce, "Strict", 900),
@@ -578,7 +467,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         );
         let target = crate::http::origin_of(&r.redirect_uri);
         let images = c.logo_uri.as_deref().map(crate::http::origin_of);
-        page_with(
+        self.settings.look.page_with(
             StatusCode::OK,
             "Allow access?",
             &body,
@@ -597,15 +486,15 @@ pub(crate) async fn authorize<U: UserStore, S: Stores>(
     let query = query.unwrap_or_default();
     let p = match params(query.as_bytes()) {
         Ok(p) => p,
-        Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
+        Err(m) => return state.settings.look.error_page(StatusCode::BAD_REQUEST, &m),
     };
     let r = match state.authorization_request(&p).await {
         Ok(r) => r,
-        Err(refusal) => return refusal.into_response(),
+        Err(res) => return res,
     };
     let session = match state.browser_session(&headers).await {
         Ok(s) => s,
-        Err(refusal) => return refusal.into_response(),
+        Err(res) => return res,
     };
     let Some(a) = session else {
         if r.prompt_none {
@@ -650,7 +539,7 @@ pub(crate) async fn authorize<U: UserStore, S: Stores>(
             state.redirect_error(&r, "consent_required", "the person has not consented")
         }
         Ok(_) => state.consent_page(&r, &a),
-        Err(refusal) => refusal.into_response(),
+        Err(res) => res,
     }
 }
 
@@ -662,27 +551,24 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
 ) -> Response {
     let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err((status, message)) => return error_page(status, &message),
+        Err((status, message)) => return state.settings.look.error_page(status, &message),
     };
     let r = match state.authorization_request(&p).await {
         Ok(r) => r,
-        Err(refusal) => return refusal.into_response(),
+        Err(res) => return res,
     };
     let a = match state.browser_session(&headers).await {
         Ok(Some(a)) => a,
         Ok(None) => {
-            return error_page(
+            return state.settings.look.error_page(
                 StatusCode::UNAUTHORIZED,
                 "Your session has ended; start again from the application.",
             );
         }
-        Err(refusal) => return refusal.into_response(),
+        Err(res) => return res,
     };
-    let csrf_ok = p
-        .get("csrf")
-        .is_some_and(|t| state.settings.csrf.verify(&form_key("consent", &a), t));
-    if !csrf_ok {
-        return error_page(
+    if !state.form_token_ok(&p, "consent", &a) {
+        return state.settings.look.error_page(
             StatusCode::FORBIDDEN,
             "This form has expired or was not ours; start again from the application.",
         );
@@ -710,7 +596,10 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
             tracing::info!(target: "audit", event = "consent_denied", user = %a.user.id, client = %Untrusted(&r.client.id));
             state.redirect_error(&r, "access_denied", "the person denied access")
         }
-        _ => error_page(StatusCode::BAD_REQUEST, "decision is allow or deny"),
+        _ => state
+            .settings
+            .look
+            .error_page(StatusCode::BAD_REQUEST, "decision is allow or deny"),
     }
 }
 
@@ -724,14 +613,17 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
 ) -> Response {
     let p = match posted_form(&state.settings.origin, &headers, &body) {
         Ok(p) => p,
-        Err((status, message)) => return error_page(status, &message),
+        Err((status, message)) => return state.settings.look.error_page(status, &message),
     };
     let continue_to = p.get("continue").map(String::as_str).unwrap_or_default();
     // Only back into an authorization request of ours, or the account page: never an open
     // redirect.
     let ours = continue_to.starts_with("/oauth2/authorize?") || continue_to == "/account";
     if !ours || continue_to.contains(['\r', '\n']) {
-        return error_page(StatusCode::BAD_REQUEST, "Start again from the application.");
+        return state
+            .settings
+            .look
+            .error_page(StatusCode::BAD_REQUEST, "Start again from the application.");
     }
     // The client's redirect URI, checked as the request itself will be: the form-action of
     // the page shown again on an error.
@@ -818,7 +710,7 @@ pub(crate) async fn login_form<U: UserStore, S: Stores>(
             ),
             wait,
         ),
-        Err(LoginError::Unavailable) => unavailable_page(),
+        Err(LoginError::Unavailable) => state.settings.look.unavailable_page(),
     }
 }
 

@@ -479,6 +479,7 @@ pub(crate) async fn discovery<U: UserStore, S: Stores>(
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "revocation_feed_endpoint": format!("{issuer}/oauth2/revocations"),
+        "end_session_endpoint": format!("{issuer}/signout"),
         "grant_types_supported": [
             "authorization_code",
             "client_credentials",

@@ -387,6 +387,7 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
         scope: "api:read api:write".into(),
         audience: vec!["https://api.example".into()],
         redirect_uris: vec![],
+        post_logout_redirect_uris: vec![],
         created_at: 1_000,
         name: (id == "svc-a").then(|| "Service A".into()),
         homepage: None,

@@ -40,6 +40,10 @@ const STEP: Duration = Duration::from_secs(15);
 /// The application as people know it (`tessera client add --name`), and its home page.
 const APP_NAME: &str = "Example Notes";
 const APP_HOMEPAGE: &str = "https://notes.example";
+/// The service's name and logo (`pages.name`, `pages.logo`) in a rig started `named`.
+const SERVICE_NAME: &str = "Example Cloud";
+const SERVICE_LOGO: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\" \
+    width=\"32\" height=\"32\"><circle cx=\"16\" cy=\"16\" r=\"14\" fill=\"#2453c7\"/></svg>";
 /// The application's logo: a 1x1 PNG of one opaque colour (teal), drawn at 64x64.
 const LOGO_PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
@@ -104,6 +108,11 @@ impl App {
         format!("http://127.0.0.1:{}/cb", self.port)
     }
 
+    /// Where the application asks `/signout` to send the person back.
+    fn post_logout_redirect_uri(&self) -> String {
+        format!("http://127.0.0.1:{}/bye", self.port)
+    }
+
     fn logo_uri(&self) -> String {
         format!("http://127.0.0.1:{}/logo.png", self.port)
     }
@@ -139,12 +148,18 @@ impl Rig {
     }
 
     /// [`Rig::start`]; `named`: the client carries a name, a home page and a logo (served by
-    /// the application).
+    /// the application), and the service its name and logo.
     fn start_with(name: &'static str, named: bool) -> Rig {
         let deadline = Instant::now() + TEST_BOUND;
         let dir = Dir::new(&format!("browser-{name}"));
         let data = dir.0.join("data");
-        let server = Server::start(&data, &[]);
+        let logo_file = dir.0.join("logo.svg");
+        std::fs::write(&logo_file, SERVICE_LOGO).unwrap();
+        let look = [
+            ("TESSERA_PAGES_NAME", SERVICE_NAME),
+            ("TESSERA_PAGES_LOGO", logo_file.to_str().unwrap()),
+        ];
+        let server = Server::start(&data, if named { &look } else { &[] });
         let d = data.to_str().unwrap();
         let o = tessera(
             &["user", "add", "alice", "--password-stdin", "--data-dir", d],
@@ -154,6 +169,7 @@ impl Rig {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let app = App::start();
         let redirect = app.redirect_uri();
+        let bye = app.post_logout_redirect_uri();
         let logo = app.logo_uri();
         let mut args = vec![
             "client",
@@ -166,6 +182,8 @@ impl Rig {
             SCOPE,
             "--redirect-uri",
             &redirect,
+            "--post-logout-redirect-uri",
+            &bye,
             "--json",
             "--data-dir",
             d,
@@ -634,6 +652,21 @@ fn the_consent_page_names_the_application() {
         );
         (v == Value::Bool(true)).then_some(())
     });
+    // The service's own name and logo (served by tessera, allowed by the page's policy).
+    assert!(
+        b.title().ends_with(SERVICE_NAME),
+        "the title names the service: {}",
+        b.title()
+    );
+    b.wait("the service's logo to load", STEP, || {
+        let v = b.execute(
+            "const i = document.querySelector('header img');\
+             return i !== null && i.complete && i.naturalWidth > 0 \
+               && document.querySelector('header').textContent.trim() === arguments[0];",
+            serde_json::json!([SERVICE_NAME]),
+        );
+        (v == Value::Bool(true)).then_some(())
+    });
     rig.allow(&b);
     let url = rig.land_on_redirect_uri(&b, "after Allow");
     let code = rig.code_of(&url, "state-named");
@@ -702,5 +735,82 @@ fn a_wrong_password_is_said_on_the_form_without_a_console_error() {
     let url = rig.land_on_redirect_uri(&b, "after Allow");
     let code = rig.code_of(&url, "state-wrong");
     rig.exchange(&code);
+    b.assert_no_severe_console_entry();
+}
+
+/// RP-initiated logout: the application sends the person to `/signout` with its registered
+/// `post_logout_redirect_uri` and a `state`; the page names the application, and "Sign out"
+/// ends the session and lands the browser back on the application with the state (the page's
+/// `form-action` must allow that last redirect).
+#[test]
+fn an_application_signs_the_person_out_and_gets_them_back() {
+    let rig = Rig::start_with("rp-signout", true);
+    let b = rig.browser();
+    let tokens = rig.first_sign_in_with_consent(&b, "state-first");
+    let access = tokens["access_token"].as_str().unwrap();
+    let bye = rig.app.post_logout_redirect_uri();
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/signout", rig.server.url),
+        [
+            ("client_id", CLIENT),
+            ("post_logout_redirect_uri", bye.as_str()),
+            ("state", "state-bye"),
+        ],
+    )
+    .unwrap();
+    b.goto(url.as_str());
+    let button = b.wait_for("form[action='/signout'] button[type=submit]", STEP);
+    rig.shoot(&b, "signout-for-application");
+    assert!(
+        b.text().contains(APP_NAME),
+        "the page names the application the person goes back to; {}",
+        b.describe()
+    );
+    b.click(&button);
+    let back = b.wait_url("back on the application", STEP, |u| u.starts_with(&bye));
+    assert_eq!(back, format!("{bye}?state=state-bye"));
+    let (status, body) = rig.me(access);
+    assert_eq!(
+        status, 401,
+        "the session's access token after signing out: {body}"
+    );
+    b.goto(&rig.authorize_url("state-after", &[]));
+    rig.expect_sign_in_form(&b, "the authorization request after signing out");
+    b.assert_no_severe_console_entry();
+}
+
+/// The token debugger: a fresh access token pasted in is shown (header, claims, times) and
+/// judged valid by this server's keys; after the application signs the token out, the same
+/// token is judged revoked. The page passes the accessibility check.
+#[test]
+fn the_debugger_verifies_a_fresh_token_and_refuses_a_revoked_one() {
+    axe_source();
+    let rig = Rig::start_with("debugger", true);
+    let b = rig.browser();
+    let tokens = rig.first_sign_in_with_consent(&b, "state-first");
+    let access = tokens["access_token"].as_str().unwrap();
+    let debug = |verdict: &str| {
+        b.goto(&format!("{}/debugger", rig.server.url));
+        let field = b.wait_for("textarea[name=token]", STEP);
+        b.type_into(&field, access);
+        b.click(&b.wait_for("form[action='/debugger'] button[type=submit]", STEP));
+        rig.wait_text(&b, verdict);
+    };
+    debug("Valid.");
+    rig.shoot(&b, "debugger-valid");
+    rig.accessible(&b, "debugger");
+    let text = b.text();
+    for seen in ["\"alg\"", "\"sub\"", "\"exp\"", "Times"] {
+        assert!(text.contains(seen), "the debugger shows {seen}: {text}");
+    }
+    // The application signs the token out (its family revoked, the token denylisted).
+    let res = http()
+        .post(format!("{}/auth/logout", rig.server.url))
+        .bearer_auth(access)
+        .send()
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    debug("Revoked.");
+    rig.shoot(&b, "debugger-revoked");
     b.assert_no_severe_console_entry();
 }

@@ -1692,3 +1692,228 @@ async fn scopes_are_shown_in_the_words_the_configuration_gives() {
     std::fs::remove_file(&file).unwrap();
     assert!(loaded.is_err());
 }
+
+const BYE: &str = "https://app.example/bye";
+
+/// `/signout` asked by an application (RP-initiated logout) with `client_id`, `post_logout_redirect_uri` and
+/// `state`.
+fn signout_path(client: &str, uri: &str, state: &str) -> String {
+    format!(
+        "/signout?client_id={client}&post_logout_redirect_uri={}&state={state}",
+        enc(uri)
+    )
+}
+
+#[tokio::test]
+async fn signout_returns_to_the_applications_registered_address() {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    app.client(NewClient {
+        id: "webapp".into(),
+        grants: vec!["authorization_code".into()],
+        scope: "profile".into(),
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![BYE.into()],
+        name: Some("Example Notes".into()),
+        ..NewClient::default()
+    })
+    .await;
+    // Discovery names the endpoint.
+    let doc: Value = app
+        .get("/.well-known/openid-configuration", HeaderMap::new())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["end_session_endpoint"], format!("{}/signout", app.url));
+    let mut browser = Browser::new();
+    code_through_pages(&app, &mut browser, "profile").await;
+    // The page names the application and where it goes back to; its form may end up there.
+    let res = browser.get(&app, &signout_path("webapp", BYE, "s1")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' https://app.example;"),
+        "{csp}"
+    );
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Example Notes"), "{html}");
+    assert_eq!(hidden(&html, "post_logout_redirect_uri"), BYE);
+    assert_eq!(hidden(&html, "state"), "s1");
+    // The form, posted, ends the session and goes back with the state.
+    let body = format!(
+        "csrf={}&client_id=webapp&post_logout_redirect_uri={}&state=s1",
+        enc(&hidden(&html, "csrf")),
+        enc(BYE)
+    );
+    let session = browser.cookies.clone();
+    let res = browser.post(&app, "/signout", &body).await;
+    assert_eq!(location(&res), format!("{BYE}?state=s1"));
+    assert!(
+        !browser
+            .cookies
+            .keys()
+            .any(|k| k.contains("tessera_session"))
+    );
+    let old = Browser { cookies: session };
+    assert_eq!(
+        app.get("/auth/me", old.headers(None)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Signed out already: straight back, nothing to confirm.
+    let res = browser.get(&app, &signout_path("webapp", BYE, "s2")).await;
+    assert_eq!(location(&res), format!("{BYE}?state=s2"));
+    let res = browser
+        .get(
+            &app,
+            &format!(
+                "/signout?client_id=webapp&post_logout_redirect_uri={}",
+                enc(BYE)
+            ),
+        )
+        .await;
+    assert_eq!(location(&res), BYE);
+    // An address not registered for the client, an unknown client, or no client at all: a
+    // page that says so, never a redirect (an open redirector is a phishing tool).
+    for path in [
+        signout_path("webapp", "https://evil.example/bye", "x"),
+        signout_path("webapp", REDIRECT, "x"),
+        signout_path("nobody", BYE, "x"),
+        format!("/signout?post_logout_redirect_uri={}", enc(BYE)),
+    ] {
+        let res = browser.get(&app, &path).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(res.headers().get("location").is_none());
+    }
+    // A posted form naming an unregistered address is refused too, the session kept.
+    let html = browser
+        .get(&app, &authorize_path("webapp", "profile", "x"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    sign_in(&app, &mut browser, &html).await;
+    let html = browser.get(&app, "/signout").await.text().await.unwrap();
+    let body = format!(
+        "csrf={}&client_id=webapp&post_logout_redirect_uri={}",
+        enc(&hidden(&html, "csrf")),
+        enc("https://evil.example/")
+    );
+    let res = browser.post(&app, "/signout", &body).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get("/auth/me", browser.headers(None)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn a_post_logout_address_is_checked_like_a_redirect_uri() {
+    for (grants, uri) in [
+        ("authorization_code", "http://app.example/bye"),
+        ("authorization_code", "https://app.example/bye#x"),
+        ("client_credentials", BYE),
+    ] {
+        let r = NewClient {
+            id: "other".into(),
+            grants: vec![grants.into()],
+            redirect_uris: if grants == "authorization_code" {
+                vec![REDIRECT.into()]
+            } else {
+                vec![]
+            },
+            post_logout_redirect_uris: vec![uri.into()],
+            ..NewClient::default()
+        }
+        .build("tessera", 0);
+        assert!(r.is_err(), "{grants} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn the_pages_carry_the_services_name_and_logo() {
+    let dir = std::env::temp_dir().join(format!("tessera-look-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 8 8\"><rect width=\"8\" height=\"8\" fill=\"#246\"/></svg>";
+    let logo = dir.join("logo.svg");
+    std::fs::write(&logo, svg).unwrap();
+    let mut c = config();
+    c.pages.name = "Example <Corp>".into();
+    c.pages.logo = Some(logo.clone());
+    let app = spawn_sqlite(c).await;
+    let mut browser = Browser::new();
+    let res = browser.get(&app, "/debugger").await;
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("img-src 'self';"), "{csp}");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("<title>Token debugger · Example &lt;Corp&gt;</title>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<img src=\"/assets/logo\" alt=\"\">Example &lt;Corp&gt;</header>"),
+        "{html}"
+    );
+    // The logo, from this origin, scripts forbidden even when opened on its own.
+    let res = browser.get(&app, "/assets/logo").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/svg+xml");
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("sandbox") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(res.text().await.unwrap(), svg);
+    // Without a logo, none is served, and none allowed.
+    let app = spawn_sqlite(config()).await;
+    let res = browser.get(&app, "/debugger").await;
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!csp.contains("img-src"), "{csp}");
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("<header>tessera</header>")
+    );
+    assert_eq!(
+        browser.get(&app, "/assets/logo").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // A logo of a kind a browser may not show as an image, one missing, one too large, or a
+    // name with a control character is refused at start.
+    std::fs::write(dir.join("logo.html"), "<script>").unwrap();
+    std::fs::write(dir.join("big.png"), vec![0u8; 300 * 1024]).unwrap();
+    for (file, why) in [
+        ("[pages]\nlogo = \"LOGO/logo.html\"\n", "kind"),
+        ("[pages]\nlogo = \"LOGO/missing.png\"\n", "missing"),
+        ("[pages]\nlogo = \"LOGO/big.png\"\n", "size"),
+        ("[pages]\nname = \"a\\u0007b\"\n", "name"),
+        ("[pages]\nname = \"\"\n", "empty name"),
+    ] {
+        let path = dir.join("tessera.toml");
+        std::fs::write(&path, file.replace("LOGO", dir.to_str().unwrap())).unwrap();
+        assert!(Config::load(Some(&path), Vec::new()).is_err(), "{why}");
+    }
+    let loaded = Config::load(
+        None,
+        vec![
+            ("TESSERA_PAGES_NAME".to_owned(), "Example".to_owned()),
+            ("TESSERA_PAGES_LOGO".to_owned(), logo.display().to_string()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loaded.pages.name, "Example");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -30,6 +30,11 @@ pub(crate) enum Command {
         /// A redirect URI, matched exactly (authorization_code). Repeat for several.
         #[arg(long = "redirect-uri", value_name = "URI")]
         redirect_uris: Vec<String>,
+        /// Where /signout may send a person back to when the application asks (OpenID
+        /// Connect RP-Initiated Logout), matched exactly (authorization_code). Repeat for
+        /// several.
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
         /// A public client (a browser or mobile app): no secret; authorization_code with PKCE.
         #[arg(long)]
         public: bool,
@@ -74,6 +79,7 @@ fn describe(c: &Client) -> Value {
         "scope": c.scope,
         "audience": c.audience,
         "redirect_uris": c.redirect_uris,
+        "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "created_at": c.created_at,
         "name": c.name,
         "homepage": c.homepage,
@@ -102,6 +108,7 @@ impl AsyncStoreFn<()> for Run {
                 scope,
                 audience,
                 redirect_uris,
+                post_logout_redirect_uris,
                 public,
                 name,
                 homepage,
@@ -116,6 +123,7 @@ impl AsyncStoreFn<()> for Run {
                     scope,
                     audience,
                     redirect_uris,
+                    post_logout_redirect_uris,
                     public,
                     name,
                     homepage,

@@ -68,6 +68,8 @@ Settings (TOML key, environment variable; see examples/tessera.toml for defaults
   stores.timeout                   TESSERA_STORES_TIMEOUT          (a read from the database or Redis; past it, and a ping too, the store is marked down)
   stores.write_timeout             TESSERA_STORES_WRITE_TIMEOUT    (a write, which may wait for a lock)
   stores.retry                     TESSERA_STORES_RETRY            (while down, one probe this often)
+  pages.name                       TESSERA_PAGES_NAME              (the service's name on every page)
+  pages.logo                       TESSERA_PAGES_LOGO              (an .svg, .png, .jpg or .webp file, at most 256 KiB)
   pages.scopes                     (TOML only) a table: scope = \"what it lets an application do\", shown on the consent and account pages
 The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or
 DATA_DIR/master.key (created owner-only on first start). DATA_DIR is kept 0700 and the SQLite
