@@ -14,7 +14,7 @@ use tessera_core::{Authenticated, Client, Stores, UserStore};
 
 use crate::AppState;
 use crate::look::esc;
-use crate::pages::{form_key, params, posted_form, see_other, with_query};
+use crate::pages::{MAX_STATE, form_key, params, posted_form, see_other, with_query};
 
 /// Where an application asked `/signout` to send the person back (OpenID Connect
 /// RP-Initiated Logout 1.0 §3): an address registered for it, and its `state`.
@@ -45,6 +45,9 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         let Some(client_id) = p.get("client_id") else {
             return Err(refused());
         };
+        if p.get("state").is_some_and(|s| s.len() > MAX_STATE) {
+            return Err(refused());
+        }
         let client = match self.auth.sessions().client(client_id).await {
             Ok(Some(c)) => c,
             Ok(None) => return Err(refused()),
@@ -156,13 +159,14 @@ pub(crate) async fn signout<U: UserStore, S: Stores>(
         Ok(p) => p,
         Err((status, message)) => return state.settings.look.error_page(status, &message),
     };
-    let back = match state.signout_return(&p).await {
-        Ok(b) => b,
-        Err(res) => return res,
-    };
     let a = match state.browser_session(&headers).await {
         Ok(Some(a)) => a,
-        Ok(None) => return state.signed_out(back.as_ref()),
+        Ok(None) => {
+            return match state.signout_return(&p).await {
+                Ok(back) => state.signed_out(back.as_ref()),
+                Err(res) => res,
+            };
+        }
         Err(res) => return res,
     };
     if !state.form_token_ok(&p, "signout", &a) {
@@ -171,10 +175,14 @@ pub(crate) async fn signout<U: UserStore, S: Stores>(
             "This form has expired or was not ours; open the sign-out page again.",
         );
     }
-    match state.auth.logout(&a.hash, &a.session).await {
-        Ok(_) => state.signed_out(back.as_ref()),
-        Err(_) => state.settings.look.unavailable_page(),
+    // The person asked to sign out: that is done first, whatever becomes of the return (a
+    // client removed or an address unregistered since the page was drawn, a store that does
+    // not answer): then the page that says so, never a redirect to an address not registered.
+    if state.auth.logout(&a.hash, &a.session).await.is_err() {
+        return state.settings.look.unavailable_page();
     }
+    let back = state.signout_return(&p).await.ok().flatten();
+    state.signed_out(back.as_ref())
 }
 
 /// "3 minutes ago", "in 2 hours": `then` seen from `now`, in words.

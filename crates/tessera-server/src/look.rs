@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::config::{ConfigError, PagesConfig, logo_type};
+use crate::config::{ConfigError, MAX_LOGO, PagesConfig, logo_type};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(crate) fn esc(s: &str) -> String {
@@ -70,9 +70,32 @@ impl Look {
                 let kind = logo_type(path).ok_or_else(|| {
                     ConfigError(format!("pages.logo: {} is not an image", path.display()))
                 })?;
-                let bytes = std::fs::read(path).map_err(|e| {
+                // Read once, at most one byte past the limit: the bytes served are the bytes
+                // measured (a file replaced since the configuration was checked, or one whose
+                // metadata says 0 bytes, as /proc's do, is measured here).
+                let cannot = |e: std::io::Error| {
                     ConfigError(format!("cannot read pages.logo {}: {e}", path.display()))
-                })?;
+                };
+                let file = std::fs::File::open(path).map_err(cannot)?;
+                if !file.metadata().map_err(cannot)?.is_file() {
+                    return Err(ConfigError(format!(
+                        "pages.logo is not a file: {}",
+                        path.display()
+                    )));
+                }
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(file, MAX_LOGO + 1),
+                    &mut bytes,
+                )
+                .map_err(cannot)?;
+                if bytes.len() as u64 > MAX_LOGO {
+                    return Err(ConfigError(format!(
+                        "pages.logo is at most {} KiB: {}",
+                        MAX_LOGO / 1024,
+                        path.display()
+                    )));
+                }
                 Some((kind, Bytes::from(bytes)))
             }
             None => None,

@@ -28,6 +28,10 @@ pub(crate) fn form_key(form: &str, a: &Authenticated) -> String {
     format!("{form}:{}", a.hash.to_hex())
 }
 
+/// The longest `state` a page carries in a form, bytes: the form that posts it back,
+/// percent-encoded (up to three times longer), must fit the body limit.
+pub(crate) const MAX_STATE: usize = 2048;
+
 /// Parameters of a query or form: a parameter sent twice is refused (RFC 6749 §3.1).
 pub(crate) fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let pairs =
@@ -161,6 +165,10 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             }
             None => return Err(page("redirect_uri is required")),
         };
+        // Refused here, not sent back: the answer would carry it.
+        if p.get("state").is_some_and(|s| s.len() > MAX_STATE) {
+            return Err(page("the state parameter is too long"));
+        }
         let mut r = Request {
             client,
             redirect_uri,

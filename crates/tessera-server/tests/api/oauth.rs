@@ -1802,11 +1802,16 @@ async fn signout_returns_to_the_applications_registered_address() {
         enc(&hidden(&html, "csrf")),
         enc("https://evil.example/")
     );
+    // The person pressed Sign out, so the session ends; the address is never redirected to,
+    // the signed-out page shown instead.
+    let session = browser.cookies.clone();
     let res = browser.post(&app, "/signout", &body).await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("location").is_none());
+    let old = Browser { cookies: session };
     assert_eq!(
-        app.get("/auth/me", browser.headers(None)).await.status(),
-        StatusCode::OK
+        app.get("/auth/me", old.headers(None)).await.status(),
+        StatusCode::UNAUTHORIZED
     );
 }
 
@@ -1916,4 +1921,178 @@ async fn the_pages_carry_the_services_name_and_logo() {
     .unwrap();
     assert_eq!(loaded.pages.name, "Example");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// alice, and `webapp` with a registered sign-out return.
+async fn app_with_signout_return() -> App<SqliteStore, SqliteStore> {
+    let app = spawn_sqlite(config()).await;
+    app.user("alice").await;
+    app.client(NewClient {
+        id: "webapp".into(),
+        grants: vec!["authorization_code".into()],
+        scope: "profile".into(),
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![BYE.into()],
+        name: Some("Example Notes".into()),
+        ..NewClient::default()
+    })
+    .await;
+    app
+}
+
+/// The person pressed "Sign out" on a page an application sent them to; the application is
+/// removed (or its address unregistered) before the form arrives. The session must still end:
+/// the return is only where to go afterwards.
+#[tokio::test]
+async fn a_confirmed_signout_ends_the_session_even_when_the_return_is_refused() {
+    let app = app_with_signout_return().await;
+    let mut browser = Browser::new();
+    code_through_pages(&app, &mut browser, "profile").await;
+    let html = browser
+        .get(&app, &signout_path("webapp", BYE, "s1"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    app.state
+        .auth
+        .sessions()
+        .delete_client("webapp")
+        .await
+        .unwrap();
+    let body = format!(
+        "csrf={}&client_id=webapp&post_logout_redirect_uri={}&state=s1",
+        enc(&hidden(&html, "csrf")),
+        enc(BYE)
+    );
+    let session = browser.cookies.clone();
+    let res = browser.post(&app, "/signout", &body).await;
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let old = Browser { cookies: session };
+    assert_eq!(
+        app.get("/auth/me", old.headers(None)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "pressed Sign out, got {status} {text}, and the session is still alive"
+    );
+}
+
+/// An application's sign-out link with a `state` too long for the page's own form to carry back
+/// (`!` travels as itself in a link's query, as `%21` in the form a browser posts: 30 KB of link
+/// would be 90 KB of form, past the 64 KiB body limit) is refused on a page, before a form that
+/// could never be sent is drawn.
+#[tokio::test]
+async fn a_signout_link_with_a_state_too_long_to_post_back_is_refused() {
+    let app = app_with_signout_return().await;
+    let mut browser = Browser::new();
+    code_through_pages(&app, &mut browser, "profile").await;
+    let big = "!".repeat(30 * 1024);
+    let res = browser.get(&app, &signout_path("webapp", BYE, &big)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.headers().get("location").is_none());
+    // The longest state allowed still makes a form that can be sent.
+    let most = "!".repeat(2048);
+    let html = browser
+        .get(&app, &signout_path("webapp", BYE, &most))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let body = format!(
+        "csrf={}&client_id=webapp&post_logout_redirect_uri={}&state={}",
+        enc(&hidden(&html, "csrf")),
+        enc(BYE),
+        enc(&hidden(&html, "state"))
+    );
+    let res = browser.post(&app, "/signout", &body).await;
+    assert!(location(&res).starts_with(&format!("{BYE}?state=")));
+    // The consent form carries the authorization request's state the same way.
+    let res = browser
+        .get(&app, &authorize_path("webapp", "profile", &big))
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.headers().get("location").is_none());
+}
+
+/// Malformed links: a page (400), never a panic or a redirect.
+#[tokio::test]
+async fn malformed_signout_links_are_refused_on_a_page() {
+    let app = app_with_signout_return().await;
+    let mut browser = Browser::new();
+    for q in [
+        format!("{}&state=again", signout_path("webapp", BYE, "s")),
+        format!("{}&client_id=webapp", signout_path("webapp", BYE, "s")),
+        format!(
+            "/signout?client_id=webapp&post_logout_redirect_uri={}&state=%ff",
+            enc(BYE)
+        ),
+        format!(
+            "/signout?client_id=webapp&post_logout_redirect_uri={}&state=%zz",
+            enc(BYE)
+        ),
+        format!(
+            "/signout?client_id=webapp&post_logout_redirect_uri={}%20",
+            enc(BYE)
+        ),
+        format!(
+            "/signout?client_id=webapp&post_logout_redirect_uri={}%23x",
+            enc(BYE)
+        ),
+        format!(
+            "/signout?client_id=webapp&post_logout_redirect_uri={}/",
+            enc(BYE)
+        ),
+        format!(
+            "/signout?client_id={}&post_logout_redirect_uri={}",
+            "x".repeat(20000),
+            enc(BYE)
+        ),
+    ] {
+        let res = browser.get(&app, &q).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::BAD_REQUEST,
+            "{}",
+            &q[..q.len().min(200)]
+        );
+        assert!(res.headers().get("location").is_none());
+    }
+    // A state with CR/LF and markup: quoted in the Location, never a header or markup.
+    let res = browser
+        .get(
+            &app,
+            &signout_path("webapp", BYE, &enc("a\r\nSet-Cookie: x=1<script>\"")),
+        )
+        .await;
+    let loc = location(&res);
+    assert!(loc.starts_with(&format!("{BYE}?state=")), "{loc}");
+    assert!(!loc.contains(['\r', '\n', '<', '"', ' ']), "{loc}");
+}
+
+/// `pages.logo` is measured at load (metadata) and read at build: what is served is whatever
+/// the file is by then, of any size (a file replaced in between, or one whose metadata says 0
+/// bytes, as /proc and some FUSE files do).
+#[tokio::test]
+async fn the_logo_served_is_the_logo_measured() {
+    let dir = std::env::temp_dir().join(format!("tessera-logo-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let logo = dir.join("logo.png");
+    std::fs::write(&logo, [0u8; 16]).unwrap();
+    let c = Config::load(
+        None,
+        vec![("TESSERA_PAGES_LOGO".to_owned(), logo.display().to_string())],
+    )
+    .unwrap();
+    std::fs::write(&logo, vec![0u8; 4 * 1024 * 1024]).unwrap();
+    let mut c2 = config();
+    c2.pages = c.pages;
+    let master = MasterKey::from_bytes(&[42u8; 32]).unwrap();
+    let s = SqliteStore::open("sqlite::memory:").await.unwrap();
+    let built =
+        tessera_server::build(&c2, s.clone(), s, Arc::new(ManualClock::new(T0)), master).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    match built {
+        Err(e) => assert!(e.to_string().contains("pages.logo"), "{e}"),
+        Ok(_) => panic!("a 4 MiB logo was accepted at build, and is served"),
+    }
 }
