@@ -432,7 +432,7 @@ fn axe_source() -> &'static str {
             .join("../../interop/node/node_modules/axe-core/axe.min.js");
         std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "axe-core is missing ({}: {e}): (cd interop/node && npm ci)",
+                "axe-core is missing ({}: {e}): scripts/test.sh installs it (or: cd interop/node && npm ci)",
                 path.display()
             )
         })

@@ -3,8 +3,8 @@
 //! PostgreSQL schema and Redis key prefix and removes them.
 //!
 //! PostgreSQL: `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
-//! Redis: `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); HAProxy on the PATH (`.ci/run`
-//! installs it). A missing one fails these tests; none is skipped.
+//! Redis: `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); HAProxy on the PATH (`scripts/test.sh`
+//! installs it as root). A missing one fails these tests; none is skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
@@ -54,7 +54,7 @@ impl Haproxy {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
             .spawn()
-            .expect("haproxy is required on the PATH (.ci/run installs it)");
+            .expect("haproxy is required on the PATH (scripts/test.sh installs it as root)");
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !client()

@@ -558,7 +558,7 @@ fn run_check(program: &Path, args: &[String]) {
 
 /// Python: authlib drives client credentials and authorization code + PKCE (the pages by plain
 /// HTTP), refresh, introspection and revocation; PyJWT's PyJWKClient verifies the tokens.
-/// `.ci/run` installs them into `interop/.venv` from `interop/python/requirements.txt`.
+/// `scripts/test.sh` installs them into `interop/.venv` from `interop/python/requirements.txt`.
 #[test]
 fn interop_python_authlib_and_pyjwt() {
     let dir = Dir::new("interop-py");
@@ -568,7 +568,7 @@ fn interop_python_authlib_and_pyjwt() {
         .unwrap_or_else(|| interop_dir().join(".venv/bin/python"));
     assert!(
         python.exists(),
-        "{} is missing: python3 -m venv interop/.venv && interop/.venv/bin/pip install -r interop/python/requirements.txt",
+        "{} is missing: scripts/test.sh installs it (or: python3 -m venv interop/.venv && interop/.venv/bin/pip install -r interop/python/requirements.txt)",
         python.display()
     );
     let mut all = vec![
@@ -583,7 +583,7 @@ fn interop_python_authlib_and_pyjwt() {
 }
 
 /// Node.js: openid-client (discovery, client credentials, introspection, revocation) and jose
-/// (createRemoteJWKSet + jwtVerify). `.ci/run` installs them with `npm ci` in `interop/node`.
+/// (createRemoteJWKSet + jwtVerify). `scripts/test.sh` installs them with `npm ci` in `interop/node`.
 #[test]
 fn interop_node_jose_and_openid_client() {
     let dir = Dir::new("interop-node");
@@ -591,7 +591,7 @@ fn interop_node_jose_and_openid_client() {
     let node = interop_dir().join("node");
     assert!(
         node.join("node_modules/openid-client").exists(),
-        "interop/node/node_modules is missing: (cd interop/node && npm ci)"
+        "interop/node/node_modules is missing: scripts/test.sh installs it (or: cd interop/node && npm ci)"
     );
     let all = vec![
         node.join("check.mjs").to_string_lossy().into_owned(),

@@ -42,7 +42,7 @@ fn chromedriver_program() -> PathBuf {
     }
     panic!(
         "chromedriver is not on the PATH: apt-get install -y chromium chromium-driver \
-         (see README, \"Test it\"; .ci/run installs them)"
+         (scripts/test.sh installs them as root; README, \"Test it\")"
     );
 }
 
