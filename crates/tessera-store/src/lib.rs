@@ -18,6 +18,8 @@ mod record;
 mod redis;
 #[cfg(feature = "redis")]
 mod shared;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

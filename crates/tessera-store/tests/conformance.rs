@@ -680,6 +680,82 @@ macro_rules! suite {
     };
 }
 
+/// Which writes move the revocation generation (`crate::sql`'s list), the same on every SQL
+/// backend: those that end or narrow what a cached record allows, and no other.
+async fn generation<S>(s: S)
+where
+    S: tessera_store::Generation + UserStore + SessionStore + ClientStore + DenylistStore,
+{
+    let at = || async { s.revocation_generation().await.unwrap() };
+    let mut last = at().await;
+    let mut moved = |name: &str, now: i64, expected: bool| {
+        assert_eq!(
+            now != last,
+            expected,
+            "{name} {} the revocation generation",
+            if expected {
+                "must move"
+            } else {
+                "must not move"
+            }
+        );
+        last = now;
+    };
+    s.create_user(&user("usr_a", "alice")).await.unwrap();
+    moved("create_user", at().await, false);
+    s.set_password_hash("usr_a", "$argon2id$x").await.unwrap();
+    moved("set_password_hash", at().await, false);
+    let (h1, s1) = session("ses_1", "usr_a", 1_000);
+    let (h2, s2) = session("ses_2", "usr_a", 1_000);
+    let (h3, s3) = session("ses_3", "usr_a", 1_000);
+    for (h, x) in [(&h1, &s1), (&h2, &s2), (&h3, &s3)] {
+        s.create_session(h, x).await.unwrap();
+    }
+    moved("create_session", at().await, false);
+    s.touch_session(&h1, 1_001).await.unwrap();
+    s.set_session_data(&h1, &json!({"k": 1})).await.unwrap();
+    moved("touch_session and set_session_data", at().await, false);
+    s.deny_access("jti-1", 5_000, 1_000).await.unwrap();
+    moved("deny_access", at().await, false);
+    assert!(s.delete_session(&h1).await.unwrap());
+    moved("delete_session", at().await, true);
+    assert!(!s.delete_session(&h1).await.unwrap());
+    moved("delete_session of no session", at().await, false);
+    s.delete_sessions_of("usr_a", Some(&h2)).await.unwrap();
+    moved("delete_sessions_of", at().await, true);
+    assert!(s.set_disabled("usr_a", true).await.unwrap());
+    moved("set_disabled", at().await, true);
+    let (client, _) = tessera_core::NewClient {
+        id: "svc".into(),
+        grants: vec!["client_credentials".into()],
+        ..tessera_core::NewClient::default()
+    }
+    .build("tessera", 1_000)
+    .unwrap();
+    s.create_client(&client).await.unwrap();
+    moved("create_client", at().await, false);
+    assert!(s.delete_client("svc").await.unwrap());
+    moved("delete_client", at().await, true);
+    assert!(s.delete_user("usr_a").await.unwrap());
+    moved("delete_user", at().await, true);
+}
+
+#[tokio::test]
+async fn sqlite_moves_the_generation_on_revoking_writes_only() {
+    generation(
+        tessera_store::SqliteStore::open("sqlite::memory:")
+            .await
+            .unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_moves_the_generation_on_revoking_writes_only() {
+    let (s, _guard) = services::postgres().await;
+    generation(s).await;
+}
+
 suite!(memory, (tessera_store::MemoryStore::new(), ()));
 suite!(
     cached_memory,

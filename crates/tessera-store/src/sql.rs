@@ -1,0 +1,370 @@
+//! One SQL store for SQLite and PostgreSQL: every statement is written once, in the plain SQL
+//! both accept (`$N` placeholders, which sqlx binds positionally on SQLite too; booleans bound
+//! as `bool`, which sqlx writes as 0/1 on SQLite), and compiled against each database by
+//! [`sql_store!`]. The backends' own files keep only what really differs: how to connect, the
+//! migrations, and PostgreSQL's audit table.
+//!
+//! Why a macro rather than code generic over `sqlx::Database`: sqlx's generic form needs a
+//! higher-ranked bound for every bound value's type and for the executor of every statement
+//! (`for<'q> String: Encode<'q, DB> + Type<DB>`, `for<'c> &'c mut DB::Connection: Executor<'c>`,
+//! …), which would outgrow the statements. The macro gives the same thing, each statement once
+//! and checked by the compiler for both databases, with none of that.
+//!
+//! ## What moves the revocation generation
+//!
+//! The generation is how an instance without Redis learns that another changed something its
+//! caches hold ([`crate::watch_generation`]). Decided here, for both databases, and pinned by
+//! the conformance suite: a write moves it when it ends or narrows what a cached record allows:
+//! - disabling, enabling or deleting a user (`set_disabled`, `delete_user`);
+//! - deleting a session that existed, or a user's sessions (`delete_session`,
+//!   `delete_sessions_of`);
+//! - removing a client (`delete_client`).
+//!
+//! Denylist entries do not: every instance catches up with them on its own
+//! ([`DenylistStore::denied_since`](tessera_core::DenylistStore::denied_since)), and a hot
+//! counter row would order every revocation of a cluster behind one lock. Refresh-token and
+//! code state is never cached, so its changes do not either.
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// The migrator of `migrations` (`(version, description, sql)`, in order).
+pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(
+                    *v,
+                    (*d).to_owned().into(),
+                    MigrationType::Simple,
+                    (*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Implements every store trait of tessera-core for `$store` (a struct with a `pool` field)
+/// over database `$db` with rows `$row`: users, sessions, signing keys, the revocation
+/// generation, and (through `token_store_sql!` and `client_store_sql!`) refresh tokens, the
+/// denylist, clients, codes and consents.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $row:ty) => {
+        fn unavailable(e: sqlx::Error) -> tessera_core::StoreError {
+            match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    tessera_core::StoreError::Conflict
+                }
+                _ => tessera_core::StoreError::Unavailable(e.to_string()),
+            }
+        }
+
+        impl $store {
+            /// Moves the revocation generation (see the module's list of the writes that do);
+            /// called after the change it announces has been committed.
+            async fn bump_generation(&self) -> tessera_core::StoreResult<()> {
+                sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+
+            /// Closes the pool (waits for connections to be returned).
+            pub async fn close(&self) {
+                self.pool.close().await;
+            }
+        }
+
+        crate::record::columns_of!($row);
+        crate::token_sql::token_store_sql!($store, $db);
+        crate::oauth_sql::client_store_sql!($store);
+
+        impl tessera_core::UserStore for $store {
+            async fn create_user(&self, user: &tessera_core::User) -> tessera_core::StoreResult<()> {
+                sqlx::query("INSERT INTO users (id, username, password_hash, disabled, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&user.id)
+                    .bind(&user.username)
+                    .bind(&user.password_hash)
+                    .bind(user.disabled)
+                    .bind(user.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+
+            async fn user_by_name(&self, username: &str) -> tessera_core::StoreResult<Option<tessera_core::User>> {
+                self.user_where("username", username).await
+            }
+
+            async fn user_by_id(&self, id: &str) -> tessera_core::StoreResult<Option<tessera_core::User>> {
+                self.user_where("id", id).await
+            }
+
+            async fn list_users(&self) -> tessera_core::StoreResult<Vec<tessera_core::User>> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM users ORDER BY username",
+                    crate::record::USER_COLUMNS
+                )))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                rows.iter()
+                    .map(crate::record::user)
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)
+            }
+
+            async fn set_disabled(&self, id: &str, disabled: bool) -> tessera_core::StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+                    .bind(disabled)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                self.bump_generation().await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn set_password_hash(&self, id: &str, hash: &str) -> tessera_core::StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(hash)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn delete_user(&self, id: &str) -> tessera_core::StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                self.bump_generation().await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn ping(&self) -> tessera_core::StoreResult<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+        }
+
+        impl $store {
+            /// The user whose `column` (`id` or `username`: never a caller's text) is `value`.
+            async fn user_where(
+                &self,
+                column: &'static str,
+                value: &str,
+            ) -> tessera_core::StoreResult<Option<tessera_core::User>> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM users WHERE {column} = $1",
+                    crate::record::USER_COLUMNS
+                )))
+                .bind(value)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                row.as_ref()
+                    .map(crate::record::user)
+                    .transpose()
+                    .map_err(unavailable)
+            }
+        }
+
+        impl tessera_core::SessionStore for $store {
+            async fn create_session(
+                &self,
+                hash: &tessera_core::TokenHash,
+                s: &tessera_core::Session,
+            ) -> tessera_core::StoreResult<()> {
+                sqlx::query("INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, user_agent, ip, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                    .bind(hash.to_hex())
+                    .bind(&s.handle)
+                    .bind(&s.user_id)
+                    .bind(s.created_at)
+                    .bind(s.last_seen_at)
+                    .bind(s.expires_at)
+                    .bind(s.idle_timeout)
+                    .bind(&s.user_agent)
+                    .bind(&s.ip)
+                    .bind(s.data.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+
+            async fn session(
+                &self,
+                hash: &tessera_core::TokenHash,
+            ) -> tessera_core::StoreResult<Option<tessera_core::Session>> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM sessions WHERE token_hash = $1",
+                    crate::record::SESSION_COLUMNS
+                )))
+                .bind(hash.to_hex())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                row.as_ref()
+                    .map(|r| crate::record::session(r).map(|(_, s)| s))
+                    .transpose()
+                    .map_err(unavailable)
+            }
+
+            async fn touch_session(
+                &self,
+                hash: &tessera_core::TokenHash,
+                last_seen_at: i64,
+            ) -> tessera_core::StoreResult<()> {
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+                    .bind(last_seen_at)
+                    .bind(hash.to_hex())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+
+            async fn set_session_data(
+                &self,
+                hash: &tessera_core::TokenHash,
+                data: &serde_json::Value,
+            ) -> tessera_core::StoreResult<bool> {
+                let r = sqlx::query("UPDATE sessions SET data = $1 WHERE token_hash = $2")
+                    .bind(data.to_string())
+                    .bind(hash.to_hex())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn delete_session(&self, hash: &tessera_core::TokenHash) -> tessera_core::StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(hash.to_hex())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                let deleted = r.rows_affected() > 0;
+                if deleted {
+                    self.bump_generation().await?;
+                }
+                Ok(deleted)
+            }
+
+            async fn sessions_of(
+                &self,
+                user_id: &str,
+            ) -> tessera_core::StoreResult<Vec<(tessera_core::TokenHash, tessera_core::Session)>> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM sessions WHERE user_id = $1",
+                    crate::record::SESSION_COLUMNS
+                )))
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                rows.iter()
+                    .map(crate::record::session)
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)
+            }
+
+            async fn delete_sessions_of(
+                &self,
+                user_id: &str,
+                except: Option<&tessera_core::TokenHash>,
+            ) -> tessera_core::StoreResult<u64> {
+                let r = sqlx::query(
+                    "DELETE FROM sessions WHERE user_id = $1 AND (CAST($2 AS TEXT) IS NULL OR token_hash <> $2)",
+                )
+                .bind(user_id)
+                .bind(except.map(tessera_core::TokenHash::to_hex))
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                self.bump_generation().await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn purge_expired_sessions(&self, now: i64) -> tessera_core::StoreResult<u64> {
+                let r = sqlx::query(
+                    "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn count_sessions(&self) -> tessera_core::StoreResult<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+
+        impl tessera_core::KeyStore for $store {
+            async fn signing_keys(&self) -> tessera_core::StoreResult<Vec<tessera_core::StoredKey>> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {} FROM signing_keys ORDER BY activates_at, created_at",
+                    crate::record::KEY_COLUMNS
+                )))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                rows.iter()
+                    .map(crate::record::stored_key)
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)
+            }
+
+            async fn add_signing_key(&self, key: &tessera_core::StoredKey) -> tessera_core::StoreResult<()> {
+                sqlx::query("INSERT INTO signing_keys (kid, alg, sealed, created_at, activates_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&key.kid)
+                    .bind(&key.alg)
+                    .bind(&key.sealed)
+                    .bind(key.created_at)
+                    .bind(key.activates_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+        }
+
+        /// The generation moves with the writes `crate::sql` lists.
+        impl crate::Generation for $store {
+            async fn revocation_generation(&self) -> tessera_core::StoreResult<i64> {
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'revocation_generation'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)
+            }
+        }
+
+        /// Each process counts login failures for itself (a single instance, or a cluster
+        /// without Redis).
+        impl tessera_core::ThrottleStore for $store {}
+
+        impl crate::guard::Probe for $store {
+            async fn probe(&self) -> tessera_core::StoreResult<()> {
+                tessera_core::UserStore::ping(self).await
+            }
+        }
+    };
+}
+pub(crate) use sql_store;
