@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use crate::settings::{self, Kind, Setting};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why configuration was refused: one sentence naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,26 @@ impl Dur {
     /// Whole seconds, as the domain counts them.
     pub fn secs(self) -> i64 {
         i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Written back in the largest unit that says it exactly ("30m", "12h", "500ms").
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let text = if d.subsec_nanos() != 0 {
+            format!("{}ms", d.as_millis())
+        } else {
+            let secs = d.as_secs();
+            match [(86_400, "d"), (3600, "h"), (60, "m")]
+                .iter()
+                .find(|(unit, _)| secs != 0 && secs.is_multiple_of(*unit))
+            {
+                Some((unit, name)) => format!("{}{name}", secs / unit),
+                None => format!("{secs}s"),
+            }
+        };
+        s.serialize_str(&text)
     }
 }
 
@@ -117,6 +139,18 @@ impl IpNet {
     }
 }
 
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for IpNet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -125,7 +159,7 @@ impl<'de> Deserialize<'de> for IpNet {
 }
 
 /// Session lifetimes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// Ends a session after this long without a request.
@@ -151,7 +185,7 @@ impl Default for SessionConfig {
 }
 
 /// Password rules and hashing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordConfig {
     /// Shortest password accepted for a new account.
@@ -188,7 +222,7 @@ impl Default for PasswordConfig {
 }
 
 /// The pages people see.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PagesConfig {
     /// The service's name, in every page's header and title.
@@ -227,7 +261,7 @@ pub fn logo_type(path: &std::path::Path) -> Option<&'static str> {
 }
 
 /// Login throttling.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
     /// Failed logins per account before delays start.
@@ -259,7 +293,7 @@ impl Default for ThrottleConfig {
 }
 
 /// Access and refresh tokens, and the keys that sign them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
     /// Algorithm of new signing keys: EdDSA, ES256, RS256 or HS256.
@@ -314,7 +348,7 @@ impl Default for TokenConfig {
 
 /// Calls to the stores (the database, Redis): how long one may take, and how often a store
 /// that failed is tried again.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoresConfig {
     /// The bound on a read (a statement, a Redis command): the hot path. A read past it fails,
@@ -339,7 +373,7 @@ impl Default for StoresConfig {
 }
 
 /// Client connections: how long a client may take, and how many may be open at once.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionsConfig {
     /// A client that has not sent a request's complete headers this long after connecting (or
@@ -368,7 +402,7 @@ impl Default for ConnectionsConfig {
 }
 
 /// Everything `tessera serve` reads. See `examples/tessera.toml` for each key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address and port to listen on.
@@ -452,122 +486,7 @@ impl Default for Config {
     }
 }
 
-/// Every environment variable that overrides a key, with the key it sets.
-pub const ENV_KEYS: &[(&str, &str)] = &[
-    ("TESSERA_LISTEN", "listen"),
-    ("TESSERA_DATA_DIR", "data_dir"),
-    ("TESSERA_ISSUER", "issuer"),
-    ("TESSERA_DATABASE_URL", "database_url"),
-    ("TESSERA_REDIS_URL", "redis_url"),
-    ("TESSERA_REDIS_PREFIX", "redis_prefix"),
-    ("TESSERA_INSTANCE_NAME", "instance_name"),
-    ("TESSERA_ALLOW_REGISTRATION", "allow_registration"),
-    ("TESSERA_BEHIND_TLS_PROXY", "behind_tls_proxy"),
-    ("TESSERA_TLS_CERT", "tls_cert"),
-    ("TESSERA_TLS_KEY", "tls_key"),
-    ("TESSERA_TRUSTED_PROXIES", "trusted_proxies"),
-    ("TESSERA_BODY_LIMIT", "body_limit"),
-    ("TESSERA_REQUEST_TIMEOUT", "request_timeout"),
-    ("TESSERA_SHUTDOWN_GRACE", "shutdown_grace"),
-    ("TESSERA_LOG_FORMAT", "log_format"),
-    ("TESSERA_SESSION_IDLE_TIMEOUT", "session.idle_timeout"),
-    (
-        "TESSERA_SESSION_ABSOLUTE_TIMEOUT",
-        "session.absolute_timeout",
-    ),
-    ("TESSERA_SESSION_CACHE_TTL", "session.cache_ttl"),
-    ("TESSERA_SESSION_MAX_PER_USER", "session.max_per_user"),
-    ("TESSERA_PASSWORD_MIN_LENGTH", "password.min_length"),
-    ("TESSERA_PASSWORD_MEMORY_KIB", "password.memory_kib"),
-    ("TESSERA_PASSWORD_ITERATIONS", "password.iterations"),
-    ("TESSERA_PASSWORD_PARALLELISM", "password.parallelism"),
-    (
-        "TESSERA_PASSWORD_HASH_CONCURRENCY",
-        "password.hash_concurrency",
-    ),
-    ("TESSERA_PASSWORD_HASH_QUEUE", "password.hash_queue"),
-    ("TESSERA_PASSWORD_HASH_NICE", "password.hash_nice"),
-    (
-        "TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS",
-        "throttle.account_free_attempts",
-    ),
-    (
-        "TESSERA_THROTTLE_IP_FREE_ATTEMPTS",
-        "throttle.ip_free_attempts",
-    ),
-    ("TESSERA_THROTTLE_BASE_DELAY", "throttle.base_delay"),
-    ("TESSERA_THROTTLE_MAX_DELAY", "throttle.max_delay"),
-    ("TESSERA_THROTTLE_WINDOW", "throttle.window"),
-    ("TESSERA_THROTTLE_DEVICE_TTL", "throttle.device_ttl"),
-    ("TESSERA_TOKENS_ALGORITHM", "tokens.algorithm"),
-    ("TESSERA_TOKENS_ACCESS_TTL", "tokens.access_ttl"),
-    ("TESSERA_TOKENS_AUDIENCE", "tokens.audience"),
-    ("TESSERA_TOKENS_CLIENT_ID", "tokens.client_id"),
-    ("TESSERA_TOKENS_SCOPE", "tokens.scope"),
-    (
-        "TESSERA_TOKENS_KEY_ACTIVATION_DELAY",
-        "tokens.key_activation_delay",
-    ),
-    ("TESSERA_TOKENS_REFRESH_IDLE", "tokens.refresh_idle"),
-    ("TESSERA_TOKENS_REFRESH_ABSOLUTE", "tokens.refresh_absolute"),
-    ("TESSERA_TOKENS_REFRESH_GRACE", "tokens.refresh_grace"),
-    (
-        "TESSERA_TOKENS_MAX_REFRESH_FAMILIES",
-        "tokens.max_refresh_families",
-    ),
-    (
-        "TESSERA_TOKENS_VERIFIED_CACHE_SIZE",
-        "tokens.verified_cache_size",
-    ),
-    (
-        "TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST",
-        "tokens.introspection_stale_denylist",
-    ),
-    (
-        "TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT",
-        "connections.header_read_timeout",
-    ),
-    (
-        "TESSERA_CONNECTIONS_IDLE_TIMEOUT",
-        "connections.idle_timeout",
-    ),
-    (
-        "TESSERA_CONNECTIONS_TLS_HANDSHAKE_TIMEOUT",
-        "connections.tls_handshake_timeout",
-    ),
-    ("TESSERA_CONNECTIONS_MAX", "connections.max"),
-    ("TESSERA_STORES_TIMEOUT", "stores.timeout"),
-    ("TESSERA_STORES_WRITE_TIMEOUT", "stores.write_timeout"),
-    ("TESSERA_STORES_RETRY", "stores.retry"),
-    ("TESSERA_PAGES_NAME", "pages.name"),
-    ("TESSERA_PAGES_LOGO", "pages.logo"),
-];
-
-/// Keys whose TOML value is a string (the others are numbers, booleans or lists).
-fn is_string_key(key: &str) -> bool {
-    !matches!(
-        key,
-        "allow_registration"
-            | "behind_tls_proxy"
-            | "body_limit"
-            | "trusted_proxies"
-            | "password.min_length"
-            | "password.memory_kib"
-            | "password.iterations"
-            | "password.parallelism"
-            | "password.hash_concurrency"
-            | "password.hash_queue"
-            | "password.hash_nice"
-            | "session.max_per_user"
-            | "throttle.account_free_attempts"
-            | "throttle.ip_free_attempts"
-            | "tokens.verified_cache_size"
-            | "connections.max"
-            | "tokens.max_refresh_families"
-    )
-}
-
-fn set(doc: &mut toml::Table, key: &str, value: toml::Value) {
+pub(crate) fn set(doc: &mut toml::Table, key: &str, value: toml::Value) {
     match key.split_once('.') {
         Some((section, rest)) => {
             let entry = doc
@@ -583,27 +502,28 @@ fn set(doc: &mut toml::Table, key: &str, value: toml::Value) {
     }
 }
 
-/// Reads an environment value as the TOML value of its key.
-fn env_value(key: &str, raw: &str) -> Result<toml::Value, ConfigError> {
-    if is_string_key(key) {
-        return Ok(toml::Value::String(raw.to_owned()));
-    }
-    if key == "trusted_proxies" {
-        return Ok(toml::Value::Array(
+/// Reads an environment value as the TOML value of `setting`.
+pub(crate) fn env_value(setting: &Setting, raw: &str) -> Result<toml::Value, ConfigError> {
+    let key = setting.key;
+    match setting.kind {
+        Kind::Text | Kind::Table => Ok(toml::Value::String(raw.to_owned())),
+        Kind::List => Ok(toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| toml::Value::String(s.to_owned()))
                 .collect(),
-        ));
-    }
-    match raw.trim() {
-        "true" => Ok(toml::Value::Boolean(true)),
-        "false" => Ok(toml::Value::Boolean(false)),
-        n => n
+        )),
+        Kind::Flag => match raw.trim() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(bad(format!("{key}: `{raw}` is not true or false"))),
+        },
+        Kind::Number => raw
+            .trim()
             .parse::<i64>()
             .map(toml::Value::Integer)
-            .map_err(|_| bad(format!("{key}: `{raw}` is not a number or true/false"))),
+            .map_err(|_| bad(format!("{key}: `{raw}` is not a whole number"))),
     }
 }
 
@@ -631,8 +551,8 @@ impl Config {
             if !name.starts_with("TESSERA_") {
                 continue;
             }
-            match ENV_KEYS.iter().find(|(n, _)| *n == name) {
-                Some((_, key)) => set(&mut doc, key, env_value(key, &raw)?),
+            match settings::by_env(&name) {
+                Some(setting) => set(&mut doc, setting.key, env_value(setting, &raw)?),
                 // Secrets and tool variables share the prefix; only config keys are read here.
                 None if matches!(name.as_str(), "TESSERA_MASTER_KEY" | "TESSERA_CONFIG") => {}
                 None => return Err(bad(format!("unknown configuration variable {name}"))),

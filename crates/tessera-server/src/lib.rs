@@ -16,6 +16,7 @@ pub mod oauth;
 mod pages;
 pub mod problem;
 mod routes;
+pub mod settings;
 pub mod tls;
 
 use std::future::Future;
