@@ -10,7 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
+#[path = "it/common/mod.rs"]
 mod common;
+#[path = "it/fleet/mod.rs"]
 mod fleet;
 
 use std::sync::Mutex;

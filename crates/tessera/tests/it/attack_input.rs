@@ -2,10 +2,6 @@
 //! that others could read, and the like. Each test drives the binary as an administrator or an
 //! attacker would and checks what they see.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
@@ -14,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Dir, Server, tessera};
+use crate::common::{Dir, Server, tessera};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

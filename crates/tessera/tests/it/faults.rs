@@ -12,18 +12,13 @@
 //! PostgreSQL: `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! `redis-server` on the PATH.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-mod fleet;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use fleet::WITHIN;
-use fleet::rig::{Answer, Outage, Rig, field, logout, me, refresh, revoke, shown};
+use crate::fleet::WITHIN;
+use crate::fleet::rig::{Answer, Outage, Rig, field, logout, me, refresh, revoke, shown};
 
 /// The audit event of a refresh token presented again outside the honest-retry grace.
 const REUSE: &str = "refresh_reuse_detected";
@@ -76,7 +71,7 @@ fn concurrent_refreshes_then_revocation_refuse_every_access_token() {
                 let (url, r0, barrier) = (rig.url(k), &r0, &barrier);
                 s.spawn(move || {
                     // The thread's client is made before the start, not in the race.
-                    fleet::rig::http();
+                    crate::fleet::rig::http();
                     barrier.wait();
                     refresh(url, r0)
                 })
@@ -254,7 +249,7 @@ fn chains_survive(name: &str, kind: Outage) {
             .map(|(c, token)| {
                 let (urls, stop, barrier) = (&urls, &stop, &barrier);
                 s.spawn(move || {
-                    fleet::rig::http();
+                    crate::fleet::rig::http();
                     barrier.wait();
                     run_chain(urls, c, token, stop)
                 })
@@ -305,7 +300,7 @@ fn chains_survive(name: &str, kind: Outage) {
         eprintln!(
             "{what}: {failed} refreshes failed during it ({answered} answered 503, {} no answer within {:?}); after it, {} of {CHAINS} chains refreshed again, the last {:?} after",
             failed - answered,
-            fleet::rig::TIMEOUT,
+            crate::fleet::rig::TIMEOUT,
             recovered.len(),
             recovered.iter().max().copied().unwrap_or_default()
         );

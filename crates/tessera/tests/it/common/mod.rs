@@ -1,11 +1,11 @@
 //! What the tests of the real binary share: a temporary directory removed afterwards, a free
 //! loopback port, and a run of the `tessera` command line.
 
-// Each test binary includes this module and uses part of it.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// `faults_latency` includes this module too, and uses part of it.
+#![allow(dead_code)]
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -62,37 +62,49 @@ pub fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Outp
 pub struct Server {
     pub child: Child,
     pub url: String,
+    pub addr: SocketAddr,
     pub log: PathBuf,
 }
 
 impl Server {
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Server {
-        Server::start_as(data, env, "http")
+        Server::launch(data, env, &[], "http")
     }
 
     /// As [`Server::start`], its URL with `scheme` (`https` when the environment gives it a
     /// certificate).
     pub fn start_as(data: &Path, env: &[(&str, &str)], scheme: &str) -> Server {
+        Server::launch(data, env, &[], scheme)
+    }
+
+    /// As [`Server::start_as`], run through `wrapper` when given (such as
+    /// `prlimit --nofile=64:64`).
+    pub fn launch(data: &Path, env: &[(&str, &str)], wrapper: &[&str], scheme: &str) -> Server {
         let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = data.parent().unwrap().join(format!("serve-{port}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+        let bin = env!("CARGO_BIN_EXE_tessera");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["serve", "--data-dir", data.to_str().unwrap(), "--listen"])
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
         let mut server = Server {
             child,
-            url: format!("{scheme}://{listen}"),
+            url: format!("{scheme}://{addr}"),
+            addr,
             log,
         };
         // Ready when it says so (after binding). A bare TCP connect could be answered by the
@@ -110,6 +122,22 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of the `/metrics` line that starts with `line_start`.
+    pub fn metric(&self, line_start: &str) -> f64 {
+        let text = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
     }
 
     /// SIGTERM, then the exit status (within 20 s).

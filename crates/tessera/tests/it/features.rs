@@ -6,8 +6,6 @@
 //! main one), under this crate's `CARGO_TARGET_TMPDIR`, so it compiles the dependencies once per
 //! target directory: the slowest test of the suite on a clean clone.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -3,106 +3,46 @@
 //! addresses against the owner's known device, a saturated hashing line, session caps, and a
 //! username that tries to write the log.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-
 use std::io::Write;
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::Dir;
+use crate::common::{Dir, Server, tessera};
 
 const PW: &str = "correct horse battery";
 
-struct Server {
-    child: Child,
-    url: String,
-    addr: String,
-    log: PathBuf,
+/// `tessera serve` on a fresh data directory with `users` added first (password [`PW`]); the
+/// directory is removed after the server stops.
+struct Rig {
+    server: Server,
     _dir: Dir,
 }
 
-impl Server {
-    /// `tessera serve` on a fresh data directory with `users` added first (password [`PW`]).
-    fn start(name: &str, users: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = Dir::new(name);
-        let data = dir.0.join("data");
-        for u in users {
-            let mut add = Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["user", "add", u, "--password-stdin", "--data-dir"])
-                .arg(&data)
-                .envs(env.iter().copied())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            add.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("{PW}\n").as_bytes())
-                .unwrap();
-            assert!(add.wait().unwrap().success());
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.0.join("serve.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.args(["serve", "--listen", &addr, "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let server = Server {
-            child,
-            url: format!("http://{addr}"),
-            addr,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.log().contains("tessera is serving") {
-            assert!(Instant::now() < deadline, "no start: {}", server.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// One value of `/metrics`.
-    fn metric(&self, line_start: &str) -> f64 {
-        let text = client(None)
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+impl std::ops::Deref for Rig {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn start(name: &str, users: &[&str], env: &[(&str, &str)]) -> Rig {
+    let dir = Dir::new(name);
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    for u in users {
+        let o = tessera(
+            &["user", "add", u, "--password-stdin", "--data-dir", d],
+            env,
+            Some(&format!("{PW}\n")),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    Rig {
+        server: Server::start(&data, env),
+        _dir: dir,
     }
 }
 
@@ -174,7 +114,7 @@ fn count(statuses: &[u16], status: u16) -> usize {
 
 #[test]
 fn a_burst_of_concurrent_guesses_lets_only_the_free_attempts_reach_the_hash() {
-    let s = Server::start(
+    let s = start(
         "burst",
         &["alice"],
         &[("TESSERA_THROTTLE_BASE_DELAY", "60s")],
@@ -210,9 +150,9 @@ fn abandoned_login(addr: &str, user: &str) {
 
 #[test]
 fn abandoned_logins_count_as_failures() {
-    let s = Server::start("abandoned", &["alice"], &[]);
+    let s = start("abandoned", &["alice"], &[]);
     for i in 0..150 {
-        abandoned_login(&s.addr, &format!("ghost{i}"));
+        abandoned_login(&s.addr.to_string(), &format!("ghost{i}"));
     }
     // The address used its 20 free attempts on the logins that hung up.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -234,7 +174,7 @@ fn abandoned_logins_count_as_failures() {
 
 #[test]
 fn an_abandoned_login_costs_no_hash_and_the_line_is_bounded() {
-    let s = Server::start(
+    let s = start(
         "line",
         &["alice"],
         &[
@@ -244,7 +184,7 @@ fn an_abandoned_login_costs_no_hash_and_the_line_is_bounded() {
         ],
     );
     for i in 0..150 {
-        abandoned_login(&s.addr, &format!("ghost{i}"));
+        abandoned_login(&s.addr.to_string(), &format!("ghost{i}"));
     }
     // Whatever started hashing finishes; the others never run.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -280,7 +220,7 @@ fn an_abandoned_login_costs_no_hash_and_the_line_is_bounded() {
 #[test]
 fn a_login_refused_for_a_full_hashing_line_never_wipes_a_count() {
     // Slow hashes (t = 30), one at a time and none waiting: a login in progress fills the line.
-    let s = Server::start(
+    let s = start(
         "busywipe",
         &["alice", "bob"],
         &[
@@ -318,7 +258,7 @@ fn a_login_refused_for_a_full_hashing_line_never_wipes_a_count() {
 
 #[test]
 fn failures_from_elsewhere_never_lock_out_a_known_device() {
-    let s = Server::start(
+    let s = start(
         "device",
         &["alice", "mallory"],
         &[("TESSERA_THROTTLE_BASE_DELAY", "60s")],
@@ -365,7 +305,7 @@ fn failures_from_elsewhere_never_lock_out_a_known_device() {
 
 #[test]
 fn sessions_per_user_are_bounded_and_the_oldest_end() {
-    let s = Server::start("cap", &["alice"], &[("TESSERA_SESSION_MAX_PER_USER", "3")]);
+    let s = start("cap", &["alice"], &[("TESSERA_SESSION_MAX_PER_USER", "3")]);
     // Creation times have whole seconds: one login a second makes "the oldest" unambiguous.
     let tokens: Vec<String> = (0..5)
         .map(|i| {
@@ -405,7 +345,7 @@ fn sessions_per_user_are_bounded_and_the_oldest_end() {
 
 #[test]
 fn a_username_cannot_write_the_log() {
-    let s = Server::start("log", &["alice"], &[]);
+    let s = start("log", &["alice"], &[]);
     let forged = "ghost\naudit event=\"login_ok\" user=usr_admin\r\u{1b}[2K";
     assert_eq!(
         login(&s, "127.0.0.1", forged, "wrong password", None).0,

@@ -2,17 +2,13 @@
 //! directory, `user` commands on the same store while the server runs, the transport rules,
 //! HTTPS, and graceful shutdown on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Dir, Server, tessera};
+use crate::common::{Dir, Server, tessera};
 
 const PW: &str = "correct horse battery";
 

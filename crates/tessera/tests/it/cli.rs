@@ -1,8 +1,6 @@
 //! The real `tessera` binary: decode, verify (file, URL, discovery) and keys generate, including
 //! garbage input, which must give one plain line on stderr and a non-zero exit, never a panic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};

@@ -2,86 +2,29 @@
 //! headers, silent and idle connections, a flood of idle connections past the cap, and HTTPS
 //! with the descriptor limit reached. Loopback only, short configured timeouts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dir, free_port};
+use crate::common::{Dir, Server};
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
+/// `tessera serve` on a free loopback port with `env` and `DIR/data`, run through `wrapper`
+/// (such as `prlimit --nofile=64:64`) when given.
+fn start(dir: &Dir, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
+    Server::launch(&dir.0.join("data"), env, wrapper, "http")
 }
 
-impl Server {
-    /// `tessera serve` on a free loopback port with `env` and `DIR/data`, run through `wrapper`
-    /// (such as `prlimit --nofile=64:64`) when given; ready once it says so.
-    fn start(dir: &Dir, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = dir.0.join(format!("serve-{port}.log"));
-        let data = dir.0.join("data");
-        let bin = env!("CARGO_BIN_EXE_tessera");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.args(["serve", "--data-dir", data.to_str().unwrap(), "--listen"])
-            .arg(addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut server = Server {
-            child: cmd.spawn().unwrap(),
-            addr,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.log().contains("tessera is serving") {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("the server exited ({status}): {}", server.log());
-            }
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// CPU time (user + system) the server has used so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-        // stime 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// CPU time (user + system) `server` has used so far.
+fn cpu(server: &Server) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
 fn clock_ticks() -> u64 {
@@ -200,7 +143,7 @@ fn healthz_answers(addr: SocketAddr) -> Duration {
 #[test]
 fn slowloris_headers_are_cut_at_the_header_read_timeout() {
     let dir = Dir::new("slowloris");
-    let server = Server::start(
+    let server = start(
         &dir,
         &[
             ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT", "2s"),
@@ -239,7 +182,7 @@ fn silent_and_idle_connections_are_closed_but_a_long_response_is_not() {
     // A confidential client, to follow the revocation feed (a response that never ends).
     let data = dir.0.join("data");
     let secret = add_follower(&data);
-    let server = Server::start(&dir, &env, &[]);
+    let server = start(&dir, &env, &[]);
     let addr = server.addr;
 
     // The feed follower: its response is in flight for as long as it follows.
@@ -300,7 +243,7 @@ fn silent_and_idle_connections_are_closed_but_a_long_response_is_not() {
 #[test]
 fn a_flood_of_idle_connections_past_the_cap_does_not_keep_a_client_out() {
     let dir = Dir::new("cap");
-    let server = Server::start(
+    let server = start(
         &dir,
         &[
             ("TESSERA_CONNECTIONS_MAX", "20"),
@@ -406,7 +349,7 @@ fn https_answers_within(addr: SocketAddr, cert: &Path, within: Duration) {
 fn https_out_of_descriptors_backs_off_instead_of_spinning() {
     let dir = Dir::new("emfile");
     let (cert, key) = certificate(&dir.0);
-    let server = Server::start(
+    let server = start(
         &dir,
         &[
             ("TESSERA_TLS_CERT", cert.to_str().unwrap()),
@@ -432,10 +375,10 @@ fn https_out_of_descriptors_backs_off_instead_of_spinning() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let cpu_before = server.cpu();
+    let cpu_before = cpu(&server);
     let log_before = server.log();
     std::thread::sleep(Duration::from_secs(3));
-    let cpu = server.cpu() - cpu_before;
+    let cpu = cpu(&server) - cpu_before;
     let log = server.log();
     let grown = &log[log_before.len().min(log.len())..];
     assert!(
@@ -458,7 +401,7 @@ fn https_out_of_descriptors_backs_off_instead_of_spinning() {
 fn https_default_cap_under_a_low_descriptor_limit_keeps_serving() {
     let dir = Dir::new("lowcap");
     let (cert, key) = certificate(&dir.0);
-    let server = Server::start(
+    let server = start(
         &dir,
         &[
             ("TESSERA_TLS_CERT", cert.to_str().unwrap()),
@@ -557,7 +500,7 @@ fn the_cap_spares_connections_with_a_request_in_flight() {
     let dir = Dir::new("busy");
     let data = dir.0.join("data");
     let secret = add_follower(&data);
-    let server = Server::start(
+    let server = start(
         &dir,
         &[
             ("TESSERA_CONNECTIONS_MAX", "3"),
@@ -599,7 +542,7 @@ fn the_cap_spares_connections_with_a_request_in_flight() {
 #[test]
 fn trickled_bodies_hold_no_place_past_the_cap_nor_past_the_header_timeout() {
     let dir = Dir::new("body");
-    let server = Server::start(
+    let server = start(
         &dir,
         &[
             ("TESSERA_CONNECTIONS_MAX", "5"),

@@ -10,11 +10,6 @@
 //! `<target>/browser-screenshots/` (CI artifacts, never committed). The accessibility check runs
 //! axe-core (from `interop/node/node_modules`, installed with `npm ci`) in the pages.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-mod webdriver;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
@@ -24,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Dir, Server, tessera};
-use webdriver::{Browser, DESKTOP, Driver, PHONE, png_size};
+use crate::common::{Dir, Server, tessera};
+use crate::webdriver::{Browser, DESKTOP, Driver, PHONE, png_size};
 
 const PW: &str = "correct horse battery";
 /// RFC 7636 Appendix B: the verifier and its S256 challenge.

@@ -6,11 +6,6 @@
 //! Redis: `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); HAProxy on the PATH (`scripts/test.sh`
 //! installs it as root). A missing one fails these tests; none is skipped.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
-
-mod common;
-mod fleet;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::free_port;
-use fleet::{
+use crate::common::free_port;
+use crate::fleet::{
     Instance, OwnRedis, PW, Relay, Shared, WITHIN, block_on, eventually, postgres_addr,
     postgres_url, redis_url,
 };
