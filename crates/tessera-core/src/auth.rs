@@ -11,7 +11,7 @@ use tessera_jose::{Clock, Revocation};
 use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
 use crate::revocation::Denylist;
 use crate::session::{Session, SessionPolicy};
-use crate::store::{FamilyRevocation, StoreError, Stores, UserStore};
+use crate::store::{FamilyRevocation, StoreError, Stores};
 use crate::throttle::{Attempt, DeviceCookies, Throttle};
 use crate::token::{Kind, Token, TokenHash, random_id};
 use crate::user::{User, normalize_username};
@@ -127,9 +127,8 @@ pub struct Authenticated {
 
 /// The service; the server shares one behind an `Arc`.
 #[derive(Debug)]
-pub struct Auth<U, S> {
-    users: U,
-    sessions: S,
+pub struct Auth<S> {
+    store: S,
     hasher: PasswordHasherPool,
     password_policy: PasswordPolicy,
     session_policy: SessionPolicy,
@@ -143,15 +142,14 @@ pub struct Auth<U, S> {
 /// The longest `User-Agent` kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
-impl<U: UserStore, S: Stores> Auth<U, S> {
+impl<S: Stores> Auth<S> {
     /// A service over these stores; what it revokes joins `denylist` (and the store's).
     #[expect(
         clippy::too_many_arguments,
         reason = "each part is distinct and required"
     )]
     pub fn new(
-        users: U,
-        sessions: S,
+        store: S,
         hasher: PasswordHasherPool,
         password_policy: PasswordPolicy,
         session_policy: SessionPolicy,
@@ -163,8 +161,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         Auth {
             devices,
             denylist,
-            users,
-            sessions,
+            store,
             hasher,
             password_policy,
             session_policy,
@@ -197,9 +194,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     /// Refuses what `r` covers until `exp`, in the store and in memory
     /// ([`Denylist::record`]).
     pub async fn revoke(&self, r: Revocation, exp: i64) -> Result<(), StoreError> {
-        self.denylist
-            .record(&self.sessions, r, exp, self.now())
-            .await
+        self.denylist.record(&self.store, r, exp, self.now()).await
     }
 
     /// Ends these sessions in the denylist: the access tokens issued under them are refused,
@@ -230,10 +225,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             also: &[],
             now,
         };
-        let (n, denied) = self
-            .sessions
-            .revoke_families_of(user_id, &revocation)
-            .await?;
+        let (n, denied) = self.store.revoke_families_of(user_id, &revocation).await?;
         self.denylist.extend_stored(denied, now);
         Ok(n)
     }
@@ -248,14 +240,9 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         self.revoke(r, self.denylist.keep_until(now)).await
     }
 
-    /// The user store.
-    pub fn users(&self) -> &U {
-        &self.users
-    }
-
-    /// The session store.
-    pub fn sessions(&self) -> &S {
-        &self.sessions
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// The session lifetimes.
@@ -269,7 +256,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         self.password_policy
             .check(password, &username)
             .map_err(AccountError::Password)?;
-        if self.users.user_by_name(&username).await?.is_some() {
+        if self.store.user_by_name(&username).await?.is_some() {
             return Err(AccountError::Taken);
         }
         let hash = self
@@ -284,7 +271,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             disabled: false,
             created_at: self.now(),
         };
-        self.users.create_user(&user).await?;
+        self.store.create_user(&user).await?;
         tracing::info!(target: "audit", event = "user_created", user = %user.id, username = %user.username);
         Ok(user)
     }
@@ -294,7 +281,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     /// in the store.
     async fn throttle_reserve(&self, attempt: &Attempt, now: i64) -> Result<bool, i64> {
         match self
-            .sessions
+            .store
             .throttle_reserve(&attempt.keys, self.throttle.policy(), now)
             .await
         {
@@ -314,7 +301,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         let (cleared, released) = attempt.returned(success);
         if !shared {
             self.throttle.release(cleared, released);
-        } else if let Err(e) = self.sessions.throttle_release(cleared, released).await {
+        } else if let Err(e) = self.store.throttle_release(cleared, released).await {
             tracing::warn!(error = %e, "releasing a shared throttle reservation failed");
         }
     }
@@ -342,7 +329,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         // typed text never becomes a key.
         let (name, user) = match normalize_username(username) {
             Some(name) => {
-                let user = self.users.user_by_name(&name).await.map_err(|e| {
+                let user = self.store.user_by_name(&name).await.map_err(|e| {
                     tracing::error!(error = %e, "user store unavailable");
                     LoginError::Unavailable
                 })?;
@@ -395,7 +382,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         self.throttle_release(&attempt, shared, true).await;
         if self.hasher.needs_rehash(&user.password_hash)
             && let Ok(hash) = self.hasher.hash(password).await
-            && let Err(e) = self.users.set_password_hash(&user.id, &hash).await
+            && let Err(e) = self.store.set_password_hash(&user.id, &hash).await
         {
             tracing::warn!(error = %e, "could not store the rehashed password");
         }
@@ -441,7 +428,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         for _ in 0..3 {
             let token = Token::generate(Kind::Session);
             let hash = token.hash();
-            match self.sessions.create_session(&hash, &session).await {
+            match self.store.create_session(&hash, &session).await {
                 Ok(()) => {
                     bump(&self.counters.sessions_created, 1);
                     tracing::info!(target: "audit", event = "session_created", user = %user.id, session = %session.handle);
@@ -497,7 +484,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         let hash = token.hash();
         let now = self.now();
         let mut session = self
-            .sessions
+            .store
             .session(&hash)
             .await
             .map_err(unavailable)?
@@ -505,7 +492,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         if self.denylist.session_revoked(&session.handle) {
             // Ended (its end is durable in the denylist) while its record could not be removed:
             // removed now.
-            if let Err(e) = self.sessions.delete_session(&hash).await {
+            if let Err(e) = self.store.delete_session(&hash).await {
                 tracing::debug!(error = %e, "removing an ended session failed");
             }
             return Err(SessionError::Invalid);
@@ -513,7 +500,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         if !session.alive_at(now) {
             // Expired: remove it now rather than wait for the purge.
             if self
-                .sessions
+                .store
                 .delete_session(&hash)
                 .await
                 .map_err(unavailable)?
@@ -526,13 +513,13 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
             }
             return Err(SessionError::Invalid);
         }
-        let user = match self.users.user_by_id(&session.user_id).await {
+        let user = match self.store.user_by_id(&session.user_id).await {
             Ok(Some(u)) if !u.disabled => u,
             Ok(_) => return Err(SessionError::Invalid),
             Err(e) => return Err(unavailable(e)),
         };
         if now - session.last_seen_at >= self.session_policy.touch_interval {
-            self.sessions
+            self.store
                 .touch_session(&hash, now)
                 .await
                 .map_err(unavailable)?;
@@ -552,7 +539,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     pub async fn logout(&self, hash: &TokenHash, session: &Session) -> Result<bool, SessionError> {
         let handle = &session.handle;
         self.revoke_sessions([session]).await.map_err(unavailable)?;
-        let ended = match self.sessions.delete_session(hash).await {
+        let ended = match self.store.delete_session(hash).await {
             Ok(ended) => ended,
             Err(e) => {
                 tracing::warn!(error = %e, "removing an ended session's record failed; it is refused and removed later");
@@ -573,7 +560,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     ) -> Result<Vec<(TokenHash, Session)>, SessionError> {
         let now = self.now();
         let mut list: Vec<_> = self
-            .sessions
+            .store
             .sessions_of(user_id)
             .await
             .map_err(unavailable)?
@@ -587,11 +574,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     /// Ends one of `user_id`'s sessions by its public handle; false if the user has no such
     /// session (another user's handle included).
     pub async fn end_session(&self, user_id: &str, handle: &str) -> Result<bool, SessionError> {
-        let list = self
-            .sessions
-            .sessions_of(user_id)
-            .await
-            .map_err(unavailable)?;
+        let list = self.store.sessions_of(user_id).await.map_err(unavailable)?;
         match list.into_iter().find(|(_, s)| s.handle == handle) {
             Some((hash, s)) => self.logout(&hash, &s).await,
             None => Ok(false),
@@ -605,7 +588,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         keep: &TokenHash,
     ) -> Result<u64, SessionError> {
         let ending: Vec<Session> = self
-            .sessions
+            .store
             .sessions_of(user_id)
             .await
             .map_err(unavailable)?
@@ -616,7 +599,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         // Refused first (durable), then removed: see `logout`.
         self.revoke_sessions(&ending).await.map_err(unavailable)?;
         let n = self
-            .sessions
+            .store
             .delete_sessions_of(user_id, Some(keep))
             .await
             .map_err(unavailable)?;
@@ -631,7 +614,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
         hash: &TokenHash,
         data: &Value,
     ) -> Result<bool, SessionError> {
-        self.sessions
+        self.store
             .set_session_data(hash, data)
             .await
             .map_err(unavailable)
@@ -641,7 +624,7 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<User, AccountError> {
         let name = normalize_username(username).ok_or(AccountError::NotFound)?;
         let user = self
-            .users
+            .store
             .user_by_name(&name)
             .await?
             .ok_or(AccountError::NotFound)?;
@@ -658,12 +641,12 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
                 tokio::time::sleep(std::time::Duration::from_secs(wait.unsigned_abs())).await;
             }
         }
-        self.users.set_disabled(&user.id, disabled).await?;
+        self.store.set_disabled(&user.id, disabled).await?;
         if disabled {
             // The database's steps before Redis's: a failure at the sessions leaves no refresh
             // family live (and a disabled account's sessions are refused anyway).
             let families = self.revoke_families_of(&user.id).await?;
-            let n = self.sessions.delete_sessions_of(&user.id, None).await?;
+            let n = self.store.delete_sessions_of(&user.id, None).await?;
             bump(&self.counters.sessions_ended, n);
             tracing::info!(target: "audit", event = "user_disabled", user = %user.id, sessions_ended = n, refresh_families_revoked = families);
         } else {
@@ -676,15 +659,15 @@ impl<U: UserStore, S: Stores> Auth<U, S> {
     pub async fn delete_user(&self, username: &str) -> Result<User, AccountError> {
         let name = normalize_username(username).ok_or(AccountError::NotFound)?;
         let user = self
-            .users
+            .store
             .user_by_name(&name)
             .await?
             .ok_or(AccountError::NotFound)?;
         self.revoke_subject(&user.id).await?;
         self.revoke_families_of(&user.id).await?;
-        let n = self.sessions.delete_sessions_of(&user.id, None).await?;
+        let n = self.store.delete_sessions_of(&user.id, None).await?;
         bump(&self.counters.sessions_ended, n);
-        self.users.delete_user(&user.id).await?;
+        self.store.delete_user(&user.id).await?;
         tracing::info!(target: "audit", event = "user_deleted", user = %user.id, sessions_ended = n);
         Ok(user)
     }

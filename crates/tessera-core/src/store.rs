@@ -319,14 +319,20 @@ pub trait ClientStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
-/// Everything the service keeps besides users: the bound of the server's second store.
+/// Everything the service keeps: the bound of the one store the service and the server run on.
 pub trait Stores:
-    SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore + ClientStore
+    UserStore + SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore + ClientStore
 {
 }
 
-impl<T: SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore + ClientStore> Stores
-    for T
+impl<T> Stores for T where
+    T: UserStore
+        + SessionStore
+        + KeyStore
+        + RefreshStore
+        + DenylistStore
+        + ThrottleStore
+        + ClientStore
 {
 }
 

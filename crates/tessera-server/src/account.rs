@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use tessera_core::client::redirect_uri_problem;
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{Authenticated, Client, Stores, UserStore};
+use tessera_core::{Authenticated, Client, Stores};
 
 use crate::AppState;
 use crate::look::esc;
@@ -24,7 +24,7 @@ pub(crate) struct Return {
     state: Option<String>,
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// The return `p` asks for (`client_id`, `post_logout_redirect_uri`, `state`): none when it
     /// names no address; the page to show when the address is not one registered for the
     /// client (never a redirect: an open redirector is a phishing tool).
@@ -48,7 +48,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         if p.get("state").is_some_and(|s| s.len() > MAX_STATE) {
             return Err(refused());
         }
-        let client = match self.auth.sessions().client(client_id).await {
+        let client = match self.auth.store().client(client_id).await {
             Ok(Some(c)) => c,
             Ok(None) => return Err(refused()),
             Err(_) => return Err(self.settings.look.unavailable_page()),
@@ -90,8 +90,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
 
 /// `GET /signout`: who is signed in, and a button to sign out (and, when an application asked,
 /// where the person goes back to).
-pub(crate) async fn signout_page<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn signout_page<S: Stores>(
+    State(state): State<AppState<S>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -150,8 +150,8 @@ pub(crate) async fn signout_page<U: UserStore, S: Stores>(
 
 /// `POST /signout`: ends the browser's session (and the access tokens issued under it), then
 /// back to the application if one asked.
-pub(crate) async fn signout<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn signout<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -240,8 +240,8 @@ pub(crate) fn device(user_agent: Option<&str>) -> String {
 
 /// `GET /account`: who is signed in, their sessions and the applications they allowed, each
 /// with a button to end or withdraw it. Not signed in: the sign-in form, back here after.
-pub(crate) async fn account_page<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn account_page<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Response {
     let a = match state.browser_session(&headers).await {
@@ -252,7 +252,7 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
     let Ok(sessions) = state.auth.sessions_of(&a.user.id).await else {
         return state.settings.look.unavailable_page();
     };
-    let Ok(consents) = state.auth.sessions().consents_of(&a.user.id).await else {
+    let Ok(consents) = state.auth.store().consents_of(&a.user.id).await else {
         return state.settings.look.unavailable_page();
     };
     let now = state.auth.now();
@@ -319,8 +319,8 @@ pub(crate) async fn account_page<U: UserStore, S: Stores>(
 
 /// A form of the account page, its anti-forgery token checked: the session and the form's
 /// fields, or the page to show.
-async fn account_form<U: UserStore, S: Stores>(
-    state: &AppState<U, S>,
+async fn account_form<S: Stores>(
+    state: &AppState<S>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Authenticated, HashMap<String, String>), Response> {
@@ -341,8 +341,8 @@ async fn account_form<U: UserStore, S: Stores>(
 }
 
 /// `POST /account/sessions/end`: ends one of the person's sessions (this one: signed out).
-pub(crate) async fn end_session<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn end_session<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -360,8 +360,8 @@ pub(crate) async fn end_session<U: UserStore, S: Stores>(
 
 /// `POST /account/consents/withdraw`: withdraws a consent; the application's refresh tokens
 /// for this person stop working, and it must ask again.
-pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn withdraw_consent<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -370,12 +370,7 @@ pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
         Err(res) => return res,
     };
     let client = p.get("client_id").map(String::as_str).unwrap_or_default();
-    match state
-        .auth
-        .sessions()
-        .delete_consent(&a.user.id, client)
-        .await
-    {
+    match state.auth.store().delete_consent(&a.user.id, client).await {
         Ok(withdrawn) => {
             if withdrawn {
                 tracing::info!(target: "audit", event = "consent_withdrawn", user = %a.user.id, client = %Untrusted(client));

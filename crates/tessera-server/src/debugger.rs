@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
-use tessera_core::{Stores, UserStore, humantime};
+use tessera_core::{Stores, humantime};
 use tessera_jose::dangerous;
 
 use crate::AppState;
@@ -43,9 +43,7 @@ fn form(token: &str, problem: Option<&str>) -> String {
 }
 
 /// `GET /debugger`.
-pub(crate) async fn debugger_page<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
-) -> Response {
+pub(crate) async fn debugger_page<S: Stores>(State(state): State<AppState<S>>) -> Response {
     state
         .settings
         .look
@@ -58,8 +56,8 @@ fn pretty(v: &Value) -> String {
 }
 
 /// `POST /debugger`: the token decoded and judged.
-pub(crate) async fn debug_token<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn debug_token<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

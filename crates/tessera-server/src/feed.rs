@@ -27,7 +27,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use tessera_core::{Denylist, Stores, UserStore};
+use tessera_core::{Denylist, Stores};
 
 use crate::AppState;
 use crate::oauth::OAuthError;
@@ -97,8 +97,8 @@ impl Follower {
 }
 
 /// `GET /oauth2/revocations`.
-pub(crate) async fn revocations<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn revocations<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let client = state

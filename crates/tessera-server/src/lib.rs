@@ -32,7 +32,6 @@ use axum::routing::{delete, get, post};
 use tessera_core::{
     Auth, Change, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool,
     PasswordPolicy, SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens,
-    UserStore,
 };
 use tessera_jose::Clock;
 use tokio::net::TcpListener;
@@ -90,9 +89,9 @@ pub use tessera_core::LEEWAY;
 
 /// The shared state of every handler.
 #[derive(Debug)]
-pub struct AppState<U, S> {
+pub struct AppState<S> {
     /// The domain service.
-    pub auth: Arc<Auth<U, S>>,
+    pub auth: Arc<Auth<S>>,
     /// Handler settings.
     pub settings: Arc<Settings>,
     /// Request metrics.
@@ -105,7 +104,7 @@ pub struct AppState<U, S> {
     pub denylist: Arc<Denylist>,
 }
 
-impl<U, S> Clone for AppState<U, S> {
+impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
         AppState {
             auth: Arc::clone(&self.auth),
@@ -118,7 +117,7 @@ impl<U, S> Clone for AppState<U, S> {
     }
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// Denylists a verified access token until its expiry and revokes its refresh family, in
     /// one step of the store.
     pub async fn revoke_access(
@@ -134,15 +133,14 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     }
 }
 
-/// Builds the service over `users` and `sessions` with `clock`; signing keys are sealed under
-/// `master` (a first key is made if the store has none).
-pub async fn build<U: UserStore, S: Stores + Clone>(
+/// Builds the service over `store` with `clock`; signing keys are sealed under `master` (a
+/// first key is made if the store has none).
+pub async fn build<S: Stores + Clone>(
     config: &Config,
-    users: U,
-    sessions: S,
+    store: S,
     clock: Arc<dyn Clock>,
     master: MasterKey,
-) -> Result<AppState<U, S>, ConfigError> {
+) -> Result<AppState<S>, ConfigError> {
     let p = &config.password;
     let hasher = PasswordHasherPool::new(
         HashParams {
@@ -175,7 +173,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
     // Revocations survive a restart: the denylist is reloaded from the store.
     let denylist = Arc::new(Denylist::new(access_ttl));
     denylist.extend_stored(
-        sessions
+        store
             .denied_access(now)
             .await
             .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?,
@@ -187,19 +185,13 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         config.throttle.device_ttl.secs().max(1),
     );
     let keys = Arc::new(
-        KeyManager::start(
-            sessions.clone(),
-            master,
-            algorithm,
-            now,
-            access_ttl + LEEWAY,
-        )
-        .await
-        .map_err(|e| ConfigError(e.to_string()))?,
+        KeyManager::start(store.clone(), master, algorithm, now, access_ttl + LEEWAY)
+            .await
+            .map_err(|e| ConfigError(e.to_string()))?,
     );
     let t = &config.tokens;
     let tokens = Tokens::new(
-        sessions.clone(),
+        store.clone(),
         Arc::clone(&keys),
         successor,
         TokenSettings {
@@ -219,8 +211,7 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
         Arc::clone(&denylist),
     );
     let auth = Auth::new(
-        users,
-        sessions,
+        store,
         hasher,
         PasswordPolicy {
             min_len: p.min_length,
@@ -280,65 +271,65 @@ pub async fn build<U: UserStore, S: Stores + Clone>(
 
 /// The routes, with the body limit, the request timeout, metrics and problem bodies for every
 /// error the framework itself produces.
-pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -> Router {
+pub fn router<S: Stores>(state: AppState<S>, config: &Config) -> Router {
     Router::new()
-        .route("/auth/login", post(routes::login::<U, S>))
-        .route("/auth/logout", post(routes::logout::<U, S>))
-        .route("/auth/me", get(routes::me::<U, S>))
+        .route("/auth/login", post(routes::login::<S>))
+        .route("/auth/logout", post(routes::logout::<S>))
+        .route("/auth/me", get(routes::me::<S>))
         .route(
             "/auth/sessions",
-            get(routes::list_sessions::<U, S>).delete(routes::end_other_sessions::<U, S>),
+            get(routes::list_sessions::<S>).delete(routes::end_other_sessions::<S>),
         )
-        .route("/auth/sessions/{id}", delete(routes::end_session::<U, S>))
+        .route("/auth/sessions/{id}", delete(routes::end_session::<S>))
         .route(
             "/auth/session/data",
-            get(routes::get_session_data::<U, S>).put(routes::put_session_data::<U, S>),
+            get(routes::get_session_data::<S>).put(routes::put_session_data::<S>),
         )
-        .route("/auth/register", post(routes::register::<U, S>))
+        .route("/auth/register", post(routes::register::<S>))
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz::<U, S>))
-        .route("/metrics", get(routes::metrics::<U, S>))
-        .route("/.well-known/jwks.json", get(routes::jwks::<U, S>))
-        .route("/oauth2/token", post(oauth::token::<U, S>))
-        .route("/oauth2/revoke", post(oauth::revoke::<U, S>))
-        .route("/oauth2/introspect", post(oauth::introspect::<U, S>))
-        .route("/oauth2/revocations", get(feed::revocations::<U, S>))
+        .route("/readyz", get(routes::readyz::<S>))
+        .route("/metrics", get(routes::metrics::<S>))
+        .route("/.well-known/jwks.json", get(routes::jwks::<S>))
+        .route("/oauth2/token", post(oauth::token::<S>))
+        .route("/oauth2/revoke", post(oauth::revoke::<S>))
+        .route("/oauth2/introspect", post(oauth::introspect::<S>))
+        .route("/oauth2/revocations", get(feed::revocations::<S>))
         .route(
             "/oauth2/authorize",
-            get(pages::authorize::<U, S>).post(pages::decide::<U, S>),
+            get(pages::authorize::<S>).post(pages::decide::<S>),
         )
-        .route("/oauth2/login", post(pages::login_form::<U, S>))
+        .route("/oauth2/login", post(pages::login_form::<S>))
         .route(look::STYLESHEET, get(look::stylesheet))
         .route(
             look::LOGO,
-            get(|State(s): State<AppState<U, S>>| async move { s.settings.look.logo() }),
+            get(|State(s): State<AppState<S>>| async move { s.settings.look.logo() }),
         )
         .route(
             "/debugger",
-            get(debugger::debugger_page::<U, S>).post(debugger::debug_token::<U, S>),
+            get(debugger::debugger_page::<S>).post(debugger::debug_token::<S>),
         )
-        .route("/account", get(account::account_page::<U, S>))
-        .route("/account/sessions/end", post(account::end_session::<U, S>))
+        .route("/account", get(account::account_page::<S>))
+        .route("/account/sessions/end", post(account::end_session::<S>))
         .route(
             "/account/consents/withdraw",
-            post(account::withdraw_consent::<U, S>),
+            post(account::withdraw_consent::<S>),
         )
         .route(
             "/signout",
-            get(account::signout_page::<U, S>).post(account::signout::<U, S>),
+            get(account::signout_page::<S>).post(account::signout::<S>),
         )
-        .route("/auth/consents", get(pages::consents::<U, S>))
+        .route("/auth/consents", get(pages::consents::<S>))
         .route(
             "/auth/consents/{client_id}",
-            delete(pages::withdraw_consent::<U, S>),
+            delete(pages::withdraw_consent::<S>),
         )
         .route(
             "/.well-known/openid-configuration",
-            get(routes::discovery::<U, S>),
+            get(routes::discovery::<S>),
         )
         .route(
             "/.well-known/oauth-authorization-server",
-            get(routes::discovery::<U, S>),
+            get(routes::discovery::<S>),
         )
         .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(config.body_limit))
@@ -346,20 +337,13 @@ pub fn router<U: UserStore, S: Stores>(state: AppState<U, S>, config: &Config) -
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout.0,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            finish::<U, S>,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), finish::<S>))
         .with_state(state)
 }
 
 /// Records metrics, adds the security headers, and turns any error response that is not yet a
 /// problem (router 405, timeout 408, …) into one.
-async fn finish<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn finish<S: Stores>(State(state): State<AppState<S>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let mut res = next.run(req).await;
@@ -430,10 +414,7 @@ pub async fn serve_with(
 
 /// Reloads the signing keys every `every`: a rotation made by the CLI or another instance, or
 /// a key reaching its activation time, takes effect without a restart.
-pub fn spawn_key_refresher<U: UserStore, S: Stores>(
-    state: &AppState<U, S>,
-    every: std::time::Duration,
-) {
+pub fn spawn_key_refresher<S: Stores>(state: &AppState<S>, every: std::time::Duration) {
     let keys = Arc::clone(&state.keys);
     let auth = Arc::clone(&state.auth);
     tokio::spawn(async move {
@@ -451,8 +432,8 @@ pub fn spawn_key_refresher<U: UserStore, S: Stores>(
 /// `evict` drops what the store caches hold, a revoked access token joins the denylist, a key
 /// change reloads the keys, and [`Change::Everything`] (a feed that reconnected, a generation
 /// that moved) reloads both.
-pub fn spawn_change_listener<U: UserStore, S: Stores>(
-    state: &AppState<U, S>,
+pub fn spawn_change_listener<S: Stores>(
+    state: &AppState<S>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
     evict: impl Fn(&Change) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
@@ -471,7 +452,7 @@ pub fn spawn_change_listener<U: UserStore, S: Stores>(
                     }
                 }
                 Change::Everything => {
-                    match state.auth.sessions().denied_access(now - LEEWAY).await {
+                    match state.auth.store().denied_access(now - LEEWAY).await {
                         Ok(entries) => {
                             state.denylist.extend_stored(entries, now);
                             state.denylist.set_fresh(true);
@@ -506,8 +487,8 @@ const SYNC_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// (or the CLI): the denylist is complete within `every` of a revocation whether or not the
 /// change feed (Redis pub/sub, the fast path) delivered it. The copy counts as fresh while
 /// these reads succeed, and stale once they have failed for three periods in a row.
-pub fn spawn_denylist_sync<U: UserStore, S: Stores>(
-    state: &AppState<U, S>,
+pub fn spawn_denylist_sync<S: Stores>(
+    state: &AppState<S>,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
@@ -526,11 +507,7 @@ pub fn spawn_denylist_sync<U: UserStore, S: Stores>(
             // writer's clock far off) is not missed for longer than this.
             let full = full_at.elapsed() >= SYNC_FULL_EVERY;
             let since = if full { i64::MIN } else { last - SYNC_LOOKBACK };
-            let read = state
-                .auth
-                .sessions()
-                .denied_since(since, now - LEEWAY)
-                .await;
+            let read = state.auth.store().denied_since(since, now - LEEWAY).await;
             if full && read.is_ok() {
                 full_at = tokio::time::Instant::now();
             }
@@ -554,27 +531,27 @@ pub fn spawn_denylist_sync<U: UserStore, S: Stores>(
 }
 
 /// Removes dead sessions every `every` until the process ends (stores without native expiry).
-pub fn spawn_purger<U: UserStore, S: Stores>(state: &AppState<U, S>, every: std::time::Duration) {
+pub fn spawn_purger<S: Stores>(state: &AppState<S>, every: std::time::Duration) {
     let auth = Arc::clone(&state.auth);
     let access_ttl = state.tokens.settings().access_ttl;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Err(e) = auth.sessions().purge_denied(auth.now() - LEEWAY).await {
+            if let Err(e) = auth.store().purge_denied(auth.now() - LEEWAY).await {
                 tracing::warn!(error = %e, "purging the access-token denylist failed");
             }
             if let Err(e) = auth
-                .sessions()
+                .store()
                 .purge_access(auth.now() - access_ttl - LEEWAY)
                 .await
             {
                 tracing::warn!(error = %e, "purging the records of expired access tokens failed");
             }
-            if let Err(e) = auth.sessions().purge_codes(auth.now()).await {
+            if let Err(e) = auth.store().purge_codes(auth.now()).await {
                 tracing::warn!(error = %e, "purging expired authorization codes failed");
             }
-            match auth.sessions().purge_expired_sessions(auth.now()).await {
+            match auth.store().purge_expired_sessions(auth.now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
                 Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{AccessGrant, AccessIssued, Client, GrantError, Issued, Stores, UserStore};
+use tessera_core::{AccessGrant, AccessIssued, Client, GrantError, Issued, Stores};
 
 use crate::AppState;
 
@@ -181,7 +181,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((id, secret)))
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// Authenticates the client of an OAuth request by exactly one method (RFC 6749 §2.3):
     /// `client_secret_basic`, `client_secret_post`, or `none` (a public client naming itself).
     pub async fn oauth_client(
@@ -233,7 +233,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         let unknown = || OAuthError::new("invalid_client", "client authentication failed");
         let client = self
             .auth
-            .sessions()
+            .store()
             .client(&id)
             .await
             .map_err(|_| OAuthError::unavailable())?
@@ -333,8 +333,8 @@ fn access_response(issued: &AccessIssued, exchange: bool) -> Response {
     no_store(Json(body).into_response())
 }
 
-pub(crate) async fn token<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn token<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -397,8 +397,8 @@ pub(crate) async fn token<U: UserStore, S: Stores>(
 
 /// RFC 8693: a gateway holding a person's session token gets a short-lived access JWT for one
 /// audience, so the services behind it see a JWT, never the session.
-async fn token_exchange<U: UserStore, S: Stores>(
-    state: &AppState<U, S>,
+async fn token_exchange<S: Stores>(
+    state: &AppState<S>,
     caller: &OAuthClient,
     params: &HashMap<String, String>,
 ) -> Result<Response, OAuthError> {
@@ -468,8 +468,8 @@ async fn token_exchange<U: UserStore, S: Stores>(
     ))
 }
 
-pub(crate) async fn revoke<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn revoke<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -502,8 +502,8 @@ pub(crate) async fn revoke<U: UserStore, S: Stores>(
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
-pub(crate) async fn introspect<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn introspect<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -523,7 +523,7 @@ pub(crate) async fn introspect<U: UserStore, S: Stores>(
     Ok(no_store(Json(answer).into_response()))
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// RFC 7662 §2.2: what is known of an access JWT, refresh token or session token; `{"active":
     /// false}` for anything not valid now. With the denylist possibly stale (its feed lost),
     /// access tokens are inactive unless `tokens.introspection_stale_denylist` is `open`.
@@ -577,7 +577,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         let sub = c.sub.as_deref().unwrap_or_default();
         let mut username = None;
         if sub.starts_with("usr_") {
-            match self.auth.users().user_by_id(sub).await {
+            match self.auth.store().user_by_id(sub).await {
                 Ok(Some(u)) if !u.disabled => username = Some(u.username),
                 Ok(_) => return Ok(inactive),
                 Err(_) => return Err(OAuthError::unavailable()),
@@ -586,7 +586,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         if let Some(cid) = c.client_id.as_deref()
             && cid != self.settings.client_id
         {
-            match self.auth.sessions().client(cid).await {
+            match self.auth.store().client(cid).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(inactive),
                 Err(_) => return Err(OAuthError::unavailable()),

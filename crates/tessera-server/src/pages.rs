@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, subset, valid_challenge, valid_scope};
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{Authenticated, Client, ClientStore, Consent, LoginError, Stores, UserStore};
+use tessera_core::{Authenticated, Client, ClientStore, Consent, LoginError, Stores};
 
 use crate::AppState;
 use crate::http::{Peer, cookie, same_origin};
@@ -103,7 +103,7 @@ pub(crate) fn see_other(location: &str) -> Response {
     res
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// Whether the anti-forgery token of `p`, a form of this session's page `form`, is this
     /// session's.
     pub(crate) fn form_token_ok(
@@ -137,7 +137,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
         let client_id = p
             .get("client_id")
             .ok_or_else(|| page("client_id is missing"))?;
-        let client = match self.auth.sessions().client(client_id).await {
+        let client = match self.auth.store().client(client_id).await {
             Ok(Some(c)) if c.allows(AUTHORIZATION_CODE) => c,
             Ok(_) => {
                 return Err(page(
@@ -295,7 +295,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     async fn consented(&self, user_id: &str, r: &Request) -> Result<bool, Response> {
         let consents = self
             .auth
-            .sessions()
+            .store()
             .consents_of(user_id)
             .await
             .map_err(|_| self.settings.look.unavailable_page())?;
@@ -486,8 +486,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
 }
 
 /// `GET /oauth2/authorize`.
-pub(crate) async fn authorize<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn authorize<S: Stores>(
+    State(state): State<AppState<S>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -552,8 +552,8 @@ pub(crate) async fn authorize<U: UserStore, S: Stores>(
 }
 
 /// `POST /oauth2/authorize`: the consent form's decision.
-pub(crate) async fn decide<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn decide<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -590,7 +590,7 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
             };
             if state
                 .auth
-                .sessions()
+                .store()
                 .set_consent(&a.user.id, &consent)
                 .await
                 .is_err()
@@ -613,8 +613,8 @@ pub(crate) async fn decide<U: UserStore, S: Stores>(
 
 /// `POST /oauth2/login`: the login form; on success, a session cookie and back to the
 /// authorization request.
-pub(crate) async fn login_form<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn login_form<S: Stores>(
+    State(state): State<AppState<S>>,
     peer: Peer,
     headers: HeaderMap,
     body: Bytes,
@@ -740,14 +740,14 @@ fn with_retry_after(mut res: Response, wait: i64) -> Response {
 }
 
 /// `GET /auth/consents`: the caller's standing consents.
-pub(crate) async fn consents<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn consents<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let caller = state.caller(&headers).await?;
     let list = state
         .auth
-        .sessions()
+        .store()
         .consents_of(&caller.auth.user.id)
         .await
         .map_err(|_| Problem::unavailable())?;
@@ -763,15 +763,15 @@ pub(crate) async fn consents<U: UserStore, S: Stores>(
 
 /// `DELETE /auth/consents/{client_id}`: withdraws a consent; the client's refresh tokens for
 /// this person stop working at once, and it must ask again.
-pub(crate) async fn withdraw_consent<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn withdraw_consent<S: Stores>(
+    State(state): State<AppState<S>>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let caller = state.caller(&headers).await?;
     state.guard(&caller, &headers)?;
     let user = &caller.auth.user.id;
-    if !ClientStore::delete_consent(state.auth.sessions(), user, &client_id)
+    if !ClientStore::delete_consent(state.auth.store(), user, &client_id)
         .await
         .map_err(|_| Problem::unavailable())?
     {

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tessera_core::{Authenticated, ClientInfo, Stores, UserStore};
+use tessera_core::{Authenticated, ClientInfo, Stores};
 
 use crate::AppState;
 use crate::http::{JsonBody, Peer, bearer, client_ip, cookie, same_origin};
@@ -24,7 +24,7 @@ pub struct Caller {
     pub via_cookie: bool,
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// The caller's session from `Authorization: Bearer tss_…` or the session cookie; never
     /// from the URL.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
@@ -108,8 +108,8 @@ pub(crate) struct LoginRequest {
     mode: Option<String>,
 }
 
-pub(crate) async fn login<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn login<S: Stores>(
+    State(state): State<AppState<S>>,
     peer: Peer,
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
@@ -162,8 +162,8 @@ pub(crate) async fn login<U: UserStore, S: Stores>(
     Ok(no_store(res))
 }
 
-pub(crate) async fn logout<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn logout<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     if let Some(token) = bearer(&headers)
@@ -195,7 +195,7 @@ fn invalid_token(why: &str) -> Problem {
     p
 }
 
-impl<U: UserStore, S: Stores> AppState<U, S> {
+impl<S: Stores> AppState<S> {
     /// A bearer access JWT verified: ours, unexpired, not denylisted, of a live user.
     pub async fn jwt_caller(
         &self,
@@ -214,7 +214,7 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
             return Err(invalid_token("the access token was revoked"));
         }
         let sub = verified.claims.sub.as_deref().unwrap_or_default();
-        let user = match self.auth.users().user_by_id(sub).await {
+        let user = match self.auth.store().user_by_id(sub).await {
             Ok(Some(u)) if !u.disabled => u,
             Ok(_) => return Err(invalid_token("the access token's user no longer exists")),
             Err(_) => return Err(Problem::unavailable()),
@@ -223,8 +223,8 @@ impl<U: UserStore, S: Stores> AppState<U, S> {
     }
 }
 
-pub(crate) async fn me<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn me<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     if let Some(token) = bearer(&headers)
@@ -257,8 +257,8 @@ pub(crate) async fn me<U: UserStore, S: Stores>(
     ))
 }
 
-pub(crate) async fn list_sessions<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn list_sessions<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let caller = state.caller(&headers).await?;
@@ -280,8 +280,8 @@ pub(crate) async fn list_sessions<U: UserStore, S: Stores>(
     Ok(no_store(Json(out).into_response()))
 }
 
-pub(crate) async fn end_session<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn end_session<S: Stores>(
+    State(state): State<AppState<S>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
@@ -295,8 +295,8 @@ pub(crate) async fn end_session<U: UserStore, S: Stores>(
     }
 }
 
-pub(crate) async fn end_other_sessions<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn end_other_sessions<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let caller = state.caller(&headers).await?;
@@ -308,16 +308,16 @@ pub(crate) async fn end_other_sessions<U: UserStore, S: Stores>(
     Ok(Json(json!({ "ended": n })).into_response())
 }
 
-pub(crate) async fn get_session_data<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn get_session_data<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let caller = state.caller(&headers).await?;
     Ok(no_store(Json(caller.auth.session.data).into_response()))
 }
 
-pub(crate) async fn put_session_data<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn put_session_data<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     JsonBody(data): JsonBody<Value>,
 ) -> Result<Response, Problem> {
@@ -350,8 +350,8 @@ pub(crate) struct RegisterRequest {
     password: String,
 }
 
-pub(crate) async fn register<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
+pub(crate) async fn register<S: Stores>(
+    State(state): State<AppState<S>>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<Response, Problem> {
@@ -379,19 +379,17 @@ pub(crate) async fn healthz() -> &'static str {
 /// see an instance hang because a store does.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-pub(crate) async fn readyz<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
-) -> Response {
+pub(crate) async fn readyz<S: Stores>(State(state): State<AppState<S>>) -> Response {
     // Each store is asked in a task of its own, so that a store that hangs costs its own
     // timeout there (and marks it down for every request) while this answers within
     // READY_WAIT; a store marked down answers at once.
     let users = {
         let state = state.clone();
-        tokio::spawn(async move { state.auth.users().ping().await.is_ok() })
+        tokio::spawn(async move { state.auth.store().ping().await.is_ok() })
     };
     let sessions = {
         let state = state.clone();
-        tokio::spawn(async move { state.auth.sessions().count_sessions().await.is_ok() })
+        tokio::spawn(async move { state.auth.store().count_sessions().await.is_ok() })
     };
     let answered = |r: Result<
         Result<bool, tokio::task::JoinError>,
@@ -423,10 +421,8 @@ pub(crate) async fn readyz<U: UserStore, S: Stores>(
     no_store((code, body).into_response())
 }
 
-pub(crate) async fn metrics<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
-) -> Response {
-    let active = state.auth.sessions().count_sessions().await.ok();
+pub(crate) async fn metrics<S: Stores>(State(state): State<AppState<S>>) -> Response {
+    let active = state.auth.store().count_sessions().await.ok();
     let mut text = state
         .metrics
         .render(state.auth.counters(), state.auth.hashing(), active);
@@ -445,7 +441,7 @@ pub(crate) async fn metrics<U: UserStore, S: Stores>(
         .into_response()
 }
 
-pub(crate) async fn jwks<U: UserStore, S: Stores>(State(state): State<AppState<U, S>>) -> Response {
+pub(crate) async fn jwks<S: Stores>(State(state): State<AppState<S>>) -> Response {
     let ring = state.keys.ring();
     (
         [
@@ -458,9 +454,7 @@ pub(crate) async fn jwks<U: UserStore, S: Stores>(State(state): State<AppState<U
 }
 
 /// RFC 8414 / OpenID discovery: exactly what this server offers.
-pub(crate) async fn discovery<U: UserStore, S: Stores>(
-    State(state): State<AppState<U, S>>,
-) -> Response {
+pub(crate) async fn discovery<S: Stores>(State(state): State<AppState<S>>) -> Response {
     let s = &state.settings;
     let mut algs = vec![s.algorithm.name()];
     for k in state.keys.ring().keys.keys() {

@@ -16,10 +16,10 @@ use tessera_store::{MemoryStore, SqliteStore};
 const PW: &str = "correct horse battery";
 const T0: i64 = 1_800_000_000;
 
-struct App<U, S> {
+struct App<S> {
     url: String,
     clock: ManualClock,
-    state: AppState<U, S>,
+    state: AppState<S>,
     http: reqwest::Client,
     cookie_name: &'static str,
 }
@@ -31,17 +31,13 @@ fn config() -> Config {
     c
 }
 
-async fn spawn_with<U: UserStore + Clone, S: Stores + Clone>(
-    mut config: Config,
-    users: U,
-    sessions: S,
-) -> App<U, S> {
+async fn spawn_with<S: Stores + Clone>(mut config: Config, store: S) -> App<S> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     config.listen = addr;
     let clock = ManualClock::new(T0);
     let master = MasterKey::from_bytes(&[42u8; 32]).unwrap();
-    let state = tessera_server::build(&config, users, sessions, Arc::new(clock.clone()), master)
+    let state = tessera_server::build(&config, store, Arc::new(clock.clone()), master)
         .await
         .unwrap();
     let cookie_name = state.settings.cookie_name;
@@ -63,14 +59,14 @@ async fn spawn_with<U: UserStore + Clone, S: Stores + Clone>(
     }
 }
 
-async fn spawn(config: Config) -> App<MemoryStore, MemoryStore> {
+async fn spawn(config: Config) -> App<MemoryStore> {
     let s = MemoryStore::new();
-    spawn_with(config, s.clone(), s).await
+    spawn_with(config, s).await
 }
 
-async fn spawn_sqlite(config: Config) -> App<SqliteStore, SqliteStore> {
+async fn spawn_sqlite(config: Config) -> App<SqliteStore> {
     let s = SqliteStore::open("sqlite::memory:").await.unwrap();
-    spawn_with(config, s.clone(), s).await
+    spawn_with(config, s).await
 }
 
 struct Login {
@@ -79,7 +75,7 @@ struct Login {
     body: Value,
 }
 
-impl<U: UserStore, S: Stores> App<U, S> {
+impl<S: Stores> App<S> {
     async fn user(&self, name: &str) {
         self.state.auth.create_user(name, PW).await.unwrap();
     }
@@ -194,7 +190,7 @@ macro_rules! on_both_stores {
     };
 }
 
-async fn login_me_logout<U: UserStore, S: Stores>(app: App<U, S>) {
+async fn login_me_logout<S: Stores>(app: App<S>) {
     app.user("Alice").await;
     let l = app.login("alice").await;
     assert!(l.token.starts_with("tss_"));
@@ -239,7 +235,7 @@ async fn login_me_logout<U: UserStore, S: Stores>(app: App<U, S>) {
 }
 on_both_stores!(login_me_logout);
 
-async fn sessions_list_end_one_end_others<U: UserStore, S: Stores>(app: App<U, S>) {
+async fn sessions_list_end_one_end_others<S: Stores>(app: App<S>) {
     app.user("alice").await;
     app.user("bob").await;
     let a1 = app.login("alice").await;
@@ -325,7 +321,7 @@ async fn sessions_list_end_one_end_others<U: UserStore, S: Stores>(app: App<U, S
 }
 on_both_stores!(sessions_list_end_one_end_others);
 
-async fn idle_and_absolute_expiry<U: UserStore, S: Stores>(app: App<U, S>) {
+async fn idle_and_absolute_expiry<S: Stores>(app: App<S>) {
     app.user("alice").await;
     let l = app.login("alice").await;
     // Idle timeout 30 min: activity keeps it alive...
@@ -351,13 +347,13 @@ async fn idle_and_absolute_expiry<U: UserStore, S: Stores>(app: App<U, S>) {
 }
 on_both_stores!(idle_and_absolute_expiry);
 
-impl<U, S> App<U, S> {
+impl<S> App<S> {
     fn clock_now(&self) -> i64 {
         tessera_jose::Clock::now(&self.clock)
     }
 }
 
-async fn last_seen_written_at_most_once_a_minute<U: UserStore, S: Stores>(app: App<U, S>) {
+async fn last_seen_written_at_most_once_a_minute<S: Stores>(app: App<S>) {
     app.user("alice").await;
     let l = app.login("alice").await;
     let hash = tessera_core::Token::parse(tessera_core::Kind::Session, &l.token)
@@ -366,7 +362,7 @@ async fn last_seen_written_at_most_once_a_minute<U: UserStore, S: Stores>(app: A
     let seen = || async {
         app.state
             .auth
-            .sessions()
+            .store()
             .session(&hash)
             .await
             .unwrap()
@@ -668,7 +664,7 @@ async fn disabling_a_user_ends_its_sessions() {
     assert_eq!(
         app.state
             .auth
-            .sessions()
+            .store()
             .sessions_of(a1.body["sub"].as_str().unwrap())
             .await
             .unwrap()
@@ -982,7 +978,7 @@ async fn health_readiness_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_with_older_hash_parameters_rehashes() {
     let store = MemoryStore::new();
-    let old = spawn_with(config(), store.clone(), store.clone()).await;
+    let old = spawn_with(config(), store.clone()).await;
     old.user("alice").await;
     let before = store
         .user_by_name("alice")
@@ -993,7 +989,7 @@ async fn a_login_with_older_hash_parameters_rehashes() {
     assert!(before.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
     let mut stronger = config();
     stronger.password.iterations = 3;
-    let new = spawn_with(stronger, store.clone(), store.clone()).await;
+    let new = spawn_with(stronger, store.clone()).await;
     new.login("alice").await;
     let after = store
         .user_by_name("alice")
@@ -1051,7 +1047,7 @@ async fn jwks_and_discovery_publish_public_keys_only() {
     assert!(keys[0]["kid"].as_str().unwrap().len() > 20);
     assert!(keys[0].get("d").is_none());
     // At rest the private key is sealed: the store holds no "d".
-    let stored = app.state.auth.sessions().signing_keys().await.unwrap();
+    let stored = app.state.auth.store().signing_keys().await.unwrap();
     assert_eq!(stored.len(), 1);
     assert!(!String::from_utf8_lossy(&stored[0].sealed).contains("\"d\""));
     for path in [
@@ -1196,7 +1192,7 @@ struct Tokens {
     refresh: String,
 }
 
-impl<U: UserStore, S: Stores> App<U, S> {
+impl<S: Stores> App<S> {
     async fn token_login(&self, name: &str) -> Tokens {
         let res = self
             .login_raw(
@@ -1856,7 +1852,7 @@ async fn a_revoked_access_token_stays_revoked_across_a_restart() {
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("t.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
-    let first = spawn_with(config(), store.clone(), store.clone()).await;
+    let first = spawn_with(config(), store.clone()).await;
     first.user("alice").await;
     let t = first.token_login("alice").await;
     assert_eq!(
@@ -1872,7 +1868,7 @@ async fn a_revoked_access_token_stays_revoked_across_a_restart() {
     );
     // A new server process over the same database (same master key) refuses it too.
     let store2 = SqliteStore::open(&url).await.unwrap();
-    let second = spawn_with(config(), store2.clone(), store2).await;
+    let second = spawn_with(config(), store2).await;
     assert_eq!(
         second.me(second.bearer(&t.access)).await,
         StatusCode::UNAUTHORIZED

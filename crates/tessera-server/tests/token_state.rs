@@ -102,7 +102,7 @@ impl Announcer for Flaky {
     }
 }
 
-type State = AppState<MemoryStore, SharedStore<MemoryStore, Flaky>>;
+type State = AppState<SharedStore<MemoryStore, Flaky>>;
 
 async fn instance(db: &MemoryStore, redis: &Flaky, clock: &ManualClock) -> State {
     let mut config = Config::default();
@@ -110,7 +110,6 @@ async fn instance(db: &MemoryStore, redis: &Flaky, clock: &ManualClock) -> State
     let shared = SharedStore::new(db.clone(), redis.clone());
     tessera_server::build(
         &config,
-        db.clone(),
         shared,
         Arc::new(clock.clone()),
         MasterKey::from_bytes(&[42u8; 32]).unwrap(),

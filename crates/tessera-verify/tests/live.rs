@@ -16,7 +16,7 @@ const PW: &str = "correct horse battery";
 
 struct Live {
     url: String,
-    state: AppState<MemoryStore, MemoryStore>,
+    state: AppState<MemoryStore>,
 }
 
 async fn live() -> Live {
@@ -35,7 +35,6 @@ async fn live_with(tweak: impl FnOnce(&mut Config)) -> Live {
     let store = MemoryStore::new();
     let state = tessera_server::build(
         &config,
-        store.clone(),
         store,
         Arc::new(tessera_jose::SystemClock),
         MasterKey::from_bytes(&[7u8; 32]).unwrap(),
@@ -357,7 +356,7 @@ async fn feed_client(live: &Live) -> String {
     .unwrap();
     live.state
         .auth
-        .sessions()
+        .store()
         .create_client(&client)
         .await
         .unwrap();

@@ -121,7 +121,6 @@ mod tests {
         let state = tessera_server::build(
             &config,
             store.clone(),
-            store.clone(),
             Arc::new(tessera_jose::SystemClock),
             tessera_core::MasterKey::from_bytes(&[9u8; 32]).unwrap(),
         )

@@ -9,13 +9,13 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const REDIRECT: &str = "https://app.example/cb";
 
-impl<U: UserStore, S: Stores> App<U, S> {
+impl<S: Stores> App<S> {
     /// Registers a client as `tessera client add` does; its secret (if confidential).
     async fn client(&self, spec: NewClient) -> Option<String> {
         let (client, secret) = spec.build("tessera", T0).unwrap();
         self.state
             .auth
-            .sessions()
+            .store()
             .create_client(&client)
             .await
             .unwrap();
@@ -456,14 +456,7 @@ async fn a_client_revokes_only_its_own_tokens() {
         .await
         .unwrap();
     let access = token["access_token"].as_str().unwrap();
-    assert!(
-        app.state
-            .auth
-            .sessions()
-            .delete_client("svc-b")
-            .await
-            .unwrap()
-    );
+    assert!(app.state.auth.store().delete_client("svc-b").await.unwrap());
     assert_eq!(app.introspect("rs", &rs, access).await["active"], false);
     oauth_error(
         app.basic(
@@ -541,22 +534,13 @@ impl Browser {
         }
     }
 
-    async fn get<U: UserStore, S: Stores>(
-        &mut self,
-        app: &App<U, S>,
-        path: &str,
-    ) -> reqwest::Response {
+    async fn get<S: Stores>(&mut self, app: &App<S>, path: &str) -> reqwest::Response {
         let res = app.get(path, self.headers(None)).await;
         self.keep(&res);
         res
     }
 
-    async fn post<U: UserStore, S: Stores>(
-        &mut self,
-        app: &App<U, S>,
-        path: &str,
-        body: &str,
-    ) -> reqwest::Response {
+    async fn post<S: Stores>(&mut self, app: &App<S>, path: &str, body: &str) -> reqwest::Response {
         let res = app
             .http
             .post(format!("{}{path}", app.url))
@@ -591,11 +575,7 @@ fn consent_form(html: &str, decision: &str) -> Vec<(String, String)> {
 
 impl Browser {
     /// A code for `webapp` and `scope` when consent is remembered: straight back, no page.
-    async fn remembered_code<U: UserStore, S: Stores>(
-        &mut self,
-        app: &App<U, S>,
-        scope: &str,
-    ) -> String {
+    async fn remembered_code<S: Stores>(&mut self, app: &App<S>, scope: &str) -> String {
         let res = self.get(app, &authorize_path("webapp", scope, "s")).await;
         query_of(&location(&res))["code"].clone()
     }
@@ -625,11 +605,7 @@ fn authorize_path(client: &str, scope: &str, state: &str) -> String {
 }
 
 /// Logs `alice` in through the login page, consents, and returns the code and the browser.
-async fn code_through_pages<U: UserStore, S: Stores>(
-    app: &App<U, S>,
-    browser: &mut Browser,
-    scope: &str,
-) -> String {
+async fn code_through_pages<S: Stores>(app: &App<S>, browser: &mut Browser, scope: &str) -> String {
     let res = browser
         .get(app, &authorize_path("webapp", scope, "xyz"))
         .await;
@@ -677,7 +653,7 @@ async fn code_through_pages<U: UserStore, S: Stores>(
     q["code"].clone()
 }
 
-async fn web_client<U: UserStore, S: Stores>(app: &App<U, S>) -> String {
+async fn web_client<S: Stores>(app: &App<S>) -> String {
     app.client(NewClient {
         id: "webapp".into(),
         grants: vec!["authorization_code".into()],
@@ -1238,11 +1214,7 @@ async fn a_gateway_exchanges_a_session_for_a_short_jwt() {
 mod attack;
 
 /// Signs `alice` in on the login page `html` (of `browser`): the redirect it answers.
-async fn sign_in<U: UserStore, S: Stores>(
-    app: &App<U, S>,
-    browser: &mut Browser,
-    html: &str,
-) -> reqwest::Response {
+async fn sign_in<S: Stores>(app: &App<S>, browser: &mut Browser, html: &str) -> reqwest::Response {
     let body = format!(
         "csrf={}&continue={}&username=alice&password={}",
         enc(&hidden(html, "csrf")),
@@ -1924,7 +1896,7 @@ async fn the_pages_carry_the_services_name_and_logo() {
 }
 
 /// alice, and `webapp` with a registered sign-out return.
-async fn app_with_signout_return() -> App<SqliteStore, SqliteStore> {
+async fn app_with_signout_return() -> App<SqliteStore> {
     let app = spawn_sqlite(config()).await;
     app.user("alice").await;
     app.client(NewClient {
@@ -1956,7 +1928,7 @@ async fn a_confirmed_signout_ends_the_session_even_when_the_return_is_refused() 
         .unwrap();
     app.state
         .auth
-        .sessions()
+        .store()
         .delete_client("webapp")
         .await
         .unwrap();
@@ -2088,8 +2060,7 @@ async fn the_logo_served_is_the_logo_measured() {
     c2.pages = c.pages;
     let master = MasterKey::from_bytes(&[42u8; 32]).unwrap();
     let s = SqliteStore::open("sqlite::memory:").await.unwrap();
-    let built =
-        tessera_server::build(&c2, s.clone(), s, Arc::new(ManualClock::new(T0)), master).await;
+    let built = tessera_server::build(&c2, s, Arc::new(ManualClock::new(T0)), master).await;
     std::fs::remove_dir_all(&dir).unwrap();
     match built {
         Err(e) => assert!(e.to_string().contains("pages.logo"), "{e}"),

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{Client, NewClient, StoreError, Stores, UserStore};
+use tessera_core::{Client, NewClient, StoreError, Stores};
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, with_stores};
@@ -94,10 +94,9 @@ fn store_failure(e: StoreError) -> Failure {
 struct Run(Command);
 
 impl AsyncStoreFn<()> for Run {
-    async fn call<U: UserStore + Clone, S: Stores + Clone>(
+    async fn call<S: Stores + Clone>(
         self,
         config: &Config,
-        _users: U,
         store: S,
         _feed: Option<super::store::Feed>,
     ) -> Result<(), Failure> {

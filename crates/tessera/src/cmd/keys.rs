@@ -71,10 +71,9 @@ fn managed(common: &super::store::ConfigArgs, what: Managed) -> Result<(), Failu
 }
 
 impl super::store::AsyncStoreFn<()> for Managed {
-    async fn call<U: tessera_core::UserStore + Clone, S: tessera_core::Stores + Clone>(
+    async fn call<S: tessera_core::Stores + Clone>(
         self,
         config: &tessera_server::Config,
-        _users: U,
         store: S,
         _feed: Option<super::store::Feed>,
     ) -> Result<(), Failure> {

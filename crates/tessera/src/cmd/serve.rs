@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tessera_core::{Stores, UserStore};
+use tessera_core::Stores;
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, Feed, redact, state, with_stores};
@@ -46,11 +46,10 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
 struct Serve;
 
 impl AsyncStoreFn<()> for Serve {
-    async fn call<U: UserStore + Clone, S: Stores + Clone>(
+    async fn call<S: Stores + Clone>(
         self,
         config: &Config,
-        users: U,
-        sessions: S,
+        store: S,
         feed: Option<Feed>,
     ) -> Result<(), Failure> {
         let tls = match (&config.tls_cert, &config.tls_key) {
@@ -60,7 +59,7 @@ impl AsyncStoreFn<()> for Serve {
             ),
             _ => None,
         };
-        let state = state(config, users, sessions).await?;
+        let state = state(config, store).await?;
         tessera_server::spawn_purger(&state, Duration::from_secs(60));
         tessera_server::spawn_key_refresher(&state, Duration::from_secs(2));
         tessera_server::spawn_denylist_sync(&state, DENYLIST_SYNC);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_core::{Change, MasterKey, Stores, UserStore};
+use tessera_core::{Change, MasterKey, Stores};
 use tessera_server::{AppState, Config};
 use tessera_store::{
     CachedStore, Circuit, CircuitSettings, Generation, Guarded, MemoryStore, SqliteStore,
@@ -75,7 +75,7 @@ pub(crate) async fn with_stores<T>(
             ));
         }
         let store = MemoryStore::new();
-        f.call(config, store.clone(), store, None).await
+        f.call(config, store, None).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         postgres(config, serve, &url, f).await
     } else {
@@ -215,7 +215,7 @@ async fn with_redis<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + tessera_store::Probe,
+    D: Stores + Generation + tessera_store::Probe,
 {
     if serve {
         // Serving, every call to a store goes through its circuit.
@@ -233,7 +233,7 @@ async fn alone_or_shared<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + tessera_store::Probe,
+    D: Stores + Generation + tessera_store::Probe,
 {
     match &config.redis_url {
         Some(redis_url) => shared(config, serve, db, redis_url, f).await,
@@ -261,7 +261,7 @@ async fn alone<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + tessera_store::Probe,
+    D: Stores + Generation + tessera_store::Probe,
 {
     let watched = db.clone();
     run(config, serve, db, f, move |tx| {
@@ -279,7 +279,7 @@ async fn shared<D, T>(
     _: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + tessera_store::Probe,
+    D: Stores + Generation + tessera_store::Probe,
 {
     Err(Failure::usage(
         "this tessera was built without Redis support (cargo feature `redis`)",
@@ -295,7 +295,7 @@ async fn shared<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Generation + tessera_store::Probe,
+    D: Stores + Generation + tessera_store::Probe,
 {
     let redis = open_redis(config, redis_url)?;
     let feed = redis.clone();
@@ -330,10 +330,10 @@ async fn run<D, T>(
     follow: impl FnOnce(UnboundedSender<Change>) -> tokio::task::JoinHandle<()>,
 ) -> Result<T, Failure>
 where
-    D: UserStore + Stores + Clone,
+    D: Stores + Clone,
 {
     if !serve {
-        return f.call(config, store.clone(), store, None).await;
+        return f.call(config, store, None).await;
     }
     let (tx, changes) = unbounded_channel();
     let feed = follow(tx);
@@ -343,20 +343,17 @@ where
         let cache = cache.clone();
         Box::new(move |c: &Change| cache.apply(c))
     };
-    let out = f
-        .call(config, cache.clone(), cache, Some(Feed { changes, evict }))
-        .await;
+    let out = f.call(config, cache, Some(Feed { changes, evict })).await;
     feed.abort();
     out
 }
 
-/// A generic async callback over the two stores (a trait because closures cannot be generic).
+/// A generic async callback over the store (a trait because closures cannot be generic).
 pub(crate) trait AsyncStoreFn<T> {
-    fn call<U: UserStore + Clone, S: Stores + Clone>(
+    fn call<S: Stores + Clone>(
         self,
         config: &Config,
-        users: U,
-        sessions: S,
+        store: S,
         feed: Option<Feed>,
     ) -> impl Future<Output = Result<T, Failure>>;
 }
@@ -381,19 +378,12 @@ pub(crate) fn master_key(config: &Config) -> Result<MasterKey, Failure> {
 }
 
 /// The service over the stores, on the system clock.
-pub(crate) async fn state<U: UserStore, S: Stores + Clone>(
+pub(crate) async fn state<S: Stores + Clone>(
     config: &Config,
-    users: U,
-    sessions: S,
-) -> Result<AppState<U, S>, Failure> {
+    store: S,
+) -> Result<AppState<S>, Failure> {
     let master = master_key(config)?;
-    tessera_server::build(
-        config,
-        users,
-        sessions,
-        Arc::new(tessera_jose::SystemClock),
-        master,
-    )
-    .await
-    .map_err(|e| Failure::usage(e.to_string()))
+    tessera_server::build(config, store, Arc::new(tessera_jose::SystemClock), master)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 
 use serde_json::json;
-use tessera_core::{AccountError, Stores, UserStore};
+use tessera_core::{AccountError, Stores};
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
@@ -87,14 +87,13 @@ fn account_failure(e: AccountError) -> Failure {
 struct Run(Command, Option<String>);
 
 impl AsyncStoreFn<()> for Run {
-    async fn call<U: UserStore + Clone, S: Stores + Clone>(
+    async fn call<S: Stores + Clone>(
         self,
         config: &Config,
-        users: U,
-        sessions: S,
+        store: S,
         _feed: Option<super::store::Feed>,
     ) -> Result<(), Failure> {
-        let st = state(config, users, sessions).await?;
+        let st = state(config, store).await?;
         let auth = &st.auth;
         match self.0 {
             Command::Add { name, .. } => {
@@ -107,7 +106,7 @@ impl AsyncStoreFn<()> for Run {
             }
             Command::List { json, .. } => {
                 let list = auth
-                    .users()
+                    .store()
                     .list_users()
                     .await
                     .map_err(|e| Failure::refused(format!("cannot read users: {e}")))?;
