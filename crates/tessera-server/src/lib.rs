@@ -428,19 +428,17 @@ pub fn spawn_key_refresher<S: Stores>(state: &AppState<S>, every: std::time::Dur
     });
 }
 
-/// Applies the [`Change`]s other instances (or the CLI) announce, until `changes` closes:
-/// `evict` drops what the store caches hold, a revoked access token joins the denylist, a key
-/// change reloads the keys, and [`Change::Everything`] (a feed that reconnected, a generation
-/// that moved) reloads both.
+/// Applies the [`Change`]s other instances (or the CLI) announce, from the store layer's change
+/// bus (whose caches take them on their own), until its publishers are gone: a revoked access
+/// token joins the denylist, a key change reloads the keys, and [`Change::Everything`] (a feed
+/// that reconnected, a generation that moved) reloads both.
 pub fn spawn_change_listener<S: Stores>(
     state: &AppState<S>,
-    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
-    evict: impl Fn(&Change) + Send + 'static,
+    mut changes: tessera_store::Changes,
 ) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
-        while let Some(change) = changes.recv().await {
-            evict(&change);
+        while let Some(change) = changes.next().await {
             let now = state.auth.now();
             match &change {
                 Change::Denied { jti, exp } => {

@@ -89,6 +89,21 @@ impl<T> CachedStore<T> {
         write(&self.cache.clients).clear();
     }
 
+    /// Applies every change `bus` carries from now on ([`CachedStore::apply`]), until the bus's
+    /// publishers are gone.
+    pub fn follow(&self, bus: &crate::ChangeBus) -> tokio::task::JoinHandle<()>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let cache = self.clone();
+        let mut changes = bus.subscribe();
+        tokio::spawn(async move {
+            while let Some(change) = changes.next().await {
+                cache.apply(&change);
+            }
+        })
+    }
+
     /// Applies a change announced by another instance (or process): evicts what it touches.
     /// While the feed is lost ([`Change::FeedLost`] until the next [`Change::Everything`]) the
     /// cache is bypassed, since changes could go unseen.

@@ -5,6 +5,7 @@
 //! changes through a feed of [`Change`]s: Redis pub/sub, or [`watch_generation`] for a database
 //! alone. The same conformance suite (`tests/conformance.rs`) runs against every backend.
 
+mod bus;
 mod cached;
 mod guard;
 mod memory;
@@ -28,6 +29,7 @@ mod token_sql;
 use std::future::Future;
 use std::time::Duration;
 
+pub use bus::{ChangeBus, Changes};
 pub use cached::{CachedStore, stale_served};
 pub use guard::{Announcer, Circuit, CircuitSettings, CircuitStats, Guarded, Probe, circuits};
 pub use memory::MemoryStore;
@@ -40,7 +42,6 @@ pub use shared::SharedStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 use tessera_core::{Change, StoreResult};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// A database with a revocation generation: a number every revoking change moves, so that
 /// processes sharing the database notice each other's changes by polling it.
@@ -49,12 +50,12 @@ pub trait Generation: Clone + Send + Sync + 'static {
     fn revocation_generation(&self) -> impl Future<Output = StoreResult<i64>> + Send;
 }
 
-/// Polls `store`'s generation every `every` and sends [`Change::Everything`] to `to` when it
-/// moves; while it cannot be read, [`Change::FeedLost`]. Ends when `to` is closed.
+/// Polls `store`'s generation every `every` and publishes [`Change::Everything`] on `bus` when
+/// it moves; while it cannot be read, [`Change::FeedLost`]. Runs until aborted.
 pub fn watch_generation<G: Generation>(
     store: G,
     every: Duration,
-    to: UnboundedSender<Change>,
+    bus: ChangeBus,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = store.revocation_generation().await.ok();
@@ -73,9 +74,7 @@ pub fn watch_generation<G: Generation>(
                     Change::FeedLost
                 }
             };
-            if to.send(change).is_err() {
-                return;
-            }
+            bus.publish(change);
         }
     })
 }

@@ -122,7 +122,7 @@ impl RedisStore {
     /// Tells every instance (this one too) of `change`.
     pub async fn publish(&self, change: &Change) -> StoreResult<()> {
         let mut c = self.conn.clone();
-        c.publish::<_, _, i64>(self.channel(), change.encode())
+        c.publish::<_, _, i64>(self.channel(), encode(change))
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -154,10 +154,10 @@ impl RedisStore {
         }
     }
 
-    /// Follows the change channel until the process ends, sending each change to `to`. On every
-    /// (re)connection it sends [`Change::Everything`] (messages may have been missed before);
-    /// when the connection is lost it sends [`Change::FeedLost`], then retries with backoff.
-    pub fn follow_changes(&self, to: UnboundedSender<Change>) -> tokio::task::JoinHandle<()> {
+    /// Follows the change channel until aborted, publishing each change on `bus`. On every
+    /// (re)connection it publishes [`Change::Everything`] (messages may have been missed
+    /// before); when the connection is lost, [`Change::FeedLost`], then it retries with backoff.
+    pub fn follow_changes(&self, bus: crate::ChangeBus) -> tokio::task::JoinHandle<()> {
         let client = self.client.clone();
         let channel = self.channel();
         tokio::spawn(async move {
@@ -166,9 +166,7 @@ impl RedisStore {
                 match subscribe(&client, &channel).await {
                     Ok((mut sink, mut stream)) => {
                         backoff = Duration::from_millis(100);
-                        if to.send(Change::Everything).is_err() {
-                            return;
-                        }
+                        bus.publish(Change::Everything);
                         // A ping every second finds a connection that died silently.
                         let mut tick = tokio::time::interval(Duration::from_secs(1));
                         loop {
@@ -176,12 +174,10 @@ impl RedisStore {
                                 msg = stream.next() => {
                                     let Some(msg) = msg else { break };
                                     let change = match msg.get_payload::<String>() {
-                                        Ok(line) => Change::decode(&line),
+                                        Ok(line) => decode(&line),
                                         Err(_) => Change::Everything,
                                     };
-                                    if to.send(change).is_err() {
-                                        return;
-                                    }
+                                    bus.publish(change);
                                 }
                                 _ = tick.tick() => {
                                     // Subscribed, Redis answers a PING with an array, not +PONG.
@@ -200,13 +196,80 @@ impl RedisStore {
                         tracing::warn!(error = %e, "cannot follow the Redis change feed; retrying");
                     }
                 }
-                if to.send(Change::FeedLost).is_err() {
-                    return;
-                }
+                bus.publish(Change::FeedLost);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         })
+    }
+}
+
+/// A change's wire form on the pub/sub channel: one line, a word and its arguments.
+fn encode(change: &Change) -> String {
+    match change {
+        Change::Session(h) => format!("session {}", h.to_hex()),
+        Change::SessionsOf(u) => format!("sessions-of {u}"),
+        Change::User(u) => format!("user {u}"),
+        Change::Client(c) => format!("client {c}"),
+        Change::Denied { jti, exp } => format!("denied {exp} {jti}"),
+        Change::Keys => "keys".into(),
+        Change::Everything => "everything".into(),
+        Change::FeedLost => "feed-lost".into(),
+    }
+}
+
+/// Parses [`encode`]'s form; anything unreadable is taken as [`Change::Everything`], the safe
+/// reading.
+fn decode(line: &str) -> Change {
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let parsed = match word {
+        "session" => TokenHash::from_hex(rest).map(Change::Session),
+        "sessions-of" if !rest.is_empty() => Some(Change::SessionsOf(rest.into())),
+        "user" if !rest.is_empty() => Some(Change::User(rest.into())),
+        "client" if !rest.is_empty() => Some(Change::Client(rest.into())),
+        "denied" => rest.split_once(' ').and_then(|(exp, jti)| {
+            Some(Change::Denied {
+                jti: jti.into(),
+                exp: exp.parse().ok()?,
+            })
+        }),
+        "keys" => Some(Change::Keys),
+        _ => None,
+    };
+    parsed.unwrap_or(Change::Everything)
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip_and_garbage_means_everything() {
+        let h = tessera_core::Token::generate(tessera_core::Kind::Session).hash();
+        for c in [
+            Change::Session(h),
+            Change::SessionsOf("usr_1".into()),
+            Change::User("usr_2".into()),
+            Change::Client("svc:1".into()),
+            Change::Denied {
+                jti: "j 1".into(),
+                exp: 1_700_000_000,
+            },
+            Change::Keys,
+            Change::Everything,
+        ] {
+            assert_eq!(decode(&encode(&c)), c);
+        }
+        for junk in [
+            "",
+            "session zz",
+            "denied x y",
+            "user",
+            "nonsense 1",
+            "\u{0}",
+        ] {
+            assert_eq!(decode(junk), Change::Everything, "{junk:?}");
+        }
     }
 }
 

@@ -933,18 +933,6 @@ mod services {
     }
 }
 
-/// Applies a change feed to a cache, as `tessera serve` does.
-fn follow<T: Send + Sync + 'static>(
-    cache: tessera_store::CachedStore<T>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<tessera_core::Change>,
-) {
-    tokio::spawn(async move {
-        while let Some(c) = rx.recv().await {
-            cache.apply(&c);
-        }
-    });
-}
-
 /// A file database, as `tessera serve` uses, in its own temporary directory.
 mod sqlite_file {
     use super::*;
@@ -981,9 +969,9 @@ mod sqlite_file {
         let server = tessera_store::SqliteStore::open(&db.url()).await.unwrap();
         let cached =
             tessera_store::CachedStore::new(server.clone(), Duration::from_secs(3600), 1000);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tessera_store::watch_generation(server.clone(), Duration::from_millis(50), tx);
-        follow(cached.clone(), rx);
+        let bus = tessera_store::ChangeBus::new();
+        cached.follow(&bus);
+        tessera_store::watch_generation(server.clone(), Duration::from_millis(50), bus);
         cached.create_user(&user("usr_a", "alice")).await.unwrap();
         let (h, s) = session("ses_1", "usr_a", 1_000);
         cached.create_session(&h, &s).await.unwrap();
@@ -1033,10 +1021,11 @@ async fn redis_feed_carries_changes_and_stays_up() {
     use std::time::Duration;
     use tessera_core::Change;
     let (store, _guard) = services::postgres_redis().await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let feed = store.redis().follow_changes(tx);
-    let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>| {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+    let bus = tessera_store::ChangeBus::new();
+    let mut rx = bus.subscribe();
+    let feed = store.redis().follow_changes(bus);
+    let next = async |rx: &mut tessera_store::Changes| {
+        tokio::time::timeout(Duration::from_secs(5), rx.next())
             .await
             .unwrap()
             .unwrap()
@@ -1044,7 +1033,7 @@ async fn redis_feed_carries_changes_and_stays_up() {
     assert_eq!(next(&mut rx).await, Change::Everything);
     // Past two keep-alive pings, nothing but silence.
     assert!(
-        tokio::time::timeout(Duration::from_millis(2500), rx.recv())
+        tokio::time::timeout(Duration::from_millis(2500), rx.next())
             .await
             .is_err(),
         "the feed should stay quiet and connected"

@@ -98,7 +98,7 @@ impl AsyncStoreFn<()> for Run {
         self,
         config: &Config,
         store: S,
-        _feed: Option<super::store::Feed>,
+        _feed: Option<tessera_store::ChangeBus>,
     ) -> Result<(), Failure> {
         match self.0 {
             Command::Add {

@@ -75,7 +75,7 @@ impl super::store::AsyncStoreFn<()> for Managed {
         self,
         config: &tessera_server::Config,
         store: S,
-        _feed: Option<super::store::Feed>,
+        _feed: Option<tessera_store::ChangeBus>,
     ) -> Result<(), Failure> {
         use tessera_jose::Clock as _;
         let now = tessera_jose::SystemClock.now();

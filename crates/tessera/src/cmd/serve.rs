@@ -6,7 +6,9 @@ use std::time::Duration;
 use tessera_core::Stores;
 use tessera_server::Config;
 
-use super::store::{AsyncStoreFn, ConfigArgs, Feed, redact, state, with_stores};
+use tessera_store::ChangeBus;
+
+use super::store::{AsyncStoreFn, ConfigArgs, redact, state, with_stores};
 use crate::Failure;
 
 /// How often a server catches up with the revocations in its store (see
@@ -50,7 +52,7 @@ impl AsyncStoreFn<()> for Serve {
         self,
         config: &Config,
         store: S,
-        feed: Option<Feed>,
+        feed: Option<ChangeBus>,
     ) -> Result<(), Failure> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(
@@ -63,8 +65,8 @@ impl AsyncStoreFn<()> for Serve {
         tessera_server::spawn_purger(&state, Duration::from_secs(60));
         tessera_server::spawn_key_refresher(&state, Duration::from_secs(2));
         tessera_server::spawn_denylist_sync(&state, DENYLIST_SYNC);
-        if let Some(feed) = feed {
-            tessera_server::spawn_change_listener(&state, feed.changes, feed.evict);
+        if let Some(bus) = feed {
+            tessera_server::spawn_change_listener(&state, bus.subscribe());
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

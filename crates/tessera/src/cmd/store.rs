@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_core::{Change, MasterKey, Stores};
+use tessera_core::{MasterKey, Stores};
 use tessera_server::{AppState, Config};
 use tessera_store::{
-    CachedStore, Circuit, CircuitSettings, Generation, Guarded, MemoryStore, SqliteStore,
+    CachedStore, ChangeBus, Circuit, CircuitSettings, Generation, Guarded, MemoryStore, SqliteStore,
 };
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::Failure;
 
@@ -46,16 +45,11 @@ const CACHE_CAPACITY: usize = 100_000;
 /// process (the CLI, or another instance on the same PostgreSQL).
 const GENERATION_POLL: Duration = Duration::from_millis(250);
 
-/// The changes a serving process must learn of, and how its store cache applies them.
-pub(crate) struct Feed {
-    pub changes: UnboundedReceiver<Change>,
-    pub evict: Box<dyn Fn(&Change) + Send>,
-}
-
 /// Runs `f` with the stores the configuration names: `database_url` (SQLite, PostgreSQL or
 /// memory) and, if set, `redis_url` for sessions, the denylist and the change feed. With
-/// `serve`, reads of sessions and users go through an in-process cache, and `f` gets the feed
-/// that keeps that cache (and the server's denylist and keys) true to changes made elsewhere.
+/// `serve`, reads of sessions and users go through an in-process cache, and `f` gets the change
+/// bus that keeps that cache (and, subscribed, the server's denylist and keys) true to changes
+/// made elsewhere.
 pub(crate) async fn with_stores<T>(
     config: &Config,
     serve: bool,
@@ -264,8 +258,8 @@ where
     D: Stores + Generation + tessera_store::Probe,
 {
     let watched = db.clone();
-    run(config, serve, db, f, move |tx| {
-        tessera_store::watch_generation(watched, GENERATION_POLL, tx)
+    run(config, serve, db, f, move |bus| {
+        tessera_store::watch_generation(watched, GENERATION_POLL, bus)
     })
     .await
 }
@@ -299,7 +293,7 @@ where
 {
     let redis = open_redis(config, redis_url)?;
     let feed = redis.clone();
-    let follow = move |tx| feed.follow_changes(tx);
+    let follow = move |bus| feed.follow_changes(bus);
     if serve {
         let guarded = Guarded::new(redis, circuit("redis", config));
         let shared = tessera_store::SharedStore::new(db, guarded);
@@ -320,14 +314,15 @@ fn open_redis(config: &Config, url: &str) -> Result<tessera_store::RedisStore, F
     .map_err(|e| Failure::usage(format!("redis_url: {e}")))
 }
 
-/// Runs `f` on `store`. Serving, reads go through a cache that the change feed `follow` starts
-/// keeps true; the feed stops when `f` returns.
+/// Runs `f` on `store`. Serving, reads go through a cache; the change feed `follow` starts
+/// publishes on the change bus, which the cache follows and `f` gets to subscribe to (the
+/// server's denylist and keys); the feed stops when `f` returns.
 async fn run<D, T>(
     config: &Config,
     serve: bool,
     store: D,
     f: impl AsyncStoreFn<T>,
-    follow: impl FnOnce(UnboundedSender<Change>) -> tokio::task::JoinHandle<()>,
+    follow: impl FnOnce(ChangeBus) -> tokio::task::JoinHandle<()>,
 ) -> Result<T, Failure>
 where
     D: Stores + Clone,
@@ -335,16 +330,16 @@ where
     if !serve {
         return f.call(config, store, None).await;
     }
-    let (tx, changes) = unbounded_channel();
-    let feed = follow(tx);
+    let bus = ChangeBus::new();
     let cache =
         CachedStore::with_session_ttl(store, CACHE_TTL, config.session.cache_ttl.0, CACHE_CAPACITY);
-    let evict = {
-        let cache = cache.clone();
-        Box::new(move |c: &Change| cache.apply(c))
-    };
-    let out = f.call(config, cache, Some(Feed { changes, evict })).await;
+    // Subscribed before the feed starts: its first Everything reaches every holder.
+    let evicting = cache.follow(&bus);
+    let listening = bus.clone();
+    let feed = follow(bus);
+    let out = f.call(config, cache, Some(listening)).await;
     feed.abort();
+    evicting.abort();
     out
 }
 
@@ -354,7 +349,7 @@ pub(crate) trait AsyncStoreFn<T> {
         self,
         config: &Config,
         store: S,
-        feed: Option<Feed>,
+        feed: Option<ChangeBus>,
     ) -> impl Future<Output = Result<T, Failure>>;
 }
 

@@ -91,7 +91,7 @@ impl AsyncStoreFn<()> for Run {
         self,
         config: &Config,
         store: S,
-        _feed: Option<super::store::Feed>,
+        _feed: Option<tessera_store::ChangeBus>,
     ) -> Result<(), Failure> {
         let st = state(config, store).await?;
         let auth = &st.auth;
