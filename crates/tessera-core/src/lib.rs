@@ -10,6 +10,7 @@ pub mod logsafe;
 pub mod password;
 pub mod refresh;
 pub mod revocation;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod throttle;
@@ -24,6 +25,7 @@ pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, Stor
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
 pub use revocation::{Denylist, LEEWAY};
+pub use service::{Service, ServiceSettings, StartError, Tasks};
 pub use session::{Session, SessionPolicy};
 pub use store::{
     Change, ClientStore, DenylistStore, FamilyRevocation, KeyStore, RefreshStore, SessionStore,

@@ -30,8 +30,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::{
-    Auth, Change, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool,
-    PasswordPolicy, SessionPolicy, Stores, Throttle, ThrottlePolicy, TokenSettings, Tokens,
+    HashParams, MasterKey, Service, ServiceSettings, SessionPolicy, Stores, ThrottlePolicy,
+    TokenSettings,
 };
 use tessera_jose::Clock;
 use tokio::net::TcpListener;
@@ -87,152 +87,54 @@ pub struct Settings {
 
 pub use tessera_core::LEEWAY;
 
-/// The shared state of every handler.
+/// The shared state of every handler: the domain service (its parts reached through it:
+/// `state.auth`, `state.tokens`, `state.keys`, `state.denylist`), and what HTTP adds.
 #[derive(Debug)]
 pub struct AppState<S> {
     /// The domain service.
-    pub auth: Arc<Auth<S>>,
+    pub service: Service<S>,
     /// Handler settings.
     pub settings: Arc<Settings>,
     /// Request metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// The signing keys.
-    pub keys: Arc<KeyManager<S>>,
-    /// Access and refresh tokens.
-    pub tokens: Arc<Tokens<S>>,
-    /// Access tokens revoked before their expiry.
-    pub denylist: Arc<Denylist>,
 }
 
 impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
         AppState {
-            auth: Arc::clone(&self.auth),
+            service: self.service.clone(),
             settings: Arc::clone(&self.settings),
             metrics: Arc::clone(&self.metrics),
-            keys: Arc::clone(&self.keys),
-            tokens: Arc::clone(&self.tokens),
-            denylist: Arc::clone(&self.denylist),
         }
     }
 }
 
-impl<S: Stores> AppState<S> {
-    /// Denylists a verified access token until its expiry and revokes its refresh family, in
-    /// one step of the store.
-    pub async fn revoke_access(
-        &self,
-        token: &tessera_jose::Token,
-    ) -> Result<(), tessera_core::GrantError> {
-        let c = &token.claims;
-        if let (Some(jti), Some(exp)) = (&c.jti, c.exp) {
-            self.tokens.revoke_access(jti, exp).await?;
-            tracing::info!(target: "audit", event = "access_token_denylisted", user = ?c.sub, until = exp);
-        }
-        Ok(())
+impl<S> std::ops::Deref for AppState<S> {
+    type Target = Service<S>;
+    fn deref(&self) -> &Service<S> {
+        &self.service
     }
 }
 
-/// Builds the service over `store` with `clock`; signing keys are sealed under `master` (a
-/// first key is made if the store has none).
+/// Builds the service over `store` with `clock` ([`Service::start`] with the settings
+/// `config` gives), and what HTTP adds; signing keys are sealed under `master`.
 pub async fn build<S: Stores + Clone>(
     config: &Config,
     store: S,
     clock: Arc<dyn Clock>,
     master: MasterKey,
 ) -> Result<AppState<S>, ConfigError> {
-    let p = &config.password;
-    let hasher = PasswordHasherPool::new(
-        HashParams {
-            m_cost: p.memory_kib,
-            t_cost: p.iterations,
-            p_cost: p.parallelism,
-        },
-        p.hash_concurrency,
-        p.hash_queue,
-        p.hash_nice,
-    )
-    .map_err(|e| ConfigError(format!("password hashing: {e}")))?;
-    let t = &config.throttle;
-    let throttle = Throttle::new(ThrottlePolicy {
-        account_free: t.account_free_attempts,
-        ip_free: t.ip_free_attempts,
-        base_delay: t.base_delay.secs().max(1),
-        max_delay: t.max_delay.secs().max(1),
-        window: t.window.secs().max(1),
-        device_ttl: t.device_ttl.secs().max(1),
-        ..ThrottlePolicy::default()
-    });
     let development = config.development();
     let issuer = config.issuer();
-    let algorithm = tessera_jose::Algorithm::from_name(&config.tokens.algorithm)
-        .ok_or_else(|| ConfigError("tokens.algorithm is EdDSA, ES256, RS256 or HS256".into()))?;
-    let access_ttl = config.tokens.access_ttl.secs();
-    let now = clock.now();
-    let successor = master.derive("refresh-token-successor");
-    // Revocations survive a restart: the denylist is reloaded from the store.
-    let denylist = Arc::new(Denylist::new(access_ttl));
-    denylist.extend_stored(
-        store
-            .denied_access(now)
-            .await
-            .map_err(|e| ConfigError(format!("reading the access-token denylist: {e}")))?,
-        now,
-    );
+    let settings = service_settings(config)?;
+    let algorithm = settings.algorithm;
+    let access_ttl = settings.tokens.access_ttl;
     let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
-    let devices = DeviceCookies::new(
-        tessera_core::CsrfKey::new(master.derive("device-cookie")),
-        config.throttle.device_ttl.secs().max(1),
-    );
-    let keys = Arc::new(
-        KeyManager::start(store.clone(), master, algorithm, now, access_ttl + LEEWAY)
-            .await
-            .map_err(|e| ConfigError(e.to_string()))?,
-    );
-    let t = &config.tokens;
-    let tokens = Tokens::new(
-        store.clone(),
-        Arc::clone(&keys),
-        successor,
-        TokenSettings {
-            issuer: issuer.clone(),
-            audience: config.audience(),
-            access_ttl,
-            client_id: t.client_id.clone(),
-            scope: t.scope.clone(),
-            refresh_idle: t.refresh_idle.secs(),
-            refresh_absolute: t.refresh_absolute.secs(),
-            refresh_grace: t.refresh_grace.secs(),
-            max_refresh_families: t.max_refresh_families,
-            leeway: LEEWAY,
-            verified_cache: t.verified_cache_size,
-        },
-        Arc::clone(&clock),
-        Arc::clone(&denylist),
-    );
-    let auth = Auth::new(
-        store,
-        hasher,
-        PasswordPolicy {
-            min_len: p.min_length,
-            ..PasswordPolicy::default()
-        },
-        SessionPolicy {
-            idle_timeout: config.session.idle_timeout.secs(),
-            absolute_timeout: config.session.absolute_timeout.secs(),
-            max_per_user: config.session.max_per_user,
-            ..SessionPolicy::default()
-        },
-        throttle,
-        devices,
-        clock,
-        Arc::clone(&denylist),
-    );
+    let service = Service::start(store, settings, clock, master)
+        .await
+        .map_err(|e| ConfigError(e.0))?;
     Ok(AppState {
-        keys,
-        tokens: Arc::new(tokens),
-        denylist,
-        auth: Arc::new(auth),
+        service,
         settings: Arc::new(Settings {
             cookie_name: if development {
                 "tessera_session"
@@ -266,6 +168,55 @@ pub async fn build<S: Stores + Clone>(
                 .and_then(|n| HeaderValue::from_str(n).ok()),
         }),
         metrics: Arc::new(metrics::Metrics::default()),
+    })
+}
+
+/// The domain service's settings, from the configuration.
+pub fn service_settings(config: &Config) -> Result<ServiceSettings, ConfigError> {
+    let algorithm = tessera_jose::Algorithm::from_name(&config.tokens.algorithm)
+        .ok_or_else(|| ConfigError("tokens.algorithm is EdDSA, ES256, RS256 or HS256".into()))?;
+    let p = &config.password;
+    let t = &config.throttle;
+    let k = &config.tokens;
+    Ok(ServiceSettings {
+        hash: HashParams {
+            m_cost: p.memory_kib,
+            t_cost: p.iterations,
+            p_cost: p.parallelism,
+        },
+        hash_concurrency: p.hash_concurrency,
+        hash_queue: p.hash_queue,
+        hash_nice: p.hash_nice,
+        password_min_length: p.min_length,
+        throttle: ThrottlePolicy {
+            account_free: t.account_free_attempts,
+            ip_free: t.ip_free_attempts,
+            base_delay: t.base_delay.secs().max(1),
+            max_delay: t.max_delay.secs().max(1),
+            window: t.window.secs().max(1),
+            device_ttl: t.device_ttl.secs().max(1),
+            ..ThrottlePolicy::default()
+        },
+        session: SessionPolicy {
+            idle_timeout: config.session.idle_timeout.secs(),
+            absolute_timeout: config.session.absolute_timeout.secs(),
+            max_per_user: config.session.max_per_user,
+            ..SessionPolicy::default()
+        },
+        tokens: TokenSettings {
+            issuer: config.issuer(),
+            audience: config.audience(),
+            access_ttl: k.access_ttl.secs(),
+            client_id: k.client_id.clone(),
+            scope: k.scope.clone(),
+            refresh_idle: k.refresh_idle.secs(),
+            refresh_absolute: k.refresh_absolute.secs(),
+            refresh_grace: k.refresh_grace.secs(),
+            max_refresh_families: k.max_refresh_families,
+            leeway: LEEWAY,
+            verified_cache: k.verified_cache_size,
+        },
+        algorithm,
     })
 }
 
@@ -412,148 +363,17 @@ pub async fn serve_with(
     conn::run(listener, router, None, limits, shutdown).await
 }
 
-/// Reloads the signing keys every `every`: a rotation made by the CLI or another instance, or
-/// a key reaching its activation time, takes effect without a restart.
-pub fn spawn_key_refresher<S: Stores>(state: &AppState<S>, every: std::time::Duration) {
-    let keys = Arc::clone(&state.keys);
-    let auth = Arc::clone(&state.auth);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if let Err(e) = keys.refresh(auth.now()).await {
-                tracing::warn!(error = %e, "reloading the signing keys failed");
-            }
-        }
-    });
-}
-
-/// Applies the [`Change`]s other instances (or the CLI) announce, from the store layer's change
-/// bus (whose caches take them on their own), until its publishers are gone: a revoked access
-/// token joins the denylist, a key change reloads the keys, and [`Change::Everything`] (a feed
-/// that reconnected, a generation that moved) reloads both.
+/// Hands the service ([`Service::apply`]) the changes other instances (or the CLI) announce,
+/// from the store layer's change bus (whose caches take them on their own), until its
+/// publishers are gone.
 pub fn spawn_change_listener<S: Stores>(
     state: &AppState<S>,
     mut changes: tessera_store::Changes,
 ) -> tokio::task::JoinHandle<()> {
-    let state = state.clone();
+    let service = state.service.clone();
     tokio::spawn(async move {
         while let Some(change) = changes.next().await {
-            let now = state.auth.now();
-            match &change {
-                Change::Denied { jti, exp } => {
-                    state.denylist.extend_stored([(jti.clone(), *exp)], now);
-                }
-                Change::Keys => {
-                    if let Err(e) = state.keys.refresh(now).await {
-                        tracing::warn!(error = %e, "reloading the signing keys failed");
-                    }
-                }
-                Change::Everything => {
-                    match state.auth.store().denied_access(now - LEEWAY).await {
-                        Ok(entries) => {
-                            state.denylist.extend_stored(entries, now);
-                            state.denylist.set_fresh(true);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
-                    }
-                    if let Err(e) = state.keys.refresh(now).await {
-                        tracing::warn!(error = %e, "reloading the signing keys failed");
-                    }
-                }
-                // The denylist's freshness is the store sync's to say (`spawn_denylist_sync`):
-                // it stays complete without the feed.
-                Change::FeedLost
-                | Change::Session(_)
-                | Change::SessionsOf(_)
-                | Change::User(_)
-                | Change::Client(_) => {}
-            }
+            service.apply(&change).await;
         }
     })
-}
-
-/// How far before the previous catch-up each catch-up looks, seconds: an entry is stamped
-/// with its writer's clock before its transaction commits, and becomes visible up to this
-/// much later (transactions are bounded well below it; clocks of a cluster agree within it).
-const SYNC_LOOKBACK: i64 = 10;
-
-/// How often the catch-up reads every entry in force instead of the recent ones.
-const SYNC_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Catches up every `every` with the revocations made durable in the store by any instance
-/// (or the CLI): the denylist is complete within `every` of a revocation whether or not the
-/// change feed (Redis pub/sub, the fast path) delivered it. The copy counts as fresh while
-/// these reads succeed, and stale once they have failed for three periods in a row.
-pub fn spawn_denylist_sync<S: Stores>(
-    state: &AppState<S>,
-    every: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first catch-up looks back from now: `build` loaded everything before.
-        let mut last = state.auth.now();
-        let mut failures = 0u32;
-        let mut full_at = tokio::time::Instant::now();
-        loop {
-            tick.tick().await;
-            let now = state.auth.now();
-            // Now and then everything in force, whenever it was stamped: an entry whose
-            // transaction became visible later than the lookback (a partitioned writer, a
-            // writer's clock far off) is not missed for longer than this.
-            let full = full_at.elapsed() >= SYNC_FULL_EVERY;
-            let since = if full { i64::MIN } else { last - SYNC_LOOKBACK };
-            let read = state.auth.store().denied_since(since, now - LEEWAY).await;
-            if full && read.is_ok() {
-                full_at = tokio::time::Instant::now();
-            }
-            match read {
-                Ok(entries) => {
-                    state.denylist.extend_stored(entries, now);
-                    state.denylist.set_fresh(true);
-                    last = now;
-                    failures = 0;
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    if failures == 3 {
-                        state.denylist.set_fresh(false);
-                        tracing::warn!(error = %e, "the denylist cannot be read from the store; it may be stale until it can");
-                    }
-                }
-            }
-        }
-    })
-}
-
-/// Removes dead sessions every `every` until the process ends (stores without native expiry).
-pub fn spawn_purger<S: Stores>(state: &AppState<S>, every: std::time::Duration) {
-    let auth = Arc::clone(&state.auth);
-    let access_ttl = state.tokens.settings().access_ttl;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if let Err(e) = auth.store().purge_denied(auth.now() - LEEWAY).await {
-                tracing::warn!(error = %e, "purging the access-token denylist failed");
-            }
-            if let Err(e) = auth
-                .store()
-                .purge_access(auth.now() - access_ttl - LEEWAY)
-                .await
-            {
-                tracing::warn!(error = %e, "purging the records of expired access tokens failed");
-            }
-            if let Err(e) = auth.store().purge_codes(auth.now()).await {
-                tracing::warn!(error = %e, "purging expired authorization codes failed");
-            }
-            match auth.store().purge_expired_sessions(auth.now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
-                Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
-            }
-        }
-    });
 }

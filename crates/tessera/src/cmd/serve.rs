@@ -12,7 +12,7 @@ use super::store::{AsyncStoreFn, ConfigArgs, redact, state, with_stores};
 use crate::Failure;
 
 /// How often a server catches up with the revocations in its store (see
-/// `tessera_server::spawn_denylist_sync`): the bound on how long a revocation made elsewhere
+/// `tessera_core::Tasks::denylist`): the bound on how long a revocation made elsewhere
 /// can go unseen here when the change feed did not bring it.
 const DENYLIST_SYNC: Duration = Duration::from_millis(500);
 
@@ -62,9 +62,11 @@ impl AsyncStoreFn<()> for Serve {
             _ => None,
         };
         let state = state(config, store).await?;
-        tessera_server::spawn_purger(&state, Duration::from_secs(60));
-        tessera_server::spawn_key_refresher(&state, Duration::from_secs(2));
-        tessera_server::spawn_denylist_sync(&state, DENYLIST_SYNC);
+        state.spawn_tasks(tessera_core::Tasks {
+            keys: Duration::from_secs(2),
+            denylist: DENYLIST_SYNC,
+            purge: Duration::from_secs(60),
+        });
         if let Some(bus) = feed {
             tessera_server::spawn_change_listener(&state, bus.subscribe());
         }

@@ -372,7 +372,21 @@ pub(crate) fn master_key(config: &Config) -> Result<MasterKey, Failure> {
     }
 }
 
-/// The service over the stores, on the system clock.
+/// The domain service over the store, on the system clock: what the CLI's commands need, with
+/// nothing of HTTP.
+pub(crate) async fn service<S: Stores + Clone>(
+    config: &Config,
+    store: S,
+) -> Result<tessera_core::Service<S>, Failure> {
+    let settings =
+        tessera_server::service_settings(config).map_err(|e| Failure::usage(e.to_string()))?;
+    let master = master_key(config)?;
+    tessera_core::Service::start(store, settings, Arc::new(tessera_jose::SystemClock), master)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The server's state over the store (the service, and what HTTP adds), on the system clock.
 pub(crate) async fn state<S: Stores + Clone>(
     config: &Config,
     store: S,

@@ -6,7 +6,7 @@ use serde_json::json;
 use tessera_core::{AccountError, Stores};
 use tessera_server::Config;
 
-use super::store::{AsyncStoreFn, ConfigArgs, state, with_stores};
+use super::store::{AsyncStoreFn, ConfigArgs, service, with_stores};
 use crate::{Failure, out};
 
 /// Subcommands of `tessera user`.
@@ -93,8 +93,8 @@ impl AsyncStoreFn<()> for Run {
         store: S,
         _feed: Option<tessera_store::ChangeBus>,
     ) -> Result<(), Failure> {
-        let st = state(config, store).await?;
-        let auth = &st.auth;
+        let service = service(config, store).await?;
+        let auth = &service.auth;
         match self.0 {
             Command::Add { name, .. } => {
                 let password = self.1.unwrap_or_default();

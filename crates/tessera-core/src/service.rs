@@ -1,0 +1,312 @@
+//! The domain service: everything tessera does, over one store, with no HTTP in sight.
+//! [`Service::start`] builds it (the password hashers, the throttle, the signing keys, the
+//! token issuer, the denylist reloaded from the store); [`Service::spawn_tasks`] runs what it
+//! does on its own (reloading keys, catching up with revocations, purging what expired);
+//! [`Service::apply`] takes in a change another process announced. The server and the CLI
+//! are both built on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_jose::{Algorithm, Clock};
+
+use crate::revocation::LEEWAY;
+use crate::store::{Change, Stores};
+use crate::{
+    Auth, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool,
+    PasswordPolicy, SessionPolicy, Throttle, ThrottlePolicy, TokenSettings, Tokens,
+};
+
+/// What the service is built with.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Argon2id parameters of new password hashes.
+    pub hash: HashParams,
+    /// Hashes computed at once.
+    pub hash_concurrency: usize,
+    /// Logins that may wait for a hashing thread.
+    pub hash_queue: usize,
+    /// Niceness of the hashing threads.
+    pub hash_nice: i32,
+    /// Shortest password of a new account.
+    pub password_min_length: usize,
+    /// Login throttling.
+    pub throttle: ThrottlePolicy,
+    /// Session lifetimes and bounds.
+    pub session: SessionPolicy,
+    /// Access and refresh tokens.
+    pub tokens: TokenSettings,
+    /// Algorithm of new signing keys.
+    pub algorithm: Algorithm,
+}
+
+/// Why the service could not start: one sentence.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// How often the service's own tasks run ([`Service::spawn_tasks`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Tasks {
+    /// Reloading the signing keys (a rotation elsewhere, a key reaching its activation).
+    pub keys: Duration,
+    /// Catching up with the revocations in the store (the bound on how long one made
+    /// elsewhere can go unseen when the change feed did not bring it).
+    pub denylist: Duration,
+    /// Removing what expired (sessions, codes, denylist entries, access-token records).
+    pub purge: Duration,
+}
+
+/// The domain service over store `S`; its parts are shared (`Arc`) with whoever serves it.
+#[derive(Debug)]
+pub struct Service<S> {
+    /// Accounts, logins and sessions.
+    pub auth: Arc<Auth<S>>,
+    /// Access and refresh tokens, codes, client credentials.
+    pub tokens: Arc<Tokens<S>>,
+    /// The signing keys.
+    pub keys: Arc<KeyManager<S>>,
+    /// Access tokens and sessions revoked before their expiry.
+    pub denylist: Arc<Denylist>,
+}
+
+impl<S> Clone for Service<S> {
+    fn clone(&self) -> Self {
+        Service {
+            auth: Arc::clone(&self.auth),
+            tokens: Arc::clone(&self.tokens),
+            keys: Arc::clone(&self.keys),
+            denylist: Arc::clone(&self.denylist),
+        }
+    }
+}
+
+impl<S: Stores + Clone> Service<S> {
+    /// Builds the service over `store` with `clock`; signing keys are sealed under `master`
+    /// (a first key is made if the store has none), and revocations in force are reloaded.
+    pub async fn start(
+        store: S,
+        settings: ServiceSettings,
+        clock: Arc<dyn Clock>,
+        master: MasterKey,
+    ) -> Result<Service<S>, StartError> {
+        let hasher = PasswordHasherPool::new(
+            settings.hash,
+            settings.hash_concurrency,
+            settings.hash_queue,
+            settings.hash_nice,
+        )
+        .map_err(|e| StartError(format!("password hashing: {e}")))?;
+        let access_ttl = settings.tokens.access_ttl;
+        let now = clock.now();
+        let successor = master.derive("refresh-token-successor");
+        // Revocations survive a restart: the denylist is reloaded from the store.
+        let denylist = Arc::new(Denylist::new(access_ttl));
+        denylist.extend_stored(
+            store
+                .denied_access(now)
+                .await
+                .map_err(|e| StartError(format!("reading the access-token denylist: {e}")))?,
+            now,
+        );
+        let devices = DeviceCookies::new(
+            crate::CsrfKey::new(master.derive("device-cookie")),
+            settings.throttle.device_ttl,
+        );
+        let keys = Arc::new(
+            KeyManager::start(
+                store.clone(),
+                master,
+                settings.algorithm,
+                now,
+                access_ttl + LEEWAY,
+            )
+            .await
+            .map_err(|e| StartError(e.to_string()))?,
+        );
+        let tokens = Tokens::new(
+            store.clone(),
+            Arc::clone(&keys),
+            successor,
+            settings.tokens,
+            Arc::clone(&clock),
+            Arc::clone(&denylist),
+        );
+        let auth = Auth::new(
+            store,
+            hasher,
+            PasswordPolicy {
+                min_len: settings.password_min_length,
+                ..PasswordPolicy::default()
+            },
+            settings.session,
+            Throttle::new(settings.throttle),
+            devices,
+            clock,
+            Arc::clone(&denylist),
+        );
+        Ok(Service {
+            auth: Arc::new(auth),
+            tokens: Arc::new(tokens),
+            keys,
+            denylist,
+        })
+    }
+}
+
+/// How far before the previous catch-up each catch-up looks, seconds: an entry is stamped
+/// with its writer's clock before its transaction commits, and becomes visible up to this
+/// much later (transactions are bounded well below it; clocks of a cluster agree within it).
+const SYNC_LOOKBACK: i64 = 10;
+
+/// How often the catch-up reads every entry in force instead of the recent ones.
+const SYNC_FULL_EVERY: Duration = Duration::from_secs(60);
+
+impl<S: Stores> Service<S> {
+    /// Denylists a verified access token until its expiry and revokes its refresh family, in
+    /// one step of the store.
+    pub async fn revoke_access(
+        &self,
+        token: &tessera_jose::Token,
+    ) -> Result<(), crate::GrantError> {
+        let c = &token.claims;
+        if let (Some(jti), Some(exp)) = (&c.jti, c.exp) {
+            self.tokens.revoke_access(jti, exp).await?;
+            tracing::info!(target: "audit", event = "access_token_denylisted", user = ?c.sub, until = exp);
+        }
+        Ok(())
+    }
+
+    /// Takes in a change another instance (or the CLI) announced: a revoked access token joins
+    /// the denylist, a key change reloads the keys, and [`Change::Everything`] (a feed that
+    /// reconnected, a generation that moved) reloads both. (The store's caches take changes
+    /// on their own.)
+    pub async fn apply(&self, change: &Change) {
+        let now = self.auth.now();
+        match change {
+            Change::Denied { jti, exp } => {
+                self.denylist.extend_stored([(jti.clone(), *exp)], now);
+            }
+            Change::Keys => self.reload_keys(now).await,
+            Change::Everything => {
+                match self.auth.store().denied_access(now - LEEWAY).await {
+                    Ok(entries) => {
+                        self.denylist.extend_stored(entries, now);
+                        self.denylist.set_fresh(true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
+                }
+                self.reload_keys(now).await;
+            }
+            // The denylist's freshness is the catch-up's to say (`Tasks::denylist`): it stays
+            // complete without the feed.
+            Change::FeedLost
+            | Change::Session(_)
+            | Change::SessionsOf(_)
+            | Change::User(_)
+            | Change::Client(_) => {}
+        }
+    }
+
+    async fn reload_keys(&self, now: i64) {
+        if let Err(e) = self.keys.refresh(now).await {
+            tracing::warn!(error = %e, "reloading the signing keys failed");
+        }
+    }
+
+    /// Starts the service's own tasks, each every `every` of its kind, until the process ends:
+    /// the key reloader, the denylist catch-up and the purger.
+    pub fn spawn_tasks(&self, every: Tasks) -> [tokio::task::JoinHandle<()>; 3]
+    where
+        S: Clone,
+    {
+        let keys = {
+            let s = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every.keys);
+                loop {
+                    tick.tick().await;
+                    s.reload_keys(s.auth.now()).await;
+                }
+            })
+        };
+        let denylist = {
+            let s = self.clone();
+            tokio::spawn(async move { s.catch_up(every.denylist).await })
+        };
+        let purge = {
+            let s = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every.purge);
+                loop {
+                    tick.tick().await;
+                    s.purge().await;
+                }
+            })
+        };
+        [keys, denylist, purge]
+    }
+
+    /// Catches up every `every` with the revocations made durable in the store by any instance
+    /// (or the CLI): the denylist is complete within `every` of a revocation whether or not the
+    /// change feed (the fast path) delivered it. The copy counts as fresh while these reads
+    /// succeed, and stale once they have failed for three periods in a row.
+    async fn catch_up(&self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first catch-up looks back from now: `start` loaded everything before.
+        let mut last = self.auth.now();
+        let mut failures = 0u32;
+        let mut full_at = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let now = self.auth.now();
+            // Now and then everything in force, whenever it was stamped: an entry whose
+            // transaction became visible later than the lookback (a partitioned writer, a
+            // writer's clock far off) is not missed for longer than this.
+            let full = full_at.elapsed() >= SYNC_FULL_EVERY;
+            let since = if full { i64::MIN } else { last - SYNC_LOOKBACK };
+            let read = self.auth.store().denied_since(since, now - LEEWAY).await;
+            if full && read.is_ok() {
+                full_at = tokio::time::Instant::now();
+            }
+            match read {
+                Ok(entries) => {
+                    self.denylist.extend_stored(entries, now);
+                    self.denylist.set_fresh(true);
+                    last = now;
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 3 {
+                        self.denylist.set_fresh(false);
+                        tracing::warn!(error = %e, "the denylist cannot be read from the store; it may be stale until it can");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes what expired: denylist entries, records of expired access tokens, codes, and
+    /// sessions (stores without native expiry).
+    async fn purge(&self) {
+        let store = self.auth.store();
+        let now = self.auth.now();
+        let access_ttl = self.tokens.settings().access_ttl;
+        if let Err(e) = store.purge_denied(now - LEEWAY).await {
+            tracing::warn!(error = %e, "purging the access-token denylist failed");
+        }
+        if let Err(e) = store.purge_access(now - access_ttl - LEEWAY).await {
+            tracing::warn!(error = %e, "purging the records of expired access tokens failed");
+        }
+        if let Err(e) = store.purge_codes(now).await {
+            tracing::warn!(error = %e, "purging expired authorization codes failed");
+        }
+        match store.purge_expired_sessions(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
+            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+    }
+}
