@@ -11,10 +11,11 @@ use std::time::Duration;
 use tessera_jose::{Algorithm, Clock};
 
 use crate::revocation::LEEWAY;
-use crate::store::{Change, Stores};
+use crate::store::{Change, StoreResult, Stores};
 use crate::{
-    Auth, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey, PasswordHasherPool,
-    PasswordPolicy, SessionPolicy, Throttle, ThrottlePolicy, TokenSettings, Tokens,
+    Auth, Client, Consent, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey,
+    PasswordHasherPool, PasswordPolicy, SessionPolicy, Throttle, ThrottlePolicy, TokenSettings,
+    Tokens, User,
 };
 
 /// What the service is built with.
@@ -161,6 +162,45 @@ const SYNC_LOOKBACK: i64 = 10;
 
 /// How often the catch-up reads every entry in force instead of the recent ones.
 const SYNC_FULL_EVERY: Duration = Duration::from_secs(60);
+
+/// What the HTTP layer asks of the store, in the domain's words: the server names no store.
+impl<S: Stores> Service<S> {
+    /// The registered client `id`.
+    pub async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
+        self.auth.store().client(id).await
+    }
+
+    /// The user `id` (disabled or not).
+    pub async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        self.auth.store().user_by_id(id).await
+    }
+
+    /// The applications `user_id` allowed, with the scopes.
+    pub async fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
+        self.auth.store().consents_of(user_id).await
+    }
+
+    /// Records that `user_id` allowed `consent.client_id` the scopes of `consent`.
+    pub async fn grant_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {
+        self.auth.store().set_consent(user_id, consent).await
+    }
+
+    /// Withdraws `user_id`'s consent to `client_id`: the client's refresh tokens for this person
+    /// stop working, and it must ask again. Whether there was one.
+    pub async fn withdraw_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool> {
+        self.auth.store().delete_consent(user_id, client_id).await
+    }
+
+    /// Sessions held in the store (live, and expired but not yet purged).
+    pub async fn stored_sessions(&self) -> StoreResult<u64> {
+        self.auth.store().count_sessions().await
+    }
+
+    /// Whether the store of users answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.auth.store().ping().await
+    }
+}
 
 impl<S: Stores> Service<S> {
     /// Denylists a verified access token until its expiry and revokes its refresh family, in

@@ -48,7 +48,7 @@ impl<S: Stores> AppState<S> {
         if p.get("state").is_some_and(|s| s.len() > MAX_STATE) {
             return Err(refused());
         }
-        let client = match self.auth.store().client(client_id).await {
+        let client = match self.service.client(client_id).await {
             Ok(Some(c)) => c,
             Ok(None) => return Err(refused()),
             Err(_) => return Err(self.settings.look.unavailable_page()),
@@ -252,7 +252,7 @@ pub(crate) async fn account_page<S: Stores>(
     let Ok(sessions) = state.auth.sessions_of(&a.user.id).await else {
         return state.settings.look.unavailable_page();
     };
-    let Ok(consents) = state.auth.store().consents_of(&a.user.id).await else {
+    let Ok(consents) = state.service.consents_of(&a.user.id).await else {
         return state.settings.look.unavailable_page();
     };
     let now = state.auth.now();
@@ -370,7 +370,7 @@ pub(crate) async fn withdraw_consent<S: Stores>(
         Err(res) => return res,
     };
     let client = p.get("client_id").map(String::as_str).unwrap_or_default();
-    match state.auth.store().delete_consent(&a.user.id, client).await {
+    match state.service.withdraw_consent(&a.user.id, client).await {
         Ok(withdrawn) => {
             if withdrawn {
                 tracing::info!(target: "audit", event = "consent_withdrawn", user = %a.user.id, client = %Untrusted(client));

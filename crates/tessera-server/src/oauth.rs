@@ -232,8 +232,7 @@ impl<S: Stores> AppState<S> {
         }
         let unknown = || OAuthError::new("invalid_client", "client authentication failed");
         let client = self
-            .auth
-            .store()
+            .service
             .client(&id)
             .await
             .map_err(|_| OAuthError::unavailable())?
@@ -577,7 +576,7 @@ impl<S: Stores> AppState<S> {
         let sub = c.sub.as_deref().unwrap_or_default();
         let mut username = None;
         if sub.starts_with("usr_") {
-            match self.auth.store().user_by_id(sub).await {
+            match self.service.user(sub).await {
                 Ok(Some(u)) if !u.disabled => username = Some(u.username),
                 Ok(_) => return Ok(inactive),
                 Err(_) => return Err(OAuthError::unavailable()),
@@ -586,7 +585,7 @@ impl<S: Stores> AppState<S> {
         if let Some(cid) = c.client_id.as_deref()
             && cid != self.settings.client_id
         {
-            match self.auth.store().client(cid).await {
+            match self.service.client(cid).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(inactive),
                 Err(_) => return Err(OAuthError::unavailable()),

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tessera_core::client::{AUTHORIZATION_CODE, subset, valid_challenge, valid_scope};
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{Authenticated, Client, ClientStore, Consent, LoginError, Stores};
+use tessera_core::{Authenticated, Client, Consent, LoginError, Stores};
 
 use crate::AppState;
 use crate::http::{Peer, cookie, same_origin};
@@ -137,7 +137,7 @@ impl<S: Stores> AppState<S> {
         let client_id = p
             .get("client_id")
             .ok_or_else(|| page("client_id is missing"))?;
-        let client = match self.auth.store().client(client_id).await {
+        let client = match self.service.client(client_id).await {
             Ok(Some(c)) if c.allows(AUTHORIZATION_CODE) => c,
             Ok(_) => {
                 return Err(page(
@@ -294,8 +294,7 @@ impl<S: Stores> AppState<S> {
     /// Whether `user_id` consented before to at least `r.scope` for `r.client`.
     async fn consented(&self, user_id: &str, r: &Request) -> Result<bool, Response> {
         let consents = self
-            .auth
-            .store()
+            .service
             .consents_of(user_id)
             .await
             .map_err(|_| self.settings.look.unavailable_page())?;
@@ -589,9 +588,8 @@ pub(crate) async fn decide<S: Stores>(
                 granted_at: state.auth.now(),
             };
             if state
-                .auth
-                .store()
-                .set_consent(&a.user.id, &consent)
+                .service
+                .grant_consent(&a.user.id, &consent)
                 .await
                 .is_err()
             {
@@ -746,8 +744,7 @@ pub(crate) async fn consents<S: Stores>(
 ) -> Result<Response, Problem> {
     let caller = state.caller(&headers).await?;
     let list = state
-        .auth
-        .store()
+        .service
         .consents_of(&caller.auth.user.id)
         .await
         .map_err(|_| Problem::unavailable())?;
@@ -771,7 +768,9 @@ pub(crate) async fn withdraw_consent<S: Stores>(
     let caller = state.caller(&headers).await?;
     state.guard(&caller, &headers)?;
     let user = &caller.auth.user.id;
-    if !ClientStore::delete_consent(state.auth.store(), user, &client_id)
+    if !state
+        .service
+        .withdraw_consent(user, &client_id)
         .await
         .map_err(|_| Problem::unavailable())?
     {

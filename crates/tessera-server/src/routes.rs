@@ -214,7 +214,7 @@ impl<S: Stores> AppState<S> {
             return Err(invalid_token("the access token was revoked"));
         }
         let sub = verified.claims.sub.as_deref().unwrap_or_default();
-        let user = match self.auth.store().user_by_id(sub).await {
+        let user = match self.service.user(sub).await {
             Ok(Some(u)) if !u.disabled => u,
             Ok(_) => return Err(invalid_token("the access token's user no longer exists")),
             Err(_) => return Err(Problem::unavailable()),
@@ -385,11 +385,11 @@ pub(crate) async fn readyz<S: Stores>(State(state): State<AppState<S>>) -> Respo
     // READY_WAIT; a store marked down answers at once.
     let users = {
         let state = state.clone();
-        tokio::spawn(async move { state.auth.store().ping().await.is_ok() })
+        tokio::spawn(async move { state.service.ping().await.is_ok() })
     };
     let sessions = {
         let state = state.clone();
-        tokio::spawn(async move { state.auth.store().count_sessions().await.is_ok() })
+        tokio::spawn(async move { state.service.stored_sessions().await.is_ok() })
     };
     let answered = |r: Result<
         Result<bool, tokio::task::JoinError>,
@@ -422,7 +422,7 @@ pub(crate) async fn readyz<S: Stores>(State(state): State<AppState<S>>) -> Respo
 }
 
 pub(crate) async fn metrics<S: Stores>(State(state): State<AppState<S>>) -> Response {
-    let active = state.auth.store().count_sessions().await.ok();
+    let active = state.service.stored_sessions().await.ok();
     let mut text = state
         .metrics
         .render(state.auth.counters(), state.auth.hashing(), active);
