@@ -31,26 +31,17 @@ fn config() -> Config {
     c
 }
 
-async fn spawn_with<S: Stores + Clone>(mut config: Config, store: S) -> App<S> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    config.listen = addr;
+async fn spawn_with<S: Stores + Clone>(config: Config, store: S) -> App<S> {
     let clock = ManualClock::new(T0);
     let master = MasterKey::from_bytes(&[42u8; 32]).unwrap();
-    let state = tessera_server::build(&config, store, Arc::new(clock.clone()), master)
+    let local = tessera_server::testing::start(config, store, Arc::new(clock.clone()), master)
         .await
         .unwrap();
-    let cookie_name = state.settings.cookie_name;
-    let router = tessera_server::router(state.clone(), &config);
-    tokio::spawn(tessera_server::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
+    let cookie_name = local.state.settings.cookie_name;
     App {
-        url: format!("http://{addr}"),
+        url: local.url,
         clock,
-        state,
+        state: local.state,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

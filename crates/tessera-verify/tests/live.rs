@@ -25,32 +25,21 @@ async fn live() -> Live {
 
 /// A live server whose configuration `tweak` adjusts.
 async fn live_with(tweak: impl FnOnce(&mut Config)) -> Live {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = Config {
-        listen: listener.local_addr().unwrap(),
-        ..Config::default()
-    };
+    let mut config = Config::default();
     tweak(&mut config);
     config.password.hash_concurrency = 2;
-    let store = MemoryStore::new();
-    let state = tessera_server::build(
-        &config,
-        store,
+    let local = tessera_server::testing::start(
+        config,
+        MemoryStore::new(),
         Arc::new(tessera_jose::SystemClock),
         MasterKey::from_bytes(&[7u8; 32]).unwrap(),
     )
     .await
     .unwrap();
-    state.auth.create_user("alice", PW).await.unwrap();
-    let router = tessera_server::router(state.clone(), &config);
-    tokio::spawn(tessera_server::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
+    local.state.auth.create_user("alice", PW).await.unwrap();
     Live {
-        url: format!("http://{}", config.listen),
-        state,
+        url: local.url,
+        state: local.state,
     }
 }
 

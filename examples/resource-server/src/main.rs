@@ -111,15 +111,11 @@ mod tests {
 
     /// A live tessera on port 0 with a user `alice` and a client `svc` (scope orders:read).
     async fn tessera() -> (String, String) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut config = tessera_server::Config {
-            listen: listener.local_addr().unwrap(),
-            ..Default::default()
-        };
+        let mut config = tessera_server::Config::default();
         config.password.hash_concurrency = 2;
         let store = tessera_store::MemoryStore::new();
-        let state = tessera_server::build(
-            &config,
+        let local = tessera_server::testing::start(
+            config,
             store.clone(),
             Arc::new(tessera_jose::SystemClock),
             tessera_core::MasterKey::from_bytes(&[9u8; 32]).unwrap(),
@@ -138,16 +134,7 @@ mod tests {
         tessera_core::ClientStore::create_client(&store, &client)
             .await
             .unwrap();
-        let router = tessera_server::router(state, &config);
-        tokio::spawn(tessera_server::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
-        (
-            format!("http://{}", config.listen),
-            secret.unwrap().expose().to_owned(),
-        )
+        (local.url, secret.unwrap().expose().to_owned())
     }
 
     async fn client_token(issuer: &str, secret: &str) -> String {
