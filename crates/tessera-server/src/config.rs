@@ -528,6 +528,11 @@ pub(crate) fn env_value(setting: &Setting, raw: &str) -> Result<toml::Value, Con
 }
 
 impl Config {
+    /// `examples/tessera.toml`: every setting of the table with its default.
+    pub fn example() -> String {
+        settings::example(&toml::Table::try_from(Config::default()).unwrap_or_default())
+    }
+
     /// Defaults, then the file (if any), then `env` overrides (`TESSERA_…` pairs).
     pub fn load(
         file: Option<&std::path::Path>,
@@ -919,5 +924,90 @@ mod tests {
         assert!(!c.development());
         c.issuer = Some("http://[::1]:8080".into());
         assert!(c.development());
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::settings::{SETTINGS, default_value, toml_text};
+    use Kind::Table;
+
+    fn defaults() -> toml::Table {
+        toml::Table::try_from(Config::default()).unwrap()
+    }
+
+    /// `examples/tessera.toml` is what the table renders (to bring it up to date:
+    /// `TESSERA_WRITE_EXAMPLE=1 cargo test -p tessera-server --lib example`), it parses, and its
+    /// values are the defaults.
+    #[test]
+    fn the_example_config_is_the_settings_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tessera.toml");
+        let rendered = Config::example();
+        if std::env::var_os("TESSERA_WRITE_EXAMPLE").is_some() {
+            std::fs::write(path, &rendered).unwrap();
+        }
+        let file = std::fs::read_to_string(path).unwrap();
+        assert!(
+            file == rendered,
+            "examples/tessera.toml is not what the settings table renders; \
+             TESSERA_WRITE_EXAMPLE=1 cargo test -p tessera-server --lib example writes it"
+        );
+        let parsed = Config::load(Some(std::path::Path::new(path)), Vec::new()).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+    }
+
+    /// Every row is a key of the configuration, and its kind is its value's: the default,
+    /// written as its environment variable would give it, reads back as the default.
+    #[test]
+    fn every_row_is_a_key_of_its_kind() {
+        let defaults = defaults();
+        for s in SETTINGS {
+            let value = match (default_value(&defaults, s.key), s.kind) {
+                (Some(v), _) => v.clone(),
+                (None, Table) => toml::Value::Table(toml::Table::new()),
+                (None, _) => {
+                    let sample = s
+                        .sample
+                        .unwrap_or_else(|| panic!("{}: no default, no sample", s.key));
+                    sample.trim_matches('"').to_owned().into()
+                }
+            };
+            let mut doc = toml::Table::new();
+            set(&mut doc, s.key, value.clone());
+            let parsed: Result<Config, _> = toml::Value::Table(doc).try_into();
+            assert!(parsed.is_ok(), "{} is not a key: {:?}", s.key, parsed.err());
+            if s.kind == Table {
+                continue;
+            }
+            let raw = match &value {
+                toml::Value::String(t) => t.clone(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => toml_text(other),
+            };
+            let back = env_value(s, &raw).unwrap();
+            assert_eq!(back, value, "{}: its kind is not its value's", s.key);
+        }
+    }
+
+    /// Every key the configuration has is a row (a new field without one fails here).
+    #[test]
+    fn every_key_is_a_row() {
+        for (key, value) in &defaults() {
+            let keys: Vec<String> = match value.as_table() {
+                Some(t) => t.keys().map(|k| format!("{key}.{k}")).collect(),
+                None => vec![key.clone()],
+            };
+            for k in keys {
+                assert!(
+                    SETTINGS.iter().any(|s| s.key == k),
+                    "{k} is a setting without a row in the settings table"
+                );
+            }
+        }
     }
 }

@@ -2,9 +2,7 @@
 //! variable (`TESSERA_` and the key upper-cased, `.` as `_`), the `--help` list of
 //! `tessera serve` and `examples/tessera.toml` (a test renders it and compares) all come from
 //! this table; the defaults come from [`Config::default`](crate::Config), the one place they
-//! are written.
-
-use crate::config::Config;
+//! are written ([`Config::example`](crate::Config::example) renders the example with them).
 
 /// What a setting's value is, in TOML and in its environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,7 +309,7 @@ pub fn help() -> String {
 }
 
 /// A value as TOML writes it (the kinds the settings have).
-fn toml_text(value: &toml::Value) -> String {
+pub(crate) fn toml_text(value: &toml::Value) -> String {
     match value {
         // A TOML basic string escapes as JSON does, for the text of a setting.
         toml::Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
@@ -326,7 +324,7 @@ fn toml_text(value: &toml::Value) -> String {
 }
 
 /// The value of `key` in `defaults`.
-fn default_value<'a>(defaults: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+pub(crate) fn default_value<'a>(defaults: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
     let mut table = defaults;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
@@ -339,10 +337,9 @@ fn default_value<'a>(defaults: &'a toml::Table, key: &str) -> Option<&'a toml::V
     None
 }
 
-/// `examples/tessera.toml`: every setting with its default (or, commented out, a sample), its
-/// environment variable and what it does.
-pub fn example() -> String {
-    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+/// `examples/tessera.toml`: every setting with its default in `defaults` (or, commented out, a
+/// sample), its environment variable and what it does.
+pub fn example(defaults: &toml::Table) -> String {
     let mut out = String::from(
         "# tessera configuration: every key with its default. `tessera serve` needs none of them.\n\
          # Each key can also be set by an environment variable (shown after it), which wins over this\n\
@@ -375,7 +372,7 @@ pub fn example() -> String {
             out.push_str(&format!("\n[{sec}]\n"));
             section = sec;
         }
-        let line = match (s.sample, default_value(&defaults, s.key).map(toml_text)) {
+        let line = match (s.sample, default_value(defaults, s.key).map(toml_text)) {
             (Some(v), _) => format!("# {name} = {v}"),
             (None, Some(v)) => format!("{name} = {v}"),
             (None, None) => format!("# {name} ="),
@@ -386,87 +383,4 @@ pub fn example() -> String {
         "\n# The master key sealing signing keys: TESSERA_MASTER_KEY, or DATA_DIR/master.key (made on start).\n",
     );
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn defaults() -> toml::Table {
-        toml::Table::try_from(Config::default()).unwrap()
-    }
-
-    /// `examples/tessera.toml` is what the table renders (to bring it up to date:
-    /// `TESSERA_WRITE_EXAMPLE=1 cargo test -p tessera-server --lib example`), it parses, and its
-    /// values are the defaults.
-    #[test]
-    fn the_example_config_is_the_settings_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tessera.toml");
-        let rendered = example();
-        if std::env::var_os("TESSERA_WRITE_EXAMPLE").is_some() {
-            std::fs::write(path, &rendered).unwrap();
-        }
-        let file = std::fs::read_to_string(path).unwrap();
-        assert!(
-            file == rendered,
-            "examples/tessera.toml is not what the settings table renders; \
-             TESSERA_WRITE_EXAMPLE=1 cargo test -p tessera-server --lib example writes it"
-        );
-        let parsed = Config::load(Some(std::path::Path::new(path)), Vec::new()).unwrap();
-        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
-    }
-
-    /// Every row is a key of the configuration, and its kind is its value's: the default,
-    /// written as its environment variable would give it, reads back as the default.
-    #[test]
-    fn every_row_is_a_key_of_its_kind() {
-        let defaults = defaults();
-        for s in SETTINGS {
-            let value = match (default_value(&defaults, s.key), s.kind) {
-                (Some(v), _) => v.clone(),
-                (None, Table) => toml::Value::Table(toml::Table::new()),
-                (None, _) => {
-                    let sample = s
-                        .sample
-                        .unwrap_or_else(|| panic!("{}: no default, no sample", s.key));
-                    sample.trim_matches('"').to_owned().into()
-                }
-            };
-            let mut doc = toml::Table::new();
-            crate::config::set(&mut doc, s.key, value.clone());
-            let parsed: Result<Config, _> = toml::Value::Table(doc).try_into();
-            assert!(parsed.is_ok(), "{} is not a key: {:?}", s.key, parsed.err());
-            if s.kind == Table {
-                continue;
-            }
-            let raw = match &value {
-                toml::Value::String(t) => t.clone(),
-                toml::Value::Array(items) => items
-                    .iter()
-                    .map(|i| i.as_str().unwrap_or_default().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                other => toml_text(other),
-            };
-            let back = crate::config::env_value(s, &raw).unwrap();
-            assert_eq!(back, value, "{}: its kind is not its value's", s.key);
-        }
-    }
-
-    /// Every key the configuration has is a row (a new field without one fails here).
-    #[test]
-    fn every_key_is_a_row() {
-        for (key, value) in &defaults() {
-            let keys: Vec<String> = match value.as_table() {
-                Some(t) => t.keys().map(|k| format!("{key}.{k}")).collect(),
-                None => vec![key.clone()],
-            };
-            for k in keys {
-                assert!(
-                    SETTINGS.iter().any(|s| s.key == k),
-                    "{k} is a setting without a row in the settings table"
-                );
-            }
-        }
-    }
 }
