@@ -17,7 +17,6 @@ mod pages;
 pub mod problem;
 mod routes;
 pub mod settings;
-pub mod testing;
 pub mod tls;
 
 use std::future::Future;

@@ -34,7 +34,7 @@ fn config() -> Config {
 async fn spawn_with<S: Stores + Clone>(config: Config, store: S) -> App<S> {
     let clock = ManualClock::new(T0);
     let master = MasterKey::from_bytes(&[42u8; 32]).unwrap();
-    let local = tessera_server::testing::start(config, store, Arc::new(clock.clone()), master)
+    let local = tessera_testkit::start(config, store, Arc::new(clock.clone()), master)
         .await
         .unwrap();
     let cookie_name = local.state.settings.cookie_name;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tessera_core::MasterKey;
 use tessera_server::{AppState, Config};
 use tessera_store::MemoryStore;
+use tessera_testkit::Relay;
 use tessera_verify::{Audience, DiscoverError, Options, Verifier, VerifyError};
 
 const PW: &str = "correct horse battery";
@@ -28,7 +29,7 @@ async fn live_with(tweak: impl FnOnce(&mut Config)) -> Live {
     let mut config = Config::default();
     tweak(&mut config);
     config.password.hash_concurrency = 2;
-    let local = tessera_server::testing::start(
+    let local = tessera_testkit::start(
         config,
         MemoryStore::new(),
         Arc::new(tessera_jose::SystemClock),
@@ -503,61 +504,14 @@ async fn the_feed_is_for_confidential_clients_and_needs_an_issuer_that_has_one()
     assert!(v.follow_revocations(feed(&secret)).await.is_err(), "twice");
 }
 
-/// A TCP relay the test can cut (every connection closed, new ones refused) and restore.
-struct Relay {
-    url: String,
-    cut: Arc<std::sync::atomic::AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Relay {
-    async fn start(listener: tokio::net::TcpListener, to: std::net::SocketAddr) -> Relay {
-        let relay = Relay {
-            url: format!("http://{}", listener.local_addr().unwrap()),
-            cut: Arc::default(),
-            conns: Arc::default(),
-        };
-        let (cut, conns) = (Arc::clone(&relay.cut), Arc::clone(&relay.conns));
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if cut.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                conns.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        relay
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// A live server whose issuer URL is a relay in front of it (discovery, JWKS and the feed all
 /// go through the relay).
-async fn live_behind_relay() -> (Live, Relay) {
-    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn live_behind_relay() -> (Live, Relay, String) {
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!("http://{}", front.local_addr().unwrap());
-    let live = live_with(|c| c.issuer = Some(issuer)).await;
-    let to = live.url.strip_prefix("http://").unwrap().parse().unwrap();
-    let relay = Relay::start(front, to).await;
-    (live, relay)
+    let live = live_with(|c| c.issuer = Some(issuer.clone())).await;
+    let relay = Relay::on(front, live.url.strip_prefix("http://").unwrap());
+    (live, relay, issuer)
 }
 
 async fn wait_for(what: &str, limit: std::time::Duration, cond: impl Fn() -> bool) {
@@ -571,7 +525,7 @@ async fn wait_for(what: &str, limit: std::time::Duration, cond: impl Fn() -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_cut_and_restored_misses_nothing_and_the_loss_policy_applies_meanwhile() {
     use tessera_verify::WhenLost;
-    let (live, relay) = live_behind_relay().await;
+    let (live, relay, front) = live_behind_relay().await;
     let secret = feed_client(&live).await;
     let opts = |when_lost| tessera_verify::FeedOptions {
         grace: std::time::Duration::from_secs(1),
@@ -580,12 +534,12 @@ async fn a_feed_cut_and_restored_misses_nothing_and_the_loss_policy_applies_mean
         retry: std::time::Duration::from_millis(100),
         ..feed(&secret)
     };
-    let closed = verifier(&relay.url, &relay.url).await;
+    let closed = verifier(&front, &front).await;
     closed
         .follow_revocations(opts(WhenLost::Refuse))
         .await
         .unwrap();
-    let open = verifier(&relay.url, &relay.url).await;
+    let open = verifier(&front, &front).await;
     open.follow_revocations(opts(WhenLost::Allow))
         .await
         .unwrap();

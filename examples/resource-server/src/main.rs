@@ -114,7 +114,7 @@ mod tests {
         let mut config = tessera_server::Config::default();
         config.password.hash_concurrency = 2;
         let store = tessera_store::MemoryStore::new();
-        let local = tessera_server::testing::start(
+        let local = tessera_testkit::start(
             config,
             store.clone(),
             Arc::new(tessera_jose::SystemClock),
