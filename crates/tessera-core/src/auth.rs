@@ -11,7 +11,8 @@ use tessera_jose::{Clock, Revocation};
 use crate::password::{PasswordError, PasswordHasherPool, PasswordPolicy};
 use crate::revocation::Denylist;
 use crate::session::{Session, SessionPolicy};
-use crate::store::{FamilyRevocation, StoreError, Stores};
+use crate::store::{Change, FamilyRevocation, StoreError, Stores};
+use crate::store::{RefreshStore as _, SessionStore as _, ThrottleStore as _, UserStore as _};
 use crate::throttle::{Attempt, DeviceCookies, Throttle};
 use crate::token::{Kind, Token, TokenHash, random_id};
 use crate::user::{User, normalize_username};
@@ -225,8 +226,12 @@ impl<S: Stores> Auth<S> {
             also: &[],
             now,
         };
-        let (n, denied) = self.store.revoke_families_of(user_id, &revocation).await?;
-        self.denylist.extend_stored(denied, now);
+        let (n, denied) = self
+            .store
+            .refresh()
+            .revoke_families_of(user_id, &revocation)
+            .await?;
+        self.denylist.recorded(&self.store, denied, now).await;
         Ok(n)
     }
 
@@ -256,7 +261,7 @@ impl<S: Stores> Auth<S> {
         self.password_policy
             .check(password, &username)
             .map_err(AccountError::Password)?;
-        if self.store.user_by_name(&username).await?.is_some() {
+        if self.store.users().user_by_name(&username).await?.is_some() {
             return Err(AccountError::Taken);
         }
         let hash = self
@@ -271,7 +276,7 @@ impl<S: Stores> Auth<S> {
             disabled: false,
             created_at: self.now(),
         };
-        self.store.create_user(&user).await?;
+        self.store.users().create_user(&user).await?;
         tracing::info!(target: "audit", event = "user_created", user = %user.id, username = %user.username);
         Ok(user)
     }
@@ -282,6 +287,7 @@ impl<S: Stores> Auth<S> {
     async fn throttle_reserve(&self, attempt: &Attempt, now: i64) -> Result<bool, i64> {
         match self
             .store
+            .throttle()
             .throttle_reserve(&attempt.keys, self.throttle.policy(), now)
             .await
         {
@@ -301,7 +307,12 @@ impl<S: Stores> Auth<S> {
         let (cleared, released) = attempt.returned(success);
         if !shared {
             self.throttle.release(cleared, released);
-        } else if let Err(e) = self.store.throttle_release(cleared, released).await {
+        } else if let Err(e) = self
+            .store
+            .throttle()
+            .throttle_release(cleared, released)
+            .await
+        {
             tracing::warn!(error = %e, "releasing a shared throttle reservation failed");
         }
     }
@@ -329,7 +340,7 @@ impl<S: Stores> Auth<S> {
         // typed text never becomes a key.
         let (name, user) = match normalize_username(username) {
             Some(name) => {
-                let user = self.store.user_by_name(&name).await.map_err(|e| {
+                let user = self.store.users().user_by_name(&name).await.map_err(|e| {
                     tracing::error!(error = %e, "user store unavailable");
                     LoginError::Unavailable
                 })?;
@@ -382,7 +393,7 @@ impl<S: Stores> Auth<S> {
         self.throttle_release(&attempt, shared, true).await;
         if self.hasher.needs_rehash(&user.password_hash)
             && let Ok(hash) = self.hasher.hash(password).await
-            && let Err(e) = self.store.set_password_hash(&user.id, &hash).await
+            && let Err(e) = self.store.users().set_password_hash(&user.id, &hash).await
         {
             tracing::warn!(error = %e, "could not store the rehashed password");
         }
@@ -428,7 +439,7 @@ impl<S: Stores> Auth<S> {
         for _ in 0..3 {
             let token = Token::generate(Kind::Session);
             let hash = token.hash();
-            match self.store.create_session(&hash, &session).await {
+            match self.store.sessions().create_session(&hash, &session).await {
                 Ok(()) => {
                     bump(&self.counters.sessions_created, 1);
                     tracing::info!(target: "audit", event = "session_created", user = %user.id, session = %session.handle);
@@ -485,6 +496,7 @@ impl<S: Stores> Auth<S> {
         let now = self.now();
         let mut session = self
             .store
+            .sessions()
             .session(&hash)
             .await
             .map_err(unavailable)?
@@ -492,7 +504,7 @@ impl<S: Stores> Auth<S> {
         if self.denylist.session_revoked(&session.handle) {
             // Ended (its end is durable in the denylist) while its record could not be removed:
             // removed now.
-            if let Err(e) = self.store.delete_session(&hash).await {
+            if let Err(e) = self.store.sessions().delete_session(&hash).await {
                 tracing::debug!(error = %e, "removing an ended session failed");
             }
             return Err(SessionError::Invalid);
@@ -501,6 +513,7 @@ impl<S: Stores> Auth<S> {
             // Expired: remove it now rather than wait for the purge.
             if self
                 .store
+                .sessions()
                 .delete_session(&hash)
                 .await
                 .map_err(unavailable)?
@@ -513,13 +526,14 @@ impl<S: Stores> Auth<S> {
             }
             return Err(SessionError::Invalid);
         }
-        let user = match self.store.user_by_id(&session.user_id).await {
+        let user = match self.store.users().user_by_id(&session.user_id).await {
             Ok(Some(u)) if !u.disabled => u,
             Ok(_) => return Err(SessionError::Invalid),
             Err(e) => return Err(unavailable(e)),
         };
         if now - session.last_seen_at >= self.session_policy.touch_interval {
             self.store
+                .sessions()
                 .touch_session(&hash, now)
                 .await
                 .map_err(unavailable)?;
@@ -539,7 +553,7 @@ impl<S: Stores> Auth<S> {
     pub async fn logout(&self, hash: &TokenHash, session: &Session) -> Result<bool, SessionError> {
         let handle = &session.handle;
         self.revoke_sessions([session]).await.map_err(unavailable)?;
-        let ended = match self.store.delete_session(hash).await {
+        let ended = match self.store.sessions().delete_session(hash).await {
             Ok(ended) => ended,
             Err(e) => {
                 tracing::warn!(error = %e, "removing an ended session's record failed; it is refused and removed later");
@@ -561,6 +575,7 @@ impl<S: Stores> Auth<S> {
         let now = self.now();
         let mut list: Vec<_> = self
             .store
+            .sessions()
             .sessions_of(user_id)
             .await
             .map_err(unavailable)?
@@ -574,7 +589,12 @@ impl<S: Stores> Auth<S> {
     /// Ends one of `user_id`'s sessions by its public handle; false if the user has no such
     /// session (another user's handle included).
     pub async fn end_session(&self, user_id: &str, handle: &str) -> Result<bool, SessionError> {
-        let list = self.store.sessions_of(user_id).await.map_err(unavailable)?;
+        let list = self
+            .store
+            .sessions()
+            .sessions_of(user_id)
+            .await
+            .map_err(unavailable)?;
         match list.into_iter().find(|(_, s)| s.handle == handle) {
             Some((hash, s)) => self.logout(&hash, &s).await,
             None => Ok(false),
@@ -589,6 +609,7 @@ impl<S: Stores> Auth<S> {
     ) -> Result<u64, SessionError> {
         let ending: Vec<Session> = self
             .store
+            .sessions()
             .sessions_of(user_id)
             .await
             .map_err(unavailable)?
@@ -600,6 +621,7 @@ impl<S: Stores> Auth<S> {
         self.revoke_sessions(&ending).await.map_err(unavailable)?;
         let n = self
             .store
+            .sessions()
             .delete_sessions_of(user_id, Some(keep))
             .await
             .map_err(unavailable)?;
@@ -615,6 +637,7 @@ impl<S: Stores> Auth<S> {
         data: &Value,
     ) -> Result<bool, SessionError> {
         self.store
+            .sessions()
             .set_session_data(hash, data)
             .await
             .map_err(unavailable)
@@ -625,6 +648,7 @@ impl<S: Stores> Auth<S> {
         let name = normalize_username(username).ok_or(AccountError::NotFound)?;
         let user = self
             .store
+            .users()
             .user_by_name(&name)
             .await?
             .ok_or(AccountError::NotFound)?;
@@ -641,12 +665,19 @@ impl<S: Stores> Auth<S> {
                 tokio::time::sleep(std::time::Duration::from_secs(wait.unsigned_abs())).await;
             }
         }
-        self.store.set_disabled(&user.id, disabled).await?;
+        self.store.users().set_disabled(&user.id, disabled).await?;
+        self.store
+            .announce(vec![Change::User(user.id.clone())])
+            .await;
         if disabled {
             // The database's steps before Redis's: a failure at the sessions leaves no refresh
             // family live (and a disabled account's sessions are refused anyway).
             let families = self.revoke_families_of(&user.id).await?;
-            let n = self.store.delete_sessions_of(&user.id, None).await?;
+            let n = self
+                .store
+                .sessions()
+                .delete_sessions_of(&user.id, None)
+                .await?;
             bump(&self.counters.sessions_ended, n);
             tracing::info!(target: "audit", event = "user_disabled", user = %user.id, sessions_ended = n, refresh_families_revoked = families);
         } else {
@@ -660,14 +691,22 @@ impl<S: Stores> Auth<S> {
         let name = normalize_username(username).ok_or(AccountError::NotFound)?;
         let user = self
             .store
+            .users()
             .user_by_name(&name)
             .await?
             .ok_or(AccountError::NotFound)?;
         self.revoke_subject(&user.id).await?;
         self.revoke_families_of(&user.id).await?;
-        let n = self.store.delete_sessions_of(&user.id, None).await?;
+        let n = self
+            .store
+            .sessions()
+            .delete_sessions_of(&user.id, None)
+            .await?;
         bump(&self.counters.sessions_ended, n);
-        self.store.delete_user(&user.id).await?;
+        self.store.users().delete_user(&user.id).await?;
+        self.store
+            .announce(vec![Change::User(user.id.clone())])
+            .await;
         tracing::info!(target: "audit", event = "user_deleted", user = %user.id, sessions_ended = n);
         Ok(user)
     }

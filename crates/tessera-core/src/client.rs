@@ -310,6 +310,17 @@ pub fn valid_challenge(challenge: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Removes client `id` and the consents given to it, and announces it to the other instances
+/// (which may have it cached); whether there was one.
+pub async fn remove_client<S: crate::Stores>(store: &S, id: &str) -> crate::StoreResult<bool> {
+    use crate::ClientStore as _;
+    let removed = store.clients().delete_client(id).await?;
+    store
+        .announce(vec![crate::Change::Client(id.to_owned())])
+        .await;
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tessera_jose::{Algorithm, Jwk, JwkSet, KeySet, Signer, SigningKey, b64};
 use zeroize::Zeroizing;
+
+use crate::store::KeyStore as _;
+use crate::store::{Change, StoredKey, Stores};
 
 /// Why key material could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -151,31 +154,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
-}
-
-/// A signing key as the store keeps it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredKey {
-    /// Key id (the RFC 7638 thumbprint for asymmetric keys).
-    pub kid: String,
-    /// Algorithm name.
-    pub alg: String,
-    /// The private JWK, sealed under the master key with the kid as context.
-    pub sealed: Vec<u8>,
-    /// When it was made.
-    pub created_at: i64,
-    /// From when it signs (publication is immediate).
-    pub activates_at: i64,
-}
-
-impl fmt::Debug for StoredKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("activates_at", &self.activates_at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Generates a key for `alg` and seals it.
@@ -385,8 +363,8 @@ mod tests {
 /// Keeps the current [`KeyRing`] of a server: built at start, rebuilt when the stored keys
 /// change (a rotation by the CLI or another instance) or when a key changes state.
 #[derive(Debug)]
-pub struct KeyManager<K> {
-    store: K,
+pub struct KeyManager<S> {
+    store: S,
     master: MasterKey,
     retain: i64,
     ring: std::sync::RwLock<Arc<KeyRing>>,
@@ -396,25 +374,27 @@ pub struct KeyManager<K> {
     generation: std::sync::atomic::AtomicU64,
 }
 
-impl<K: crate::store::KeyStore> KeyManager<K> {
+impl<S: Stores> KeyManager<S> {
     /// Loads the keys, creating a first `alg` key (active at once) if the store has none.
     /// Superseded keys stay published for `retain` seconds.
     pub async fn start(
-        store: K,
+        store: S,
         master: MasterKey,
         alg: Algorithm,
         now: i64,
         retain: i64,
-    ) -> Result<KeyManager<K>, KeyError> {
+    ) -> Result<KeyManager<S>, KeyError> {
         let stored = store
+            .keys()
             .signing_keys()
             .await
             .map_err(|e| KeyError::Key(e.to_string()))?;
         if stored.is_empty() {
             let key = new_key(&master, alg, now, now)?;
-            match store.add_signing_key(&key).await {
+            match store.keys().add_signing_key(&key).await {
+                Ok(()) => store.announce(vec![Change::Keys]).await,
                 // Another instance made one at the same moment: use theirs.
-                Ok(()) | Err(crate::StoreError::Conflict) => {}
+                Err(crate::StoreError::Conflict) => {}
                 Err(e) => return Err(KeyError::Key(e.to_string())),
             }
             tracing::info!(target: "audit", event = "key_created", kid = %key.kid, alg = %key.alg);
@@ -450,6 +430,7 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
     pub async fn refresh(&self, now: i64) -> Result<bool, KeyError> {
         let stored = self
             .store
+            .keys()
             .signing_keys()
             .await
             .map_err(|e| KeyError::Key(e.to_string()))?;
@@ -488,6 +469,7 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
     ) -> Result<StoredKey, KeyError> {
         let taken: std::collections::HashSet<i64> = self
             .store
+            .keys()
             .signing_keys()
             .await
             .map_err(|e| KeyError::Key(e.to_string()))?
@@ -500,9 +482,11 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
         }
         let key = new_key(&self.master, alg, now, activates_at)?;
         self.store
+            .keys()
             .add_signing_key(&key)
             .await
             .map_err(|e| KeyError::Key(e.to_string()))?;
+        self.store.announce(vec![Change::Keys]).await;
         tracing::info!(target: "audit", event = "key_rotated", kid = %key.kid, alg = %key.alg, activates_at = key.activates_at);
         self.refresh(now).await?;
         Ok(key)
@@ -512,6 +496,7 @@ impl<K: crate::store::KeyStore> KeyManager<K> {
     pub async fn states(&self, now: i64) -> Result<Vec<KeyInfo>, KeyError> {
         let stored = self
             .store
+            .keys()
             .signing_keys()
             .await
             .map_err(|e| KeyError::Key(e.to_string()))?;

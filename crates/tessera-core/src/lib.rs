@@ -21,15 +21,15 @@ pub mod weburl;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
 pub use client::{Client, ClientError, CodeRecord, Consent, NewClient};
-pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey, StoredKey};
+pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
 pub use revocation::{Denylist, LEEWAY};
 pub use service::{Service, ServiceSettings, StartError, Tasks};
 pub use session::{Session, SessionPolicy};
 pub use store::{
-    Change, ClientStore, DenylistStore, FamilyRevocation, KeyStore, RefreshStore, SessionStore,
-    StoreError, StoreResult, Stores, ThrottleStore, UserStore,
+    AllConcerns, Change, ClientStore, DenylistStore, FamilyRevocation, KeyStore, RefreshStore,
+    SessionStore, StoreError, StoreResult, StoredKey, Stores, ThrottleStore, UserStore,
 };
 pub use throttle::{Attempt, DeviceCookies, Throttle, ThrottlePolicy};
 pub use token::{CsrfKey, Kind, Token, TokenHash};

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tessera_jose::{Claims, Revocation, RevocationEvent, RevocationSet};
 
-use crate::store::{DenylistStore, StoreError};
+use crate::store::{Change, DenylistStore, StoreError, Stores};
 use crate::token::random_id;
 
 /// Clock-skew tolerance on token times, seconds: a revocation is kept this long past the
@@ -83,17 +83,30 @@ impl Denylist {
     }
 
     /// Refuses what `r` covers until `exp`: in `store` (so other instances, verifiers following
-    /// the feed, and this one after a restart learn of it), then here at once.
-    pub async fn record<S: DenylistStore>(
+    /// the feed, and this one after a restart learn of it), then here at once, and announces it.
+    pub async fn record<S: Stores>(
         &self,
         store: &S,
         r: Revocation,
         exp: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        store.deny_access(&r.key(), exp, now).await?;
+        let key = r.key();
+        store.denylist().deny_access(&key, exp, now).await?;
         self.add(r, exp, now);
+        store.announce(vec![Change::Denied { jti: key, exp }]).await;
         Ok(())
+    }
+
+    /// Adds entries a store has just denylisted (`(key, exp)`, as [`Denylist::extend_stored`])
+    /// and announces them.
+    pub async fn recorded<S: Stores>(&self, store: &S, entries: Vec<(String, i64)>, now: i64) {
+        self.extend_stored(entries.iter().cloned(), now);
+        let changes = entries
+            .into_iter()
+            .map(|(jti, exp)| Change::Denied { jti, exp })
+            .collect();
+        store.announce(changes).await;
     }
 
     /// Adds what a store holds: `(key, exp)` pairs in [`Revocation::key`]'s form.

@@ -12,6 +12,9 @@ use tessera_jose::{Algorithm, Clock};
 
 use crate::revocation::LEEWAY;
 use crate::store::{Change, StoreResult, Stores};
+use crate::store::{
+    ClientStore as _, DenylistStore as _, RefreshStore as _, SessionStore as _, UserStore as _,
+};
 use crate::{
     Auth, Client, Consent, Denylist, DeviceCookies, HashParams, KeyManager, MasterKey,
     PasswordHasherPool, PasswordPolicy, SessionPolicy, Throttle, ThrottlePolicy, TokenSettings,
@@ -105,6 +108,7 @@ impl<S: Stores + Clone> Service<S> {
         let denylist = Arc::new(Denylist::new(access_ttl));
         denylist.extend_stored(
             store
+                .denylist()
                 .denied_access(now)
                 .await
                 .map_err(|e| StartError(format!("reading the access-token denylist: {e}")))?,
@@ -167,38 +171,46 @@ const SYNC_FULL_EVERY: Duration = Duration::from_secs(60);
 impl<S: Stores> Service<S> {
     /// The registered client `id`.
     pub async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
-        self.auth.store().client(id).await
+        self.auth.store().clients().client(id).await
     }
 
     /// The user `id` (disabled or not).
     pub async fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        self.auth.store().user_by_id(id).await
+        self.auth.store().users().user_by_id(id).await
     }
 
     /// The applications `user_id` allowed, with the scopes.
     pub async fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
-        self.auth.store().consents_of(user_id).await
+        self.auth.store().clients().consents_of(user_id).await
     }
 
     /// Records that `user_id` allowed `consent.client_id` the scopes of `consent`.
     pub async fn grant_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {
-        self.auth.store().set_consent(user_id, consent).await
+        self.auth
+            .store()
+            .clients()
+            .set_consent(user_id, consent)
+            .await
     }
 
     /// Withdraws `user_id`'s consent to `client_id`: the client's refresh tokens for this person
     /// stop working, and it must ask again. Whether there was one.
     pub async fn withdraw_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool> {
-        self.auth.store().delete_consent(user_id, client_id).await
+        self.auth
+            .store()
+            .clients()
+            .delete_consent(user_id, client_id)
+            .await
     }
 
     /// Sessions held in the store (live, and expired but not yet purged).
     pub async fn stored_sessions(&self) -> StoreResult<u64> {
-        self.auth.store().count_sessions().await
+        self.auth.store().sessions().count_sessions().await
     }
 
     /// Whether the store of users answers.
     pub async fn ping(&self) -> StoreResult<()> {
-        self.auth.store().ping().await
+        self.auth.store().users().ping().await
     }
 }
 
@@ -229,7 +241,13 @@ impl<S: Stores> Service<S> {
             }
             Change::Keys => self.reload_keys(now).await,
             Change::Everything => {
-                match self.auth.store().denied_access(now - LEEWAY).await {
+                match self
+                    .auth
+                    .store()
+                    .denylist()
+                    .denied_access(now - LEEWAY)
+                    .await
+                {
                     Ok(entries) => {
                         self.denylist.extend_stored(entries, now);
                         self.denylist.set_fresh(true);
@@ -306,7 +324,12 @@ impl<S: Stores> Service<S> {
             // writer's clock far off) is not missed for longer than this.
             let full = full_at.elapsed() >= SYNC_FULL_EVERY;
             let since = if full { i64::MIN } else { last - SYNC_LOOKBACK };
-            let read = self.auth.store().denied_since(since, now - LEEWAY).await;
+            let read = self
+                .auth
+                .store()
+                .denylist()
+                .denied_since(since, now - LEEWAY)
+                .await;
             if full && read.is_ok() {
                 full_at = tokio::time::Instant::now();
             }
@@ -334,16 +357,20 @@ impl<S: Stores> Service<S> {
         let store = self.auth.store();
         let now = self.auth.now();
         let access_ttl = self.tokens.settings().access_ttl;
-        if let Err(e) = store.purge_denied(now - LEEWAY).await {
+        if let Err(e) = store.denylist().purge_denied(now - LEEWAY).await {
             tracing::warn!(error = %e, "purging the access-token denylist failed");
         }
-        if let Err(e) = store.purge_access(now - access_ttl - LEEWAY).await {
+        if let Err(e) = store
+            .refresh()
+            .purge_access(now - access_ttl - LEEWAY)
+            .await
+        {
             tracing::warn!(error = %e, "purging the records of expired access tokens failed");
         }
-        if let Err(e) = store.purge_codes(now).await {
+        if let Err(e) = store.clients().purge_codes(now).await {
             tracing::warn!(error = %e, "purging expired authorization codes failed");
         }
-        match store.purge_expired_sessions(now).await {
+        match store.sessions().purge_expired_sessions(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
             Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),

@@ -6,12 +6,36 @@ use std::future::Future;
 use serde_json::Value;
 
 use crate::client::{Client, CodeRecord, Consent};
-use crate::keys::StoredKey;
 use crate::refresh::RefreshRecord;
 use crate::session::Session;
 use crate::throttle::ThrottlePolicy;
 use crate::token::TokenHash;
 use crate::user::User;
+
+/// A signing key as the store keeps it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredKey {
+    /// Key id (the RFC 7638 thumbprint for asymmetric keys).
+    pub kid: String,
+    /// Algorithm name.
+    pub alg: String,
+    /// The private JWK, sealed under the master key with the kid as context.
+    pub sealed: Vec<u8>,
+    /// When it was made.
+    pub created_at: i64,
+    /// From when it signs (publication is immediate).
+    pub activates_at: i64,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("activates_at", &self.activates_at)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A store failure the domain cannot fix: the caller answers "unavailable".
 #[derive(Debug, Clone, thiserror::Error)]
@@ -319,13 +343,99 @@ pub trait ClientStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
-/// Everything the service keeps: the bound of the one store the service and the server run on.
-pub trait Stores:
-    UserStore + SessionStore + KeyStore + RefreshStore + DenylistStore + ThrottleStore + ClientStore
+/// Everything the service keeps, by concern: each is a store of its own, so that a cache or a
+/// cluster pairing wraps only the concerns it changes (a cache the users, sessions and
+/// clients; Redis the sessions and the throttle) and passes the others through untouched. A
+/// backend that keeps everything in one place is every concern at once
+/// ([`stores_in_one!`](crate::stores_in_one)).
+pub trait Stores: Clone + Send + Sync + 'static {
+    /// Users.
+    type Users: UserStore;
+    /// Sessions.
+    type Sessions: SessionStore;
+    /// Signing keys.
+    type Keys: KeyStore;
+    /// Refresh tokens, their families and the access tokens issued in them.
+    type Refresh: RefreshStore;
+    /// The access-token denylist.
+    type Denylist: DenylistStore;
+    /// Login-throttle counts.
+    type Throttle: ThrottleStore;
+    /// OAuth clients, codes and consents.
+    type Clients: ClientStore;
+
+    /// Users.
+    fn users(&self) -> &Self::Users;
+    /// Sessions.
+    fn sessions(&self) -> &Self::Sessions;
+    /// Signing keys.
+    fn keys(&self) -> &Self::Keys;
+    /// Refresh tokens.
+    fn refresh(&self) -> &Self::Refresh;
+    /// The denylist.
+    fn denylist(&self) -> &Self::Denylist;
+    /// The throttle.
+    fn throttle(&self) -> &Self::Throttle;
+    /// Clients, codes and consents.
+    fn clients(&self) -> &Self::Clients;
+
+    /// Tells the other instances of a cluster of changes already committed, so that they
+    /// drop what they cached ([`Change`]). Best effort: the changes stand without it, and
+    /// the instances catch up from the store (a generation they poll, the denylist they
+    /// read). A store no other instance shares has no one to tell.
+    fn announce(&self, changes: Vec<Change>) -> impl Future<Output = ()> + Send {
+        let _ = changes;
+        async {}
+    }
+}
+
+/// Implements [`Stores`] for a backend that keeps every concern itself (each accessor answers
+/// the backend): `stores_in_one!(MemoryStore)`, or with generics
+/// `stores_in_one!(impl<S> Guarded<S> where S: AllConcerns)`.
+#[macro_export]
+macro_rules! stores_in_one {
+    (impl<$($g:ident),*> $ty:ty where $($bound:tt)*) => {
+        impl<$($g),*> $crate::Stores for $ty where $($bound)* {
+            $crate::stores_in_one!(@body);
+        }
+    };
+    ($ty:ty) => {
+        impl $crate::Stores for $ty {
+            $crate::stores_in_one!(@body);
+        }
+    };
+    (@body) => {
+        type Users = Self;
+        type Sessions = Self;
+        type Keys = Self;
+        type Refresh = Self;
+        type Denylist = Self;
+        type Throttle = Self;
+        type Clients = Self;
+        fn users(&self) -> &Self { self }
+        fn sessions(&self) -> &Self { self }
+        fn keys(&self) -> &Self { self }
+        fn refresh(&self) -> &Self { self }
+        fn denylist(&self) -> &Self { self }
+        fn throttle(&self) -> &Self { self }
+        fn clients(&self) -> &Self { self }
+    };
+}
+
+/// Every concern in one type: the bound of a backend that can be [`stores_in_one!`].
+pub trait AllConcerns:
+    UserStore
+    + SessionStore
+    + KeyStore
+    + RefreshStore
+    + DenylistStore
+    + ThrottleStore
+    + ClientStore
+    + Clone
 {
 }
 
-impl<T> Stores for T where
+impl<T> AllConcerns for T where
     T: UserStore
         + SessionStore
         + KeyStore
@@ -333,6 +443,7 @@ impl<T> Stores for T where
         + DenylistStore
         + ThrottleStore
         + ClientStore
+        + Clone
 {
 }
 

@@ -11,6 +11,7 @@ use crate::keys::KeyManager;
 use crate::logsafe::Untrusted;
 use crate::refresh::RefreshRecord;
 use crate::revocation::Denylist;
+use crate::store::{ClientStore as _, RefreshStore as _};
 use crate::store::{FamilyRevocation, StoreError, Stores};
 use crate::token::{Kind, Token, random_id};
 use crate::user::User;
@@ -350,6 +351,7 @@ impl<S: Stores> Tokens<S> {
             access_jti: random_id(""),
         };
         self.store
+            .clients()
             .create_code(&code.hash(), &record)
             .await
             .map_err(unavailable)?;
@@ -372,6 +374,7 @@ impl<S: Stores> Tokens<S> {
         let hash = code.hash();
         let (record, used) = self
             .store
+            .clients()
             .code(&hash)
             .await
             .map_err(unavailable)?
@@ -387,6 +390,7 @@ impl<S: Stores> Tokens<S> {
             // Any use burns the code.
             let first = self
                 .store
+                .clients()
                 .use_code(&hash, now)
                 .await
                 .map_err(unavailable)?
@@ -422,6 +426,7 @@ impl<S: Stores> Tokens<S> {
         // it was, for a retry.
         let redeemed = self
             .store
+            .clients()
             .redeem_code(&hash, now, &refresh.hash(), &refresh_record)
             .await
             .map_err(unavailable)?;
@@ -475,6 +480,7 @@ impl<S: Stores> Tokens<S> {
         let (access, jti, _) =
             self.sign_access(AccessGrant::new(&user.id, &s.client_id, &s.scope), now)?;
         self.store
+            .refresh()
             .create_refresh(
                 &hash,
                 &RefreshRecord {
@@ -504,6 +510,7 @@ impl<S: Stores> Tokens<S> {
         let hash = token.hash();
         let (record, revoked) = self
             .store
+            .refresh()
             .refresh_token(&hash)
             .await
             .map_err(unavailable)?
@@ -528,12 +535,14 @@ impl<S: Stores> Tokens<S> {
         } else {
             let client = self
                 .store
+                .clients()
                 .client(client_id)
                 .await
                 .map_err(unavailable)?
                 .ok_or(GrantError::InvalidGrant)?;
             let consented = self
                 .store
+                .clients()
                 .consents_of(&record.user_id)
                 .await
                 .map_err(unavailable)?
@@ -567,17 +576,25 @@ impl<S: Stores> Tokens<S> {
         };
         let won = self
             .store
+            .refresh()
             .rotate_refresh(&hash, now, &succ_hash, &succ_record)
             .await
             .map_err(unavailable)?;
         if !won {
             // Used before (or by a concurrent request an instant ago), or revoked since.
-            let used_at = match self.store.refresh_token(&hash).await.map_err(unavailable)? {
+            let used_at = match self
+                .store
+                .refresh()
+                .refresh_token(&hash)
+                .await
+                .map_err(unavailable)?
+            {
                 Some((_, true)) | None => return Err(GrantError::InvalidGrant),
                 Some((r, false)) => r.used_at.unwrap_or(now),
             };
             let successor_state = self
                 .store
+                .refresh()
                 .refresh_token(&succ_hash)
                 .await
                 .map_err(unavailable)?;
@@ -592,6 +609,7 @@ impl<S: Stores> Tokens<S> {
             let within_grace = now - used_at <= grace
                 || self
                     .store
+                    .refresh()
                     .back_since()
                     .is_some_and(|back| back >= used_at && now - back <= grace);
             if !within_grace || !successor_unused {
@@ -610,6 +628,7 @@ impl<S: Stores> Tokens<S> {
             }
             let recorded = self
                 .store
+                .refresh()
                 .record_access(&record.family, &jti, now)
                 .await
                 .map_err(unavailable)?;
@@ -698,10 +717,11 @@ impl<S: Stores> Tokens<S> {
         };
         let denied = self
             .store
+            .refresh()
             .revoke_family(family, &revocation)
             .await
             .map_err(unavailable)?;
-        self.denylist.extend_stored(denied, now);
+        self.denylist.recorded(&self.store, denied, now).await;
         Ok(())
     }
 
@@ -715,6 +735,7 @@ impl<S: Stores> Tokens<S> {
         let max = self.settings.max_refresh_families.max(1);
         let live = match self
             .store
+            .refresh()
             .live_families(user_id, client_id, self.clock.now())
             .await
         {
@@ -748,6 +769,7 @@ impl<S: Stores> Tokens<S> {
         };
         let Some((record, revoked)) = self
             .store
+            .refresh()
             .refresh_token(&token.hash())
             .await
             .map_err(unavailable)?
@@ -771,6 +793,7 @@ impl<S: Stores> Tokens<S> {
     pub async fn revoke_access(&self, jti: &str, exp: i64) -> Result<(), GrantError> {
         let family = self
             .store
+            .refresh()
             .family_of_access(jti)
             .await
             .map_err(unavailable)?;
@@ -804,6 +827,7 @@ impl<S: Stores> Tokens<S> {
         let now = self.clock.now();
         Ok(self
             .store
+            .refresh()
             .refresh_token(&token.hash())
             .await
             .map_err(unavailable)?

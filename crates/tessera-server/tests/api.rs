@@ -354,6 +354,7 @@ async fn last_seen_written_at_most_once_a_minute<S: Stores>(app: App<S>) {
         app.state
             .auth
             .store()
+            .sessions()
             .session(&hash)
             .await
             .unwrap()
@@ -656,6 +657,7 @@ async fn disabling_a_user_ends_its_sessions() {
         app.state
             .auth
             .store()
+            .sessions()
             .sessions_of(a1.body["sub"].as_str().unwrap())
             .await
             .unwrap()
@@ -1038,7 +1040,7 @@ async fn jwks_and_discovery_publish_public_keys_only() {
     assert!(keys[0]["kid"].as_str().unwrap().len() > 20);
     assert!(keys[0].get("d").is_none());
     // At rest the private key is sealed: the store holds no "d".
-    let stored = app.state.auth.store().signing_keys().await.unwrap();
+    let stored = app.state.auth.store().keys().signing_keys().await.unwrap();
     assert_eq!(stored.len(), 1);
     assert!(!String::from_utf8_lossy(&stored[0].sealed).contains("\"d\""));
     for path in [

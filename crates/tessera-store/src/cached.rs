@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    Change, Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore,
-    RefreshRecord, RefreshStore, Session, SessionStore, StoreResult, StoredKey, ThrottlePolicy,
-    ThrottleStore, TokenHash, User, UserStore,
+    Change, Client, ClientStore, CodeRecord, Consent, RefreshRecord, Session, SessionStore,
+    StoreResult, Stores, TokenHash, User, UserStore,
 };
 
 #[derive(Debug)]
@@ -220,9 +219,9 @@ impl Cache {
     }
 }
 
-impl<T: SessionStore> SessionStore for CachedStore<T> {
+impl<T: Stores> SessionStore for CachedStore<T> {
     async fn create_session(&self, hash: &TokenHash, session: &Session) -> StoreResult<()> {
-        self.inner.create_session(hash, session).await
+        self.inner.sessions().create_session(hash, session).await
     }
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
@@ -230,7 +229,7 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
         c.read_through(
             &c.sessions,
             hash,
-            self.inner.session(hash),
+            self.inner.sessions().session(hash),
             c.session_ttl,
             false,
         )
@@ -238,7 +237,10 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
     }
 
     async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
-        self.inner.touch_session(hash, last_seen_at).await?;
+        self.inner
+            .sessions()
+            .touch_session(hash, last_seen_at)
+            .await?;
         if let Some(e) = write(&self.cache.sessions).get_mut(hash) {
             e.value.last_seen_at = last_seen_at;
         }
@@ -246,20 +248,20 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
     }
 
     async fn set_session_data(&self, hash: &TokenHash, data: &Value) -> StoreResult<bool> {
-        let r = self.inner.set_session_data(hash, data).await;
+        let r = self.inner.sessions().set_session_data(hash, data).await;
         self.evict_session(hash);
         r
     }
 
     async fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool> {
         self.evict_session(hash);
-        let r = self.inner.delete_session(hash).await;
+        let r = self.inner.sessions().delete_session(hash).await;
         self.evict_session(hash);
         r
     }
 
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>> {
-        self.inner.sessions_of(user_id).await
+        self.inner.sessions().sessions_of(user_id).await
     }
 
     async fn delete_sessions_of(
@@ -268,210 +270,106 @@ impl<T: SessionStore> SessionStore for CachedStore<T> {
         except: Option<&TokenHash>,
     ) -> StoreResult<u64> {
         self.evict_sessions();
-        let r = self.inner.delete_sessions_of(user_id, except).await;
+        let r = self
+            .inner
+            .sessions()
+            .delete_sessions_of(user_id, except)
+            .await;
         self.evict_sessions();
         r
     }
 
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        let r = self.inner.purge_expired_sessions(now).await;
+        let r = self.inner.sessions().purge_expired_sessions(now).await;
         self.evict_sessions();
         r
     }
 
     async fn count_sessions(&self) -> StoreResult<u64> {
-        self.inner.count_sessions().await
+        self.inner.sessions().count_sessions().await
     }
 }
 
-impl<T: UserStore> UserStore for CachedStore<T> {
+impl<T: Stores> UserStore for CachedStore<T> {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        self.inner.create_user(user).await
+        self.inner.users().create_user(user).await
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_name(username).await
+        self.inner.users().user_by_name(username).await
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
         let c = &self.cache;
         // A user is served from a stale entry while the database is down, so that Bearer
         // tokens go on verifying; sessions never are (their store being down means 503).
-        c.read_through(&c.users, id, self.inner.user_by_id(id), c.ttl, true)
+        c.read_through(&c.users, id, self.inner.users().user_by_id(id), c.ttl, true)
             .await
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.inner.list_users().await
+        self.inner.users().list_users().await
     }
 
     async fn set_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool> {
         self.evict_user(id);
-        let r = self.inner.set_disabled(id, disabled).await;
+        let r = self.inner.users().set_disabled(id, disabled).await;
         self.evict_user(id);
         r
     }
 
     async fn set_password_hash(&self, id: &str, hash: &str) -> StoreResult<bool> {
-        let r = self.inner.set_password_hash(id, hash).await;
+        let r = self.inner.users().set_password_hash(id, hash).await;
         self.evict_user(id);
         r
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         self.evict_user(id);
-        let r = self.inner.delete_user(id).await;
+        let r = self.inner.users().delete_user(id).await;
         self.evict_user(id);
         r
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
+        self.inner.users().ping().await
     }
 }
 
-impl<T: KeyStore> KeyStore for CachedStore<T> {
-    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        self.inner.signing_keys().await
-    }
-
-    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
-        self.inner.add_signing_key(key).await
-    }
-}
-
-impl<T: RefreshStore> RefreshStore for CachedStore<T> {
-    async fn create_refresh(&self, hash: &TokenHash, record: &RefreshRecord) -> StoreResult<()> {
-        self.inner.create_refresh(hash, record).await
-    }
-
-    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, bool)>> {
-        self.inner.refresh_token(hash).await
-    }
-
-    async fn rotate_refresh(
-        &self,
-        hash: &TokenHash,
-        at: i64,
-        successor: &TokenHash,
-        record: &RefreshRecord,
-    ) -> StoreResult<bool> {
-        self.inner.rotate_refresh(hash, at, successor, record).await
-    }
-
-    async fn record_access(&self, family: &str, jti: &str, issued_at: i64) -> StoreResult<bool> {
-        self.inner.record_access(family, jti, issued_at).await
-    }
-
-    async fn family_of_access(&self, jti: &str) -> StoreResult<Option<String>> {
-        self.inner.family_of_access(jti).await
-    }
-
-    async fn revoke_family(
-        &self,
-        family: &str,
-        revocation: &FamilyRevocation<'_>,
-    ) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.revoke_family(family, revocation).await
-    }
-
-    async fn revoke_families_of(
-        &self,
-        user_id: &str,
-        revocation: &FamilyRevocation<'_>,
-    ) -> StoreResult<(u64, Vec<(String, i64)>)> {
-        self.inner.revoke_families_of(user_id, revocation).await
-    }
-
-    async fn live_families(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        now: i64,
-    ) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.live_families(user_id, client_id, now).await
-    }
-
-    async fn purge_access(&self, before: i64) -> StoreResult<u64> {
-        self.inner.purge_access(before).await
-    }
-
-    fn back_since(&self) -> Option<i64> {
-        self.inner.back_since()
-    }
-}
-
-impl<T: DenylistStore> DenylistStore for CachedStore<T> {
-    async fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()> {
-        self.inner.deny_access(jti, exp, now).await
-    }
-
-    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.denied_access(now).await
-    }
-
-    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.denied_since(since, now).await
-    }
-
-    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
-        self.inner.purge_denied(now).await
-    }
-}
-
-impl<T: ThrottleStore> ThrottleStore for CachedStore<T> {
-    async fn throttle_reserve(
-        &self,
-        keys: &[(String, u32)],
-        policy: &ThrottlePolicy,
-        now: i64,
-    ) -> StoreResult<Option<i64>> {
-        self.inner.throttle_reserve(keys, policy, now).await
-    }
-
-    async fn throttle_release(
-        &self,
-        cleared: &[(String, u32)],
-        released: &[(String, u32)],
-    ) -> StoreResult<()> {
-        self.inner.throttle_release(cleared, released).await
-    }
-}
-
-impl<T: ClientStore> ClientStore for CachedStore<T> {
+impl<T: Stores> ClientStore for CachedStore<T> {
     async fn create_client(&self, client: &Client) -> StoreResult<()> {
-        self.inner.create_client(client).await
+        self.inner.clients().create_client(client).await
     }
 
     async fn client(&self, id: &str) -> StoreResult<Option<Client>> {
         let c = &self.cache;
         // Every client-credentials request and introspection authenticates a client: served
         // from memory, and (like users) from a stale entry while the database is down.
-        c.read_through(&c.clients, id, self.inner.client(id), c.ttl, true)
+        c.read_through(&c.clients, id, self.inner.clients().client(id), c.ttl, true)
             .await
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        self.inner.list_clients().await
+        self.inner.clients().list_clients().await
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         self.evict_client(id);
-        let r = self.inner.delete_client(id).await;
+        let r = self.inner.clients().delete_client(id).await;
         self.evict_client(id);
         r
     }
 
     async fn create_code(&self, hash: &TokenHash, record: &CodeRecord) -> StoreResult<()> {
-        self.inner.create_code(hash, record).await
+        self.inner.clients().create_code(hash, record).await
     }
 
     async fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>> {
-        self.inner.use_code(hash, at).await
+        self.inner.clients().use_code(hash, at).await
     }
 
     async fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>> {
-        self.inner.code(hash).await
+        self.inner.clients().code(hash).await
     }
 
     async fn redeem_code(
@@ -481,22 +379,71 @@ impl<T: ClientStore> ClientStore for CachedStore<T> {
         refresh: &TokenHash,
         record: &RefreshRecord,
     ) -> StoreResult<bool> {
-        self.inner.redeem_code(hash, at, refresh, record).await
+        self.inner
+            .clients()
+            .redeem_code(hash, at, refresh, record)
+            .await
     }
 
     async fn purge_codes(&self, now: i64) -> StoreResult<u64> {
-        self.inner.purge_codes(now).await
+        self.inner.clients().purge_codes(now).await
     }
 
     async fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {
-        self.inner.set_consent(user_id, consent).await
+        self.inner.clients().set_consent(user_id, consent).await
     }
 
     async fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>> {
-        self.inner.consents_of(user_id).await
+        self.inner.clients().consents_of(user_id).await
     }
 
     async fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool> {
-        self.inner.delete_consent(user_id, client_id).await
+        self.inner
+            .clients()
+            .delete_consent(user_id, client_id)
+            .await
+    }
+}
+
+/// The cache wraps users, sessions and clients; the other concerns are `T`'s, untouched.
+impl<T: Stores> Stores for CachedStore<T> {
+    type Users = Self;
+    type Sessions = Self;
+    type Keys = T::Keys;
+    type Refresh = T::Refresh;
+    type Denylist = T::Denylist;
+    type Throttle = T::Throttle;
+    type Clients = Self;
+
+    fn users(&self) -> &Self {
+        self
+    }
+
+    fn sessions(&self) -> &Self {
+        self
+    }
+
+    fn keys(&self) -> &T::Keys {
+        self.inner.keys()
+    }
+
+    fn refresh(&self) -> &T::Refresh {
+        self.inner.refresh()
+    }
+
+    fn denylist(&self) -> &T::Denylist {
+        self.inner.denylist()
+    }
+
+    fn throttle(&self) -> &T::Throttle {
+        self.inner.throttle()
+    }
+
+    fn clients(&self) -> &Self {
+        self
+    }
+
+    async fn announce(&self, changes: Vec<Change>) {
+        self.inner.announce(changes).await
     }
 }

@@ -423,6 +423,8 @@ macro_rules! guarded {
     };
 }
 
+tessera_core::stores_in_one!(impl<S> Guarded<S> where S: tessera_core::AllConcerns);
+
 guarded!(UserStore {
     Write fn create_user(&self, user: &User) -> StoreResult<()>;
     Read fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;

@@ -38,7 +38,7 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 #[cfg(feature = "redis")]
-pub use shared::SharedStore;
+pub use shared::{ClusterRedis, SharedStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 use tessera_core::{Change, StoreResult};

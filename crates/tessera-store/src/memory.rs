@@ -457,6 +457,8 @@ impl DenylistStore for MemoryStore {
 /// Redis).
 impl tessera_core::ThrottleStore for MemoryStore {}
 
+tessera_core::stores_in_one!(MemoryStore);
+
 impl ClientStore for MemoryStore {
     async fn create_client(&self, client: &Client) -> StoreResult<()> {
         let mut g = self.write();

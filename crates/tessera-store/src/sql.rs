@@ -78,6 +78,7 @@ macro_rules! sql_store {
             }
         }
 
+        tessera_core::stores_in_one!($store);
         crate::record::columns_of!($row);
         crate::token_sql::token_store_sql!($store, $db);
         crate::oauth_sql::client_store_sql!($store);

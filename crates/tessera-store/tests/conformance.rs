@@ -11,8 +11,8 @@
 use serde_json::json;
 use tessera_core::{
     Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore, Kind,
-    RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoredKey, Token, TokenHash,
-    User, UserStore,
+    RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoredKey, Stores,
+    ThrottleStore, Token, TokenHash, User, UserStore,
 };
 
 fn user(id: &str, name: &str) -> User {
@@ -42,18 +42,25 @@ fn session(handle: &str, user_id: &str, created: i64) -> (TokenHash, Session) {
     )
 }
 
-async fn users<S: UserStore>(s: S) {
+async fn users<S: Stores>(s: S) {
     let alice = user("usr_a", "alice");
-    s.create_user(&alice).await.unwrap();
+    s.users().create_user(&alice).await.unwrap();
     assert!(matches!(
-        s.create_user(&user("usr_b", "alice")).await,
+        s.users().create_user(&user("usr_b", "alice")).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(s.user_by_name("alice").await.unwrap(), Some(alice.clone()));
-    assert_eq!(s.user_by_id("usr_a").await.unwrap(), Some(alice.clone()));
-    assert_eq!(s.user_by_name("bob").await.unwrap(), None);
-    s.create_user(&user("usr_b", "bob")).await.unwrap();
+    assert_eq!(
+        s.users().user_by_name("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        s.users().user_by_id("usr_a").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(s.users().user_by_name("bob").await.unwrap(), None);
+    s.users().create_user(&user("usr_b", "bob")).await.unwrap();
     let names: Vec<String> = s
+        .users()
         .list_users()
         .await
         .unwrap()
@@ -61,44 +68,73 @@ async fn users<S: UserStore>(s: S) {
         .map(|u| u.username)
         .collect();
     assert_eq!(names, ["alice", "bob"]);
-    assert!(s.set_disabled("usr_a", true).await.unwrap());
-    assert!(s.user_by_id("usr_a").await.unwrap().unwrap().disabled);
-    assert!(!s.set_disabled("usr_zzz", true).await.unwrap());
-    assert!(s.set_password_hash("usr_a", "$argon2id$new").await.unwrap());
+    assert!(s.users().set_disabled("usr_a", true).await.unwrap());
+    assert!(
+        s.users()
+            .user_by_id("usr_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    assert!(!s.users().set_disabled("usr_zzz", true).await.unwrap());
+    assert!(
+        s.users()
+            .set_password_hash("usr_a", "$argon2id$new")
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        s.user_by_id("usr_a").await.unwrap().unwrap().password_hash,
+        s.users()
+            .user_by_id("usr_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "$argon2id$new"
     );
-    assert!(s.delete_user("usr_a").await.unwrap());
-    assert!(!s.delete_user("usr_a").await.unwrap());
-    assert_eq!(s.user_by_name("alice").await.unwrap(), None);
+    assert!(s.users().delete_user("usr_a").await.unwrap());
+    assert!(!s.users().delete_user("usr_a").await.unwrap());
+    assert_eq!(s.users().user_by_name("alice").await.unwrap(), None);
     // The name is free again.
-    s.create_user(&user("usr_c", "alice")).await.unwrap();
-    s.ping().await.unwrap();
+    s.users()
+        .create_user(&user("usr_c", "alice"))
+        .await
+        .unwrap();
+    s.users().ping().await.unwrap();
 }
 
-async fn sessions<S: SessionStore>(s: S) {
+async fn sessions<S: Stores>(s: S) {
     let (h1, s1) = session("ses_1", "usr_a", 1_000);
     let (h2, s2) = session("ses_2", "usr_a", 1_010);
     let (h3, s3) = session("ses_3", "usr_b", 1_020);
-    s.create_session(&h1, &s1).await.unwrap();
-    s.create_session(&h2, &s2).await.unwrap();
-    s.create_session(&h3, &s3).await.unwrap();
+    s.sessions().create_session(&h1, &s1).await.unwrap();
+    s.sessions().create_session(&h2, &s2).await.unwrap();
+    s.sessions().create_session(&h3, &s3).await.unwrap();
     // Never overwritten.
     assert!(matches!(
-        s.create_session(&h1, &s2).await,
+        s.sessions().create_session(&h1, &s2).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(s.session(&h1).await.unwrap(), Some(s1.clone()));
-    assert_eq!(s.count_sessions().await.unwrap(), 3);
+    assert_eq!(s.sessions().session(&h1).await.unwrap(), Some(s1.clone()));
+    assert_eq!(s.sessions().count_sessions().await.unwrap(), 3);
 
-    s.touch_session(&h1, 1_100).await.unwrap();
-    assert_eq!(s.session(&h1).await.unwrap().unwrap().last_seen_at, 1_100);
+    s.sessions().touch_session(&h1, 1_100).await.unwrap();
+    assert_eq!(
+        s.sessions()
+            .session(&h1)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at,
+        1_100
+    );
     let data = json!({"cart": [1, 2], "theme": "dark", "nested": {"é": null}});
-    assert!(s.set_session_data(&h1, &data).await.unwrap());
-    assert_eq!(s.session(&h1).await.unwrap().unwrap().data, data);
+    assert!(s.sessions().set_session_data(&h1, &data).await.unwrap());
+    assert_eq!(s.sessions().session(&h1).await.unwrap().unwrap().data, data);
 
     let mut of_a: Vec<String> = s
+        .sessions()
         .sessions_of("usr_a")
         .await
         .unwrap()
@@ -109,34 +145,46 @@ async fn sessions<S: SessionStore>(s: S) {
     assert_eq!(of_a, ["ses_1", "ses_2"]);
 
     // End all of a's sessions but one: b's are untouched.
-    assert_eq!(s.delete_sessions_of("usr_a", Some(&h1)).await.unwrap(), 1);
-    assert!(s.session(&h2).await.unwrap().is_none());
-    assert!(s.session(&h1).await.unwrap().is_some());
-    assert!(s.session(&h3).await.unwrap().is_some());
-    assert_eq!(s.delete_sessions_of("usr_a", None).await.unwrap(), 1);
-    assert!(s.sessions_of("usr_a").await.unwrap().is_empty());
+    assert_eq!(
+        s.sessions()
+            .delete_sessions_of("usr_a", Some(&h1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.sessions().session(&h2).await.unwrap().is_none());
+    assert!(s.sessions().session(&h1).await.unwrap().is_some());
+    assert!(s.sessions().session(&h3).await.unwrap().is_some());
+    assert_eq!(
+        s.sessions()
+            .delete_sessions_of("usr_a", None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.sessions().sessions_of("usr_a").await.unwrap().is_empty());
 
-    assert!(s.delete_session(&h3).await.unwrap());
-    assert!(!s.delete_session(&h3).await.unwrap());
-    assert!(!s.set_session_data(&h3, &data).await.unwrap());
-    assert_eq!(s.count_sessions().await.unwrap(), 0);
+    assert!(s.sessions().delete_session(&h3).await.unwrap());
+    assert!(!s.sessions().delete_session(&h3).await.unwrap());
+    assert!(!s.sessions().set_session_data(&h3, &data).await.unwrap());
+    assert_eq!(s.sessions().count_sessions().await.unwrap(), 0);
 }
 
-async fn purge<S: SessionStore>(s: S) {
+async fn purge<S: Stores>(s: S) {
     let (h1, s1) = session("ses_1", "usr_a", 1_000); // idle end 1600, absolute 4600
     let (h2, mut s2) = session("ses_2", "usr_a", 1_000);
     s2.last_seen_at = 4_000; // idle end 4600, absolute 4600
-    s.create_session(&h1, &s1).await.unwrap();
-    s.create_session(&h2, &s2).await.unwrap();
-    assert_eq!(s.purge_expired_sessions(1_599).await.unwrap(), 0);
-    assert_eq!(s.purge_expired_sessions(1_600).await.unwrap(), 1);
-    assert!(s.session(&h1).await.unwrap().is_none());
-    assert_eq!(s.purge_expired_sessions(4_600).await.unwrap(), 1);
-    assert!(s.session(&h2).await.unwrap().is_none());
+    s.sessions().create_session(&h1, &s1).await.unwrap();
+    s.sessions().create_session(&h2, &s2).await.unwrap();
+    assert_eq!(s.sessions().purge_expired_sessions(1_599).await.unwrap(), 0);
+    assert_eq!(s.sessions().purge_expired_sessions(1_600).await.unwrap(), 1);
+    assert!(s.sessions().session(&h1).await.unwrap().is_none());
+    assert_eq!(s.sessions().purge_expired_sessions(4_600).await.unwrap(), 1);
+    assert!(s.sessions().session(&h2).await.unwrap().is_none());
 }
 
-async fn keys<S: KeyStore>(s: S) {
-    assert!(s.signing_keys().await.unwrap().is_empty());
+async fn keys<S: Stores>(s: S) {
+    assert!(s.keys().signing_keys().await.unwrap().is_empty());
     let k = |kid: &str, at: i64| StoredKey {
         kid: kid.into(),
         alg: "EdDSA".into(),
@@ -144,20 +192,20 @@ async fn keys<S: KeyStore>(s: S) {
         created_at: at,
         activates_at: at + 10,
     };
-    s.add_signing_key(&k("b", 200)).await.unwrap();
-    s.add_signing_key(&k("a", 100)).await.unwrap();
+    s.keys().add_signing_key(&k("b", 200)).await.unwrap();
+    s.keys().add_signing_key(&k("a", 100)).await.unwrap();
     assert!(matches!(
-        s.add_signing_key(&k("a", 300)).await,
+        s.keys().add_signing_key(&k("a", 300)).await,
         Err(StoreError::Conflict)
     ));
-    let mut got = s.signing_keys().await.unwrap();
+    let mut got = s.keys().signing_keys().await.unwrap();
     got.sort_by_key(|k| k.activates_at);
     assert_eq!(got, vec![k("a", 100), k("b", 200)]);
 }
 
 /// The live refresh families of one person with one client, oldest first: revoked, used-up,
 /// idle-expired, ended families and those of other people or clients are not counted.
-async fn live_families<S: RefreshStore>(s: S) {
+async fn live_families<S: Stores>(s: S) {
     let rec = |family: &str, user: &str, client: &str, created_at: i64| RefreshRecord {
         family: family.into(),
         user_id: user.into(),
@@ -172,7 +220,8 @@ async fn live_families<S: RefreshStore>(s: S) {
     let add = |r: RefreshRecord| {
         let s = &s;
         async move {
-            s.create_refresh(&Token::generate(Kind::Refresh).hash(), &r)
+            s.refresh()
+                .create_refresh(&Token::generate(Kind::Refresh).hash(), &r)
                 .await
                 .unwrap();
         }
@@ -180,12 +229,14 @@ async fn live_families<S: RefreshStore>(s: S) {
     // fam_b began first but was refreshed since: its start counts, not its last use.
     add(rec("fam_b", "usr_lf", "web", 100)).await;
     let used = Token::generate(Kind::Refresh).hash();
-    s.create_refresh(&used, &rec("fam_b", "usr_lf", "web", 100))
+    s.refresh()
+        .create_refresh(&used, &rec("fam_b", "usr_lf", "web", 100))
         .await
         .unwrap();
     let next = Token::generate(Kind::Refresh).hash();
     assert!(
-        s.rotate_refresh(&used, 500, &next, &rec("fam_b", "usr_lf", "web", 500))
+        s.refresh()
+            .rotate_refresh(&used, 500, &next, &rec("fam_b", "usr_lf", "web", 500))
             .await
             .unwrap()
     );
@@ -195,27 +246,34 @@ async fn live_families<S: RefreshStore>(s: S) {
     add(rec("fam_other_client", "usr_lf", "cli", 50)).await;
     add(rec("fam_other_user", "usr_lf2", "web", 50)).await;
     add(rec("fam_revoked", "usr_lf", "web", 50)).await;
-    s.revoke_family("fam_revoked", &nothing_more(1_000))
+    s.refresh()
+        .revoke_family("fam_revoked", &nothing_more(1_000))
         .await
         .unwrap();
     add(rec("fam_idle", "usr_lf", "web", -2_000)).await;
     let spent = Token::generate(Kind::Refresh).hash();
-    s.create_refresh(&spent, &rec("fam_spent", "usr_lf", "web", 60))
+    s.refresh()
+        .create_refresh(&spent, &rec("fam_spent", "usr_lf", "web", 60))
         .await
         .unwrap();
     // Used, and its successor already expired.
     let next = Token::generate(Kind::Refresh).hash();
     assert!(
-        s.rotate_refresh(
-            &spent,
-            70,
-            &next,
-            &rec("fam_spent", "usr_lf", "web", -2_000)
-        )
-        .await
-        .unwrap()
+        s.refresh()
+            .rotate_refresh(
+                &spent,
+                70,
+                &next,
+                &rec("fam_spent", "usr_lf", "web", -2_000)
+            )
+            .await
+            .unwrap()
     );
-    let live = s.live_families("usr_lf", "web", 1_000).await.unwrap();
+    let live = s
+        .refresh()
+        .live_families("usr_lf", "web", 1_000)
+        .await
+        .unwrap();
     assert_eq!(
         live,
         vec![
@@ -226,13 +284,17 @@ async fn live_families<S: RefreshStore>(s: S) {
     );
     // Past the family's end nothing is live.
     assert!(
-        s.live_families("usr_lf", "web", 9_000)
+        s.refresh()
+            .live_families("usr_lf", "web", 9_000)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        s.live_families("usr_lf", "cli", 1_000).await.unwrap(),
+        s.refresh()
+            .live_families("usr_lf", "cli", 1_000)
+            .await
+            .unwrap(),
         vec![("fam_other_client".to_owned(), 50)]
     );
 }
@@ -251,7 +313,7 @@ fn nothing_more(now: i64) -> FamilyRevocation<'static> {
 /// Refresh tokens: each change of state one step. A rotation spends the token, stores the
 /// successor and records its access token together, once; issues in a revoked family record
 /// nothing; a revocation denylists every access token recorded in the family with it.
-async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
+async fn refresh<S: Stores>(s: S) {
     let rec = |family: &str, user: &str, created_at: i64, jti: Option<&str>| RefreshRecord {
         family: family.into(),
         user_id: user.into(),
@@ -266,46 +328,82 @@ async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
     let h1 = Token::generate(Kind::Refresh).hash();
     let h2 = Token::generate(Kind::Refresh).hash();
     let h3 = Token::generate(Kind::Refresh).hash();
-    s.create_refresh(&h1, &rec("fam_1", "usr_a", 1_000, Some("jti-1")))
+    s.refresh()
+        .create_refresh(&h1, &rec("fam_1", "usr_a", 1_000, Some("jti-1")))
         .await
         .unwrap();
-    s.create_refresh(&h3, &rec("fam_2", "usr_b", 1_000, None))
+    s.refresh()
+        .create_refresh(&h3, &rec("fam_2", "usr_b", 1_000, None))
         .await
         .unwrap();
     assert!(matches!(
-        s.create_refresh(&h1, &rec("fam_1", "usr_a", 1_000, None))
+        s.refresh()
+            .create_refresh(&h1, &rec("fam_1", "usr_a", 1_000, None))
             .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(
-        s.refresh_token(&h1).await.unwrap(),
+        s.refresh().refresh_token(&h1).await.unwrap(),
         Some((rec("fam_1", "usr_a", 1_000, Some("jti-1")), false))
     );
     assert_eq!(
-        s.family_of_access("jti-1").await.unwrap().as_deref(),
+        s.refresh()
+            .family_of_access("jti-1")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("fam_1")
     );
-    assert_eq!(s.family_of_access("nope").await.unwrap(), None);
+    assert_eq!(s.refresh().family_of_access("nope").await.unwrap(), None);
     // Exactly one rotation wins; the loser changes nothing.
     let succ = rec("fam_1", "usr_a", 1_500, Some("jti-2"));
-    assert!(s.rotate_refresh(&h1, 1_500, &h2, &succ).await.unwrap());
+    assert!(
+        s.refresh()
+            .rotate_refresh(&h1, 1_500, &h2, &succ)
+            .await
+            .unwrap()
+    );
     let other = rec("fam_1", "usr_a", 1_501, Some("jti-x"));
-    assert!(!s.rotate_refresh(&h1, 1_501, &h2, &other).await.unwrap());
-    assert_eq!(s.family_of_access("jti-x").await.unwrap(), None);
+    assert!(
+        !s.refresh()
+            .rotate_refresh(&h1, 1_501, &h2, &other)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.refresh().family_of_access("jti-x").await.unwrap(), None);
     assert_eq!(
-        s.refresh_token(&h1).await.unwrap().unwrap().0.used_at,
+        s.refresh()
+            .refresh_token(&h1)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .used_at,
         Some(1_500)
     );
-    assert_eq!(s.refresh_token(&h2).await.unwrap(), Some((succ, false)));
-    // An honest retry's access token is recorded in the live family.
-    assert!(s.record_access("fam_1", "jti-3", 1_502).await.unwrap());
     assert_eq!(
-        s.family_of_access("jti-3").await.unwrap().as_deref(),
+        s.refresh().refresh_token(&h2).await.unwrap(),
+        Some((succ, false))
+    );
+    // An honest retry's access token is recorded in the live family.
+    assert!(
+        s.refresh()
+            .record_access("fam_1", "jti-3", 1_502)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.refresh()
+            .family_of_access("jti-3")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("fam_1")
     );
     // Revoking denylists, in the same step, what was issued after `since` and `also`.
     let also = [("sid:ses_1".to_owned(), 3_000)];
     let mut denied = s
+        .refresh()
         .revoke_family(
             "fam_1",
             &FamilyRevocation {
@@ -324,28 +422,63 @@ async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
         ("sid:ses_1".to_owned(), 3_000),
     ];
     assert_eq!(denied, expected);
-    let mut held = s.denied_access(1_600).await.unwrap();
+    let mut held = s.denylist().denied_access(1_600).await.unwrap();
     held.sort();
     assert_eq!(held, expected);
     // What was added at or after a time (how instances catch up).
-    let mut recent = s.denied_since(1_600, 0).await.unwrap();
+    let mut recent = s.denylist().denied_since(1_600, 0).await.unwrap();
     recent.sort();
     assert_eq!(recent, expected);
-    assert!(s.denied_since(1_601, 0).await.unwrap().is_empty());
-    assert!(s.refresh_token(&h2).await.unwrap().unwrap().1);
+    assert!(
+        s.denylist()
+            .denied_since(1_601, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.refresh().refresh_token(&h2).await.unwrap().unwrap().1);
     // Nothing more is issued in a revoked family, and nothing is spent trying.
-    assert!(!s.record_access("fam_1", "jti-4", 1_700).await.unwrap());
-    assert_eq!(s.family_of_access("jti-4").await.unwrap(), None);
+    assert!(
+        !s.refresh()
+            .record_access("fam_1", "jti-4", 1_700)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.refresh().family_of_access("jti-4").await.unwrap(), None);
     let h4 = Token::generate(Kind::Refresh).hash();
     let late = rec("fam_1", "usr_a", 1_700, Some("jti-5"));
-    assert!(!s.rotate_refresh(&h2, 1_700, &h4, &late).await.unwrap());
-    assert_eq!(s.refresh_token(&h2).await.unwrap().unwrap().0.used_at, None);
-    assert_eq!(s.refresh_token(&h4).await.unwrap(), None);
+    assert!(
+        !s.refresh()
+            .rotate_refresh(&h2, 1_700, &h4, &late)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.refresh()
+            .refresh_token(&h2)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .used_at,
+        None
+    );
+    assert_eq!(s.refresh().refresh_token(&h4).await.unwrap(), None);
 
     // A user's families all at once, each with the access tokens recorded in it.
-    assert!(!s.refresh_token(&h3).await.unwrap().unwrap().1);
-    assert!(s.record_access("fam_2", "jti-b1", 1_800).await.unwrap());
-    assert!(s.record_access("fam_2", "jti-b0", 500).await.unwrap());
+    assert!(!s.refresh().refresh_token(&h3).await.unwrap().unwrap().1);
+    assert!(
+        s.refresh()
+            .record_access("fam_2", "jti-b1", 1_800)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.refresh()
+            .record_access("fam_2", "jti-b0", 500)
+            .await
+            .unwrap()
+    );
     let at = FamilyRevocation {
         since: 1_000,
         access_ttl: 900,
@@ -353,33 +486,46 @@ async fn refresh<S: RefreshStore + DenylistStore>(s: S) {
         now: 1_900,
     };
     assert_eq!(
-        s.revoke_families_of("usr_b", &at).await.unwrap(),
+        s.refresh().revoke_families_of("usr_b", &at).await.unwrap(),
         (1, vec![("jti-b1".to_owned(), 2_700)])
     );
-    assert!(s.refresh_token(&h3).await.unwrap().unwrap().1);
+    assert!(s.refresh().refresh_token(&h3).await.unwrap().unwrap().1);
     assert!(
-        s.denied_since(1_900, 0)
+        s.denylist()
+            .denied_since(1_900, 0)
             .await
             .unwrap()
             .contains(&("jti-b1".to_owned(), 2_700))
     );
-    assert_eq!(s.revoke_families_of("usr_b", &at).await.unwrap().0, 0);
     assert_eq!(
-        s.refresh_token(&Token::generate(Kind::Refresh).hash())
+        s.refresh()
+            .revoke_families_of("usr_b", &at)
+            .await
+            .unwrap()
+            .0,
+        0
+    );
+    assert_eq!(
+        s.refresh()
+            .refresh_token(&Token::generate(Kind::Refresh).hash())
             .await
             .unwrap(),
         None
     );
     // Records of expired access tokens are forgotten.
-    assert_eq!(s.purge_access(1_501).await.unwrap(), 3);
-    assert_eq!(s.family_of_access("jti-1").await.unwrap(), None);
+    assert_eq!(s.refresh().purge_access(1_501).await.unwrap(), 3);
+    assert_eq!(s.refresh().family_of_access("jti-1").await.unwrap(), None);
     assert_eq!(
-        s.family_of_access("jti-3").await.unwrap().as_deref(),
+        s.refresh()
+            .family_of_access("jti-3")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("fam_1")
     );
 }
 
-async fn clients<S: ClientStore + RefreshStore>(s: S) {
+async fn clients<S: Stores>(s: S) {
     let client = |id: &str| Client {
         id: id.into(),
         secret_hash: Some(Token::generate(Kind::ClientSecret).hash().to_hex()),
@@ -393,20 +539,24 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
         homepage: None,
         logo_uri: (id == "svc-a").then(|| "https://a.example/logo.png".into()),
     };
-    s.create_client(&client("svc-b")).await.unwrap();
-    s.create_client(&client("svc-a")).await.unwrap();
+    s.clients().create_client(&client("svc-b")).await.unwrap();
+    s.clients().create_client(&client("svc-a")).await.unwrap();
     assert!(matches!(
-        s.create_client(&client("svc-a")).await,
+        s.clients().create_client(&client("svc-a")).await,
         Err(StoreError::Conflict)
     ));
     // Stored whole, display fields included.
-    let a = s.client("svc-a").await.unwrap().unwrap();
+    let a = s.clients().client("svc-a").await.unwrap().unwrap();
     assert_eq!(a.id, "svc-a");
     assert_eq!(a.name.as_deref(), Some("Service A"));
     assert_eq!(a.logo_uri.as_deref(), Some("https://a.example/logo.png"));
-    assert_eq!(s.client("svc-b").await.unwrap().unwrap().name, None);
-    assert_eq!(s.client("nope").await.unwrap(), None);
+    assert_eq!(
+        s.clients().client("svc-b").await.unwrap().unwrap().name,
+        None
+    );
+    assert_eq!(s.clients().client("nope").await.unwrap(), None);
     let ids: Vec<String> = s
+        .clients()
         .list_clients()
         .await
         .unwrap()
@@ -431,33 +581,37 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
         Token::generate(Kind::Code).hash(),
         Token::generate(Kind::Code).hash(),
     );
-    s.create_code(&c1, &code(1_060)).await.unwrap();
-    s.create_code(&c2, &code(1_010)).await.unwrap();
+    s.clients().create_code(&c1, &code(1_060)).await.unwrap();
+    s.clients().create_code(&c2, &code(1_010)).await.unwrap();
     assert!(matches!(
-        s.create_code(&c1, &code(1_060)).await,
+        s.clients().create_code(&c1, &code(1_060)).await,
         Err(StoreError::Conflict)
     ));
     // The first use wins; a second sees the record and that it was used.
     assert_eq!(
-        s.use_code(&c1, 1_001).await.unwrap(),
+        s.clients().use_code(&c1, 1_001).await.unwrap(),
         Some((code(1_060), true))
     );
     assert_eq!(
-        s.use_code(&c1, 1_002).await.unwrap(),
+        s.clients().use_code(&c1, 1_002).await.unwrap(),
         Some((code(1_060), false))
     );
     assert_eq!(
-        s.use_code(&Token::generate(Kind::Code).hash(), 1_003)
+        s.clients()
+            .use_code(&Token::generate(Kind::Code).hash(), 1_003)
             .await
             .unwrap(),
         None
     );
-    assert_eq!(s.purge_codes(1_030).await.unwrap(), 1);
-    assert_eq!(s.use_code(&c2, 1_031).await.unwrap(), None);
+    assert_eq!(s.clients().purge_codes(1_030).await.unwrap(), 1);
+    assert_eq!(s.clients().use_code(&c2, 1_031).await.unwrap(), None);
     // Redeeming spends the code and stores the grant's first refresh token in one step, once.
     let c3 = Token::generate(Kind::Code).hash();
-    s.create_code(&c3, &code(1_060)).await.unwrap();
-    assert_eq!(s.code(&c3).await.unwrap(), Some((code(1_060), false)));
+    s.clients().create_code(&c3, &code(1_060)).await.unwrap();
+    assert_eq!(
+        s.clients().code(&c3).await.unwrap(),
+        Some((code(1_060), false))
+    );
     let first = RefreshRecord {
         family: "fam_c".into(),
         user_id: "usr_a".into(),
@@ -471,16 +625,30 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
     };
     let r1 = Token::generate(Kind::Refresh).hash();
     let r2 = Token::generate(Kind::Refresh).hash();
-    assert!(s.redeem_code(&c3, 1_010, &r1, &first).await.unwrap());
-    assert!(!s.redeem_code(&c3, 1_011, &r2, &first).await.unwrap());
-    assert_eq!(s.code(&c3).await.unwrap(), Some((code(1_060), true)));
+    assert!(
+        s.clients()
+            .redeem_code(&c3, 1_010, &r1, &first)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.clients()
+            .redeem_code(&c3, 1_011, &r2, &first)
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        s.refresh_token(&r1).await.unwrap(),
+        s.clients().code(&c3).await.unwrap(),
+        Some((code(1_060), true))
+    );
+    assert_eq!(
+        s.refresh().refresh_token(&r1).await.unwrap(),
         Some((first.clone(), false))
     );
-    assert_eq!(s.refresh_token(&r2).await.unwrap(), None);
+    assert_eq!(s.refresh().refresh_token(&r2).await.unwrap(), None);
     assert!(
-        !s.redeem_code(&Token::generate(Kind::Code).hash(), 1_012, &r2, &first)
+        !s.clients()
+            .redeem_code(&Token::generate(Kind::Code).hash(), 1_012, &r2, &first)
             .await
             .unwrap()
     );
@@ -490,52 +658,56 @@ async fn clients<S: ClientStore + RefreshStore>(s: S) {
         scope: scope.into(),
         granted_at: 1_000,
     };
-    s.set_consent("usr_a", &consent("svc-a", "api:read"))
+    s.clients()
+        .set_consent("usr_a", &consent("svc-a", "api:read"))
         .await
         .unwrap();
-    s.set_consent("usr_a", &consent("svc-a", "api:read api:write"))
+    s.clients()
+        .set_consent("usr_a", &consent("svc-a", "api:read api:write"))
         .await
         .unwrap();
-    s.set_consent("usr_a", &consent("svc-b", "api:read"))
+    s.clients()
+        .set_consent("usr_a", &consent("svc-b", "api:read"))
         .await
         .unwrap();
-    s.set_consent("usr_b", &consent("svc-a", "api:read"))
+    s.clients()
+        .set_consent("usr_b", &consent("svc-a", "api:read"))
         .await
         .unwrap();
     assert_eq!(
-        s.consents_of("usr_a").await.unwrap(),
+        s.clients().consents_of("usr_a").await.unwrap(),
         [
             consent("svc-a", "api:read api:write"),
             consent("svc-b", "api:read")
         ]
     );
-    assert!(s.delete_consent("usr_a", "svc-b").await.unwrap());
-    assert!(!s.delete_consent("usr_a", "svc-b").await.unwrap());
+    assert!(s.clients().delete_consent("usr_a", "svc-b").await.unwrap());
+    assert!(!s.clients().delete_consent("usr_a", "svc-b").await.unwrap());
     // Removing a client removes the consents given to it.
-    assert!(s.delete_client("svc-a").await.unwrap());
-    assert!(!s.delete_client("svc-a").await.unwrap());
-    assert_eq!(s.client("svc-a").await.unwrap(), None);
-    assert!(s.consents_of("usr_a").await.unwrap().is_empty());
-    assert!(s.consents_of("usr_b").await.unwrap().is_empty());
+    assert!(s.clients().delete_client("svc-a").await.unwrap());
+    assert!(!s.clients().delete_client("svc-a").await.unwrap());
+    assert_eq!(s.clients().client("svc-a").await.unwrap(), None);
+    assert!(s.clients().consents_of("usr_a").await.unwrap().is_empty());
+    assert!(s.clients().consents_of("usr_b").await.unwrap().is_empty());
 }
 
-async fn denylist<S: DenylistStore>(s: S) {
-    s.deny_access("j1", 1_000, 10).await.unwrap();
-    s.deny_access("j2", 2_000, 10).await.unwrap();
-    s.deny_access("j1", 900, 10).await.unwrap(); // never shortened
-    let mut got = s.denied_access(999).await.unwrap();
+async fn denylist<S: Stores>(s: S) {
+    s.denylist().deny_access("j1", 1_000, 10).await.unwrap();
+    s.denylist().deny_access("j2", 2_000, 10).await.unwrap();
+    s.denylist().deny_access("j1", 900, 10).await.unwrap(); // never shortened
+    let mut got = s.denylist().denied_access(999).await.unwrap();
     got.sort();
     assert_eq!(
         got,
         vec![("j1".to_owned(), 1_000), ("j2".to_owned(), 2_000)]
     );
     assert_eq!(
-        s.denied_access(1_000).await.unwrap(),
+        s.denylist().denied_access(1_000).await.unwrap(),
         vec![("j2".to_owned(), 2_000)]
     );
-    assert_eq!(s.purge_denied(1_500).await.unwrap(), 1);
+    assert_eq!(s.denylist().purge_denied(1_500).await.unwrap(), 1);
     assert_eq!(
-        s.denied_access(0).await.unwrap(),
+        s.denylist().denied_access(0).await.unwrap(),
         vec![("j2".to_owned(), 2_000)]
     );
 }
@@ -544,7 +716,7 @@ async fn denylist<S: DenylistStore>(s: S) {
 /// in-process throttle: an attempt is reserved under all its keys at once or not at all, free
 /// attempts then doubling delays with a cap, a success gives its attempt back (and forgets a
 /// known device), old failures are forgotten.
-async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
+async fn throttle_shared<S: Stores>(s: S) {
     let policy = tessera_core::ThrottlePolicy {
         account_free: 2,
         ip_free: 3,
@@ -557,7 +729,8 @@ async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
     let reserve = |keys: Vec<(String, u32)>, now: i64| {
         let s = &s;
         async move {
-            s.throttle_reserve(&keys, &policy, now)
+            s.throttle()
+                .throttle_reserve(&keys, &policy, now)
                 .await
                 .unwrap()
                 .unwrap()
@@ -577,21 +750,29 @@ async fn throttle_shared<S: tessera_core::ThrottleStore>(s: S) {
     assert_eq!(reserve(keys[..1].to_vec(), 107).await, 0);
     assert_eq!(reserve(keys[..1].to_vec(), 107).await, 4);
     // A success gives one attempt back: five counted, four after it, still locked.
-    s.throttle_release(&[], &keys[..1]).await.unwrap();
+    s.throttle()
+        .throttle_release(&[], &keys[..1])
+        .await
+        .unwrap();
     assert_eq!(reserve(keys[..1].to_vec(), 108).await, 3);
     // A known device's success forgets it; the address gets its attempt back and unlocks.
     let device = vec![("d:n1".to_owned(), 2), ("ip:192.0.2.1".to_owned(), 3)];
-    s.throttle_release(&device[..1], &device[1..])
+    s.throttle()
+        .throttle_release(&device[..1], &device[1..])
         .await
         .unwrap();
     assert_eq!(reserve(device.clone(), 108).await, 0);
-    s.throttle_release(&device[..1], &device[1..])
+    s.throttle()
+        .throttle_release(&device[..1], &device[1..])
         .await
         .unwrap();
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 1);
-    s.throttle_release(&device[..1], &[]).await.unwrap();
+    s.throttle()
+        .throttle_release(&device[..1], &[])
+        .await
+        .unwrap();
     assert_eq!(reserve(device[..1].to_vec(), 108).await, 0);
     // Failures older than the window are forgotten.
     assert_eq!(reserve(keys[..1].to_vec(), 108 + 3601).await, 0);
@@ -1038,14 +1219,30 @@ async fn redis_feed_carries_changes_and_stays_up() {
             .is_err(),
         "the feed should stay quiet and connected"
     );
+    // Redis's own writes (sessions) announce themselves; the others are announced by the
+    // domain once committed (`Stores::announce`), in the order it announces them.
     let (h, s) = session("ses_1", "usr_a", 1_000);
-    store.create_session(&h, &s).await.unwrap();
-    assert!(store.delete_session(&h).await.unwrap());
+    store.sessions().create_session(&h, &s).await.unwrap();
+    assert!(store.sessions().delete_session(&h).await.unwrap());
     assert_eq!(next(&mut rx).await, Change::Session(h));
-    store.create_user(&user("usr_a", "alice")).await.unwrap();
-    store.set_disabled("usr_a", true).await.unwrap();
+    store
+        .users()
+        .create_user(&user("usr_a", "alice"))
+        .await
+        .unwrap();
+    store.users().set_disabled("usr_a", true).await.unwrap();
+    store.announce(vec![Change::User("usr_a".into())]).await;
     assert_eq!(next(&mut rx).await, Change::User("usr_a".into()));
-    store.deny_access("jti-1", 5_000, 1_000).await.unwrap();
+    let denylist = tessera_core::Denylist::new(900);
+    denylist
+        .record(
+            &store,
+            tessera_jose::Revocation::Token("jti-1".into()),
+            5_000,
+            1_000,
+        )
+        .await
+        .unwrap();
     assert_eq!(
         next(&mut rx).await,
         Change::Denied {
@@ -1053,7 +1250,11 @@ async fn redis_feed_carries_changes_and_stays_up() {
             exp: 5_000
         }
     );
-    store.delete_sessions_of("usr_a", None).await.unwrap();
+    store
+        .sessions()
+        .delete_sessions_of("usr_a", None)
+        .await
+        .unwrap();
     assert_eq!(next(&mut rx).await, Change::SessionsOf("usr_a".into()));
     let (client, _) = tessera_core::NewClient {
         id: "svc".into(),
@@ -1062,8 +1263,12 @@ async fn redis_feed_carries_changes_and_stays_up() {
     }
     .build("tessera", 1_000)
     .unwrap();
-    store.create_client(&client).await.unwrap();
-    assert!(store.delete_client("svc").await.unwrap());
+    store.clients().create_client(&client).await.unwrap();
+    assert!(
+        tessera_core::client::remove_client(&store, "svc")
+            .await
+            .unwrap()
+    );
     assert_eq!(next(&mut rx).await, Change::Client("svc".into()));
     feed.abort();
 }

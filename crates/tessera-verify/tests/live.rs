@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tessera_core::MasterKey;
+use tessera_core::{MasterKey, Stores as _};
 use tessera_server::{AppState, Config};
 use tessera_store::MemoryStore;
 use tessera_testkit::Relay;
@@ -347,6 +347,7 @@ async fn feed_client(live: &Live) -> String {
     live.state
         .auth
         .store()
+        .clients()
         .create_client(&client)
         .await
         .unwrap();

@@ -163,7 +163,13 @@ async fn a_stored_redirect_uri_that_hides_its_host_is_never_followed() {
     .unwrap();
     let hidden = "http://localhost:80@evil.example/cb";
     client.redirect_uris = vec![hidden.into()];
-    app.state.auth.store().create_client(&client).await.unwrap();
+    app.state
+        .auth
+        .store()
+        .clients()
+        .create_client(&client)
+        .await
+        .unwrap();
     for path in [
         format!(
             "/oauth2/authorize?response_type=code&client_id=legacy&redirect_uri={}&scope=profile&code_challenge={CHALLENGE}&code_challenge_method=S256",

@@ -16,6 +16,7 @@ impl<S: Stores> App<S> {
         self.state
             .auth
             .store()
+            .clients()
             .create_client(&client)
             .await
             .unwrap();
@@ -456,7 +457,15 @@ async fn a_client_revokes_only_its_own_tokens() {
         .await
         .unwrap();
     let access = token["access_token"].as_str().unwrap();
-    assert!(app.state.auth.store().delete_client("svc-b").await.unwrap());
+    assert!(
+        app.state
+            .auth
+            .store()
+            .clients()
+            .delete_client("svc-b")
+            .await
+            .unwrap()
+    );
     assert_eq!(app.introspect("rs", &rs, access).await["active"], false);
     oauth_error(
         app.basic(
@@ -1929,6 +1938,7 @@ async fn a_confirmed_signout_ends_the_session_even_when_the_return_is_refused() 
     app.state
         .auth
         .store()
+        .clients()
         .delete_client("webapp")
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use tessera_core::logsafe::Untrusted;
-use tessera_core::{Client, NewClient, StoreError, Stores};
+use tessera_core::{Client, ClientStore as _, NewClient, StoreError, Stores};
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, with_stores};
@@ -130,7 +130,7 @@ impl AsyncStoreFn<()> for Run {
                 }
                 .build(&config.tokens.client_id, now)
                 .map_err(|e| Failure::refused(e.0))?;
-                match store.create_client(&client).await {
+                match store.clients().create_client(&client).await {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => {
                         return Err(Failure::refused(format!(
@@ -159,7 +159,11 @@ impl AsyncStoreFn<()> for Run {
                 }
             }
             Command::List { json, .. } => {
-                let list = store.list_clients().await.map_err(store_failure)?;
+                let list = store
+                    .clients()
+                    .list_clients()
+                    .await
+                    .map_err(store_failure)?;
                 if json {
                     let v: Vec<Value> = list.iter().map(describe).collect();
                     out(&format!("{}\n", super::pretty(&Value::Array(v))));
@@ -182,7 +186,10 @@ impl AsyncStoreFn<()> for Run {
                 }
             }
             Command::Remove { id, .. } => {
-                if !store.delete_client(&id).await.map_err(store_failure)? {
+                if !tessera_core::client::remove_client(&store, &id)
+                    .await
+                    .map_err(store_failure)?
+                {
                     return Err(Failure::refused(format!("no client `{id}`")));
                 }
                 tracing::info!(target: "audit", event = "client_removed", client = %Untrusted(&id));

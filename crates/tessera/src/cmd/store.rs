@@ -209,7 +209,7 @@ async fn with_redis<D, T>(
     f: impl AsyncStoreFn<T>,
 ) -> Result<T, Failure>
 where
-    D: Stores + Generation + tessera_store::Probe,
+    D: tessera_core::AllConcerns + Stores + Generation + tessera_store::Probe,
 {
     if serve {
         // Serving, every call to a store goes through its circuit.

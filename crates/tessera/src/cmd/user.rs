@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 
 use serde_json::json;
-use tessera_core::{AccountError, Stores};
+use tessera_core::{AccountError, Stores, UserStore as _};
 use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, service, with_stores};
@@ -107,6 +107,7 @@ impl AsyncStoreFn<()> for Run {
             Command::List { json, .. } => {
                 let list = auth
                     .store()
+                    .users()
                     .list_users()
                     .await
                     .map_err(|e| Failure::refused(format!("cannot read users: {e}")))?;
