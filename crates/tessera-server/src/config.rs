@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::settings::{self, Kind, Setting};
+use crate::settings::{self, SETTINGS, Section};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -346,32 +346,6 @@ impl Default for TokenConfig {
     }
 }
 
-/// Calls to the stores (the database, Redis): how long one may take, and how often a store
-/// that failed is tried again.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoresConfig {
-    /// The bound on a read (a statement, a Redis command): the hot path. A read past it fails,
-    /// and the store is probed (a ping); if the probe does not answer within it either, the
-    /// store is marked down for every request: calls then fail at once (and fall back to what
-    /// is cached) until a probe succeeds.
-    pub timeout: Dur,
-    /// The bound on a write (a transaction, which may wait for a row another holds).
-    pub write_timeout: Dur,
-    /// While a store is marked down, one call is let through this often as a probe.
-    pub retry: Dur,
-}
-
-impl Default for StoresConfig {
-    fn default() -> Self {
-        StoresConfig {
-            timeout: Dur(Duration::from_millis(500)),
-            write_timeout: Dur(Duration::from_secs(2)),
-            retry: Dur(Duration::from_millis(500)),
-        }
-    }
-}
-
 /// Client connections: how long a client may take, and how many may be open at once.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -401,23 +375,15 @@ impl Default for ConnectionsConfig {
     }
 }
 
-/// Everything `tessera serve` reads. See `examples/tessera.toml` for each key.
+/// What the server reads (the `tessera` binary adds the process's own settings: where the
+/// stores are, the logs, shutdown). See `examples/tessera.toml` for each key.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address and port to listen on.
     pub listen: SocketAddr,
-    /// Where the SQLite database and keys live; created if missing.
-    pub data_dir: PathBuf,
     /// The public URL of this service (`iss` of its tokens, the origin of its cookies).
     pub issuer: Option<String>,
-    /// `sqlite://PATH` (default: `DATA_DIR/tessera.db`), `postgres://…` (a cluster's shared
-    /// database) or `memory:` (nothing kept).
-    pub database_url: Option<String>,
-    /// `redis://…`: sessions, the denylist and the change feed of a cluster live there.
-    pub redis_url: Option<String>,
-    /// The prefix of every Redis key, so that deployments can share one Redis.
-    pub redis_prefix: String,
     /// A name for this instance, sent in an `X-Tessera-Instance` response header (unset: no
     /// header), so that an operator sees which instance behind a load balancer answered.
     pub instance_name: Option<String>,
@@ -436,10 +402,6 @@ pub struct Config {
     pub body_limit: usize,
     /// Longest a request may take.
     pub request_timeout: Dur,
-    /// How long requests in flight get to finish after SIGTERM.
-    pub shutdown_grace: Dur,
-    /// `text` or `json` log lines.
-    pub log_format: String,
     /// Session lifetimes.
     pub session: SessionConfig,
     /// Password rules and hashing.
@@ -450,8 +412,6 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// Client connections: timeouts and the cap.
     pub connections: ConnectionsConfig,
-    /// Calls to the stores: timeout and retry.
-    pub stores: StoresConfig,
     /// The pages people see.
     pub pages: PagesConfig,
 }
@@ -460,11 +420,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("tessera-data"),
             issuer: None,
-            database_url: None,
-            redis_url: None,
-            redis_prefix: "tessera".into(),
             instance_name: None,
             allow_registration: false,
             behind_tls_proxy: false,
@@ -473,104 +429,38 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             body_limit: 64 * 1024,
             request_timeout: Dur(Duration::from_secs(30)),
-            shutdown_grace: Dur(Duration::from_secs(30)),
-            log_format: "text".into(),
             session: SessionConfig::default(),
             password: PasswordConfig::default(),
             throttle: ThrottleConfig::default(),
             tokens: TokenConfig::default(),
             connections: ConnectionsConfig::default(),
-            stores: StoresConfig::default(),
             pages: PagesConfig::default(),
         }
     }
 }
 
-pub(crate) fn set(doc: &mut toml::Table, key: &str, value: toml::Value) {
-    match key.split_once('.') {
-        Some((section, rest)) => {
-            let entry = doc
-                .entry(section.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = entry {
-                set(t, rest, value);
-            }
-        }
-        None => {
-            doc.insert(key.to_owned(), value);
-        }
-    }
-}
+impl Section for Config {
+    const SETTINGS: &'static [settings::Setting] = SETTINGS;
 
-/// Reads an environment value as the TOML value of `setting`.
-pub(crate) fn env_value(setting: &Setting, raw: &str) -> Result<toml::Value, ConfigError> {
-    let key = setting.key;
-    match setting.kind {
-        Kind::Text | Kind::Table => Ok(toml::Value::String(raw.to_owned())),
-        Kind::List => Ok(toml::Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_owned()))
-                .collect(),
-        )),
-        Kind::Flag => match raw.trim() {
-            "true" => Ok(toml::Value::Boolean(true)),
-            "false" => Ok(toml::Value::Boolean(false)),
-            _ => Err(bad(format!("{key}: `{raw}` is not true or false"))),
-        },
-        Kind::Number => raw
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| bad(format!("{key}: `{raw}` is not a whole number"))),
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
     }
 }
 
 impl Config {
-    /// `examples/tessera.toml`: every setting of the table with its default.
-    pub fn example() -> String {
-        settings::example(&toml::Table::try_from(Config::default()).unwrap_or_default())
-    }
-
-    /// Defaults, then the file (if any), then `env` overrides (`TESSERA_…` pairs).
+    /// Defaults, then the file (if any), then `env` overrides (`TESSERA_…` pairs): the server's
+    /// settings alone (the `tessera` binary reads them with its own).
     pub fn load(
         file: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut doc = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-                text.parse::<toml::Table>().map_err(|e| {
-                    bad(format!(
-                        "{} is not valid TOML: {}",
-                        path.display(),
-                        e.message()
-                    ))
-                })?
-            }
-            None => toml::Table::new(),
-        };
-        for (name, raw) in env {
-            if !name.starts_with("TESSERA_") {
-                continue;
-            }
-            match settings::by_env(&name) {
-                Some(setting) => set(&mut doc, setting.key, env_value(setting, &raw)?),
-                // Secrets and tool variables share the prefix; only config keys are read here.
-                None if matches!(name.as_str(), "TESSERA_MASTER_KEY" | "TESSERA_CONFIG") => {}
-                None => return Err(bad(format!("unknown configuration variable {name}"))),
-            }
-        }
-        let config: Config = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| bad(format!("configuration: {}", e.message())))?;
-        config.validate()?;
+        let mut doc = settings::read(file, env, &[SETTINGS])?;
+        let config = settings::take::<Config>(&mut doc)?;
+        settings::nothing_left(&doc)?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn check(&self) -> Result<(), ConfigError> {
         if self.session.idle_timeout.0.is_zero() || self.session.absolute_timeout.0.is_zero() {
             return Err(bad("session timeouts must be longer than zero"));
         }
@@ -659,31 +549,10 @@ impl Config {
                 )));
             }
         }
-        if self.stores.timeout.0.is_zero()
-            || self.stores.write_timeout.0.is_zero()
-            || self.stores.retry.0.is_zero()
-        {
-            return Err(bad(
-                "stores.timeout, stores.write_timeout and stores.retry must be longer than zero",
-            ));
-        }
-        if let Some(url) = &self.redis_url
-            && !url.starts_with("redis://")
-        {
-            return Err(bad(
-                "redis_url must be a redis:// URL (TLS to Redis is not built in: keep Redis on a private network)",
-            ));
-        }
-        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
-            return Err(bad("redis_prefix must be a non-empty word"));
-        }
         if let Some(name) = &self.instance_name
             && (name.is_empty() || axum::http::HeaderValue::from_str(name).is_err())
         {
             return Err(bad("instance_name must be a non-empty printable word"));
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(bad("log_format is `text` or `json`"));
         }
         if let Some(issuer) = &self.issuer {
             // Parsed, not judged by prefix: `http://localhost:80@evil.example` is not loopback.
@@ -721,13 +590,6 @@ impl Config {
             .audience
             .clone()
             .unwrap_or_else(|| self.issuer())
-    }
-
-    /// The database URL: configured, or the SQLite file in the data directory.
-    pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tessera.db").display()))
     }
 
     /// Development mode: plain HTTP with a loopback issuer. Cookies then drop `Secure` and the
@@ -828,11 +690,6 @@ mod tests {
         let c = Config::load(
             None,
             vec![
-                (
-                    "TESSERA_REDIS_URL".to_owned(),
-                    "redis://10.0.0.5:6379".to_owned(),
-                ),
-                ("TESSERA_REDIS_PREFIX".to_owned(), "prod".to_owned()),
                 ("TESSERA_INSTANCE_NAME".to_owned(), "tessera-1".to_owned()),
                 ("TESSERA_SESSION_CACHE_TTL".to_owned(), "0s".to_owned()),
                 (
@@ -847,16 +704,9 @@ mod tests {
             Config::default().tokens.introspection_stale_denylist,
             "closed"
         );
-        assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379"));
-        assert_eq!(c.redis_prefix, "prod");
         assert_eq!(c.instance_name.as_deref(), Some("tessera-1"));
         assert!(c.session.cache_ttl.0.is_zero());
-        assert_eq!(Config::default().redis_prefix, "tessera");
         for (k, v) in [
-            ("TESSERA_REDIS_URL", "rediss://10.0.0.5:6380"),
-            ("TESSERA_REDIS_URL", "http://10.0.0.5"),
-            ("TESSERA_REDIS_PREFIX", ""),
-            ("TESSERA_REDIS_PREFIX", "two words"),
             ("TESSERA_INSTANCE_NAME", ""),
             ("TESSERA_INSTANCE_NAME", "bad\nname"),
             ("TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST", "maybe"),
@@ -930,84 +780,25 @@ mod tests {
 #[cfg(test)]
 mod settings_tests {
     use super::*;
-    use crate::settings::{SETTINGS, default_value, toml_text};
-    use Kind::Table;
 
-    fn defaults() -> toml::Table {
-        toml::Table::try_from(Config::default()).unwrap()
+    /// Every row is a key of the server's configuration, of its kind, and every key is a row
+    /// (a new field without one fails here). The example file, which holds the process's
+    /// settings too, is checked by the `tessera` binary's tests.
+    #[test]
+    fn the_rows_are_the_keys() {
+        let problems = settings::problems::<Config>();
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 
-    /// `examples/tessera.toml` is what the table renders (to bring it up to date:
-    /// `TESSERA_WRITE_EXAMPLE=1 cargo test -p tessera-server --lib example`), it parses, and its
-    /// values are the defaults.
+    /// A key no section declares is refused, named.
     #[test]
-    fn the_example_config_is_the_settings_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tessera.toml");
-        let rendered = Config::example();
-        if std::env::var_os("TESSERA_WRITE_EXAMPLE").is_some() {
-            std::fs::write(path, &rendered).unwrap();
-        }
-        let file = std::fs::read_to_string(path).unwrap();
-        assert!(
-            file == rendered,
-            "examples/tessera.toml is not what the settings table renders; \
-             TESSERA_WRITE_EXAMPLE=1 cargo test -p tessera-server --lib example writes it"
-        );
-        let parsed = Config::load(Some(std::path::Path::new(path)), Vec::new()).unwrap();
-        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
-    }
-
-    /// Every row is a key of the configuration, and its kind is its value's: the default,
-    /// written as its environment variable would give it, reads back as the default.
-    #[test]
-    fn every_row_is_a_key_of_its_kind() {
-        let defaults = defaults();
-        for s in SETTINGS {
-            let value = match (default_value(&defaults, s.key), s.kind) {
-                (Some(v), _) => v.clone(),
-                (None, Table) => toml::Value::Table(toml::Table::new()),
-                (None, _) => {
-                    let sample = s
-                        .sample
-                        .unwrap_or_else(|| panic!("{}: no default, no sample", s.key));
-                    sample.trim_matches('"').to_owned().into()
-                }
-            };
-            let mut doc = toml::Table::new();
-            set(&mut doc, s.key, value.clone());
-            let parsed: Result<Config, _> = toml::Value::Table(doc).try_into();
-            assert!(parsed.is_ok(), "{} is not a key: {:?}", s.key, parsed.err());
-            if s.kind == Table {
-                continue;
-            }
-            let raw = match &value {
-                toml::Value::String(t) => t.clone(),
-                toml::Value::Array(items) => items
-                    .iter()
-                    .map(|i| i.as_str().unwrap_or_default().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                other => toml_text(other),
-            };
-            let back = env_value(s, &raw).unwrap();
-            assert_eq!(back, value, "{}: its kind is not its value's", s.key);
-        }
-    }
-
-    /// Every key the configuration has is a row (a new field without one fails here).
-    #[test]
-    fn every_key_is_a_row() {
-        for (key, value) in &defaults() {
-            let keys: Vec<String> = match value.as_table() {
-                Some(t) => t.keys().map(|k| format!("{key}.{k}")).collect(),
-                None => vec![key.clone()],
-            };
-            for k in keys {
-                assert!(
-                    SETTINGS.iter().any(|s| s.key == k),
-                    "{k} is a setting without a row in the settings table"
-                );
-            }
-        }
+    fn an_unknown_key_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("tessera-unknown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "database_url = \"memory:\"\n").unwrap();
+        let e = Config::load(Some(&file), Vec::new()).unwrap_err();
+        assert!(e.0.contains("database_url"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

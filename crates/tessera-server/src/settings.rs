@@ -1,8 +1,13 @@
 //! Every setting, declared once: its TOML key, its kind and what it does. The environment
 //! variable (`TESSERA_` and the key upper-cased, `.` as `_`), the `--help` list of
 //! `tessera serve` and `examples/tessera.toml` (a test renders it and compares) all come from
-//! this table; the defaults come from [`Config::default`](crate::Config), the one place they
-//! are written ([`Config::example`](crate::Config::example) renders the example with them).
+//! the tables of rows; the defaults come from each section's `Default`, the one place they are
+//! written.
+//!
+//! Each crate declares the settings it reads, as a [`Section`]: the server its own
+//! ([`crate::Config`], the rows of [`SETTINGS`]), the `tessera` binary the process's (where the
+//! stores are, the logs, shutdown). One file and one environment hold them all: each section
+//! [`take`]s its keys from the document read, and what none takes is refused.
 
 /// What a setting's value is, in TOML and in its environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,49 +38,64 @@ pub struct Setting {
     pub sample: Option<&'static str>,
 }
 
-const fn s(key: &'static str, kind: Kind, note: &'static str) -> Setting {
-    Setting {
-        key,
-        kind,
-        note,
-        sample: None,
+impl Setting {
+    /// A setting with a default.
+    pub const fn new(key: &'static str, kind: Kind, note: &'static str) -> Setting {
+        Setting {
+            key,
+            kind,
+            note,
+            sample: None,
+        }
+    }
+
+    /// A setting without a default (or whose default depends on the machine): the example file
+    /// shows `value`, commented out.
+    pub const fn sample(
+        key: &'static str,
+        kind: Kind,
+        value: &'static str,
+        note: &'static str,
+    ) -> Setting {
+        Setting {
+            key,
+            kind,
+            note,
+            sample: Some(value),
+        }
     }
 }
 
+const fn s(key: &'static str, kind: Kind, note: &'static str) -> Setting {
+    Setting::new(key, kind, note)
+}
+
 const fn sample(key: &'static str, kind: Kind, value: &'static str, note: &'static str) -> Setting {
-    Setting {
-        key,
-        kind,
-        note,
-        sample: Some(value),
-    }
+    Setting::sample(key, kind, value, note)
 }
 
 use Kind::{Flag, List, Number, Table, Text};
 
-/// Every setting `tessera serve` reads, in the order `--help` and the example file show them.
+use crate::config::ConfigError;
+
+/// A part of the configuration, declared by its rows and read from the keys they name (each
+/// row's first segment: a top-level key or a `[section]`).
+pub trait Section: serde::Serialize + serde::de::DeserializeOwned + Default {
+    /// Its settings, in the order `--help` and the example file show them.
+    const SETTINGS: &'static [Setting];
+    /// Checks what the types cannot say.
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Every setting the server reads, in the order `--help` and the example file show them.
 pub const SETTINGS: &[Setting] = &[
     s("listen", Text, "address and port"),
-    s("data_dir", Text, "SQLite file and keys; created if missing"),
     sample(
         "issuer",
         Text,
         "\"https://auth.example.com\"",
         "the public URL; default http(s)://LISTEN",
     ),
-    sample(
-        "database_url",
-        Text,
-        "\"postgres://user:pass@db:5432/tessera\"",
-        "sqlite://PATH (default DATA_DIR/tessera.db), postgres://… for a cluster, or memory:",
-    ),
-    sample(
-        "redis_url",
-        Text,
-        "\"redis://redis:6379\"",
-        "redis://…: sessions, denylist and change feed",
-    ),
-    s("redis_prefix", Text, "every Redis key starts with it"),
     sample(
         "instance_name",
         Text,
@@ -107,12 +127,6 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s("body_limit", Number, "bytes"),
     s("request_timeout", Text, "longest a request may take"),
-    s(
-        "shutdown_grace",
-        Text,
-        "after SIGTERM, for requests in flight",
-    ),
-    s("log_format", Text, "text or json"),
     s(
         "session.idle_timeout",
         Text,
@@ -244,21 +258,6 @@ pub const SETTINGS: &[Setting] = &[
         Number,
         "open at once; 0: the descriptor limit less max(128, a quarter), at least 16",
     ),
-    s(
-        "stores.timeout",
-        Text,
-        "a read from the database or Redis; past it, and a ping too, the store is marked down",
-    ),
-    s(
-        "stores.write_timeout",
-        Text,
-        "a write, which may wait for a row another holds",
-    ),
-    s(
-        "stores.retry",
-        Text,
-        "while a store is down, one probe this often",
-    ),
     s("pages.name", Text, "the service's name on every page"),
     sample(
         "pages.logo",
@@ -279,19 +278,43 @@ pub fn env_name(key: &str) -> String {
     format!("TESSERA_{}", key.to_ascii_uppercase().replace('.', "_"))
 }
 
-/// The setting an environment variable sets, if any.
-pub fn by_env(name: &str) -> Option<&'static Setting> {
-    SETTINGS
+/// The setting an environment variable sets, if any, in `tables`.
+pub fn by_env(tables: &[&'static [Setting]], name: &str) -> Option<&'static Setting> {
+    tables
         .iter()
+        .flat_map(|t| t.iter())
         .find(|s| s.kind != Table && env_name(s.key) == name)
 }
 
-/// The settings list of `tessera serve --help`.
-pub fn help() -> String {
+/// The rows of `tables` in the order a TOML file must have them: the top-level keys first, then
+/// each section, in the order they first appear.
+fn in_file_order(tables: &[&'static [Setting]]) -> Vec<&'static Setting> {
+    let rows: Vec<&'static Setting> = tables.iter().flat_map(|t| t.iter()).collect();
+    let section = |s: &Setting| match s.kind {
+        Table => s.key,
+        _ => s.key.rsplit_once('.').map_or("", |(sec, _)| sec),
+    };
+    let mut order: Vec<&str> = Vec::new();
+    for s in &rows {
+        let sec = section(s);
+        if !sec.is_empty() && !order.contains(&sec) {
+            order.push(sec);
+        }
+    }
+    let mut sorted = rows.clone();
+    sorted.sort_by_key(|s| {
+        let sec = section(s);
+        order.iter().position(|o| *o == sec).map_or(0, |i| i + 1)
+    });
+    sorted
+}
+
+/// The settings list of `tessera serve --help`, of every row of `tables`.
+pub fn help(tables: &[&'static [Setting]]) -> String {
     let mut out = String::from(
         "Settings (TOML key, environment variable; see examples/tessera.toml for defaults):\n",
     );
-    for s in SETTINGS {
+    for s in in_file_order(tables) {
         let env = if s.kind == Table {
             "(TOML only)".to_owned()
         } else {
@@ -337,18 +360,18 @@ pub(crate) fn default_value<'a>(defaults: &'a toml::Table, key: &str) -> Option<
     None
 }
 
-/// `examples/tessera.toml`: every setting with its default in `defaults` (or, commented out, a
-/// sample), its environment variable and what it does.
-pub fn example(defaults: &toml::Table) -> String {
+/// `examples/tessera.toml`: every setting of `tables` with its default in `defaults` (or,
+/// commented out, a sample), its environment variable and what it does.
+pub fn example(tables: &[&'static [Setting]], defaults: &toml::Table) -> String {
     let mut out = String::from(
         "# tessera configuration: every key with its default. `tessera serve` needs none of them.\n\
          # Each key can also be set by an environment variable (shown after it), which wins over this\n\
          # file; `tessera serve --listen/--data-dir/--issuer` win over both. Durations are strings:\n\
-         # \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\". This file is rendered from the settings table\n\
-         # (crates/tessera-server/src/settings.rs); a test keeps the two the same.\n\n",
+         # \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\". This file is rendered from the settings tables\n\
+         # (crates/tessera/src/config.rs, crates/tessera-server/src/settings.rs); a test keeps them the same.\n\n",
     );
     let mut section = "";
-    for s in SETTINGS {
+    for s in in_file_order(tables) {
         let (sec, name) = match s.key.rsplit_once('.') {
             Some((sec, name)) => (sec, name),
             None => ("", s.key),
@@ -383,4 +406,173 @@ pub fn example(defaults: &toml::Table) -> String {
         "\n# The master key sealing signing keys: TESSERA_MASTER_KEY, or DATA_DIR/master.key (made on start).\n",
     );
     out
+}
+
+/// The defaults of section `C` as a TOML table.
+pub fn defaults<C: Section>() -> toml::Table {
+    toml::Table::try_from(C::default()).unwrap_or_default()
+}
+
+/// The document `file` and `env` (`TESSERA_…` pairs, set by the rows of `tables`) make: the
+/// file's keys, overridden by the environment's. Variables with the prefix that no row sets are
+/// refused, but for the secrets and tool variables that share it.
+pub fn read(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    tables: &[&'static [Setting]],
+) -> Result<toml::Table, ConfigError> {
+    let mut doc = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+            text.parse::<toml::Table>().map_err(|e| {
+                bad(format!(
+                    "{} is not valid TOML: {}",
+                    path.display(),
+                    e.message()
+                ))
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, raw) in env {
+        if !name.starts_with("TESSERA_") {
+            continue;
+        }
+        match by_env(tables, &name) {
+            Some(setting) => set(&mut doc, setting.key, env_value(setting, &raw)?),
+            None if matches!(name.as_str(), "TESSERA_MASTER_KEY" | "TESSERA_CONFIG") => {}
+            None => return Err(bad(format!("unknown configuration variable {name}"))),
+        }
+    }
+    Ok(doc)
+}
+
+/// Takes from `doc` the keys section `C` declares and reads them (defaults for the others),
+/// checked.
+pub fn take<C: Section>(doc: &mut toml::Table) -> Result<C, ConfigError> {
+    let mut mine = toml::Table::new();
+    for s in C::SETTINGS {
+        let top = s.key.split('.').next().unwrap_or(s.key);
+        if let Some(v) = doc.remove(top) {
+            mine.insert(top.to_owned(), v);
+        }
+    }
+    let c: C = toml::Value::Table(mine)
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(format!("configuration: {}", e.message())))?;
+    c.validate()?;
+    Ok(c)
+}
+
+/// Refuses what is left of a document once every section took its keys.
+pub fn nothing_left(doc: &toml::Table) -> Result<(), ConfigError> {
+    match doc.keys().next() {
+        Some(key) => Err(bad(format!("configuration: unknown setting `{key}`"))),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with section `C`'s rows, if anything: a row that is no key of `C`, a row whose
+/// kind is not its value's (its default, written as its environment variable would give it,
+/// must read back the same), a key of `C` without a row. (The tests of each section call it.)
+pub fn problems<C: Section>() -> Vec<String> {
+    let defaults = defaults::<C>();
+    let mut out = Vec::new();
+    for s in C::SETTINGS {
+        let value = match (default_value(&defaults, s.key), s.kind) {
+            (Some(v), _) => v.clone(),
+            (None, Table) => toml::Value::Table(toml::Table::new()),
+            (None, _) => match s.sample {
+                Some(sample) => sample.trim_matches('"').to_owned().into(),
+                None => {
+                    out.push(format!("{}: no default, no sample", s.key));
+                    continue;
+                }
+            },
+        };
+        let mut doc = toml::Table::new();
+        set(&mut doc, s.key, value.clone());
+        let parsed: Result<C, _> = toml::Value::Table(doc).try_into();
+        if let Err(e) = parsed {
+            out.push(format!("{} is not a key: {e}", s.key));
+            continue;
+        }
+        if s.kind == Table {
+            continue;
+        }
+        let raw = match &value {
+            toml::Value::String(t) => t.clone(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+            other => toml_text(other),
+        };
+        match env_value(s, &raw) {
+            Ok(back) if back == value => {}
+            _ => out.push(format!("{}: its kind is not its value's", s.key)),
+        }
+    }
+    for (key, value) in &defaults {
+        let keys: Vec<String> = match value.as_table() {
+            Some(t) => t.keys().map(|k| format!("{key}.{k}")).collect(),
+            None => vec![key.clone()],
+        };
+        for k in keys {
+            if !C::SETTINGS.iter().any(|s| s.key == k) {
+                out.push(format!(
+                    "{k} is a setting without a row in the settings table"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Sets `key` (`section.key` for a key of a section) in `doc`.
+pub(crate) fn set(doc: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((section, rest)) => {
+            let entry = doc
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                set(t, rest, value);
+            }
+        }
+        None => {
+            doc.insert(key.to_owned(), value);
+        }
+    }
+}
+
+/// Reads an environment value as the TOML value of `setting`.
+pub(crate) fn env_value(setting: &Setting, raw: &str) -> Result<toml::Value, ConfigError> {
+    let key = setting.key;
+    match setting.kind {
+        Text | Table => Ok(toml::Value::String(raw.to_owned())),
+        List => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        )),
+        Flag => match raw.trim() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(bad(format!("{key}: `{raw}` is not true or false"))),
+        },
+        Number => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| bad(format!("{key}: `{raw}` is not a whole number"))),
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
 }

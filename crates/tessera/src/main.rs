@@ -3,6 +3,7 @@
 
 mod audit;
 mod cmd;
+mod config;
 mod fetch;
 use tessera_core::humantime;
 
@@ -28,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the service (defaults: 127.0.0.1:8080, SQLite in ./tessera-data). Every setting can
     /// come from --config FILE or a TESSERA_… environment variable; see examples/tessera.toml.
-    #[command(after_help = tessera_server::settings::help())]
+    #[command(after_help = config::help())]
     Serve(cmd::serve::Args),
     /// Manage user accounts, on the same store as the server.
     #[command(subcommand)]

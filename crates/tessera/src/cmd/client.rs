@@ -1,9 +1,9 @@
 //! `tessera client …`: OAuth 2.0 clients, on the same store as the server.
 
+use crate::config::Config;
 use serde_json::{Value, json};
 use tessera_core::logsafe::Untrusted;
 use tessera_core::{Client, ClientStore as _, NewClient, StoreError, Stores};
-use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, with_stores};
 use crate::{Failure, out};

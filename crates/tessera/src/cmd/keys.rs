@@ -73,7 +73,7 @@ fn managed(common: &super::store::ConfigArgs, what: Managed) -> Result<(), Failu
 impl super::store::AsyncStoreFn<()> for Managed {
     async fn call<S: tessera_core::Stores + Clone>(
         self,
-        config: &tessera_server::Config,
+        config: &crate::config::Config,
         store: S,
         _feed: Option<tessera_store::ChangeBus>,
     ) -> Result<(), Failure> {

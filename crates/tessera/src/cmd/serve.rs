@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::config::Config;
 use tessera_core::Stores;
-use tessera_server::Config;
 
 use tessera_store::ChangeBus;
 

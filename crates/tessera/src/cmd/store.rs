@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::{MasterKey, Stores};
-use tessera_server::{AppState, Config};
+use tessera_server::AppState;
+
+use crate::config::Config;
 use tessera_store::{
     CachedStore, ChangeBus, Circuit, CircuitSettings, Generation, Guarded, MemoryStore, SqliteStore,
 };

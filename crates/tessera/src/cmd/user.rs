@@ -2,9 +2,9 @@
 
 use std::io::{BufRead, IsTerminal};
 
+use crate::config::Config;
 use serde_json::json;
 use tessera_core::{AccountError, Stores, UserStore as _};
-use tessera_server::Config;
 
 use super::store::{AsyncStoreFn, ConfigArgs, service, with_stores};
 use crate::{Failure, out};
