@@ -72,6 +72,26 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Every row `query` selects, decoded.
+            async fn rows<'q, T>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+                decode: impl Fn(&$row) -> Result<T, sqlx::Error>,
+            ) -> tessera_core::StoreResult<Vec<T>> {
+                let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+                rows.iter().map(decode).collect::<Result<_, _>>().map_err(unavailable)
+            }
+
+            /// The row `query` selects, if any, decoded.
+            async fn row<'q, T>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+                decode: impl Fn(&$row) -> Result<T, sqlx::Error>,
+            ) -> tessera_core::StoreResult<Option<T>> {
+                let row = query.fetch_optional(&self.pool).await.map_err(unavailable)?;
+                row.as_ref().map(decode).transpose().map_err(unavailable)
+            }
+
             /// Closes the pool (waits for connections to be returned).
             pub async fn close(&self) {
                 self.pool.close().await;
@@ -98,25 +118,18 @@ macro_rules! sql_store {
             }
 
             async fn user_by_name(&self, username: &str) -> tessera_core::StoreResult<Option<tessera_core::User>> {
-                self.user_where("username", username).await
+                let sql = crate::record::select!(user, "FROM users WHERE username = $1");
+                self.row(sqlx::query(sql).bind(username), crate::record::user).await
             }
 
             async fn user_by_id(&self, id: &str) -> tessera_core::StoreResult<Option<tessera_core::User>> {
-                self.user_where("id", id).await
+                let sql = crate::record::select!(user, "FROM users WHERE id = $1");
+                self.row(sqlx::query(sql).bind(id), crate::record::user).await
             }
 
             async fn list_users(&self) -> tessera_core::StoreResult<Vec<tessera_core::User>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {} FROM users ORDER BY username",
-                    crate::record::USER_COLUMNS
-                )))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                rows.iter()
-                    .map(crate::record::user)
-                    .collect::<Result<_, _>>()
-                    .map_err(unavailable)
+                let sql = crate::record::select!(user, "FROM users ORDER BY username");
+                self.rows(sqlx::query(sql), crate::record::user).await
             }
 
             async fn set_disabled(&self, id: &str, disabled: bool) -> tessera_core::StoreResult<bool> {
@@ -159,28 +172,6 @@ macro_rules! sql_store {
             }
         }
 
-        impl $store {
-            /// The user whose `column` (`id` or `username`: never a caller's text) is `value`.
-            async fn user_where(
-                &self,
-                column: &'static str,
-                value: &str,
-            ) -> tessera_core::StoreResult<Option<tessera_core::User>> {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {} FROM users WHERE {column} = $1",
-                    crate::record::USER_COLUMNS
-                )))
-                .bind(value)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                row.as_ref()
-                    .map(crate::record::user)
-                    .transpose()
-                    .map_err(unavailable)
-            }
-        }
-
         impl tessera_core::SessionStore for $store {
             async fn create_session(
                 &self,
@@ -208,18 +199,11 @@ macro_rules! sql_store {
                 &self,
                 hash: &tessera_core::TokenHash,
             ) -> tessera_core::StoreResult<Option<tessera_core::Session>> {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {} FROM sessions WHERE token_hash = $1",
-                    crate::record::SESSION_COLUMNS
-                )))
-                .bind(hash.to_hex())
-                .fetch_optional(&self.pool)
+                let sql = crate::record::select!(session, "FROM sessions WHERE token_hash = $1");
+                self.row(sqlx::query(sql).bind(hash.to_hex()), |r| {
+                    crate::record::session(r).map(|(_, s)| s)
+                })
                 .await
-                .map_err(unavailable)?;
-                row.as_ref()
-                    .map(|r| crate::record::session(r).map(|(_, s)| s))
-                    .transpose()
-                    .map_err(unavailable)
             }
 
             async fn touch_session(
@@ -267,18 +251,8 @@ macro_rules! sql_store {
                 &self,
                 user_id: &str,
             ) -> tessera_core::StoreResult<Vec<(tessera_core::TokenHash, tessera_core::Session)>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {} FROM sessions WHERE user_id = $1",
-                    crate::record::SESSION_COLUMNS
-                )))
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                rows.iter()
-                    .map(crate::record::session)
-                    .collect::<Result<_, _>>()
-                    .map_err(unavailable)
+                let sql = crate::record::select!(session, "FROM sessions WHERE user_id = $1");
+                self.rows(sqlx::query(sql).bind(user_id), crate::record::session).await
             }
 
             async fn delete_sessions_of(
@@ -320,17 +294,8 @@ macro_rules! sql_store {
 
         impl tessera_core::KeyStore for $store {
             async fn signing_keys(&self) -> tessera_core::StoreResult<Vec<tessera_core::StoredKey>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {} FROM signing_keys ORDER BY activates_at, created_at",
-                    crate::record::KEY_COLUMNS
-                )))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                rows.iter()
-                    .map(crate::record::stored_key)
-                    .collect::<Result<_, _>>()
-                    .map_err(unavailable)
+                let sql = crate::record::select!(key, "FROM signing_keys ORDER BY activates_at, created_at");
+                self.rows(sqlx::query(sql), crate::record::stored_key).await
             }
 
             async fn add_signing_key(&self, key: &tessera_core::StoredKey) -> tessera_core::StoreResult<()> {

@@ -128,13 +128,8 @@ macro_rules! token_store_sql {
                 &self,
                 hash: &tessera_core::TokenHash,
             ) -> tessera_core::StoreResult<Option<(tessera_core::RefreshRecord, bool)>> {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {} FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = $1", crate::record::REFRESH_COLUMNS)))
-                    .bind(hash.to_hex())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-                let Some(r) = row else { return Ok(None) };
-                crate::record::refresh(&r).map(Some).map_err(unavailable)
+                let sql = crate::record::select!(refresh, "FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family WHERE t.token_hash = $1");
+                self.row(sqlx::query(sql).bind(hash.to_hex()), crate::record::refresh).await
             }
 
             async fn rotate_refresh(
