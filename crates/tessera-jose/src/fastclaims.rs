@@ -4,6 +4,19 @@
 //! exists because claims parsing is over half of a verification's non-cryptographic cost.
 
 use crate::claims::{Audience, Claims};
+use crate::error::{Error, Malformed};
+use crate::json::Ctx;
+
+/// Parses decoded payload bytes: by the fast path when it answers, else strictly
+/// ([`Claims::parse_strict`]), so the answer is always the strict path's.
+pub(crate) fn claims(bytes: &[u8], max_depth: usize) -> Result<Claims, Error> {
+    // Validating UTF-8 once up front is cheaper than serde_json doing it string by string.
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::Malformed(Malformed::Claims))?;
+    match parse(text) {
+        Some(claims) => Ok(claims),
+        None => Claims::parse_strict(text, &Ctx::new(max_depth)),
+    }
+}
 
 /// JSON whitespace.
 #[inline]
@@ -226,6 +239,96 @@ mod tests {
             start in 0usize..10,
         ) {
             prop_assert_eq!(closing_quote(&s, start), naive(&s, start));
+        }
+    }
+}
+
+/// The fast path against the strict one.
+#[cfg(test)]
+mod agree {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn member() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("iss"),
+            Just("sub"),
+            Just("aud"),
+            Just("exp"),
+            Just("nbf"),
+            Just("iat"),
+            Just("jti"),
+            Just("scope"),
+            Just("client_id"),
+            Just("sid"),
+            Just("x"),
+            Just("s\\u0075b"),
+        ];
+        // Weighted towards values the fast path takes, so that it answers often.
+        let value = prop_oneof![
+            8 => Just("\"alice\"".to_owned()),
+            8 => (0i64..1 << 40).prop_map(|n| n.to_string()),
+            4 => Just("[\"a\",\"b\"]".to_owned()),
+            1 => Just("\"a\\\"b\"".to_owned()),
+            1 => Just("\"\\u00e9t\u{e9}\"".to_owned()),
+            1 => Just("\"\"".to_owned()),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => (0i64..1 << 54).prop_map(|n| n.to_string()),
+            1 => Just("1.5".to_owned()),
+            1 => Just("1e3".to_owned()),
+            1 => Just("-0".to_owned()),
+            1 => Just("01".to_owned()),
+            1 => Just("-".to_owned()),
+            1 => Just("[]".to_owned()),
+            1 => Just("[\"a\",\"b\"]".to_owned()),
+            1 => Just("[ \"a\" , \"b\" ]".to_owned()),
+            1 => Just("[\"a\", 1]".to_owned()),
+            1 => Just("[\"a\",]".to_owned()),
+            1 => Just("{}".to_owned()),
+            1 => Just("null".to_owned()),
+            1 => Just("true".to_owned()),
+            1 => Just("\"tab\there\"".to_owned()),
+        ];
+        (name, value, prop_oneof![Just(""), Just(" "), Just("\n\t")])
+            .prop_map(|(n, v, w)| format!("{w}\"{n}\"{w}:{w}{v}{w}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+        /// Whenever the fast path answers, the strict path answers exactly the same.
+        #[test]
+        fn fast_path_agrees_with_the_strict_path(
+            members in proptest::collection::vec(member(), 0..7),
+            tail in prop_oneof![Just(""), Just(" "), Just(" x"), Just(","), Just("}")],
+        ) {
+            let text = format!("{{{}}}{tail}", members.join(","));
+            let strict = Claims::parse_strict(&text, &Ctx::new(16)).ok();
+            if let Some(fast) = parse(&text) {
+                prop_assert_eq!(Some(fast), strict, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_ordinary_claims_and_leaves_the_rest() {
+        let text = r#" { "iss":"https://a","sub":"u","aud":["x","y"],"exp":1800000000,"nbf":-5,
+            "iat":0,"jti":"j","scope":"a b","client_id":"c","sid":"s" } "#;
+        let fast = parse(text).unwrap();
+        assert_eq!(Some(fast), Claims::parse_strict(text, &Ctx::new(16)).ok());
+        assert!(parse("{}").is_some());
+        for other in [
+            r#"{"x":1}"#,
+            r#"{"exp":1.5}"#,
+            r#"{"exp":01}"#,
+            r#"{"sub":"a\"b"}"#,
+            r#"{"sub":"a","sub":"b"}"#,
+            r#"{"sub":"a"}x"#,
+            r#"{"sub":"a",}"#,
+            r#"{"aud":[]"#,
+            "{\"sub\":\"a\tb\"}",
+        ] {
+            assert!(parse(other).is_none(), "{other}");
         }
     }
 }

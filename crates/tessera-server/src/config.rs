@@ -10,10 +10,7 @@ use crate::settings::{self, SETTINGS, Section};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Why configuration was refused: one sentence naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub use crate::settings::ConfigError;
 
 fn bad(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())

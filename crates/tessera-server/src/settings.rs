@@ -76,7 +76,10 @@ const fn sample(key: &'static str, kind: Kind, value: &'static str, note: &'stat
 
 use Kind::{Flag, List, Number, Table, Text};
 
-use crate::config::ConfigError;
+/// Why configuration was refused: one sentence naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
 
 /// A part of the configuration, declared by its rows and read from the keys they name (each
 /// row's first segment: a top-level key or a `[section]`).
