@@ -17,6 +17,8 @@
 # 127.0.0.1 is ever contacted.
 #
 #   POLL_IDLE=1 scripts/bench-server.sh   # idle vCPUs poll 200 us before halting (see below)
+#   TESSERA_BIN=path RESULTS_TO=file scripts/bench-server.sh
+#                                         # load another build; keep the rows (label, rps)
 #   ISOLATE=1 scripts/bench-server.sh     # the machine's other processes kept off the server core
 #
 # Over loopback the sender's CPU runs the receiver's TCP input and wakes it; on a VM whose idle
@@ -48,7 +50,8 @@ done
 cargo build --release -q -p tessera --bin tessera --example paced --example stalls
 PACED=$PWD/target/release/examples/paced
 STALLS=$PWD/target/release/examples/stalls
-BIN=$PWD/target/release/tessera
+# TESSERA_BIN: another build of tessera to load (scripts/bench-compare.sh: an earlier commit's).
+BIN=${TESSERA_BIN:-$PWD/target/release/tessera}
 WORK=$(mktemp -d)
 PIDS=()
 declare -A PID_OF
@@ -340,6 +343,8 @@ run "me, session cookie, Redis, through HAProxy, 3 instances" "http://127.0.0.1:
 
 echo
 echo "login flood beside the SQLite row: $(grep '^BENCH' "$WORK/flood.txt" || echo 'no result')"
+
+[ -n "${RESULTS_TO:-}" ] && cp "$RESULTS" "$RESULTS_TO"
 
 python3 - "$RESULTS" "$VERIFY_US" <<'PY'
 import sys
