@@ -21,7 +21,7 @@ echo "== building $REV"
 (cd "$TREE" && CARGO_TARGET_DIR=$ROOT/target/bench-compare/target cargo build --release -q -p tessera --bin tessera)
 BEFORE_BIN=$ROOT/target/bench-compare/target/release/tessera
 OUT=$(mktemp -d)
-before() { echo "== before ($REV)"; TESSERA_BIN=$BEFORE_BIN RESULTS_TO=$OUT/before scripts/bench-server.sh; }
+before() { echo "== before ($REV)"; BENCH_BIN=$BEFORE_BIN RESULTS_TO=$OUT/before scripts/bench-server.sh; }
 after() { echo "== after (this tree)"; RESULTS_TO=$OUT/after scripts/bench-server.sh; }
 if [ "${ORDER:-}" = after-first ]; then after; before; else before; after; fi
 python3 - "$OUT/before" "$OUT/after" "$REV" <<'PY'

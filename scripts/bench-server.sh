@@ -17,7 +17,7 @@
 # 127.0.0.1 is ever contacted.
 #
 #   POLL_IDLE=1 scripts/bench-server.sh   # idle vCPUs poll 200 us before halting (see below)
-#   TESSERA_BIN=path RESULTS_TO=file scripts/bench-server.sh
+#   BENCH_BIN=path RESULTS_TO=file scripts/bench-server.sh
 #                                         # load another build; keep the rows (label, rps)
 #   ISOLATE=1 scripts/bench-server.sh     # the machine's other processes kept off the server core
 #
@@ -50,8 +50,8 @@ done
 cargo build --release -q -p tessera --bin tessera --example paced --example stalls
 PACED=$PWD/target/release/examples/paced
 STALLS=$PWD/target/release/examples/stalls
-# TESSERA_BIN: another build of tessera to load (scripts/bench-compare.sh: an earlier commit's).
-BIN=${TESSERA_BIN:-$PWD/target/release/tessera}
+# BENCH_BIN: another build of tessera to load (scripts/bench-compare.sh: an earlier commit's).
+BIN=${BENCH_BIN:-$PWD/target/release/tessera}
 WORK=$(mktemp -d)
 PIDS=()
 declare -A PID_OF
