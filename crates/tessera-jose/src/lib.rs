@@ -35,6 +35,23 @@ mod revocation;
 mod time;
 mod validation;
 
+/// What the fuzz targets (`fuzz/`) reach that the API does not: built only under `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::{Claims, Error};
+
+    /// The claims fast path: `None` when it leaves the text to the strict path.
+    pub fn claims_fast(text: &str) -> Option<Claims> {
+        crate::fastclaims::parse(text)
+    }
+
+    /// The strict claims path.
+    pub fn claims_strict(text: &str) -> Result<Claims, Error> {
+        Claims::parse_strict(text, &crate::json::Ctx::new(crate::DEFAULT_MAX_DEPTH))
+    }
+}
+
 pub use alg::Algorithm;
 pub use claims::{Audience, Claims};
 pub use error::{Error, Malformed};

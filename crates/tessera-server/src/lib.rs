@@ -19,6 +19,18 @@ mod routes;
 pub mod settings;
 pub mod tls;
 
+/// What the fuzz targets (`fuzz/`) reach that the API does not: built only under `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// RFC 6749 §2.3.1 Basic credentials as the token endpoint reads them (`Err`: refused).
+    pub fn basic_credentials(
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<(String, String)>, String> {
+        crate::oauth::basic_credentials(headers).map_err(|e| format!("{e:?}"))
+    }
+}
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;

@@ -151,7 +151,9 @@ pub struct OAuthClient {
 }
 
 /// RFC 6749 §2.3.1 Basic credentials: `base64(urlencode(id) ":" urlencode(secret))`.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+pub(crate) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<(String, String)>, OAuthError> {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

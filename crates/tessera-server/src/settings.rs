@@ -424,20 +424,28 @@ pub fn read(
     env: impl IntoIterator<Item = (String, String)>,
     tables: &[&'static [Setting]],
 ) -> Result<toml::Table, ConfigError> {
-    let mut doc = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-            text.parse::<toml::Table>().map_err(|e| {
-                bad(format!(
-                    "{} is not valid TOML: {}",
-                    path.display(),
-                    e.message()
-                ))
-            })?
-        }
-        None => toml::Table::new(),
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,
+        None => String::new(),
     };
+    let name = file.map_or_else(
+        || "the configuration".to_owned(),
+        |p| p.display().to_string(),
+    );
+    parse(&text, &name, env, tables)
+}
+
+/// As [`read`], from the text of a file (`name`: how to call it in an error).
+pub fn parse(
+    text: &str,
+    name: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    tables: &[&'static [Setting]],
+) -> Result<toml::Table, ConfigError> {
+    let mut doc = text
+        .parse::<toml::Table>()
+        .map_err(|e| bad(format!("{name} is not valid TOML: {}", e.message())))?;
     for (name, raw) in env {
         if !name.starts_with("TESSERA_") {
             continue;

@@ -170,12 +170,49 @@ impl Feed {
     }
 }
 
-/// One server-sent event as read off the stream.
+/// Splits the feed's bytes into server-sent events: blocks that end in a blank line. Bytes are
+/// kept until their block is whole, so a character that a chunk boundary splits reads as itself
+/// (each block is UTF-8, as the server writes JSON).
 #[derive(Debug, Default)]
-struct Event {
-    id: Option<String>,
-    name: String,
-    data: String,
+pub(crate) struct SseReader {
+    buf: Vec<u8>,
+    /// How far `buf` is known to hold no blank line.
+    scanned: usize,
+}
+
+impl SseReader {
+    /// Adds `chunk`: the events it completes, in order; or why the stream cannot be read on (an
+    /// event that is not UTF-8, or one growing past `MAX_EVENT`).
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, &'static str> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        loop {
+            // A blank line may straddle the previous chunk's last byte.
+            let from = self.scanned.saturating_sub(1);
+            let Some(at) = self.buf[from..].windows(2).position(|w| w == b"\n\n") else {
+                self.scanned = self.buf.len();
+                break;
+            };
+            let end = from + at + 2;
+            let block =
+                std::str::from_utf8(&self.buf[..end]).map_err(|_| "the feed is not UTF-8")?;
+            events.push(parse_event(block));
+            self.buf.drain(..end);
+            self.scanned = 0;
+        }
+        if self.buf.len() > MAX_EVENT {
+            return Err("an event is too large");
+        }
+        Ok(events)
+    }
+}
+
+/// One server-sent event as read off the stream.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub(crate) id: Option<String>,
+    pub(crate) name: String,
+    pub(crate) data: String,
 }
 
 /// Parses one event block (the lines between blank lines); comments and unknown fields are
@@ -276,7 +313,7 @@ impl Follower {
         mut res: reqwest::Response,
         mut synced: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(), String> {
-        let mut buf = String::new();
+        let mut reader = SseReader::default();
         loop {
             if self.alive.strong_count() == 0 {
                 return Ok(());
@@ -288,11 +325,7 @@ impl Follower {
                 Ok(Ok(Some(c))) => c,
             };
             // Events are UTF-8 (the server writes JSON); anything else ends the connection.
-            let text = std::str::from_utf8(&chunk).map_err(|_| "the feed is not UTF-8")?;
-            buf.push_str(text);
-            while let Some(end) = buf.find("\n\n") {
-                let block: String = buf.drain(..end + 2).collect();
-                let event = parse_event(&block);
+            for event in reader.push(&chunk)? {
                 match event.name.as_str() {
                     "revoked" => {
                         match serde_json::from_str::<RevocationEvent>(&event.data) {
@@ -312,9 +345,6 @@ impl Follower {
                     }
                     _ => {}
                 }
-            }
-            if buf.len() > MAX_EVENT {
-                return Err("an event is too large".into());
             }
         }
     }
@@ -362,6 +392,34 @@ mod tests {
         assert_eq!((e.name.as_str(), e.data.as_str()), ("ping", "fresh"));
         let e = parse_event("data: a\ndata: b\nretry: 10\n");
         assert_eq!(e.data, "a\nb");
+    }
+
+    /// However the stream is cut into chunks, the same events come out: a character split
+    /// between two chunks included (the reader used to decode each chunk on its own and drop
+    /// the connection there).
+    #[test]
+    fn chunk_boundaries_do_not_matter() {
+        let stream = "id: 1\nevent: revoked\ndata: {\"sub\":\"\u{e9}l\u{e8}ve\",\"exp\":5}\n\n: keep-alive\n\nevent: ping\ndata: fresh\n\n".as_bytes();
+        let whole = SseReader::default().push(stream).unwrap();
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0].data, "{\"sub\":\"\u{e9}l\u{e8}ve\",\"exp\":5}");
+        for cut in 0..=stream.len() {
+            let mut r = SseReader::default();
+            let mut got = r.push(&stream[..cut]).unwrap();
+            got.extend(r.push(&stream[cut..]).unwrap());
+            assert_eq!(got, whole, "cut at {cut}");
+        }
+        let mut r = SseReader::default();
+        let one_by_one: Vec<Event> = stream.iter().flat_map(|b| r.push(&[*b]).unwrap()).collect();
+        assert_eq!(one_by_one, whole);
+    }
+
+    #[test]
+    fn an_event_that_is_not_utf8_or_too_large_ends_the_stream() {
+        assert!(SseReader::default().push(b"data: \xff\n\n").is_err());
+        let mut r = SseReader::default();
+        assert!(r.push(&vec![b'a'; MAX_EVENT]).unwrap().is_empty());
+        assert!(r.push(b"a").is_err());
     }
 
     #[test]

@@ -26,6 +26,29 @@ pub mod http;
 
 pub use feed::{FeedOptions, WhenLost};
 
+/// What the fuzz targets (`fuzz/`) reach that the API does not: built only under `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// An event of the revocation feed: id, name, data.
+    pub type Event = (Option<String>, String, String);
+
+    /// The events the feed's reader takes from a stream arriving in `chunks`, or why it stops.
+    pub fn sse_events(chunks: &[&[u8]]) -> Result<Vec<Event>, &'static str> {
+        let mut reader = crate::feed::SseReader::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(
+                reader
+                    .push(chunk)?
+                    .into_iter()
+                    .map(|e| (e.id, e.name, e.data)),
+            );
+        }
+        Ok(out)
+    }
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
