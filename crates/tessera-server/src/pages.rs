@@ -625,7 +625,9 @@ pub(crate) async fn login_form<S: Stores>(
     // Only back into an authorization request of ours, or the account page: never an open
     // redirect.
     let ours = continue_to.starts_with("/oauth2/authorize?") || continue_to == "/account";
-    if !ours || continue_to.contains(['\r', '\n']) {
+    // And one a `Location` header carries as it is: visible ASCII only (our own links are
+    // percent-encoded), so a control character or raw UTF-8 never becomes a 303 to nowhere.
+    if !ours || !continue_to.bytes().all(|b| b.is_ascii_graphic()) {
         return state
             .settings
             .look

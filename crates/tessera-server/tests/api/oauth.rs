@@ -1108,6 +1108,26 @@ async fn authorization_refusals() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // A `continue` of ours that no `Location` header can carry (a control character, a byte
+    // outside visible ASCII) is refused too: it was a 303 with no `Location`.
+    for bad in [
+        "/account\u{1}",
+        "/account\u{7f}",
+        "/oauth2/authorize?client_id=webapp&x=\u{e9}",
+    ] {
+        let res = fresh
+            .post(
+                &app,
+                "/oauth2/login",
+                &format!(
+                    "csrf={csrf}&continue={}&username=alice&password={}",
+                    enc(bad),
+                    enc(PW)
+                ),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+    }
     // The login form without its cookie-bound token.
     let res = Browser::new()
         .post(
