@@ -4,7 +4,7 @@
 #   scripts/test.sh [cargo test arguments…]     e.g. scripts/test.sh -p tessera-jose
 #
 # What it provisions (each step is skipped when already done):
-# - the interop clients at their pinned versions: interop/.venv (Python: authlib, PyJWT, …,
+# - the interop clients at their pinned versions: interop/.venv (Python: authlib, PyJWT, schemathesis, …,
 #   interop/python/requirements.txt) and interop/node/node_modules (Node.js: jose,
 #   openid-client, axe-core, interop/node/package-lock.json);
 # - as root on Debian, the programs the cluster, fault and browser suites run: haproxy,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod look;
 pub mod metrics;
 pub mod oauth;
+pub mod openapi;
 mod pages;
 pub mod problem;
 mod routes;
@@ -37,10 +38,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodFilter, on};
 use tessera_core::{
     HashParams, MasterKey, Service, ServiceSettings, SessionPolicy, Stores, ThrottlePolicy,
     TokenSettings,
@@ -95,6 +97,8 @@ pub struct Settings {
     /// Whether introspection calls an access token active while the denylist may be stale
     /// (`tokens.introspection_stale_denylist = "open"`); closed by default.
     pub introspection_open_when_stale: bool,
+    /// The OpenAPI document, with this instance's issuer as its server.
+    pub openapi: openapi::Served,
 }
 
 pub use tessera_core::LEEWAY;
@@ -142,6 +146,7 @@ pub async fn build<S: Stores + Clone>(
     let algorithm = settings.algorithm;
     let access_ttl = settings.tokens.access_ttl;
     let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
+    let openapi = openapi::Served::new(&issuer)?;
     let service = Service::start(store, settings, clock, master)
         .await
         .map_err(|e| ConfigError(e.0))?;
@@ -174,6 +179,7 @@ pub async fn build<S: Stores + Clone>(
             introspection_open_when_stale: config.tokens.introspection_stale_denylist == "open",
             scope_words: config.pages.scopes.clone(),
             look: look::Look::from_config(&config.pages)?,
+            openapi,
             instance_name: config
                 .instance_name
                 .as_deref()
@@ -235,65 +241,8 @@ pub fn service_settings(config: &Config) -> Result<ServiceSettings, ConfigError>
 /// The routes, with the body limit, the request timeout, metrics and problem bodies for every
 /// error the framework itself produces.
 pub fn router<S: Stores>(state: AppState<S>, config: &Config) -> Router {
-    Router::new()
-        .route("/auth/login", post(routes::login::<S>))
-        .route("/auth/logout", post(routes::logout::<S>))
-        .route("/auth/me", get(routes::me::<S>))
-        .route(
-            "/auth/sessions",
-            get(routes::list_sessions::<S>).delete(routes::end_other_sessions::<S>),
-        )
-        .route("/auth/sessions/{id}", delete(routes::end_session::<S>))
-        .route(
-            "/auth/session/data",
-            get(routes::get_session_data::<S>).put(routes::put_session_data::<S>),
-        )
-        .route("/auth/register", post(routes::register::<S>))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz::<S>))
-        .route("/metrics", get(routes::metrics::<S>))
-        .route("/.well-known/jwks.json", get(routes::jwks::<S>))
-        .route("/oauth2/token", post(oauth::token::<S>))
-        .route("/oauth2/revoke", post(oauth::revoke::<S>))
-        .route("/oauth2/introspect", post(oauth::introspect::<S>))
-        .route("/oauth2/revocations", get(feed::revocations::<S>))
-        .route(
-            "/oauth2/authorize",
-            get(pages::authorize::<S>).post(pages::decide::<S>),
-        )
-        .route("/oauth2/login", post(pages::login_form::<S>))
-        .route(look::STYLESHEET, get(look::stylesheet))
-        .route(
-            look::LOGO,
-            get(|State(s): State<AppState<S>>| async move { s.settings.look.logo() }),
-        )
-        .route(
-            "/debugger",
-            get(debugger::debugger_page::<S>).post(debugger::debug_token::<S>),
-        )
-        .route("/account", get(account::account_page::<S>))
-        .route("/account/sessions/end", post(account::end_session::<S>))
-        .route(
-            "/account/consents/withdraw",
-            post(account::withdraw_consent::<S>),
-        )
-        .route(
-            "/signout",
-            get(account::signout_page::<S>).post(account::signout::<S>),
-        )
-        .route("/auth/consents", get(pages::consents::<S>))
-        .route(
-            "/auth/consents/{client_id}",
-            delete(pages::withdraw_consent::<S>),
-        )
-        .route(
-            "/.well-known/openid-configuration",
-            get(routes::discovery::<S>),
-        )
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(routes::discovery::<S>),
-        )
+    api::<S>()
+        .router
         .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
@@ -302,6 +251,136 @@ pub fn router<S: Stores>(state: AppState<S>, config: &Config) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), finish::<S>))
         .with_state(state)
+}
+
+/// Every operation the router serves, as `(method, path)` with the method in lower case and the
+/// path as the OpenAPI document writes it (`/auth/sessions/{id}`). The router is built from the
+/// same table, so this list is the router's, and a test holds `/openapi.json` to it.
+pub fn operations<S: Stores>() -> Vec<(&'static str, &'static str)> {
+    api::<S>()
+        .served
+        .into_iter()
+        .map(|(verb, path)| (verb.name(), path))
+        .collect()
+}
+
+/// The one table of operations: each line is one method on one path.
+fn api<S: Stores>() -> Api<S> {
+    use Verb::{Delete, Get, Post, Put};
+    Api::default()
+        // The JSON API (RFC 9457 problems).
+        .at(Post, "/auth/login", routes::login::<S>)
+        .at(Post, "/auth/logout", routes::logout::<S>)
+        .at(Get, "/auth/me", routes::me::<S>)
+        .at(Get, "/auth/sessions", routes::list_sessions::<S>)
+        .at(Delete, "/auth/sessions", routes::end_other_sessions::<S>)
+        .at(Delete, "/auth/sessions/{id}", routes::end_session::<S>)
+        .at(Get, "/auth/session/data", routes::get_session_data::<S>)
+        .at(Put, "/auth/session/data", routes::put_session_data::<S>)
+        .at(Post, "/auth/register", routes::register::<S>)
+        .at(Get, "/auth/consents", pages::consents::<S>)
+        .at(
+            Delete,
+            "/auth/consents/{client_id}",
+            pages::withdraw_consent::<S>,
+        )
+        // Operations.
+        .at(Get, "/healthz", routes::healthz)
+        .at(Get, "/readyz", routes::readyz::<S>)
+        .at(Get, "/metrics", routes::metrics::<S>)
+        .at(Get, openapi::PATH, openapi::document::<S>)
+        // OAuth 2.0 (RFC 6749 errors) and discovery.
+        .at(Get, "/.well-known/jwks.json", routes::jwks::<S>)
+        .at(
+            Get,
+            "/.well-known/openid-configuration",
+            routes::discovery::<S>,
+        )
+        .at(
+            Get,
+            "/.well-known/oauth-authorization-server",
+            routes::discovery::<S>,
+        )
+        .at(Post, "/oauth2/token", oauth::token::<S>)
+        .at(Post, "/oauth2/revoke", oauth::revoke::<S>)
+        .at(Post, "/oauth2/introspect", oauth::introspect::<S>)
+        .at(Get, "/oauth2/revocations", feed::revocations::<S>)
+        // Pages for people.
+        .at(Get, "/oauth2/authorize", pages::authorize::<S>)
+        .at(Post, "/oauth2/authorize", pages::decide::<S>)
+        .at(Post, "/oauth2/login", pages::login_form::<S>)
+        .at(Get, look::STYLESHEET, look::stylesheet)
+        .at(Get, look::LOGO, |State(s): State<AppState<S>>| async move {
+            s.settings.look.logo()
+        })
+        .at(Get, "/debugger", debugger::debugger_page::<S>)
+        .at(Post, "/debugger", debugger::debug_token::<S>)
+        .at(Get, "/account", account::account_page::<S>)
+        .at(Post, "/account/sessions/end", account::end_session::<S>)
+        .at(
+            Post,
+            "/account/consents/withdraw",
+            account::withdraw_consent::<S>,
+        )
+        .at(Get, "/signout", account::signout_page::<S>)
+        .at(Post, "/signout", account::signout::<S>)
+}
+
+/// The methods tessera serves (a `GET` answers `HEAD` too).
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Put => "put",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// The router being built, and the list of what it serves.
+struct Api<S> {
+    router: Router<AppState<S>>,
+    served: Vec<(Verb, &'static str)>,
+}
+
+impl<S: Stores> Default for Api<S> {
+    fn default() -> Self {
+        Api {
+            router: Router::new(),
+            served: Vec::new(),
+        }
+    }
+}
+
+impl<S: Stores> Api<S> {
+    /// Serves `handler` for `verb` on `path` (a second method on a path joins the first).
+    fn at<H, T>(mut self, verb: Verb, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState<S>>,
+        T: 'static,
+    {
+        self.router = self.router.route(path, on(verb.filter(), handler));
+        self.served.push((verb, path));
+        self
+    }
 }
 
 /// Records metrics, adds the security headers, and turns any error response that is not yet a

@@ -1935,3 +1935,6 @@ async fn the_debugger_shows_a_token_and_says_whether_this_server_vouches_for_it(
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.contains("not a JSON Web Token"), "{html}");
 }
+
+#[path = "api/openapi.rs"]
+mod openapi;

@@ -19,4 +19,5 @@ mod cli;
 mod cluster;
 mod faults;
 mod features;
+mod openapi;
 mod server;
