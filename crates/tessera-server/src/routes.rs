@@ -489,7 +489,7 @@ pub(crate) async fn discovery<S: Stores>(State(state): State<AppState<S>>) -> Re
         "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": algs,
         "subject_types_supported": ["public"],
-        "scopes_supported": [s.scope],
+        "scopes_supported": s.scope.split_whitespace().collect::<Vec<_>>(),
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(doc)).into_response()
 }

@@ -2097,3 +2097,21 @@ async fn the_logo_served_is_the_logo_measured() {
         Ok(_) => panic!("a 4 MiB logo was accepted at build, and is served"),
     }
 }
+
+#[tokio::test]
+async fn discovery_names_each_scope_on_its_own() {
+    let mut c = config();
+    c.tokens.scope = "openid profile email".into();
+    let app = spawn(c).await;
+    let doc: Value = app
+        .get("/.well-known/openid-configuration", HeaderMap::new())
+        .await
+        .json()
+        .await
+        .unwrap();
+    // RFC 8414 §2: a JSON array of scope values, not the space-separated list as one.
+    assert_eq!(
+        doc["scopes_supported"],
+        json!(["openid", "profile", "email"])
+    );
+}
