@@ -1074,15 +1074,12 @@ async fn authorization_refusals() {
         .text()
         .await
         .unwrap();
-    let csrf = enc(&hidden(&html, "csrf"));
+    let csrf = hidden(&html, "csrf");
     let res = fresh
         .post(
             &app,
             "/oauth2/login",
-            &format!(
-                "csrf={csrf}&continue={}&username=alice&password=wrong",
-                enc(&hidden(&html, "continue"))
-            ),
+            &sign_in_form(&csrf, &hidden(&html, "continue"), "wrong"),
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -1100,11 +1097,7 @@ async fn authorization_refusals() {
         .post(
             &app,
             "/oauth2/login",
-            &format!(
-                "csrf={csrf}&continue={}&username=alice&password={}",
-                enc("https://evil.example/"),
-                enc(PW)
-            ),
+            &sign_in_form(&csrf, "https://evil.example/", PW),
         )
         .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
@@ -1116,15 +1109,7 @@ async fn authorization_refusals() {
         "/oauth2/authorize?client_id=webapp&x=\u{e9}",
     ] {
         let res = fresh
-            .post(
-                &app,
-                "/oauth2/login",
-                &format!(
-                    "csrf={csrf}&continue={}&username=alice&password={}",
-                    enc(bad),
-                    enc(PW)
-                ),
-            )
+            .post(&app, "/oauth2/login", &sign_in_form(&csrf, bad, PW))
             .await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad:?}");
     }
@@ -1133,11 +1118,7 @@ async fn authorization_refusals() {
         .post(
             &app,
             "/oauth2/login",
-            &format!(
-                "csrf={csrf}&continue={}&username=alice&password={}",
-                enc(&hidden(&html, "continue")),
-                enc(PW)
-            ),
+            &sign_in_form(&csrf, &hidden(&html, "continue"), PW),
         )
         .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -1242,14 +1223,20 @@ async fn a_gateway_exchanges_a_session_for_a_short_jwt() {
 
 mod attack;
 
+/// The sign-in form's body: its anti-forgery token, where it continues to, `alice` and
+/// `password`.
+fn sign_in_form(csrf: &str, continue_to: &str, password: &str) -> String {
+    format!(
+        "csrf={}&continue={}&username=alice&password={}",
+        enc(csrf),
+        enc(continue_to),
+        enc(password)
+    )
+}
+
 /// Signs `alice` in on the login page `html` (of `browser`): the redirect it answers.
 async fn sign_in<S: Stores>(app: &App<S>, browser: &mut Browser, html: &str) -> reqwest::Response {
-    let body = format!(
-        "csrf={}&continue={}&username=alice&password={}",
-        enc(&hidden(html, "csrf")),
-        enc(&hidden(html, "continue")),
-        enc(PW)
-    );
+    let body = sign_in_form(&hidden(html, "csrf"), &hidden(html, "continue"), PW);
     browser.post(app, "/oauth2/login", &body).await
 }
 
@@ -1278,10 +1265,10 @@ async fn a_returning_persons_sign_in_may_end_at_the_client() {
     assert_eq!(res.headers()["referrer-policy"], "same-origin");
     let html = res.text().await.unwrap();
     // A wrong password: the page again, with the same allowance.
-    let body = format!(
-        "csrf={}&continue={}&username=alice&password=wrong-password",
-        enc(&hidden(&html, "csrf")),
-        enc(&hidden(&html, "continue")),
+    let body = sign_in_form(
+        &hidden(&html, "csrf"),
+        &hidden(&html, "continue"),
+        "wrong-password",
     );
     let res = fresh.post(&app, "/oauth2/login", &body).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -1307,12 +1294,7 @@ async fn a_form_sent_with_origin_null_passes_on_its_anti_forgery_token_alone() {
         .await;
     let html = res.text().await.unwrap();
     let post = |csrf: String| {
-        let body = format!(
-            "csrf={}&continue={}&username=alice&password={}",
-            enc(&csrf),
-            enc(&hidden(&html, "continue")),
-            enc(PW)
-        );
+        let body = sign_in_form(&csrf, &hidden(&html, "continue"), PW);
         app.http
             .post(format!("{}/oauth2/login", app.url))
             .headers(browser.headers(None))

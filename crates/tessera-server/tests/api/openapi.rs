@@ -13,23 +13,33 @@ fn document() -> Value {
     serde_json::from_str(tessera_server::openapi::DOCUMENT).expect("openapi.json is JSON")
 }
 
+/// Every operation in `doc`: its method, its path and its object.
+fn operations(doc: &Value) -> impl Iterator<Item = (&str, &str, &Value)> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("path item")
+                .iter()
+                .filter(|(method, _)| METHODS.contains(&method.as_str()))
+                .map(move |(method, op)| (method.as_str(), path.as_str(), op))
+        })
+}
+
 fn documented(doc: &Value) -> BTreeSet<(String, String)> {
-    let mut ops = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for (method, _) in item.as_object().expect("path item") {
-            if METHODS.contains(&method.as_str()) {
-                ops.insert((method.clone(), path.clone()));
-            }
-        }
-    }
-    ops
+    operations(doc)
+        .map(|(method, path, _)| (method.to_owned(), path.to_owned()))
+        .collect()
 }
 
 #[test]
 fn the_document_names_every_route_and_only_those() {
-    let served: BTreeSet<(String, String)> = tessera_server::operations::<MemoryStore>()
-        .into_iter()
-        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    let table = tessera_server::operations::<MemoryStore>();
+    let served: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|&(m, p)| (m.to_owned(), p.to_owned()))
         .collect();
     let doc = documented(&document());
     let undocumented: Vec<_> = served.difference(&doc).collect();
@@ -39,10 +49,7 @@ fn the_document_names_every_route_and_only_those() {
         "served but not documented: {undocumented:?}; documented but not served: {unserved:?}"
     );
     // The table has no line twice (axum would merge them silently).
-    assert_eq!(
-        served.len(),
-        tessera_server::operations::<MemoryStore>().len()
-    );
+    assert_eq!(served.len(), table.len());
 }
 
 /// Every `$ref` in `v`, as the JSON pointer it names.
@@ -70,49 +77,43 @@ fn the_document_is_whole() {
         "each instance names its own server"
     );
     let mut ids = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for (method, op) in item.as_object().unwrap() {
-            if !METHODS.contains(&method.as_str()) {
+    for (method, path, op) in operations(&doc) {
+        let id = op["operationId"].as_str();
+        assert!(
+            id.is_some_and(|id| ids.insert(id.to_owned())),
+            "{method} {path}: operationId missing or used twice"
+        );
+        let responses = op["responses"].as_object();
+        assert!(
+            responses.is_some_and(|r| r.keys().any(|c| c.starts_with('2') || c.starts_with('3'))),
+            "{method} {path}: no success response"
+        );
+        // Under /oauth2/ errors are RFC 6749's (the pages there answer theirs as HTML),
+        // everywhere else RFC 9457 problems (or an HTML page).
+        let error_schema = if path.starts_with("/oauth2/") {
+            "OAuthError"
+        } else {
+            "Problem"
+        };
+        for (code, r) in responses.unwrap() {
+            if !code.starts_with('4') {
                 continue;
             }
-            let id = op["operationId"].as_str();
-            assert!(
-                id.is_some_and(|id| ids.insert(id.to_owned())),
-                "{method} {path}: operationId missing or used twice"
-            );
-            let responses = op["responses"].as_object();
-            assert!(
-                responses
-                    .is_some_and(|r| r.keys().any(|c| c.starts_with('2') || c.starts_with('3'))),
-                "{method} {path}: no success response"
-            );
-            // Under /oauth2/ errors are RFC 6749's (the pages there answer theirs as HTML),
-            // everywhere else RFC 9457 problems (or an HTML page).
-            let error_schema = if path.starts_with("/oauth2/") {
-                "OAuthError"
-            } else {
-                "Problem"
+            // The response, or the shared one it names.
+            let response = match r["$ref"].as_str() {
+                Some(to) => doc.pointer(to.trim_start_matches('#')).expect("resolves"),
+                None => r,
             };
-            for (code, r) in responses.unwrap() {
-                if !code.starts_with('4') {
-                    continue;
-                }
-                // The response, or the shared one it names.
-                let response = match r["$ref"].as_str() {
-                    Some(to) => doc.pointer(to.trim_start_matches('#')).expect("resolves"),
-                    None => r,
-                };
-                let content = &response["content"];
-                let mut named = Vec::new();
-                refs(content, &mut named);
-                assert!(
-                    named
-                        .iter()
-                        .any(|r| r.ends_with(&format!("/{error_schema}")))
-                        || content.get("text/html").is_some(),
-                    "{method} {path} {code}: its body is not described as {error_schema}"
-                );
-            }
+            let content = &response["content"];
+            let mut named = Vec::new();
+            refs(content, &mut named);
+            assert!(
+                named
+                    .iter()
+                    .any(|r| r.ends_with(&format!("/{error_schema}")))
+                    || content.get("text/html").is_some(),
+                "{method} {path} {code}: its body is not described as {error_schema}"
+            );
         }
     }
     let mut all = Vec::new();
