@@ -7,8 +7,9 @@
 # - the interop clients at their pinned versions: interop/.venv (Python: authlib, PyJWT, schemathesis, …,
 #   interop/python/requirements.txt) and interop/node/node_modules (Node.js: jose,
 #   openid-client, axe-core, interop/node/package-lock.json);
-# - as root on Debian, the programs the cluster, fault and browser suites run: haproxy,
-#   redis-server, chromium and chromium-driver. Not root: one line says what is missing and how
+# - as root on Debian, the programs the cluster, fault, browser and HSM suites run: haproxy,
+#   redis-server, chromium and chromium-driver, softhsm2 (SoftHSM2's PKCS#11 module) and opensc
+#   (pkcs11-tool). Not root: one line says what is missing and how
 #   to get it, and the suites that need it fail (nothing is skipped).
 # PostgreSQL and Redis are the machine's: TEST_POSTGRES_URL and TEST_REDIS_URL, defaults below.
 set -euo pipefail
@@ -18,7 +19,8 @@ export TEST_POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 
 missing=()
-for program in haproxy:haproxy redis-server:redis-server chromium:chromium chromedriver:chromium-driver; do
+for program in haproxy:haproxy redis-server:redis-server chromium:chromium chromedriver:chromium-driver \
+  softhsm2-util:softhsm2 pkcs11-tool:opensc; do
   command -v "${program%%:*}" >/dev/null || missing+=("${program##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

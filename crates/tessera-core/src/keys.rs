@@ -1,7 +1,9 @@
 //! Signing keys: kept in the store with their private part sealed (AES-256-GCM) under a master
 //! key that never enters the store; rotated by adding a key that becomes active after a delay,
 //! so verifiers learn it from the JWKS before it signs anything; kept in the JWKS after it is
-//! superseded for as long as tokens it signed can live.
+//! superseded for as long as tokens it signed can live. Or, with a [`KeyVault`] (an HSM through
+//! PKCS#11), made and used inside the vault: the store then keeps the public JWK and the key's
+//! life, and no private material at all.
 
 use std::fmt;
 use std::path::Path;
@@ -9,7 +11,9 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use serde::Serialize;
-use tessera_jose::{Algorithm, Jwk, JwkSet, KeySet, Signer, SigningKey, b64};
+use tessera_jose::{
+    Algorithm, EncodedHeader, Jwk, JwkSet, KeySet, Signer, SigningKey, VerifyingKey, b64,
+};
 use zeroize::Zeroizing;
 
 use crate::store::KeyStore as _;
@@ -27,6 +31,128 @@ pub enum KeyError {
     /// The key material is not usable.
     #[error("signing key: {0}")]
     Key(String),
+    /// The key vault (the HSM) did not answer, or refused. The text is for logs.
+    #[error("key vault: {0}")]
+    Vault(String),
+}
+
+/// Where signing keys are made and used without their private part ever leaving: a hardware
+/// security module, a cloud KMS or a smart card, through PKCS#11. Its calls block (a device
+/// answers them): the key manager makes them off the async runtime, at most
+/// [`KeyVault::concurrency`] at once.
+pub trait KeyVault: Send + Sync + fmt::Debug + 'static {
+    /// The backend's name, as `keys list` shows it (`pkcs11`).
+    fn backend(&self) -> &'static str;
+    /// How many calls it serves at once (its sessions).
+    fn concurrency(&self) -> usize;
+    /// Makes an `alg` key inside the vault, not extractable, and returns its public JWK with
+    /// `kid` (the RFC 7638 thumbprint, under which the vault finds the key from then on) and
+    /// `alg`.
+    fn generate(&self, alg: Algorithm) -> Result<Jwk, KeyError>;
+    /// Signs `message` with the key `kid` as JOSE's `alg` wants it (ES256: r ‖ s, 64 bytes).
+    fn sign(&self, kid: &str, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// Destroys the key `kid`; nothing happens if it is not there.
+    fn destroy(&self, kid: &str) -> Result<(), KeyError>;
+    /// Whether the vault answers now (one cheap call, reconnecting if it was lost).
+    fn check(&self) -> Result<(), KeyError>;
+}
+
+/// A vault and the permits that keep its calls within its sessions: a caller beyond them waits
+/// on the runtime, not on a blocked thread.
+#[derive(Debug, Clone)]
+struct Vault {
+    vault: Arc<dyn KeyVault>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Vault {
+    fn new(vault: Arc<dyn KeyVault>) -> Vault {
+        let permits = Arc::new(tokio::sync::Semaphore::new(vault.concurrency().max(1)));
+        Vault { vault, permits }
+    }
+
+    /// Runs `f` on the vault off the runtime.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn KeyVault) -> Result<T, KeyError> + Send + 'static,
+    ) -> Result<T, KeyError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| KeyError::Vault("closed".into()))?;
+        let vault = Arc::clone(&self.vault);
+        tokio::task::spawn_blocking(move || f(vault.as_ref()))
+            .await
+            .map_err(|_| KeyError::Vault("the signing thread failed".into()))?
+    }
+}
+
+/// What signs new tokens: a key in memory (opened from the store), or a key held by a vault.
+#[derive(Debug)]
+pub enum TokenSigner {
+    /// A sealed key, opened.
+    Local(Signer),
+    /// A key that signs inside the vault.
+    Held {
+        /// The tokens' header, encoded once.
+        header: EncodedHeader,
+        /// The key's id in the vault.
+        kid: String,
+        /// The vault.
+        vault: Arc<dyn KeyVault>,
+        /// Its permits (see [`Vault`]).
+        permits: Arc<tokio::sync::Semaphore>,
+    },
+}
+
+impl TokenSigner {
+    /// The signing key's id.
+    pub fn kid(&self) -> &str {
+        match self {
+            TokenSigner::Local(s) => s.key().kid(),
+            TokenSigner::Held { kid, .. } => kid,
+        }
+    }
+
+    /// The algorithm it signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            TokenSigner::Local(s) => s.key().algorithm(),
+            TokenSigner::Held { header, .. } => header.algorithm(),
+        }
+    }
+
+    /// Signs `claims` as a JWT. A held key signs in the vault, off the runtime.
+    pub async fn sign<C: Serialize + ?Sized>(&self, claims: &C) -> Result<String, KeyError> {
+        match self {
+            TokenSigner::Local(s) => s.sign(claims).map_err(|e| KeyError::Key(e.to_string())),
+            TokenSigner::Held {
+                header,
+                kid,
+                vault,
+                permits,
+            } => {
+                let input = header
+                    .signing_input(claims)
+                    .map_err(|e| KeyError::Key(e.to_string()))?;
+                let vault = Vault {
+                    vault: Arc::clone(vault),
+                    permits: Arc::clone(permits),
+                };
+                let (kid, alg) = (kid.clone(), header.algorithm());
+                let (input, signature) = vault
+                    .call(move |v| {
+                        let signature = v.sign(&kid, alg, input.as_bytes())?;
+                        Ok((input, signature))
+                    })
+                    .await?;
+                header
+                    .finish(input, &signature)
+                    .map_err(|e| KeyError::Vault(format!("a signature of the wrong size: {e}")))
+            }
+        }
+    }
 }
 
 /// The master key: 256 bits that seal private keys at rest and from which the service's other
@@ -170,6 +296,46 @@ pub fn new_key(
         kid: key.kid().to_owned(),
         alg: alg.name().to_owned(),
         sealed: master.seal(&json, key.kid())?,
+        public_jwk: None,
+        created_at: now,
+        activates_at,
+    })
+}
+
+/// Makes an `alg` key in `vault`, checks that it signs what its public key verifies (a vault's
+/// signature format, converted wrong, would otherwise be found by every verifier), and returns
+/// what the store keeps of it: no private material.
+async fn new_held_key(
+    vault: &Vault,
+    alg: Algorithm,
+    now: i64,
+    activates_at: i64,
+) -> Result<StoredKey, KeyError> {
+    if alg.is_symmetric() {
+        return Err(KeyError::Key(format!(
+            "{} is a shared secret: a key vault holds EdDSA, ES256, RS256 or PS256 keys",
+            alg.name()
+        )));
+    }
+    let jwk = vault.call(move |v| v.generate(alg)).await?;
+    let public =
+        VerifyingKey::from_jwk(&jwk, Some(alg)).map_err(|e| KeyError::Key(e.to_string()))?;
+    let kid = public.kid().to_owned();
+    const PROBE: &[u8] = b"tessera: a new key signs";
+    let probe_kid = kid.clone();
+    let signature = vault.call(move |v| v.sign(&probe_kid, alg, PROBE)).await?;
+    public.verify_signature(PROBE, &signature).map_err(|_| {
+        KeyError::Vault(format!(
+            "the new key {kid} signs what its public key does not verify"
+        ))
+    })?;
+    let json = serde_json::to_string(public.public_jwk().unwrap_or(&jwk))
+        .map_err(|e| KeyError::Key(e.to_string()))?;
+    Ok(StoredKey {
+        kid,
+        alg: alg.name().to_owned(),
+        sealed: Vec::new(),
+        public_jwk: Some(json),
         created_at: now,
         activates_at,
     })
@@ -196,6 +362,9 @@ pub struct KeyInfo {
     pub kid: String,
     /// Algorithm.
     pub alg: String,
+    /// Where its private part is: `store` (sealed under the master key) or `pkcs11` (held by
+    /// the HSM).
+    pub backend: &'static str,
     /// State now.
     pub state: KeyState,
     /// From when it signs.
@@ -235,6 +404,11 @@ pub fn key_states(keys: &[StoredKey], now: i64, retain: i64) -> Vec<KeyInfo> {
             KeyInfo {
                 kid: k.kid.clone(),
                 alg: k.alg.clone(),
+                backend: if k.public_jwk.is_some() {
+                    "pkcs11"
+                } else {
+                    "store"
+                },
                 state,
                 activates_at: k.activates_at,
                 superseded_at,
@@ -248,7 +422,7 @@ pub fn key_states(keys: &[StoredKey], now: i64, retain: i64) -> Vec<KeyInfo> {
 #[derive(Debug)]
 pub struct KeyRing {
     /// Signs new tokens (`None` until a key is active).
-    pub signer: Option<Signer>,
+    pub signer: Option<TokenSigner>,
     /// Verifies tokens: every published key, and the HMAC secret if one is in use.
     pub keys: KeySet,
     /// The JWKS document (public keys only), serialized once.
@@ -262,6 +436,17 @@ impl KeyRing {
     pub fn build(
         stored: &[StoredKey],
         master: &MasterKey,
+        now: i64,
+        retain: i64,
+    ) -> Result<KeyRing, KeyError> {
+        Self::build_with(stored, master, None, now, retain)
+    }
+
+    /// [`KeyRing::build`] where keys held by `vault` sign in it.
+    fn build_with(
+        stored: &[StoredKey],
+        master: &MasterKey,
+        vault: Option<&Vault>,
         now: i64,
         retain: i64,
     ) -> Result<KeyRing, KeyError> {
@@ -287,19 +472,44 @@ impl KeyRing {
             };
             let alg = Algorithm::from_name(&k.alg)
                 .ok_or_else(|| KeyError::Key(format!("unknown algorithm {}", k.alg)))?;
+            let bad = |e: tessera_jose::Error| KeyError::Key(format!("{}: {e}", k.kid));
+            if let Some(public) = &k.public_jwk {
+                let jwk: Jwk =
+                    serde_json::from_str(public).map_err(|e| KeyError::Key(e.to_string()))?;
+                let key = VerifyingKey::from_public_jwk(&jwk).map_err(bad)?;
+                if key.algorithm() != alg || key.kid() != k.kid {
+                    return Err(KeyError::Key(format!(
+                        "the public key stored for {} is another key",
+                        k.kid
+                    )));
+                }
+                verifying.push(key);
+                if info.state == KeyState::Active {
+                    let Some(v) = vault else {
+                        return Err(KeyError::Key(format!(
+                            "the signing key {} is held by a PKCS#11 token: keys.backend must be \
+                             pkcs11 to sign with it",
+                            k.kid
+                        )));
+                    };
+                    signer = Some(TokenSigner::Held {
+                        header: EncodedHeader::new(alg, &k.kid, Some("at+jwt")).map_err(bad)?,
+                        kid: k.kid.clone(),
+                        vault: Arc::clone(&v.vault),
+                        permits: Arc::clone(&v.permits),
+                    });
+                }
+                continue;
+            }
             let plain = master.open(&k.sealed, &k.kid)?;
             let jwk: Jwk =
                 serde_json::from_slice(&plain).map_err(|e| KeyError::Key(e.to_string()))?;
-            let key =
-                SigningKey::from_jwk(&jwk, Some(alg)).map_err(|e| KeyError::Key(e.to_string()))?;
-            verifying.push(
-                key.verifying_key()
-                    .map_err(|e| KeyError::Key(e.to_string()))?,
-            );
+            let key = SigningKey::from_jwk(&jwk, Some(alg)).map_err(bad)?;
+            verifying.push(key.verifying_key().map_err(bad)?);
             if info.state == KeyState::Active {
-                signer = Some(
-                    Signer::new(key, Some("at+jwt")).map_err(|e| KeyError::Key(e.to_string()))?,
-                );
+                signer = Some(TokenSigner::Local(
+                    Signer::new(key, Some("at+jwt")).map_err(bad)?,
+                ));
             }
         }
         let keys = KeySet::new(verifying).map_err(|e| KeyError::Key(e.to_string()))?;
@@ -350,13 +560,13 @@ mod tests {
         assert_eq!(at(1159), [KeyState::Retiring, KeyState::Active]);
         assert_eq!(at(1160), [KeyState::Expired, KeyState::Active]);
         let ring = KeyRing::build(&keys, &m, 120, 1000).unwrap();
-        assert_eq!(ring.signer.as_ref().unwrap().key().kid(), a.kid);
+        assert_eq!(ring.signer.as_ref().unwrap().kid(), a.kid);
         assert_eq!(ring.keys.keys().len(), 2);
         assert_eq!(ring.next_change, Some(160));
         assert!(ring.jwks.contains(&b.kid) && !ring.jwks.contains("\"d\""));
         let ring = KeyRing::build(&keys, &m, 2000, 1000).unwrap();
         assert_eq!(ring.keys.keys().len(), 1);
-        assert_eq!(ring.signer.as_ref().unwrap().key().kid(), b.kid);
+        assert_eq!(ring.signer.as_ref().unwrap().kid(), b.kid);
     }
 }
 
@@ -366,6 +576,10 @@ mod tests {
 pub struct KeyManager<S> {
     store: S,
     master: MasterKey,
+    /// Where new keys are made, when not in the store.
+    vault: Option<Vault>,
+    /// The held keys destroyed in the vault after they expired.
+    destroyed: std::sync::Mutex<std::collections::HashSet<String>>,
     retain: i64,
     ring: std::sync::RwLock<Arc<KeyRing>>,
     /// The kids and activation times the ring was built from.
@@ -375,22 +589,28 @@ pub struct KeyManager<S> {
 }
 
 impl<S: Stores> KeyManager<S> {
-    /// Loads the keys, creating a first `alg` key (active at once) if the store has none.
+    /// Loads the keys, creating a first `alg` key (active at once) if the store has none; new
+    /// keys are made in `vault` when there is one, else sealed under `master` in the store.
     /// Superseded keys stay published for `retain` seconds.
     pub async fn start(
         store: S,
         master: MasterKey,
+        vault: Option<Arc<dyn KeyVault>>,
         alg: Algorithm,
         now: i64,
         retain: i64,
     ) -> Result<KeyManager<S>, KeyError> {
+        let vault = vault.map(Vault::new);
         let stored = store
             .keys()
             .signing_keys()
             .await
             .map_err(|e| KeyError::Key(e.to_string()))?;
         if stored.is_empty() {
-            let key = new_key(&master, alg, now, now)?;
+            let key = match &vault {
+                Some(v) => new_held_key(v, alg, now, now).await?,
+                None => new_key(&master, alg, now, now)?,
+            };
             match store.keys().add_signing_key(&key).await {
                 Ok(()) => store.announce(vec![Change::Keys]).await,
                 // Another instance made one at the same moment: use theirs.
@@ -402,6 +622,8 @@ impl<S: Stores> KeyManager<S> {
         let manager = KeyManager {
             store,
             master,
+            vault,
+            destroyed: std::sync::Mutex::new(std::collections::HashSet::new()),
             retain,
             ring: std::sync::RwLock::new(Arc::new(KeyRing {
                 signer: None,
@@ -446,12 +668,63 @@ impl<S: Stores> KeyManager<S> {
                 return Ok(false);
             }
         }
-        let ring = KeyRing::build(&stored, &self.master, now, self.retain)?;
+        let ring =
+            KeyRing::build_with(&stored, &self.master, self.vault.as_ref(), now, self.retain)?;
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         *self.built_from.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.destroy_expired(&stored, now).await;
         Ok(true)
+    }
+
+    /// Destroys in the vault the held keys no token they signed can outlive (they left the
+    /// JWKS). Every instance tries; destroying a key that is gone does nothing. A failure is
+    /// logged and tried again at the next rebuild.
+    async fn destroy_expired(&self, stored: &[StoredKey], now: i64) {
+        let Some(vault) = &self.vault else { return };
+        for info in key_states(stored, now, self.retain) {
+            let held = stored
+                .iter()
+                .any(|k| k.kid == info.kid && k.public_jwk.is_some());
+            if !held || info.state != KeyState::Expired {
+                continue;
+            }
+            if self
+                .destroyed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&info.kid)
+            {
+                continue;
+            }
+            let kid = info.kid.clone();
+            match vault.call(move |v| v.destroy(&kid)).await {
+                Ok(()) => {
+                    tracing::info!(target: "audit", event = "key_destroyed", kid = %info.kid, backend = vault.vault.backend());
+                    self.destroyed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(info.kid);
+                }
+                Err(e) => {
+                    tracing::warn!(kid = %info.kid, error = %e, "an expired key could not be destroyed in the vault; trying again later");
+                }
+            }
+        }
+    }
+
+    /// The key vault, if keys are made in one.
+    pub fn vault_backend(&self) -> Option<&'static str> {
+        self.vault.as_ref().map(|v| v.vault.backend())
+    }
+
+    /// Whether the key vault answers (true without one). Runs off the runtime.
+    pub async fn vault_ready(&self) -> bool {
+        match &self.vault {
+            None => true,
+            Some(v) => v.call(|v| v.check()).await.is_ok(),
+        }
     }
 
     /// Adds a new `alg` key that signs from `now + delay` (published at once). Keys are ordered
@@ -480,7 +753,10 @@ impl<S: Stores> KeyManager<S> {
         while taken.contains(&activates_at) {
             activates_at = activates_at.saturating_add(1);
         }
-        let key = new_key(&self.master, alg, now, activates_at)?;
+        let key = match &self.vault {
+            Some(v) => new_held_key(v, alg, now, activates_at).await?,
+            None => new_key(&self.master, alg, now, activates_at)?,
+        };
         self.store
             .keys()
             .add_signing_key(&key)

@@ -21,7 +21,9 @@ pub mod weburl;
 
 pub use auth::{AccountError, Auth, Authenticated, ClientInfo, Counters, LoginError, SessionError};
 pub use client::{Client, ClientError, CodeRecord, Consent, NewClient};
-pub use keys::{KeyError, KeyInfo, KeyManager, KeyRing, KeyState, MasterKey};
+pub use keys::{
+    KeyError, KeyInfo, KeyManager, KeyRing, KeyState, KeyVault, MasterKey, TokenSigner,
+};
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
 pub use revocation::{Denylist, LEEWAY};

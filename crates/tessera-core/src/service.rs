@@ -42,6 +42,8 @@ pub struct ServiceSettings {
     pub tokens: TokenSettings,
     /// Algorithm of new signing keys.
     pub algorithm: Algorithm,
+    /// Where new signing keys are made and sign (an HSM), if not in the store.
+    pub vault: Option<Arc<dyn crate::KeyVault>>,
 }
 
 /// Why the service could not start: one sentence.
@@ -122,6 +124,7 @@ impl<S: Stores + Clone> Service<S> {
             KeyManager::start(
                 store.clone(),
                 master,
+                settings.vault,
                 settings.algorithm,
                 now,
                 access_ttl + LEEWAY,

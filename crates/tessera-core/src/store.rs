@@ -19,8 +19,12 @@ pub struct StoredKey {
     pub kid: String,
     /// Algorithm name.
     pub alg: String,
-    /// The private JWK, sealed under the master key with the kid as context.
+    /// The private JWK, sealed under the master key with the kid as context; empty for a key
+    /// held by a [`KeyVault`](crate::KeyVault).
     pub sealed: Vec<u8>,
+    /// The public JWK of a key held by a [`KeyVault`](crate::KeyVault) (an HSM), which never
+    /// lets its private part out; `None` for a sealed key.
+    pub public_jwk: Option<String>,
     /// When it was made.
     pub created_at: i64,
     /// From when it signs (publication is immediate).
@@ -32,6 +36,7 @@ impl std::fmt::Debug for StoredKey {
         f.debug_struct("StoredKey")
             .field("kid", &self.kid)
             .field("alg", &self.alg)
+            .field("held", &self.public_jwk.is_some())
             .field("activates_at", &self.activates_at)
             .finish_non_exhaustive()
     }

@@ -250,7 +250,7 @@ impl<S: Stores> Tokens<S> {
     }
 
     /// Signs an access token; returns it, its `jti` and its lifetime in seconds.
-    pub fn sign_access(
+    pub async fn sign_access(
         &self,
         g: AccessGrant<'_>,
         now: i64,
@@ -279,7 +279,10 @@ impl<S: Stores> Tokens<S> {
             sid: g.sid.map(str::to_owned),
             ..Claims::default()
         };
-        let token = signer.sign(&claims).map_err(|_| GrantError::Unavailable)?;
+        let token = signer.sign(&claims).await.map_err(|e| {
+            tracing::error!(error = %e, kid = %signer.kid(), "the signing key did not sign");
+            GrantError::Unavailable
+        })?;
         self.counters.issued.fetch_add(1, Ordering::Relaxed);
         Ok((token, jti, ttl))
     }
@@ -304,7 +307,7 @@ impl<S: Stores> Tokens<S> {
 
     /// `grant_type=client_credentials` (RFC 6749 §4.4) for an authenticated confidential
     /// client: an access token with the client as `sub`, never more scope than it was given.
-    pub fn client_credentials(
+    pub async fn client_credentials(
         &self,
         client: &Client,
         scope: Option<&str>,
@@ -316,7 +319,7 @@ impl<S: Stores> Tokens<S> {
             aud: Some(aud),
             ..AccessGrant::new(&client.id, &client.id, &scope)
         };
-        let (access_token, _, expires_in) = self.sign_access(grant, self.clock.now())?;
+        let (access_token, _, expires_in) = self.sign_access(grant, self.clock.now()).await?;
         tracing::info!(target: "audit", event = "client_token_issued", client = %Untrusted(&client.id));
         Ok(AccessIssued {
             access_token,
@@ -410,7 +413,7 @@ impl<S: Stores> Tokens<S> {
             jti: Some(&record.access_jti),
             ..AccessGrant::new(&record.user_id, &client.id, &record.scope)
         };
-        let (access, jti, expires_in) = self.sign_access(grant, now)?;
+        let (access, jti, expires_in) = self.sign_access(grant, now).await?;
         let refresh_record = RefreshRecord {
             family: record.family.clone(),
             user_id: record.user_id.clone(),
@@ -477,8 +480,9 @@ impl<S: Stores> Tokens<S> {
         };
         let refresh = Token::generate(Kind::Refresh);
         let hash = refresh.hash();
-        let (access, jti, _) =
-            self.sign_access(AccessGrant::new(&user.id, &s.client_id, &s.scope), now)?;
+        let (access, jti, _) = self
+            .sign_access(AccessGrant::new(&user.id, &s.client_id, &s.scope), now)
+            .await?;
         self.store
             .refresh()
             .create_refresh(
@@ -566,7 +570,7 @@ impl<S: Stores> Tokens<S> {
             ..AccessGrant::new(&record.user_id, &record.client_id, &record.scope)
         };
         // Signed first: the rotation records its `jti` in the same step that spends the token.
-        let (access, jti, _) = self.sign_access(grant, now)?;
+        let (access, jti, _) = self.sign_access(grant, now).await?;
         let succ_record = RefreshRecord {
             created_at: now,
             expires_at: (now + self.settings.refresh_idle).min(record.family_expires_at),

@@ -241,7 +241,7 @@ pub fn sign_jws(key: &SigningKey, header_json: &[u8], payload: &[u8]) -> Result<
 #[derive(Debug)]
 pub struct Signer {
     key: SigningKey,
-    header: String,
+    header: EncodedHeader,
 }
 
 #[derive(Serialize)]
@@ -256,7 +256,7 @@ impl Signer {
     /// A signer whose tokens carry `typ` when given (`at+jwt` for access tokens).
     pub fn new(key: SigningKey, typ: Option<&str>) -> Result<Signer, Error> {
         Ok(Signer {
-            header: encode_header(key.algorithm(), key.kid(), typ)?,
+            header: EncodedHeader::new(key.algorithm(), key.kid(), typ)?,
             key,
         })
     }
@@ -268,21 +268,83 @@ impl Signer {
 
     /// Serializes `claims` as the payload and signs.
     pub fn sign<C: Serialize + ?Sized>(&self, claims: &C) -> Result<String, Error> {
+        let input = self.header.signing_input(claims)?;
+        let signature = self.key.sign(input.as_bytes())?;
+        self.header.finish(input, &signature)
+    }
+}
+
+/// The protected header (`alg`, `kid`, optional `typ`) of the JWTs one key signs, encoded once,
+/// for keys that sign elsewhere (a hardware security module): [`EncodedHeader::signing_input`]
+/// is what the key signs, [`EncodedHeader::finish`] appends its signature. [`Signer`] is the
+/// same for a key in memory.
+///
+/// ```
+/// use tessera_jose::{Algorithm, Claims, EncodedHeader, KeySet, SigningKey, Validation, Verifier};
+/// let key = SigningKey::generate(Algorithm::EdDSA, None).unwrap();
+/// let header = EncodedHeader::new(Algorithm::EdDSA, key.kid(), None).unwrap();
+/// let claims = Claims { sub: Some("alice".into()), exp: Some(4_000_000_000), ..Claims::default() };
+/// let input = header.signing_input(&claims).unwrap();
+/// let signature = key.sign(input.as_bytes()).unwrap(); // made by the HSM, say
+/// let token = header.finish(input, &signature).unwrap();
+/// let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+/// assert!(Verifier::new(keys, Validation::default()).verify(&token).is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct EncodedHeader {
+    alg: crate::Algorithm,
+    encoded: String,
+}
+
+impl EncodedHeader {
+    /// The header of key `kid` signing with `alg`, with `typ` when given.
+    pub fn new(alg: crate::Algorithm, kid: &str, typ: Option<&str>) -> Result<Self, Error> {
+        Ok(EncodedHeader {
+            alg,
+            encoded: encode_header(alg, kid, typ)?,
+        })
+    }
+
+    /// The algorithm the header names.
+    pub fn algorithm(&self) -> crate::Algorithm {
+        self.alg
+    }
+
+    /// `header.payload` with `claims` as the payload: the JWS signing input.
+    pub fn signing_input<C: Serialize + ?Sized>(&self, claims: &C) -> Result<String, Error> {
         let payload =
             serde_json::to_vec(claims).map_err(|_| Error::Malformed(Malformed::Claims))?;
-        let sig_len = match self.key.algorithm() {
+        let sig_len = match self.alg {
             crate::Algorithm::RS256 | crate::Algorithm::PS256 => 342,
             _ => 86,
         };
         let mut out =
-            String::with_capacity(self.header.len() + payload.len() * 4 / 3 + sig_len + 4);
-        out.push_str(&self.header);
+            String::with_capacity(self.encoded.len() + payload.len() * 4 / 3 + sig_len + 4);
+        out.push_str(&self.encoded);
         out.push('.');
         b64::encode_into(&payload, &mut out);
-        let signature = self.key.sign(out.as_bytes())?;
-        out.push('.');
-        b64::encode_into(&signature, &mut out);
         Ok(out)
+    }
+
+    /// The compact JWS: `input` and `signature`. A signature of the wrong size for the
+    /// algorithm (64 bytes for ES256 and EdDSA, at least 256 for RSA) is refused: a key that
+    /// signs elsewhere is not trusted to have made the right kind.
+    pub fn finish(&self, mut input: String, signature: &[u8]) -> Result<String, Error> {
+        let fits = match self.alg {
+            crate::Algorithm::ES256 | crate::Algorithm::EdDSA => signature.len() == 64,
+            crate::Algorithm::RS256 | crate::Algorithm::PS256 => {
+                signature.len() * 8 >= crate::MIN_RSA_BITS
+            }
+            crate::Algorithm::HS256 => signature.len() == 32,
+            crate::Algorithm::HS384 => signature.len() == 48,
+            crate::Algorithm::HS512 => signature.len() == 64,
+        };
+        if !fits {
+            return Err(Malformed::SignatureLength.into());
+        }
+        input.push('.');
+        b64::encode_into(signature, &mut input);
+        Ok(input)
     }
 }
 

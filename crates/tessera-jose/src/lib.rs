@@ -57,7 +57,7 @@ pub use claims::{Audience, Claims};
 pub use error::{Error, Malformed};
 pub use header::Header;
 pub use jwk::{Jwk, JwkSet, Secret};
-pub use jws::{KeySet, Signer, Token, Verifier, sign_jws, verify_jws};
+pub use jws::{EncodedHeader, KeySet, Signer, Token, Verifier, sign_jws, verify_jws};
 pub use key::{MIN_RSA_BITS, SigningKey, VerifyingKey};
 pub use revocation::{Revocation, RevocationEvent, RevocationSet};
 pub use time::{Clock, ManualClock, SystemClock};

@@ -293,7 +293,7 @@ impl Default for ThrottleConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {
-    /// Algorithm of new signing keys: EdDSA, ES256, RS256 or HS256.
+    /// Algorithm of new signing keys: EdDSA, ES256, RS256, PS256 or HS256.
     pub algorithm: String,
     /// Lifetime of access tokens.
     pub access_ttl: Dur,
@@ -479,9 +479,11 @@ impl Config {
         }
         if !matches!(
             self.tokens.algorithm.as_str(),
-            "EdDSA" | "ES256" | "RS256" | "HS256"
+            "EdDSA" | "ES256" | "RS256" | "PS256" | "HS256"
         ) {
-            return Err(bad("tokens.algorithm is EdDSA, ES256, RS256 or HS256"));
+            return Err(bad(
+                "tokens.algorithm is EdDSA, ES256, RS256, PS256 or HS256",
+            ));
         }
         if self.tokens.access_ttl.0.is_zero()
             || self.tokens.refresh_idle.0.is_zero()

@@ -140,9 +140,21 @@ pub async fn build<S: Stores + Clone>(
     clock: Arc<dyn Clock>,
     master: MasterKey,
 ) -> Result<AppState<S>, ConfigError> {
+    build_with(config, store, clock, master, None).await
+}
+
+/// [`build`], with new signing keys made in `vault` (an HSM) when there is one.
+pub async fn build_with<S: Stores + Clone>(
+    config: &Config,
+    store: S,
+    clock: Arc<dyn Clock>,
+    master: MasterKey,
+    vault: Option<Arc<dyn tessera_core::KeyVault>>,
+) -> Result<AppState<S>, ConfigError> {
     let development = config.development();
     let issuer = config.issuer();
-    let settings = service_settings(config)?;
+    let mut settings = service_settings(config)?;
+    settings.vault = vault;
     let algorithm = settings.algorithm;
     let access_ttl = settings.tokens.access_ttl;
     let csrf = tessera_core::CsrfKey::new(master.derive("form-csrf"));
@@ -191,8 +203,10 @@ pub async fn build<S: Stores + Clone>(
 
 /// The domain service's settings, from the configuration.
 pub fn service_settings(config: &Config) -> Result<ServiceSettings, ConfigError> {
-    let algorithm = tessera_jose::Algorithm::from_name(&config.tokens.algorithm)
-        .ok_or_else(|| ConfigError("tokens.algorithm is EdDSA, ES256, RS256 or HS256".into()))?;
+    let algorithm =
+        tessera_jose::Algorithm::from_name(&config.tokens.algorithm).ok_or_else(|| {
+            ConfigError("tokens.algorithm is EdDSA, ES256, RS256, PS256 or HS256".into())
+        })?;
     let p = &config.password;
     let t = &config.throttle;
     let k = &config.tokens;
@@ -235,6 +249,7 @@ pub fn service_settings(config: &Config) -> Result<ServiceSettings, ConfigError>
             verified_cache: k.verified_cache_size,
         },
         algorithm,
+        vault: None,
     })
 }
 

@@ -368,10 +368,10 @@ pub(crate) async fn token<S: Stores>(
         }
         CLIENT_CREDENTIALS => {
             let client = registered(&caller, CLIENT_CREDENTIALS)?;
-            let issued =
-                state
-                    .tokens
-                    .client_credentials(client, scope_param(&params)?, target(&params)?)?;
+            let issued = state
+                .tokens
+                .client_credentials(client, scope_param(&params)?, target(&params)?)
+                .await?;
             Ok(access_response(&issued, false))
         }
         AUTHORIZATION_CODE => {
@@ -457,7 +457,7 @@ async fn token_exchange<S: Stores>(
         ttl: Some(session.session.ends_at() - now),
         ..AccessGrant::new(&session.user.id, &client.id, &scope)
     };
-    let (access_token, _, expires_in) = state.tokens.sign_access(grant, now)?;
+    let (access_token, _, expires_in) = state.tokens.sign_access(grant, now).await?;
     tracing::info!(target: "audit", event = "token_exchanged", user = %session.user.id, client = %Untrusted(&client.id), audience = %Untrusted(aud));
     Ok(access_response(
         &AccessIssued {

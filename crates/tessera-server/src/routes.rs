@@ -391,21 +391,28 @@ pub(crate) async fn readyz<S: Stores>(State(state): State<AppState<S>>) -> Respo
         let state = state.clone();
         tokio::spawn(async move { state.service.stored_sessions().await.is_ok() })
     };
+    // The key vault (an HSM), if keys sign in one: without it no token is issued, but every
+    // token and session already out is verified, so the instance is `degraded`, not gone.
+    let keys = {
+        let state = state.clone();
+        tokio::spawn(async move { state.service.keys.vault_ready().await })
+    };
     let answered = |r: Result<
         Result<bool, tokio::task::JoinError>,
         tokio::time::error::Elapsed,
     >| { matches!(r, Ok(Ok(true))) };
-    let (users, sessions) = tokio::join!(
+    let (users, sessions, keys) = tokio::join!(
         tokio::time::timeout(READY_WAIT, users),
-        tokio::time::timeout(READY_WAIT, sessions)
+        tokio::time::timeout(READY_WAIT, sessions),
+        tokio::time::timeout(READY_WAIT, keys)
     );
-    let (users, sessions) = (answered(users), answered(sessions));
+    let (users, sessions, keys) = (answered(users), answered(sessions), answered(keys));
     // One store down leaves the other half of the service up (Bearer JWTs verify without any
     // store), and a store outage hits every instance alike: the instance stays in the load
     // balancer and says `degraded`. Only with both stores gone is it `unavailable`.
-    let (status, code) = match (users, sessions) {
-        (true, true) => ("ready", StatusCode::OK),
-        (false, false) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+    let (status, code) = match (users, sessions, keys) {
+        (true, true, true) => ("ready", StatusCode::OK),
+        (false, false, _) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
         _ => ("degraded", StatusCode::OK),
     };
     let down: Vec<&str> = tessera_store::circuits()
@@ -415,7 +422,7 @@ pub(crate) async fn readyz<S: Stores>(State(state): State<AppState<S>>) -> Respo
         .collect();
     let body = Json(json!({
         "status": status,
-        "checks": { "users": users, "sessions": sessions },
+        "checks": { "users": users, "sessions": sessions, "signing_keys": keys },
         "stores_down": down,
     }));
     no_store((code, body).into_response())

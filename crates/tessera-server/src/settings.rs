@@ -195,7 +195,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "tokens.algorithm",
         Text,
-        "of new keys: EdDSA, ES256, RS256 or HS256",
+        "of new keys: EdDSA, ES256, RS256, PS256 or HS256",
     ),
     s("tokens.access_ttl", Text, "lifetime of access tokens"),
     sample(
@@ -328,7 +328,8 @@ pub fn help(tables: &[&'static [Setting]]) -> String {
     out.push_str(
         "The master key that seals signing keys: TESSERA_MASTER_KEY (base64url, 32 bytes) or\n\
          DATA_DIR/master.key (created owner-only on first start). DATA_DIR is kept 0700 and the SQLite\n\
-         database 0600 (tightened at start if they were open to others).\n\
+         database 0600 (tightened at start if they were open to others). With keys.backend = pkcs11,\n\
+         the token's user PIN: TESSERA_KEYS_PKCS11_PIN or the file keys.pkcs11_pin_file.\n\
          Durations are strings: \"250ms\", \"90s\", \"15m\", \"12h\", \"7d\".",
     );
     out
@@ -406,7 +407,8 @@ pub fn example(tables: &[&'static [Setting]], defaults: &toml::Table) -> String 
         out.push_str(&format!("{line:<40} # {}: {}\n", env_name(s.key), s.note));
     }
     out.push_str(
-        "\n# The master key sealing signing keys: TESSERA_MASTER_KEY, or DATA_DIR/master.key (made on start).\n",
+        "\n# The master key sealing signing keys: TESSERA_MASTER_KEY, or DATA_DIR/master.key (made on start).\n\
+         # The PKCS#11 token's user PIN (keys.backend = \"pkcs11\"): TESSERA_KEYS_PKCS11_PIN or keys.pkcs11_pin_file, never here.\n",
     );
     out
 }
@@ -452,7 +454,10 @@ pub fn parse(
         }
         match by_env(tables, &name) {
             Some(setting) => set(&mut doc, setting.key, env_value(setting, &raw)?),
-            None if matches!(name.as_str(), "TESSERA_MASTER_KEY" | "TESSERA_CONFIG") => {}
+            None if matches!(
+                name.as_str(),
+                "TESSERA_MASTER_KEY" | "TESSERA_KEYS_PKCS11_PIN" | "TESSERA_CONFIG"
+            ) => {}
             None => return Err(bad(format!("unknown configuration variable {name}"))),
         }
     }

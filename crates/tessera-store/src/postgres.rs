@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "access tokens by family, denylist catch-up",
         include_str!("../migrations/shared/token_state.sql"),
     ),
+    (
+        5,
+        "signing keys held by an HSM",
+        include_str!("../migrations/shared/held_keys.sql"),
+    ),
 ];
 
 /// How long a statement may wait for a pooled connection, and a connection for the server:

@@ -56,7 +56,7 @@ macro_rules! select {
         )
     };
     (key, $rest:literal) => {
-        concat!("SELECT kid, alg, sealed, created_at, activates_at ", $rest)
+        concat!("SELECT kid, alg, sealed, public_jwk, created_at, activates_at ", $rest)
     };
     // Of `refresh_tokens t JOIN refresh_families f`.
     (refresh, $rest:literal) => {
@@ -104,6 +104,7 @@ pub(crate) fn stored_key(row: &impl Columns) -> Result<StoredKey, sqlx::Error> {
         kid: row.text("kid")?,
         alg: row.text("alg")?,
         sealed: row.bytes("sealed")?,
+        public_jwk: row.maybe_text("public_jwk")?,
         created_at: row.int("created_at")?,
         activates_at: row.int("activates_at")?,
     })

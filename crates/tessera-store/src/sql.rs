@@ -299,10 +299,11 @@ macro_rules! sql_store {
             }
 
             async fn add_signing_key(&self, key: &tessera_core::StoredKey) -> tessera_core::StoreResult<()> {
-                sqlx::query("INSERT INTO signing_keys (kid, alg, sealed, created_at, activates_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query("INSERT INTO signing_keys (kid, alg, sealed, public_jwk, created_at, activates_at) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(&key.kid)
                     .bind(&key.alg)
                     .bind(&key.sealed)
+                    .bind(&key.public_jwk)
                     .bind(key.created_at)
                     .bind(key.activates_at)
                     .execute(&self.pool)

@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "access tokens by family, denylist catch-up",
         include_str!("../migrations/shared/token_state.sql"),
     ),
+    (
+        8,
+        "signing keys held by an HSM",
+        include_str!("../migrations/shared/held_keys.sql"),
+    ),
 ];
 
 /// The SQLite store. Clones share the connection pool.

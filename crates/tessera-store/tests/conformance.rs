@@ -189,10 +189,21 @@ async fn keys<S: Stores>(s: S) {
         kid: kid.into(),
         alg: "EdDSA".into(),
         sealed: vec![1, 2, 3, 0, 255],
+        public_jwk: None,
         created_at: at,
         activates_at: at + 10,
     };
+    // A key held by an HSM: its public JWK, no private material.
+    let held = StoredKey {
+        sealed: Vec::new(),
+        public_jwk: Some(
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#
+                .into(),
+        ),
+        ..k("c", 300)
+    };
     s.keys().add_signing_key(&k("b", 200)).await.unwrap();
+    s.keys().add_signing_key(&held).await.unwrap();
     s.keys().add_signing_key(&k("a", 100)).await.unwrap();
     assert!(matches!(
         s.keys().add_signing_key(&k("a", 300)).await,
@@ -200,7 +211,7 @@ async fn keys<S: Stores>(s: S) {
     ));
     let mut got = s.keys().signing_keys().await.unwrap();
     got.sort_by_key(|k| k.activates_at);
-    assert_eq!(got, vec![k("a", 100), k("b", 200)]);
+    assert_eq!(got, vec![k("a", 100), k("b", 200), held]);
 }
 
 /// The live refresh families of one person with one client, oldest first: revoked, used-up,

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tessera_server::config::{ConfigError, Dur};
-use tessera_server::settings::{self, Kind::Text, Section, Setting};
+use tessera_server::settings::{
+    self,
+    Kind::{Number, Text},
+    Section, Setting,
+};
 
 /// The process's settings, in the order `--help` and the example file show them.
 pub(crate) const SETTINGS: &[Setting] = &[
@@ -49,6 +53,34 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Text,
         "while a store is down, one probe this often",
     ),
+    Setting::new(
+        "keys.backend",
+        Text,
+        "where signing keys are made and sign: store (sealed under the master key) or pkcs11 (an HSM)",
+    ),
+    Setting::sample(
+        "keys.pkcs11_module",
+        Text,
+        "\"/usr/lib/softhsm/libsofthsm2.so\"",
+        "the PKCS#11 library of the HSM, cloud KMS or SoftHSM2",
+    ),
+    Setting::sample(
+        "keys.pkcs11_token_label",
+        Text,
+        "\"tessera\"",
+        "the label of the token that holds the keys",
+    ),
+    Setting::sample(
+        "keys.pkcs11_pin_file",
+        Text,
+        "\"/run/secrets/hsm-pin\"",
+        "a file holding the token's user PIN, if TESSERA_KEYS_PKCS11_PIN is not set",
+    ),
+    Setting::new(
+        "keys.pkcs11_sessions",
+        Number,
+        "sessions to the token, so signatures at once (0: two per core)",
+    ),
 ];
 
 /// Every table of settings `tessera` reads: the process's, then the server's.
@@ -73,6 +105,8 @@ pub(crate) struct Config {
     pub log_format: String,
     /// Calls to the stores: timeout and retry.
     pub stores: StoresConfig,
+    /// Where signing keys are made and sign.
+    pub keys: KeysConfig,
     /// The server's settings.
     #[serde(skip)]
     pub server: tessera_server::Config,
@@ -88,6 +122,7 @@ impl Default for Config {
             shutdown_grace: Dur(Duration::from_secs(30)),
             log_format: "text".into(),
             stores: StoresConfig::default(),
+            keys: KeysConfig::default(),
             server: tessera_server::Config::default(),
         }
     }
@@ -119,6 +154,35 @@ impl Default for StoresConfig {
     }
 }
 
+/// Where signing keys are made and sign: in the store, sealed under the master key, or in a
+/// PKCS#11 token (an HSM), which never lets them out. The PIN is never in the file:
+/// `TESSERA_KEYS_PKCS11_PIN`, or the file `pkcs11_pin_file`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KeysConfig {
+    /// `store` or `pkcs11`.
+    pub backend: KeyBackend,
+    /// The PKCS#11 library.
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the token holding the keys.
+    pub pkcs11_token_label: Option<String>,
+    /// A file holding the user PIN.
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// Sessions to the token (0: two per core).
+    pub pkcs11_sessions: usize,
+}
+
+/// Where signing keys live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KeyBackend {
+    /// In the store, sealed under the master key.
+    #[default]
+    Store,
+    /// In a PKCS#11 token.
+    Pkcs11,
+}
+
 impl Section for Config {
     const SETTINGS: &'static [Setting] = SETTINGS;
 
@@ -145,6 +209,13 @@ impl Section for Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format is `text` or `json`");
         }
+        if self.keys.backend == KeyBackend::Pkcs11
+            && (self.keys.pkcs11_module.is_none() || self.keys.pkcs11_token_label.is_none())
+        {
+            return bad(
+                "keys.backend = pkcs11 needs keys.pkcs11_module and keys.pkcs11_token_label",
+            );
+        }
         Ok(())
     }
 }
@@ -159,6 +230,17 @@ impl Config {
         let server = settings::take::<tessera_server::Config>(&mut doc)?;
         let config = settings::take::<Config>(&mut doc)?;
         settings::nothing_left(&doc)?;
+        if config.keys.backend == KeyBackend::Pkcs11
+            && tessera_jose::Algorithm::from_name(&server.tokens.algorithm)
+                .is_some_and(tessera_jose::Algorithm::is_symmetric)
+        {
+            return Err(ConfigError(format!(
+                "tokens.algorithm {} is a shared secret, which has no place in an HSM whose keys \
+                 are verified from the JWKS: with keys.backend = pkcs11 it is EdDSA, ES256, RS256 \
+                 or PS256",
+                server.tokens.algorithm
+            )));
+        }
         Ok(Config { server, ..config })
     }
 

@@ -79,11 +79,13 @@ impl super::store::AsyncStoreFn<()> for Managed {
     ) -> Result<(), Failure> {
         use tessera_jose::Clock as _;
         let now = tessera_jose::SystemClock.now();
-        let default_alg = Algorithm::from_name(&config.tokens.algorithm)
-            .ok_or_else(|| Failure::usage("tokens.algorithm is EdDSA, ES256, RS256 or HS256"))?;
+        let default_alg = Algorithm::from_name(&config.tokens.algorithm).ok_or_else(|| {
+            Failure::usage("tokens.algorithm is EdDSA, ES256, RS256, PS256 or HS256")
+        })?;
         let retain = config.tokens.access_ttl.secs() + tessera_server::LEEWAY;
         let master = super::store::master_key(config)?;
-        let keys = tessera_core::KeyManager::start(store, master, default_alg, now, retain)
+        let vault = super::store::vault(config)?;
+        let keys = tessera_core::KeyManager::start(store, master, vault, default_alg, now, retain)
             .await
             .map_err(|e| Failure::refused(e.to_string()))?;
         let fail = |e: tessera_core::KeyError| Failure::refused(e.to_string());
@@ -100,9 +102,10 @@ impl super::store::AsyncStoreFn<()> for Managed {
                     for k in &states {
                         let state = serde_json::to_value(k.state).unwrap_or_default();
                         text.push_str(&format!(
-                            "{}\t{}\t{}\tsigns from {}\n",
+                            "{}\t{}\t{}\t{}\tsigns from {}\n",
                             k.kid,
                             k.alg,
+                            k.backend,
                             state.as_str().unwrap_or(""),
                             crate::humantime::utc(k.activates_at)
                         ));

@@ -374,14 +374,62 @@ pub(crate) fn master_key(config: &Config) -> Result<MasterKey, Failure> {
     }
 }
 
+/// The HSM new signing keys are made and sign in, with `keys.backend = "pkcs11"`: the module
+/// loaded, the token found by its label and logged in with the PIN of
+/// `TESSERA_KEYS_PKCS11_PIN` or `keys.pkcs11_pin_file`. A wrong PIN, a module that does not load
+/// or a token that is not there fails the start (exit 2), in one sentence that holds no PIN.
+pub(crate) fn vault(config: &Config) -> Result<Option<Arc<dyn tessera_core::KeyVault>>, Failure> {
+    use crate::config::KeyBackend;
+    let k = &config.keys;
+    if k.backend == KeyBackend::Store {
+        return Ok(None);
+    }
+    let (Some(module), Some(label)) = (&k.pkcs11_module, &k.pkcs11_token_label) else {
+        return Err(Failure::usage(
+            "keys.backend = pkcs11 needs keys.pkcs11_module and keys.pkcs11_token_label",
+        ));
+    };
+    let pin = match (std::env::var("TESSERA_KEYS_PKCS11_PIN"), &k.pkcs11_pin_file) {
+        (Ok(pin), _) => zeroize::Zeroizing::new(pin),
+        (Err(_), Some(file)) => {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read keys.pkcs11_pin_file {}: {e}",
+                    file.display()
+                ))
+            })?);
+            zeroize::Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())
+        }
+        (Err(_), None) => {
+            return Err(Failure::usage(
+                "keys.backend = pkcs11 needs the token's PIN: TESSERA_KEYS_PKCS11_PIN or keys.pkcs11_pin_file",
+            ));
+        }
+    };
+    let sessions = match k.pkcs11_sessions {
+        0 => 2 * std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let vault = tessera_pkcs11::Pkcs11Vault::open(tessera_pkcs11::Pkcs11Settings {
+        module: module.clone(),
+        token_label: label.clone(),
+        pin,
+        sessions,
+    })
+    .map_err(|e| Failure::usage(format!("keys.backend = pkcs11: {e}")))?;
+    tracing::info!(module = %module.display(), token = %tessera_core::logsafe::Untrusted(label), sessions, "signing keys in a PKCS#11 token");
+    Ok(Some(Arc::new(vault)))
+}
+
 /// The domain service over the store, on the system clock: what the CLI's commands need, with
 /// nothing of HTTP.
 pub(crate) async fn service<S: Stores + Clone>(
     config: &Config,
     store: S,
 ) -> Result<tessera_core::Service<S>, Failure> {
-    let settings =
+    let mut settings =
         tessera_server::service_settings(config).map_err(|e| Failure::usage(e.to_string()))?;
+    settings.vault = vault(config)?;
     let master = master_key(config)?;
     tessera_core::Service::start(store, settings, Arc::new(tessera_jose::SystemClock), master)
         .await
@@ -394,7 +442,14 @@ pub(crate) async fn state<S: Stores + Clone>(
     store: S,
 ) -> Result<AppState<S>, Failure> {
     let master = master_key(config)?;
-    tessera_server::build(config, store, Arc::new(tessera_jose::SystemClock), master)
-        .await
-        .map_err(|e| Failure::usage(e.to_string()))
+    let vault = vault(config)?;
+    tessera_server::build_with(
+        config,
+        store,
+        Arc::new(tessera_jose::SystemClock),
+        master,
+        vault,
+    )
+    .await
+    .map_err(|e| Failure::usage(e.to_string()))
 }

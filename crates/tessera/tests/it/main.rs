@@ -19,5 +19,6 @@ mod cli;
 mod cluster;
 mod faults;
 mod features;
+mod hsm;
 mod openapi;
 mod server;
