@@ -53,8 +53,9 @@ pub trait KeyVault: Send + Sync + fmt::Debug + 'static {
     fn sign(&self, kid: &str, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, KeyError>;
     /// Destroys the key `kid`; nothing happens if it is not there.
     fn destroy(&self, kid: &str) -> Result<(), KeyError>;
-    /// Whether the vault answers now (one cheap call, reconnecting if it was lost).
-    fn check(&self) -> Result<(), KeyError>;
+    /// Whether the vault answers now (one cheap call, reconnecting if it was lost) and, given
+    /// a kid, holds that key.
+    fn check(&self, kid: Option<&str>) -> Result<(), KeyError>;
 }
 
 /// A vault and the permits that keep its calls within its sessions: a caller beyond them waits
@@ -66,25 +67,38 @@ struct Vault {
 }
 
 impl Vault {
+    /// Destroys `kid` in the vault, best effort: a key made there that the store will not hold
+    /// would never be found, nor retired.
+    async fn forget(&self, kid: &str) {
+        let k = kid.to_owned();
+        if let Err(e) = self.call(move |v| v.destroy(&k)).await {
+            tracing::warn!(kid = %kid, error = %e, "a new key the store does not hold could not be removed from the vault");
+        }
+    }
+
     fn new(vault: Arc<dyn KeyVault>) -> Vault {
         let permits = Arc::new(tokio::sync::Semaphore::new(vault.concurrency().max(1)));
         Vault { vault, permits }
     }
 
-    /// Runs `f` on the vault off the runtime.
+    /// Runs `f` on the vault off the runtime. The permit goes with the blocking call, not with
+    /// the caller: a request that gives up (a timeout, a client gone) leaves its permit taken
+    /// until the device has answered, so a hung device holds at most `concurrency` threads.
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn KeyVault) -> Result<T, KeyError> + Send + 'static,
     ) -> Result<T, KeyError> {
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| KeyError::Vault("closed".into()))?;
         let vault = Arc::clone(&self.vault);
-        tokio::task::spawn_blocking(move || f(vault.as_ref()))
-            .await
-            .map_err(|_| KeyError::Vault("the signing thread failed".into()))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(vault.as_ref())
+        })
+        .await
+        .map_err(|_| KeyError::Vault("the signing thread failed".into()))?
     }
 }
 
@@ -318,8 +332,28 @@ async fn new_held_key(
         )));
     }
     let jwk = vault.call(move |v| v.generate(alg)).await?;
+    let kid = jwk.kid.clone().unwrap_or_default();
+    match checked_held_key(vault, &jwk, alg).await {
+        Ok(json) => Ok(StoredKey {
+            kid,
+            alg: alg.name().to_owned(),
+            sealed: Vec::new(),
+            public_jwk: Some(json),
+            created_at: now,
+            activates_at,
+        }),
+        Err(e) => {
+            vault.forget(&kid).await;
+            Err(e)
+        }
+    }
+}
+
+/// The public JWK (as the store keeps it) of a key just made in `vault`, once a probe it
+/// signed has verified.
+async fn checked_held_key(vault: &Vault, jwk: &Jwk, alg: Algorithm) -> Result<String, KeyError> {
     let public =
-        VerifyingKey::from_jwk(&jwk, Some(alg)).map_err(|e| KeyError::Key(e.to_string()))?;
+        VerifyingKey::from_jwk(jwk, Some(alg)).map_err(|e| KeyError::Key(e.to_string()))?;
     let kid = public.kid().to_owned();
     const PROBE: &[u8] = b"tessera: a new key signs";
     let probe_kid = kid.clone();
@@ -329,16 +363,8 @@ async fn new_held_key(
             "the new key {kid} signs what its public key does not verify"
         ))
     })?;
-    let json = serde_json::to_string(public.public_jwk().unwrap_or(&jwk))
-        .map_err(|e| KeyError::Key(e.to_string()))?;
-    Ok(StoredKey {
-        kid,
-        alg: alg.name().to_owned(),
-        sealed: Vec::new(),
-        public_jwk: Some(json),
-        created_at: now,
-        activates_at,
-    })
+    serde_json::to_string(public.public_jwk().unwrap_or(jwk))
+        .map_err(|e| KeyError::Key(e.to_string()))
 }
 
 /// Where a key is in its life.
@@ -570,6 +596,13 @@ mod tests {
     }
 }
 
+/// The readiness check of a vault in flight (since when), and the last answer.
+#[derive(Debug)]
+struct VaultCheck {
+    started: std::sync::Mutex<Option<std::time::Instant>>,
+    last: std::sync::atomic::AtomicBool,
+}
+
 /// Keeps the current [`KeyRing`] of a server: built at start, rebuilt when the stored keys
 /// change (a rotation by the CLI or another instance) or when a key changes state.
 #[derive(Debug)]
@@ -580,6 +613,8 @@ pub struct KeyManager<S> {
     vault: Option<Vault>,
     /// The held keys destroyed in the vault after they expired.
     destroyed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The vault's readiness checks.
+    check: Arc<VaultCheck>,
     retain: i64,
     ring: std::sync::RwLock<Arc<KeyRing>>,
     /// The kids and activation times the ring was built from.
@@ -611,11 +646,18 @@ impl<S: Stores> KeyManager<S> {
                 Some(v) => new_held_key(v, alg, now, now).await?,
                 None => new_key(&master, alg, now, now)?,
             };
+            // Instances starting together may each make one: all are stored (their kids
+            // differ), the one sorting last by kid signs, the others retire as any superseded
+            // key does (and, held by a vault, are destroyed there then).
             match store.keys().add_signing_key(&key).await {
                 Ok(()) => store.announce(vec![Change::Keys]).await,
-                // Another instance made one at the same moment: use theirs.
                 Err(crate::StoreError::Conflict) => {}
-                Err(e) => return Err(KeyError::Key(e.to_string())),
+                Err(e) => {
+                    if let Some(v) = &vault {
+                        v.forget(&key.kid).await;
+                    }
+                    return Err(KeyError::Key(e.to_string()));
+                }
             }
             tracing::info!(target: "audit", event = "key_created", kid = %key.kid, alg = %key.alg);
         }
@@ -624,6 +666,10 @@ impl<S: Stores> KeyManager<S> {
             master,
             vault,
             destroyed: std::sync::Mutex::new(std::collections::HashSet::new()),
+            check: Arc::new(VaultCheck {
+                started: std::sync::Mutex::new(None),
+                last: std::sync::atomic::AtomicBool::new(true),
+            }),
             retain,
             ring: std::sync::RwLock::new(Arc::new(KeyRing {
                 signer: None,
@@ -635,6 +681,14 @@ impl<S: Stores> KeyManager<S> {
             generation: std::sync::atomic::AtomicU64::new(0),
         };
         manager.refresh(now).await?;
+        // The key that signs must be in the vault that signs with it: a wrong token label or
+        // an HSM partition without the key fails the start rather than every issuance.
+        if let (Some(v), Some(TokenSigner::Held { kid, .. })) =
+            (&manager.vault, &manager.ring().signer)
+        {
+            let kid = kid.clone();
+            v.call(move |v| v.check(Some(&kid))).await?;
+        }
         Ok(manager)
     }
 
@@ -662,6 +716,9 @@ impl<S: Stores> KeyManager<S> {
             .collect();
         ids.sort();
         let due = self.ring().next_change.is_some_and(|t| t <= now);
+        // Every reload, not only when the ring changes: a destruction that failed (the vault
+        // was down) is tried again at the next.
+        self.destroy_expired(&stored, now).await;
         {
             let built = self.built_from.lock().unwrap_or_else(|e| e.into_inner());
             if *built == ids && !due {
@@ -674,13 +731,14 @@ impl<S: Stores> KeyManager<S> {
         *self.built_from.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.destroy_expired(&stored, now).await;
         Ok(true)
     }
 
     /// Destroys in the vault the held keys no token they signed can outlive (they left the
     /// JWKS). Every instance tries; destroying a key that is gone does nothing. A failure is
-    /// logged and tried again at the next rebuild.
+    /// logged and tried again at the next reload. Each instance remembers what it destroyed, so
+    /// a reload asks the vault nothing when nothing expired (after a restart, one search per
+    /// expired held key).
     async fn destroy_expired(&self, stored: &[StoredKey], now: i64) {
         let Some(vault) = &self.vault else { return };
         for info in key_states(stored, now, self.retain) {
@@ -719,12 +777,36 @@ impl<S: Stores> KeyManager<S> {
         self.vault.as_ref().map(|v| v.vault.backend())
     }
 
-    /// Whether the key vault answers (true without one). Runs off the runtime.
+    /// Whether the key vault answers and holds the key that signs (true without a vault). Off
+    /// the runtime, and outside the signing permits (so a busy vault is not called down); one
+    /// check at a time: a caller that finds one running gets the last answer.
+    /// A check that has not answered within a second says the vault is not ready.
     pub async fn vault_ready(&self) -> bool {
-        match &self.vault {
-            None => true,
-            Some(v) => v.call(|v| v.check()).await.is_ok(),
+        use std::sync::atomic::Ordering;
+        let Some(v) = &self.vault else { return true };
+        {
+            let mut started = self.check.started.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = *started {
+                return t.elapsed() < std::time::Duration::from_secs(1)
+                    && self.check.last.load(Ordering::SeqCst);
+            }
+            *started = Some(std::time::Instant::now());
         }
+        let kid = match &self.ring().signer {
+            Some(TokenSigner::Held { kid, .. }) => Some(kid.clone()),
+            _ => None,
+        };
+        let vault = Arc::clone(&v.vault);
+        let check = Arc::clone(&self.check);
+        // The blocking half records the answer, so a caller that stops waiting loses nothing.
+        tokio::task::spawn_blocking(move || {
+            let ok = vault.check(kid.as_deref()).is_ok();
+            check.last.store(ok, Ordering::SeqCst);
+            *check.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            ok
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Adds a new `alg` key that signs from `now + delay` (published at once). Keys are ordered
@@ -757,11 +839,12 @@ impl<S: Stores> KeyManager<S> {
             Some(v) => new_held_key(v, alg, now, activates_at).await?,
             None => new_key(&self.master, alg, now, activates_at)?,
         };
-        self.store
-            .keys()
-            .add_signing_key(&key)
-            .await
-            .map_err(|e| KeyError::Key(e.to_string()))?;
+        if let Err(e) = self.store.keys().add_signing_key(&key).await {
+            if let Some(v) = &self.vault {
+                v.forget(&key.kid).await;
+            }
+            return Err(KeyError::Key(e.to_string()));
+        }
         self.store.announce(vec![Change::Keys]).await;
         tracing::info!(target: "audit", event = "key_rotated", kid = %key.kid, alg = %key.alg, activates_at = key.activates_at);
         self.refresh(now).await?;

@@ -7,10 +7,13 @@
 //! async runtime, at most [`KeyVault::concurrency`] at once, each on a session of the pool. The
 //! token is logged in once per connection. A call that fails at the token marks the connection
 //! lost: the next call (at most one a second) finalizes the module, initializes it again and
-//! logs in, so a token that comes back is used again without a restart.
+//! logs in, so a token that comes back is used again without a restart. A PIN the token refuses
+//! then is never tried again (tokens lock, some wipe, after a few wrong PINs): the process needs
+//! a restart with the right one.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -63,6 +66,8 @@ impl fmt::Debug for Pkcs11Settings {
 pub enum OpenError {
     /// The PIN was refused.
     Pin,
+    /// The token's PIN is locked (too many wrong ones).
+    PinLocked,
     /// Anything else: the module, the token, the login.
     Other(String),
 }
@@ -71,6 +76,7 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::Pin => f.write_str("the PKCS#11 token refused the PIN"),
+            OpenError::PinLocked => f.write_str("the PKCS#11 token's PIN is locked"),
             OpenError::Other(s) => f.write_str(s),
         }
     }
@@ -100,6 +106,8 @@ struct State {
     lost: Option<Weak<Conn>>,
     last_attempt: Option<Instant>,
     last_error: String,
+    /// The token refused the PIN on a reconnection: it is not offered again.
+    pin_refused: bool,
 }
 
 /// One initialization of the module, logged in to the token.
@@ -177,9 +185,7 @@ impl Conn {
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid, _)) => {
                 return Err(OpenError::Pin);
             }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                return Err(OpenError::Other("the PKCS#11 token's PIN is locked".into()));
-            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(OpenError::PinLocked),
             Err(e) => return Err(other("logging in to the PKCS#11 token", e)),
         }
         *lock(&conn.anchor) = Some(anchor);
@@ -287,6 +293,13 @@ impl Pkcs11Vault {
             st.lost = Some(Arc::downgrade(c));
             st.conn = None;
         }
+        if st.pin_refused {
+            return Err(KeyError::Vault(
+                "the PKCS#11 token refused the PIN when tessera logged in again: it is not \
+                 offered again (a token locks after a few wrong PINs); restart with the right one"
+                    .into(),
+            ));
+        }
         if st.lost.as_ref().is_some_and(|w| w.strong_count() > 0) {
             return Err(KeyError::Vault(
                 "the lost PKCS#11 connection is still closing".into(),
@@ -303,6 +316,14 @@ impl Pkcs11Vault {
                 st.lost = None;
                 tracing::info!("the PKCS#11 token answers again: logged in");
                 Ok(c)
+            }
+            Err(OpenError::Pin | OpenError::PinLocked) => {
+                st.pin_refused = true;
+                tracing::error!(
+                    "the PKCS#11 token refused the PIN when tessera logged in again: no more \
+                     attempts; no token is issued until tessera restarts with the right PIN"
+                );
+                Err(KeyError::Vault("the PKCS#11 token refused the PIN".into()))
             }
             Err(e) => {
                 st.last_error = format!("the PKCS#11 token is unavailable: {e}");
@@ -363,6 +384,34 @@ impl Pkcs11Vault {
             |s| s.generate_key_pair(&mechanism, &public, &private),
             "generating a key pair",
         )?;
+        let named = Self::name_new_pair(conn, alg, pub_handle, priv_handle);
+        let (mut jwk, kid) = match named {
+            Ok(named) => named,
+            Err(e) => {
+                // A pair that is not named would never be found, nor destroyed: remove it now.
+                for object in [pub_handle, priv_handle] {
+                    let _ = conn.with_session(|s| s.destroy_object(object), "removing a new key");
+                }
+                return Err(e);
+            }
+        };
+        lock(&conn.handles).insert(kid.clone(), priv_handle);
+        jwk.kid = Some(kid);
+        jwk.alg = Some(alg.name().into());
+        jwk.use_ = Some("sig".into());
+        Ok(jwk)
+    }
+}
+
+impl Pkcs11Vault {
+    /// Reads the public key of a new pair and names both halves by its kid (the RFC 7638
+    /// thumbprint): the public JWK (without `kid`) and the kid.
+    fn name_new_pair(
+        conn: &Conn,
+        alg: Algorithm,
+        pub_handle: ObjectHandle,
+        priv_handle: ObjectHandle,
+    ) -> Result<(Jwk, String), KeyError> {
         let wanted = match alg {
             Algorithm::EdDSA | Algorithm::ES256 => vec![AttributeType::EcPoint],
             _ => vec![AttributeType::Modulus, AttributeType::PublicExponent],
@@ -371,7 +420,7 @@ impl Pkcs11Vault {
             |s| s.get_attributes(pub_handle, &wanted),
             "reading a public key",
         )?;
-        let mut jwk = public_jwk(alg, &attrs)?;
+        let jwk = public_jwk(alg, &attrs)?;
         let kid = jwk.thumbprint().map_err(|e| KeyError::Key(e.to_string()))?;
         let named = [
             Attribute::Id(kid.as_bytes().to_vec()),
@@ -384,11 +433,7 @@ impl Pkcs11Vault {
             },
             "naming a new key",
         )?;
-        lock(&conn.handles).insert(kid.clone(), priv_handle);
-        jwk.kid = Some(kid);
-        jwk.alg = Some(alg.name().into());
-        jwk.use_ = Some("sig".into());
-        Ok(jwk)
+        Ok((jwk, kid))
     }
 }
 
@@ -451,39 +496,52 @@ fn public_jwk(alg: Algorithm, attrs: &[Attribute]) -> Result<Jwk, KeyError> {
     })
 }
 
-/// An ECDSA signature as JOSE wants it (r ‖ s, 32 bytes each): PKCS#11 gives that; a DER
-/// `SEQUENCE { INTEGER r, INTEGER s }` (some bridges) is converted.
+/// An ECDSA signature as JOSE wants it (r ‖ s, 32 bytes each). PKCS#11 gives that; a DER
+/// `SEQUENCE { INTEGER r, INTEGER s }` (some bridges give it) is converted. A signature that
+/// parses as strict DER is taken as DER even at 64 bytes (short r and s): a raw one parses so
+/// with odds below 2^-40.
 fn ecdsa_jose(sig: Vec<u8>) -> Result<Vec<u8>, KeyError> {
-    if sig.len() == 64 {
-        return Ok(sig);
+    match ecdsa_der(&sig) {
+        Some(raw) => Ok(raw),
+        None if sig.len() == 64 => Ok(sig),
+        None => Err(KeyError::Vault(
+            "the token gave a malformed ECDSA signature".into(),
+        )),
     }
-    let bad = || KeyError::Vault("the token gave a malformed ECDSA signature".into());
-    let body = match sig.as_slice() {
+}
+
+/// r ‖ s from a strict DER ECDSA signature: minimal, positive integers of at most 256 bits.
+fn ecdsa_der(sig: &[u8]) -> Option<Vec<u8>> {
+    let body = match sig {
         [0x30, len, body @ ..] if usize::from(*len) == body.len() => body,
-        _ => return Err(bad()),
+        _ => return None,
     };
     let mut out = Vec::with_capacity(64);
     let mut rest = body;
     for _ in 0..2 {
         let (int, tail) = match rest {
-            [0x02, len, tail @ ..] if usize::from(*len) <= tail.len() => {
+            [0x02, len, tail @ ..] if usize::from(*len) <= tail.len() && *len > 0 => {
                 tail.split_at(usize::from(*len))
             }
-            _ => return Err(bad()),
+            _ => return None,
         };
-        let start = int.iter().position(|&b| b != 0).unwrap_or(int.len());
-        let int = &int[start..];
+        let minimal = match int {
+            [0x00, next, ..] => *next >= 0x80,
+            [first, ..] => *first < 0x80,
+            [] => false,
+        };
+        if !minimal {
+            return None;
+        }
+        let int = int.strip_prefix(&[0]).unwrap_or(int);
         if int.len() > 32 {
-            return Err(bad());
+            return None;
         }
         out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
         out.extend_from_slice(int);
         rest = tail;
     }
-    if !rest.is_empty() {
-        return Err(bad());
-    }
-    Ok(out)
+    rest.is_empty().then_some(out)
 }
 
 impl KeyVault for Pkcs11Vault {
@@ -536,21 +594,44 @@ impl KeyVault for Pkcs11Vault {
 
     fn destroy(&self, kid: &str) -> Result<(), KeyError> {
         let conn = self.conn()?;
+        lock(&conn.handles).remove(kid);
         let template = [Attribute::Id(kid.as_bytes().to_vec())];
         let found = conn.with_session(|s| s.find_objects(&template), "finding a key")?;
         for object in found {
-            conn.with_session(|s| s.destroy_object(object), "destroying a key")?;
+            // Another instance destroying the same key at the same moment is no outage.
+            conn.with_session(
+                |s| match s.destroy_object(object) {
+                    Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(()),
+                    other => other,
+                },
+                "destroying a key",
+            )?;
         }
-        lock(&conn.handles).remove(kid);
         Ok(())
     }
 
-    fn check(&self) -> Result<(), KeyError> {
+    fn check(&self, kid: Option<&str>) -> Result<(), KeyError> {
         let conn = self.conn()?;
-        // One read of the token's objects: answered by the token, not by the library's memory.
-        let template = [Attribute::Class(ObjectClass::PRIVATE_KEY)];
-        conn.with_session(|s| s.find_objects(&template), "reading the token")
-            .map(|_| ())
+        // One search in the token, answered by the token and not by the library's memory: with
+        // a kid, for that private key, which must be there.
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        if let Some(kid) = kid {
+            template.push(Attribute::Id(kid.as_bytes().to_vec()));
+        }
+        let found = conn.with_session(
+            |s| {
+                let mut objects = s.iter_objects_with_cache_size(&template, NonZeroUsize::MIN)?;
+                objects.next().transpose()
+            },
+            "reading the token",
+        )?;
+        match (kid, found) {
+            (Some(kid), None) => Err(KeyError::Key(format!(
+                "the PKCS#11 token {:?} holds no private key {kid}",
+                self.settings.token_label
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -579,6 +660,38 @@ mod tests {
         ] {
             assert!(ecdsa_jose(bad).is_err());
         }
+        // A DER signature of exactly 64 bytes (r and s of 29 bytes) is converted, not taken
+        // for r ‖ s.
+        let mut der = vec![0x30, 62, 0x02, 29];
+        der.extend([0x11; 29]);
+        der.extend([0x02, 29]);
+        der.extend([0x22; 29]);
+        assert_eq!(der.len(), 64);
+        let jose = ecdsa_jose(der).unwrap();
+        assert_eq!(&jose[..3], &[0, 0, 0]);
+        assert_eq!(&jose[3..32], &[0x11; 29]);
+        assert_eq!(&jose[35..], &[0x22; 29]);
+        // Not minimal, or negative: not DER, and not 64 bytes either.
+        assert!(ecdsa_jose(vec![0x30, 7, 0x02, 2, 0x00, 0x01, 0x02, 1, 0x01]).is_err());
+        assert!(ecdsa_jose(vec![0x30, 6, 0x02, 1, 0x80, 0x02, 1, 0x01]).is_err());
+    }
+
+    #[test]
+    fn p256_points_from_attributes() {
+        let coords: Vec<u8> = (0..64).collect();
+        let mut xy = vec![0x04];
+        xy.extend(&coords);
+        let mut der = vec![0x04, 65];
+        der.extend(&xy);
+        for point in [der, xy] {
+            let jwk = public_jwk(Algorithm::ES256, &[Attribute::EcPoint(point)]).unwrap();
+            assert_eq!(jwk.crv.as_deref(), Some("P-256"));
+            assert_eq!(jwk.x.as_deref(), Some(b64::encode(&coords[..32]).as_str()));
+            assert_eq!(jwk.y.as_deref(), Some(b64::encode(&coords[32..]).as_str()));
+        }
+        // Compressed, or the wrong length.
+        assert!(public_jwk(Algorithm::ES256, &[Attribute::EcPoint(vec![0x02; 33])]).is_err());
+        assert!(public_jwk(Algorithm::ES256, &[Attribute::EcPoint(vec![0x04; 64])]).is_err());
     }
 
     #[test]
