@@ -9,7 +9,8 @@
 #   RUNS=1 DURATION=3s ALGS=EdDSA scripts/bench-hsm.sh     # a smoke test
 #
 # Target (issue: keys in an HSM): EdDSA client credentials with the key in SoftHSM2 at least
-# 0.5 x the rate with the key in the store.
+# 0.5 x the rate with the key in the store. Last, the floor: the token's own signature rate on
+# the server's core, one thread, no HTTP (crates/tessera-pkcs11/benches/sign_rate.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -115,5 +116,16 @@ for alg in $ALGS; do
 print(f'| $alg | {n} | {s:,.0f} | {h:,.0f} | {h / s:.2f} |')" "$1" "$2" "$3"
   done
 done
+echo
+echo "The floor: signatures per second on CPU $SERVER_CPU, one thread, no HTTP:"
+mkdir -p "$WORK/floor/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+  "$WORK/floor/tokens" >"$WORK/floor/softhsm2.conf"
+SOFTHSM2_CONF=$WORK/floor/softhsm2.conf softhsm2-util --init-token --free --label floor \
+  --so-pin 0000 --pin 1234 >/dev/null
+cargo bench -q -p tessera-pkcs11 --bench sign_rate --no-run 2>/dev/null
+SOFTHSM2_CONF=$WORK/floor/softhsm2.conf TESSERA_BENCH_PKCS11_MODULE=$MODULE \
+  TESSERA_BENCH_PKCS11_LABEL=floor TESSERA_BENCH_PKCS11_PIN=1234 ALGS="$ALGS" \
+  taskset -c "$SERVER_CPU" cargo bench -q -p tessera-pkcs11 --bench sign_rate 2>/dev/null | grep '^|'
 echo
 echo "target: EdDSA cc with keys in SoftHSM2 >= 0.5 x in the store ($RUNS x $DURATION per row, server on CPU $SERVER_CPU, wrk -t1 -c32 on CPU $LOAD_CPU)"
