@@ -5,7 +5,7 @@
 #   scripts/bench-server.sh               # 3 runs x 10 s per scenario, medians
 #   QUICK=1 scripts/bench-server.sh       # 1 run x 3 s, a smoke test
 #
-# Scenarios: /healthz (the floor); /auth/me with a session cookie on SQLite and on the memory
+# Scenarios: /healthz (the floor); the JWKS, and its 304 to If-None-Match; /auth/me with a session cookie on SQLite and on the memory
 # store; /auth/me with a Bearer EdDSA JWT, hot and cold; /auth/me with the session in Redis (with
 # users in PostgreSQL) and in PostgreSQL alone, each cached and with the cache off; /healthz and
 # the Redis rows again at a fixed 80 % of their maximum, and lower (examples/paced.rs, p99); three
@@ -209,6 +209,11 @@ echo "| scenario | rps (median of $REPS) | p50 ms | p99 ms | errors+non-2xx |"
 echo "|---|---|---|---|---|"
 run "healthz (floor)" http://127.0.0.1:18181/healthz
 paced "healthz" http://127.0.0.1:18181/healthz "" "$(last_rate)"
+run "jwks" http://127.0.0.1:18181/.well-known/jwks.json
+JWKS_ETAG=$(curl -sfI http://127.0.0.1:18181/.well-known/jwks.json |
+  awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+run "jwks, If-None-Match: its ETag (304; counted as non-2xx)" \
+  http://127.0.0.1:18181/.well-known/jwks.json "If-None-Match: $JWKS_ETAG"
 run "me, session cookie, SQLite" http://127.0.0.1:18181/auth/me "$SQLITE_COOKIE"
 
 # Bearer access JWTs (EdDSA). Hot: one token re-sent, as a client does for its 15 minutes.
@@ -355,6 +360,7 @@ hot, cold = rate("me, Bearer EdDSA JWT, hot"), rate("me, Bearer EdDSA JWT, cold"
 print()
 print(f"JWT cold / min(healthz, 1/verify = {verify:.0f}/s) = {cold / min(healthz, verify):.2f} (target >= 0.7)")
 print(f"JWT hot / healthz = {hot / healthz:.2f} (target >= 0.6)")
+print(f"JWKS / healthz = {rate('jwks') / healthz:.2f} (target >= 0.95), 304 / healthz = {rate('jwks, If-None-Match') / healthz:.2f}")
 redis = rate("me, session cookie, Redis (+PostgreSQL), cached")
 direct = rate("me, session cookie, Redis, cache off")
 print(f"session in Redis / healthz = {redis / healthz:.2f} cached, {direct / healthz:.2f} cache off (target >= 0.5)")

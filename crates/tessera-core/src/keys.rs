@@ -444,6 +444,12 @@ pub fn key_states(keys: &[StoredKey], now: i64, retain: i64) -> Vec<KeyInfo> {
         .collect()
 }
 
+/// The entity tag of a JWKS document: the first 128 bits of its SHA-256, base64url, quoted.
+fn jwks_etag(jwks: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwks.as_bytes());
+    format!("\"{}\"", b64::encode(&digest.as_ref()[..16]))
+}
+
 /// What the server signs and verifies with at a moment: built from the stored keys.
 #[derive(Debug)]
 pub struct KeyRing {
@@ -453,6 +459,9 @@ pub struct KeyRing {
     pub keys: KeySet,
     /// The JWKS document (public keys only), serialized once.
     pub jwks: Arc<str>,
+    /// Its strong entity tag (`"…"`: 128 bits of its SHA-256), the same on every instance that
+    /// publishes the same keys.
+    pub jwks_etag: Arc<str>,
     /// The earliest future time at which a key changes state (rebuild then).
     pub next_change: Option<i64>,
 }
@@ -544,6 +553,7 @@ impl KeyRing {
         Ok(KeyRing {
             signer,
             keys,
+            jwks_etag: jwks_etag(&jwks).into(),
             jwks: jwks.into(),
             next_change,
         })
@@ -590,7 +600,17 @@ mod tests {
         assert_eq!(ring.keys.keys().len(), 2);
         assert_eq!(ring.next_change, Some(160));
         assert!(ring.jwks.contains(&b.kid) && !ring.jwks.contains("\"d\""));
+        let etag = ring.jwks_etag.clone();
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() == 24,
+            "{etag}"
+        );
         let ring = KeyRing::build(&keys, &m, 2000, 1000).unwrap();
+        assert_ne!(ring.jwks_etag, etag, "another document, another tag");
+        assert_eq!(
+            KeyRing::build(&keys, &m, 2001, 1000).unwrap().jwks_etag,
+            ring.jwks_etag
+        );
         assert_eq!(ring.keys.keys().len(), 1);
         assert_eq!(ring.signer.as_ref().unwrap().kid(), b.kid);
     }
@@ -675,6 +695,7 @@ impl<S: Stores> KeyManager<S> {
                 signer: None,
                 keys: KeySet::default(),
                 jwks: "{\"keys\":[]}".into(),
+                jwks_etag: jwks_etag("{\"keys\":[]}").into(),
                 next_change: None,
             })),
             built_from: std::sync::Mutex::new(Vec::new()),

@@ -86,6 +86,8 @@ pub struct Settings {
     pub algorithm: tessera_jose::Algorithm,
     /// How long a rotated key is published before it signs, seconds.
     pub key_activation_delay: i64,
+    /// `Cache-Control` of the JWKS: cacheable for half the activation delay, at most an hour.
+    pub jwks_cache_control: HeaderValue,
     /// `X-Tessera-Instance` on every response, when configured.
     pub instance_name: Option<HeaderValue>,
     /// Signs the anti-forgery tokens of the HTML forms.
@@ -187,6 +189,7 @@ pub async fn build_with<S: Stores + Clone>(
             scope: config.tokens.scope.clone(),
             algorithm,
             key_activation_delay: config.tokens.key_activation_delay.secs(),
+            jwks_cache_control: jwks_cache_control(config.tokens.key_activation_delay.secs()),
             csrf,
             introspection_open_when_stale: config.tokens.introspection_stale_denylist == "open",
             scope_words: config.pages.scopes.clone(),
@@ -199,6 +202,18 @@ pub async fn build_with<S: Stores + Clone>(
         }),
         metrics: Arc::new(metrics::Metrics::default()),
     })
+}
+
+/// `Cache-Control` of the JWKS for a key activation delay of `delay` seconds: `public,
+/// max-age=` half of it (at most an hour), so that a cache renews it at least twice while a
+/// rotated key waits to sign; `no-cache` (renew every time, a 304 with the `ETag`) when keys
+/// sign at once.
+fn jwks_cache_control(delay: i64) -> HeaderValue {
+    match (delay / 2).min(3600) {
+        age if age > 0 => HeaderValue::from_str(&format!("public, max-age={age}"))
+            .unwrap_or(HeaderValue::from_static("no-cache")),
+        _ => HeaderValue::from_static("public, no-cache"),
+    }
 }
 
 /// The domain service's settings, from the configuration.

@@ -448,16 +448,49 @@ pub(crate) async fn metrics<S: Stores>(State(state): State<AppState<S>>) -> Resp
         .into_response()
 }
 
-pub(crate) async fn jwks<S: Stores>(State(state): State<AppState<S>>) -> Response {
+/// The JWK Set, with a strong `ETag` (the same on every instance publishing the same keys):
+/// `If-None-Match` with it answers 304 without the document. It may be cached for half the key
+/// activation delay (capped at an hour): a verifier that keeps it for as long as allowed has
+/// fetched it again, and learned a rotated key, before that key signs anything.
+pub(crate) async fn jwks<S: Stores>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+) -> Response {
     let ring = state.keys.ring();
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "public, max-age=60"),
-        ],
-        ring.jwks.to_string(),
-    )
-        .into_response()
+    let cache = state.settings.jwks_cache_control.clone();
+    let mut res = if headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .any(|v| none_match(v.as_bytes(), ring.jwks_etag.as_bytes()))
+    {
+        (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, cache)]).into_response()
+    } else {
+        (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::CACHE_CONTROL, cache),
+            ],
+            ring.jwks.to_string(),
+        )
+            .into_response()
+    };
+    // Base64url between quotes: always a valid header value.
+    if let Ok(etag) = HeaderValue::from_str(&ring.jwks_etag) {
+        res.headers_mut().insert(header::ETAG, etag);
+    }
+    res
+}
+
+/// Whether an `If-None-Match` value names `etag` (RFC 9110 §13.1.2: a list of entity tags or
+/// `*`, compared weakly, so `W/"x"` names `"x"`).
+fn none_match(value: &[u8], etag: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|tag| {
+        let tag = tag.trim_ascii();
+        tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag
+    })
 }
 
 /// RFC 8414 / OpenID discovery: exactly what this server offers.

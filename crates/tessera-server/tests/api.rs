@@ -1088,6 +1088,65 @@ async fn jwks_and_discovery_publish_public_keys_only() {
     }
 }
 
+/// The JWKS carries a strong `ETag`; `If-None-Match` naming it (alone, in a list, weak, or `*`)
+/// answers 304 with no body; another tag, 200. A rotation changes the document and its tag. It
+/// may be cached for half the activation delay (5 minutes by default: 150 s), and is never
+/// cached past a key's activation: with keys signing at once it is `no-cache`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_has_an_etag_and_a_lifetime_tied_to_the_key_schedule() {
+    let app = spawn(config()).await;
+    let res = app.get("/.well-known/jwks.json", HeaderMap::new()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(res.headers()["cache-control"], "public, max-age=150");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let body = res.text().await.unwrap();
+    let with = |value: &str| {
+        let mut h = HeaderMap::new();
+        h.insert("if-none-match", value.parse().unwrap());
+        h
+    };
+    for value in [
+        etag.clone(),
+        format!("\"other\", {etag}"),
+        format!("W/{etag}"),
+        "*".to_owned(),
+    ] {
+        let res = app.get("/.well-known/jwks.json", with(&value)).await;
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{value}");
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(res.headers()["cache-control"], "public, max-age=150");
+        assert!(res.bytes().await.unwrap().is_empty());
+    }
+    for value in ["\"other\"", "", "W/\"x\", \"y\""] {
+        let res = app.get("/.well-known/jwks.json", with(value)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{value:?}");
+        assert_eq!(res.text().await.unwrap(), body);
+    }
+    let t = app.clock_now();
+    app.state
+        .keys
+        .rotate(tessera_jose::Algorithm::EdDSA, t, 300)
+        .await
+        .unwrap();
+    let res = app.get("/.well-known/jwks.json", with(&etag)).await;
+    assert_eq!(res.status(), StatusCode::OK, "a new key, a new document");
+    assert_ne!(res.headers()["etag"].to_str().unwrap(), etag);
+    assert_ne!(res.text().await.unwrap(), body);
+
+    let mut c = config();
+    c.tokens.key_activation_delay = tessera_server::config::Dur(std::time::Duration::ZERO);
+    let now = spawn(c).await;
+    let res = now.get("/.well-known/jwks.json", HeaderMap::new()).await;
+    assert_eq!(res.headers()["cache-control"], "public, no-cache");
+    let mut c = config();
+    c.tokens.key_activation_delay =
+        tessera_server::config::Dur(std::time::Duration::from_secs(86_400));
+    let day = spawn(c).await;
+    let res = day.get("/.well-known/jwks.json", HeaderMap::new()).await;
+    assert_eq!(res.headers()["cache-control"], "public, max-age=3600");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_published_at_once_signs_after_its_delay_and_retires_late() {
     let app = spawn(config()).await;

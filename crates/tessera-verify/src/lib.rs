@@ -231,14 +231,7 @@ async fn get(
         .headers()
         .get(reqwest::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',').find_map(|d| {
-                d.trim()
-                    .strip_prefix("max-age=")
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
-        })
-        .map(Duration::from_secs);
+        .and_then(cache_lifetime);
     // Read chunk by chunk and stop at the cap: a huge answer is never held in memory whole.
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| fail(e.to_string()))? {
@@ -248,6 +241,25 @@ async fn get(
         body.extend_from_slice(&chunk);
     }
     Ok((body, max_age))
+}
+
+/// How long a `Cache-Control` value lets a response be used: its `max-age`, or nothing at all
+/// with `no-cache` or `no-store` (the caller's `min_cache` then applies); `None` if it says
+/// neither (the caller's `max_cache` applies).
+fn cache_lifetime(value: &str) -> Option<Duration> {
+    let mut age = None;
+    for d in value.split(',').map(str::trim) {
+        if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+        if let Some(n) = d
+            .strip_prefix("max-age=")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            age = Some(Duration::from_secs(n));
+        }
+    }
+    age
 }
 
 /// Whether `url` may be fetched: `https`, or plain `http` only to a loopback host, and no user
@@ -579,5 +591,22 @@ impl Verifier {
     /// How many times the JWKS was fetched (discovery included).
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_sets_the_lifetime() {
+        let s = Duration::from_secs;
+        assert_eq!(cache_lifetime("public, max-age=150"), Some(s(150)));
+        assert_eq!(cache_lifetime("max-age=60"), Some(s(60)));
+        assert_eq!(cache_lifetime("public, no-cache"), Some(s(0)));
+        assert_eq!(cache_lifetime("no-store"), Some(s(0)));
+        assert_eq!(cache_lifetime("max-age=60, No-Cache"), Some(s(0)));
+        assert_eq!(cache_lifetime("public"), None);
+        assert_eq!(cache_lifetime("max-age=soon"), None);
     }
 }

@@ -235,7 +235,8 @@ async fn keys_are_refreshed_when_their_max_age_runs_out() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // A long max-age (60 s from tessera itself) is honoured: no refresh within it.
+    // A long max-age (150 s from tessera itself: half its key activation delay) is honoured:
+    // no refresh within it.
     let direct = verifier(&live.url, &live.url).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     direct.verify(&token).await.unwrap();
