@@ -204,6 +204,29 @@ fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String, Password
     Ok(hash.to_string())
 }
 
+/// A PHC string with `params` that no password verifies against, made without paying for
+/// `params`: a hash of a random password under the cheapest Argon2id parameters, relabelled with
+/// `params`. Verifying against it runs Argon2id with `params` (they travel in the string), so an
+/// unknown username costs what a wrong password costs; the start no longer runs a full hash
+/// (tens of milliseconds and the parameters' memory) to make it.
+fn dummy_hash(params: HashParams) -> Result<String, PasswordError> {
+    let cheap = HashParams {
+        m_cost: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let mut random = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(random.as_mut()).map_err(|_| PasswordError::Internal)?;
+    let phc = hash_blocking(cheap, random.as_ref())?;
+    let salt_and_hash = phc
+        .strip_prefix("$argon2id$v=19$m=8,t=1,p=1$")
+        .ok_or(PasswordError::Internal)?;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${salt_and_hash}",
+        params.m_cost, params.t_cost, params.p_cost
+    ))
+}
+
 impl PasswordHasherPool {
     /// A pool hashing with `params`, at most `concurrency` (≥ 1) hashes at once and `queue`
     /// more waiting (past that, [`PasswordError::Busy`] at once), on threads of niceness `nice`
@@ -220,9 +243,7 @@ impl PasswordHasherPool {
         {
             return Err(PasswordError::Internal);
         }
-        let mut random = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(random.as_mut()).map_err(|_| PasswordError::Internal)?;
-        let dummy = hash_blocking(params, random.as_ref())?;
+        let dummy = dummy_hash(params)?;
         let concurrency = concurrency.max(1);
         Ok(PasswordHasherPool {
             params,
@@ -342,6 +363,20 @@ mod tests {
         assert!(!pool.verify("correct horsE", Some(&h)).await.unwrap());
         assert!(!pool.verify("correct horse", None).await.unwrap());
         assert!(!pool.needs_rehash(&h));
+        // The dummy an unknown username is checked against carries the pool's parameters (so
+        // it costs a full verification) and is a well-formed hash nothing verifies against.
+        assert!(pool.params().matches(&pool.dummy), "{}", pool.dummy);
+        let parsed = argon2::PasswordHash::new(&pool.dummy).unwrap();
+        assert_eq!(parsed.hash.map(|o| o.len()), Some(32));
+        for guess in ["", "correct horse", "password"] {
+            assert!(
+                Argon2::default()
+                    .verify_password(guess.as_bytes(), &parsed)
+                    .is_err()
+            );
+        }
+        let other = PasswordHasherPool::new(HashParams::default(), 1, 8, 10).unwrap();
+        assert_ne!(*pool.dummy, *other.dummy, "a random one per pool");
         let stronger = HashParams {
             t_cost: 3,
             ..HashParams::default()

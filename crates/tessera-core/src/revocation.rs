@@ -113,7 +113,7 @@ impl Denylist {
     pub fn extend_stored(&self, entries: impl IntoIterator<Item = (String, i64)>, now: i64) {
         let entries = entries
             .into_iter()
-            .map(|(key, exp)| (Revocation::from_key(&key), exp));
+            .map(|(key, exp)| (Revocation::from_owned_key(key), exp));
         self.extend(entries, now);
     }
 

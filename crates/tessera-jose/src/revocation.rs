@@ -56,6 +56,15 @@ impl Revocation {
         }
         Revocation::Token(key.to_owned())
     }
+
+    /// [`Revocation::from_key`] of a key the caller gives away: a token's id (most entries of a
+    /// reload) keeps its allocation.
+    pub fn from_owned_key(key: String) -> Revocation {
+        if key.starts_with("sid:") || key.starts_with("sub:") {
+            return Revocation::from_key(&key);
+        }
+        Revocation::Token(key)
+    }
 }
 
 /// A revocation as the feed carries it (JSON): exactly one of `jti`, `sid`, `sub` (with
@@ -239,10 +248,18 @@ mod tests {
             },
         ] {
             assert_eq!(Revocation::from_key(&r.key()), r);
+            assert_eq!(Revocation::from_owned_key(r.key()), r);
             let e = RevocationEvent::new(&r, 5);
             let json = serde_json::to_string(&e).unwrap();
             let back: RevocationEvent = serde_json::from_str(&json).unwrap();
             assert_eq!(back.revocation(), Some(r));
+        }
+        // A key that only looks like a subject's is a token id, read either way.
+        for odd in ["sub:x", "sub:", "sid"] {
+            assert_eq!(
+                Revocation::from_owned_key(odd.into()),
+                Revocation::from_key(odd)
+            );
         }
     }
 

@@ -117,4 +117,7 @@ impl PostgresStore {
     }
 }
 
+/// Every denylist entry in force, in one row (see `record::denied_snapshot`).
+const DENYLIST_SNAPSHOT: &str = "SELECT string_agg(expires_at::text || ' ' || length(jti)::text || ' ' || jti, '') AS list FROM access_denylist WHERE expires_at > $1";
+
 crate::sql::sql_store!(PostgresStore, sqlx::Postgres, PgRow);

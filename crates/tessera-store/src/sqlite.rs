@@ -86,4 +86,7 @@ impl SqliteStore {
     }
 }
 
+/// Every denylist entry in force, in one row (see `record::denied_snapshot`).
+const DENYLIST_SNAPSHOT: &str = "SELECT group_concat(expires_at || ' ' || length(jti) || ' ' || jti, '') AS list FROM access_denylist WHERE expires_at > $1";
+
 crate::sql::sql_store!(SqliteStore, sqlx::Sqlite, SqliteRow);
