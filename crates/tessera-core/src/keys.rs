@@ -61,7 +61,7 @@ pub trait KeyVault: Send + Sync + fmt::Debug + 'static {
 /// A vault and the permits that keep its calls within its sessions: a caller beyond them waits
 /// on the runtime, not on a blocked thread.
 #[derive(Debug, Clone)]
-struct Vault {
+pub struct Vault {
     vault: Arc<dyn KeyVault>,
     permits: Arc<tokio::sync::Semaphore>,
 }
@@ -113,10 +113,8 @@ pub enum TokenSigner {
         header: EncodedHeader,
         /// The key's id in the vault.
         kid: String,
-        /// The vault.
-        vault: Arc<dyn KeyVault>,
-        /// Its permits (see [`Vault`]).
-        permits: Arc<tokio::sync::Semaphore>,
+        /// The vault, with its permits.
+        vault: Vault,
     },
 }
 
@@ -141,19 +139,10 @@ impl TokenSigner {
     pub async fn sign<C: Serialize + ?Sized>(&self, claims: &C) -> Result<String, KeyError> {
         match self {
             TokenSigner::Local(s) => s.sign(claims).map_err(|e| KeyError::Key(e.to_string())),
-            TokenSigner::Held {
-                header,
-                kid,
-                vault,
-                permits,
-            } => {
+            TokenSigner::Held { header, kid, vault } => {
                 let input = header
                     .signing_input(claims)
                     .map_err(|e| KeyError::Key(e.to_string()))?;
-                let vault = Vault {
-                    vault: Arc::clone(vault),
-                    permits: Arc::clone(permits),
-                };
                 let (kid, alg) = (kid.clone(), header.algorithm());
                 let (input, signature) = vault
                     .call(move |v| {
@@ -530,8 +519,7 @@ impl KeyRing {
                     signer = Some(TokenSigner::Held {
                         header: EncodedHeader::new(alg, &k.kid, Some("at+jwt")).map_err(bad)?,
                         kid: k.kid.clone(),
-                        vault: Arc::clone(&v.vault),
-                        permits: Arc::clone(&v.permits),
+                        vault: v.clone(),
                     });
                 }
                 continue;

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Dir, Server, tessera};
+use crate::common::{Dir, Server, interop_dir, run_check, tessera};
+use crate::fleet::rig::{http, me, readyz, refresh, send};
 use crate::fleet::{PW, Shared, eventually};
 
 /// Debian's SoftHSM2 module (package softhsm2, which `scripts/test.sh` installs).
@@ -201,22 +202,9 @@ fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-/// The status and JSON body of a request.
+/// The status and JSON body of a request (`rig::send`, which must get an answer).
 fn call(req: reqwest::blocking::RequestBuilder) -> (u16, Value) {
-    let r = req.send().unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    send(req).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A client-credentials token request by `svc`.
@@ -288,25 +276,6 @@ fn keys_list(data: &Path, env: &[(String, String)]) -> Vec<Value> {
     serde_json::from_slice(&cli(&["keys", "list", "--json"], data, env, None)).unwrap()
 }
 
-fn interop() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
-}
-
-/// Runs an interop script; it must end with "all checks passed".
-fn interop_check(program: &Path, args: &[String]) {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{} failed:\n{text}", program.display());
-    assert!(text.contains("all checks passed"), "{text}");
-}
-
 /// The signing keys' rows in the SQLite database: (kid, length of `sealed`, `public_jwk`).
 fn stored_keys(data: &Path) -> Vec<(String, i64, Option<String>)> {
     crate::fleet::block_on(async {
@@ -328,7 +297,7 @@ fn stored_keys(data: &Path) -> Vec<(String, i64, Option<String>)> {
 /// JWK and nothing sealed.
 #[test]
 fn tokens_signed_in_the_hsm_verify_everywhere_for_every_algorithm() {
-    let python = interop().join(".venv/bin/python");
+    let python = interop_dir().join(".venv/bin/python");
     assert!(
         python.exists(),
         "interop/.venv is missing: scripts/test.sh installs it"
@@ -366,7 +335,7 @@ fn tokens_signed_in_the_hsm_verify_everywhere_for_every_algorithm() {
         let jwks = format!("{}/.well-known/jwks.json", server.url);
         let tokens = [service_token.clone(), user_token.clone()];
         let mut args = vec![
-            interop()
+            interop_dir()
                 .join("python/verify_jwks.py")
                 .to_string_lossy()
                 .into_owned(),
@@ -374,9 +343,9 @@ fn tokens_signed_in_the_hsm_verify_everywhere_for_every_algorithm() {
             alg.to_owned(),
         ];
         args.extend(tokens.iter().cloned());
-        interop_check(&python, &args);
+        run_check(&python, &args);
         let mut args = vec![
-            interop()
+            interop_dir()
                 .join("node/verify.mjs")
                 .to_string_lossy()
                 .into_owned(),
@@ -384,15 +353,11 @@ fn tokens_signed_in_the_hsm_verify_everywhere_for_every_algorithm() {
             alg.to_owned(),
         ];
         args.extend(tokens.iter().cloned());
-        interop_check(Path::new("node"), &args);
+        run_check(Path::new("node"), &args);
 
         // The server verifies its own, too.
-        let (status, me) = call(
-            http()
-                .get(format!("{}/auth/me", server.url))
-                .bearer_auth(&user_token),
-        );
-        assert_eq!(status, 200, "{me}");
+        let (status, body) = me(&server.url, &user_token).unwrap();
+        assert_eq!(status, 200, "{body}");
 
         hsm.assert_not_extractable(&kid);
         let rows = stored_keys(&data);
@@ -428,7 +393,7 @@ fn an_hsm_outage_stops_issuance_only_and_recovers() {
     let (status, login) = token_login(&base);
     assert_eq!(status, 200, "{login}");
     let access = login["access_token"].as_str().unwrap().to_owned();
-    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_token = login["refresh_token"].as_str().unwrap().to_owned();
     let (status, session) = call(
         http()
             .post(format!("{base}/auth/login"))
@@ -436,7 +401,7 @@ fn an_hsm_outage_stops_issuance_only_and_recovers() {
     );
     assert_eq!(status, 200, "{session}");
     let session = session["session_token"].as_str().unwrap().to_owned();
-    let (status, ready) = call(http().get(format!("{base}/readyz")));
+    let (status, ready) = readyz(&base).unwrap();
     assert_eq!(
         (status, &ready["status"]),
         (200, &json!("ready")),
@@ -458,15 +423,11 @@ fn an_hsm_outage_stops_issuance_only_and_recovers() {
         r.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
-    let (status, body) = call(http().post(format!("{base}/oauth2/token")).form(&[
-        ("grant_type", "refresh_token"),
-        ("client_id", "tessera"),
-        ("refresh_token", refresh.as_str()),
-    ]));
+    let (status, body) = refresh(&base, &refresh_token).unwrap();
     assert_eq!(status, 503, "{body}");
     for token in [&access, &session] {
-        let (status, me) = call(http().get(format!("{base}/auth/me")).bearer_auth(token));
-        assert_eq!(status, 200, "what is out keeps working: {me}");
+        let (status, body) = me(&base, token).unwrap();
+        assert_eq!(status, 200, "what is out keeps working: {body}");
     }
     let (status, body) = call(
         http()
@@ -474,7 +435,7 @@ fn an_hsm_outage_stops_issuance_only_and_recovers() {
             .json(&json!({"username": "alice", "password": PW})),
     );
     assert_eq!(status, 200, "a session login signs nothing: {body}");
-    let (status, ready) = call(http().get(format!("{base}/readyz")));
+    let (status, ready) = readyz(&base).unwrap();
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert_eq!(ready["checks"]["signing_keys"], false, "{ready}");
@@ -489,14 +450,10 @@ fn an_hsm_outage_stops_issuance_only_and_recovers() {
     eventually(
         Duration::from_secs(5),
         "ready after the token is back",
-        || call(http().get(format!("{base}/readyz"))).1["status"] == "ready",
+        || readyz(&base).unwrap().1["status"] == "ready",
     );
     // The refresh refused during the outage spent nothing: it works now.
-    let (status, body) = call(http().post(format!("{base}/oauth2/token")).form(&[
-        ("grant_type", "refresh_token"),
-        ("client_id", "tessera"),
-        ("refresh_token", refresh.as_str()),
-    ]));
+    let (status, body) = refresh(&base, &refresh_token).unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(token_login(&base).0, 200);
     let log = server.log();
@@ -536,7 +493,7 @@ fn a_pin_refused_at_a_reconnection_is_not_offered_again() {
         assert_eq!(status, 503, "{body}");
         std::thread::sleep(Duration::from_millis(400));
     }
-    let (_, ready) = call(http().get(format!("{}/readyz", server.url)));
+    let (_, ready) = readyz(&server.url).unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
     let log = server.log();
     assert_eq!(log.matches("no more attempts").count(), 1, "{log}");
@@ -637,14 +594,7 @@ fn moving_from_the_store_to_the_hsm_keeps_every_token_valid() {
     let mut env = hsm.env();
     env.extend(plain.iter().cloned());
     let server = Server::start(&data, &pairs(&env));
-    let me = |token: &str| {
-        call(
-            http()
-                .get(format!("{}/auth/me", server.url))
-                .bearer_auth(token),
-        )
-        .0
-    };
+    let me = |token: &str| me(&server.url, token).unwrap().0;
     assert_eq!(me(&before), 200);
     let (status, body) = client_token(&server.url, &secret);
     assert_eq!(status, 200, "{body}");

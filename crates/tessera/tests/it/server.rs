@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Dir, Server, tessera};
+use crate::common::{Dir, Server, interop_dir, run_check, tessera};
 
 const PW: &str = "correct horse battery";
 
@@ -474,11 +474,6 @@ fn client_commands_on_the_store_of_a_running_server() {
     assert!(server.stop().success());
 }
 
-/// The interop checks' directory (`interop/` at the root of the repository).
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
-}
-
 /// A server with a user, a service (client credentials) and a web application (authorization
 /// code), all made with the CLI; the arguments the interop scripts take.
 fn interop_server(dir: &Dir) -> (Server, Vec<String>) {
@@ -530,26 +525,6 @@ fn interop_server(dir: &Dir) -> (Server, Vec<String>) {
         PW.into(),
     ];
     (server, args)
-}
-
-/// Runs an interop script; its output is shown when it fails.
-fn run_check(program: &Path, args: &[String]) {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (see README, \"Test it\")",
-                program.display()
-            )
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{} failed:\n{text}", program.display());
-    assert!(text.contains("all checks passed"), "{text}");
 }
 
 /// Python: authlib drives client credentials and authorization code + PKCE (the pages by plain

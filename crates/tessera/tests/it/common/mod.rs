@@ -164,3 +164,29 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The interoperability clients' directory (`interop/`: the pinned Python and Node.js clients).
+pub fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
+}
+
+/// Runs an interop script; it must succeed and end with "all checks passed", and its output is
+/// shown when it does not.
+pub fn run_check(program: &Path, args: &[String]) {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (see README, \"Test it\")",
+                program.display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{} failed:\n{text}", program.display());
+    assert!(text.contains("all checks passed"), "{text}");
+}
