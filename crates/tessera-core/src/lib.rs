@@ -30,8 +30,9 @@ pub use revocation::{Denylist, LEEWAY};
 pub use service::{Service, ServiceSettings, StartError, Tasks};
 pub use session::{Session, SessionPolicy};
 pub use store::{
-    AllConcerns, Change, ClientStore, DenylistStore, FamilyRevocation, KeyStore, RefreshStore,
-    SessionStore, StoreError, StoreResult, StoredKey, Stores, ThrottleStore, UserStore,
+    AllConcerns, Change, ClientStore, Denied, DeniedIter, DenylistStore, FamilyRevocation,
+    KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, StoredKey, Stores,
+    ThrottleStore, UserStore,
 };
 pub use throttle::{Attempt, DeviceCookies, Throttle, ThrottlePolicy};
 pub use token::{CsrfKey, Kind, Token, TokenHash};

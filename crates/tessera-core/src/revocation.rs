@@ -8,25 +8,258 @@
 //! force, so a reconnecting follower misses nothing. Entries leave the log and the set when the
 //! tokens they cover have expired: memory is bounded by the revocations still in force.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tessera_jose::{Claims, Revocation, RevocationEvent, RevocationSet};
+use hashbrown::HashTable;
+use tessera_jose::{Claims, Revocation, RevocationEvent, RevocationKey};
 
-use crate::store::{Change, DenylistStore, StoreError, Stores};
+use crate::store::{Change, Denied, DenylistStore, StoreError, Stores};
 use crate::token::random_id;
 
 /// Clock-skew tolerance on token times, seconds: a revocation is kept this long past the
 /// expiry of the tokens it covers.
 pub const LEEWAY: i64 = 60;
 
-#[derive(Debug, Default)]
+/// The `exp` of a log entry superseded by a later one for the same token or session: it is
+/// skipped by the feed and dropped at the next purge.
+const SUPERSEDED: i64 = i64::MIN;
+
+/// One revocation in the log: its place in the feed, until when it matters, and where its key
+/// ([`Revocation::key`]'s form) lies in [`Held::keys`].
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: u64,
+    exp: i64,
+    start: u32,
+    len: u32,
+}
+
+/// The revocations held, in as little memory as a log needs: every key once, end to end in
+/// one string; the log in feed order (ascending `seq`) naming ranges of it; and an index of
+/// token and session revocations holding only sequence numbers (the key it matches is read
+/// from the log). Subject revocations, few and merged per subject, have a map of their own.
+/// About 60 bytes per revocation of a 22-character id, against about 190 for a map of owned
+/// keys beside a log of their copies.
+#[derive(Default)]
 struct Held {
-    set: RevocationSet,
-    log: BTreeMap<u64, (Revocation, i64)>,
+    log: Vec<Entry>,
+    keys: String,
+    /// Bytes of `keys` no live entry names (compacted away once they are half).
+    dead: usize,
+    /// The `seq` of each live token and session revocation, by the hash of what it names.
+    index: HashTable<u64>,
+    /// Per subject: the latest `at` revoked, and until when.
+    subjects: HashMap<String, (i64, i64)>,
+    hasher: RandomState,
     next: u64,
     purged_at: i64,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("revocations", &self.len())
+            .field("log", &self.log.len())
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key of `e` in `keys`.
+fn key_of<'a>(keys: &'a str, e: &Entry) -> &'a str {
+    keys.get(e.start as usize..e.start as usize + e.len as usize)
+        .unwrap_or_default()
+}
+
+/// The entry with sequence number `seq`.
+fn entry(log: &[Entry], seq: u64) -> Option<&Entry> {
+    log.binary_search_by_key(&seq, |e| e.seq)
+        .ok()
+        .map(|i| &log[i])
+}
+
+/// The index's hash of a token (`session` false) or session id.
+fn hash_id(hasher: &RandomState, session: bool, id: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u8(u8::from(session));
+    h.write(id.as_bytes());
+    h.finish()
+}
+
+/// The index's hash of what the entry `seq` names.
+fn hash_seq(hasher: &RandomState, log: &[Entry], keys: &str, seq: u64) -> u64 {
+    match entry(log, seq).map(|e| RevocationKey::parse(key_of(keys, e))) {
+        Some(RevocationKey::Session(id)) => hash_id(hasher, true, id),
+        Some(RevocationKey::Token(id) | RevocationKey::Subject(id, _)) => {
+            hash_id(hasher, false, id)
+        }
+        None => 0,
+    }
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.index.len() + self.subjects.len()
+    }
+
+    /// The live entry revoking this token (`session` false) or session id.
+    fn find(&self, session: bool, id: &str) -> Option<&Entry> {
+        let want = if session {
+            RevocationKey::Session(id)
+        } else {
+            RevocationKey::Token(id)
+        };
+        let h = hash_id(&self.hasher, session, id);
+        let seq = self.index.find(h, |&seq| {
+            entry(&self.log, seq)
+                .is_some_and(|e| RevocationKey::parse(key_of(&self.keys, e)) == want)
+        })?;
+        entry(&self.log, *seq)
+    }
+
+    /// Room for `entries` more of `key_bytes` in all, made at once (a reload grown by doubling
+    /// would leave the allocator holding each smaller copy). Room for what is already held is
+    /// not counted twice: a catch-up brings mostly what is held.
+    fn reserve(&mut self, entries: usize, key_bytes: usize) {
+        let entries = entries.saturating_sub(self.log.len());
+        if entries == 0 {
+            return;
+        }
+        self.log.reserve_exact(entries);
+        self.keys
+            .reserve_exact(key_bytes.saturating_sub(self.keys.len()));
+        let Held {
+            index,
+            log,
+            keys,
+            hasher,
+            ..
+        } = self;
+        index.reserve(entries, |&s| hash_seq(hasher, log, keys, s));
+    }
+
+    /// Appends `key` to the log until `exp`; its sequence number.
+    fn push(&mut self, key: &str, exp: i64) -> Option<u64> {
+        let start = u32::try_from(self.keys.len()).ok()?;
+        let len = u32::try_from(key.len()).ok()?;
+        start.checked_add(len)?;
+        self.keys.push_str(key);
+        let seq = self.next;
+        self.next += 1;
+        self.log.push(Entry {
+            seq,
+            exp,
+            start,
+            len,
+        });
+        Some(seq)
+    }
+
+    /// Holds `key` until `exp`; whether it was new (or extended what was held).
+    fn insert(&mut self, key: &str, exp: i64) -> bool {
+        if self
+            .keys
+            .len()
+            .checked_add(key.len())
+            .is_none_or(|end| u32::try_from(end).is_err())
+        {
+            // 4 GiB of keys in force: what is held stays held; this one cannot join it.
+            tracing::error!("the denylist is full; a revocation could not be held in memory");
+            return false;
+        }
+        let (session, id) = match RevocationKey::parse(key) {
+            RevocationKey::Subject(sub, at) => {
+                match self.subjects.get_mut(sub) {
+                    Some((a, e)) if *a >= at && *e >= exp => return false,
+                    Some((a, e)) => {
+                        *a = (*a).max(at);
+                        *e = (*e).max(exp);
+                    }
+                    None => {
+                        self.subjects.insert(sub.to_owned(), (at, exp));
+                    }
+                }
+                self.push(key, exp);
+                return true;
+            }
+            RevocationKey::Session(id) => (true, id),
+            RevocationKey::Token(id) => (false, id),
+        };
+        if let Some(held) = self.find(session, id).copied() {
+            if held.exp >= exp {
+                return false;
+            }
+            // Extended: the feed carries it again under a new number; the old entry goes.
+            let h = hash_id(&self.hasher, session, id);
+            if let Ok(slot) = self.index.find_entry(h, |&s| s == held.seq) {
+                slot.remove();
+            }
+            if let Ok(i) = self.log.binary_search_by_key(&held.seq, |e| e.seq) {
+                self.log[i].exp = SUPERSEDED;
+                self.dead += held.len as usize;
+            }
+        }
+        let Some(seq) = self.push(key, exp) else {
+            return false;
+        };
+        let h = hash_id(&self.hasher, session, id);
+        let Held {
+            index,
+            log,
+            keys,
+            hasher,
+            ..
+        } = self;
+        index.insert_unique(h, seq, |&s| hash_seq(hasher, log, keys, s));
+        true
+    }
+
+    /// Forgets every revocation whose `exp` is at or before `until`, and gives back the memory
+    /// of what left once it is most of what is held.
+    fn purge(&mut self, until: i64) {
+        self.subjects.retain(|_, (_, e)| *e > until);
+        for e in self.log.iter().filter(|e| e.exp <= until) {
+            if e.exp == SUPERSEDED {
+                continue;
+            }
+            self.dead += e.len as usize;
+            let key = key_of(&self.keys, e);
+            let h = match RevocationKey::parse(key) {
+                RevocationKey::Session(id) => hash_id(&self.hasher, true, id),
+                RevocationKey::Token(id) => hash_id(&self.hasher, false, id),
+                RevocationKey::Subject(..) => continue,
+            };
+            if let Ok(slot) = self.index.find_entry(h, |&s| s == e.seq) {
+                slot.remove();
+            }
+        }
+        self.log.retain(|e| e.exp > until);
+        if self.dead > 0 && self.dead * 2 >= self.keys.len() {
+            let mut keys = String::with_capacity(self.keys.len() - self.dead);
+            for e in &mut self.log {
+                let key = key_of(&self.keys, e);
+                // Shorter than before, so within u32.
+                e.start = keys.len() as u32;
+                keys.push_str(key);
+            }
+            self.keys = keys;
+            self.dead = 0;
+        }
+        if self.log.len() < self.log.capacity() / 4 {
+            self.log.shrink_to_fit();
+            let Held {
+                index,
+                log,
+                keys,
+                hasher,
+                ..
+            } = self;
+            index.shrink_to_fit(|&s| hash_seq(hasher, log, keys, s));
+        }
+    }
 }
 
 /// Revoked access tokens (by `jti`, `sid` or `sub`), each kept until the tokens it covers
@@ -79,7 +312,7 @@ impl Denylist {
 
     /// Refuses what `r` covers until `exp`.
     pub fn add(&self, r: Revocation, exp: i64, now: i64) {
-        self.extend([(r, exp)], now);
+        self.extend_stored([(r.key(), exp)], now);
     }
 
     /// Refuses what `r` covers until `exp`: in `store` (so other instances, verifiers following
@@ -93,7 +326,7 @@ impl Denylist {
     ) -> Result<(), StoreError> {
         let key = r.key();
         store.denylist().deny_access(&key, exp, now).await?;
-        self.add(r, exp, now);
+        self.extend_stored([(&key, exp)], now);
         store.announce(vec![Change::Denied { jti: key, exp }]).await;
         Ok(())
     }
@@ -101,7 +334,7 @@ impl Denylist {
     /// Adds entries a store has just denylisted (`(key, exp)`, as [`Denylist::extend_stored`])
     /// and announces them.
     pub async fn recorded<S: Stores>(&self, store: &S, entries: Vec<(String, i64)>, now: i64) {
-        self.extend_stored(entries.iter().cloned(), now);
+        self.extend_stored(entries.iter().map(|(k, exp)| (k, *exp)), now);
         let changes = entries
             .into_iter()
             .map(|(jti, exp)| Change::Denied { jti, exp })
@@ -109,30 +342,39 @@ impl Denylist {
         store.announce(changes).await;
     }
 
-    /// Adds what a store holds: `(key, exp)` pairs in [`Revocation::key`]'s form.
-    pub fn extend_stored(&self, entries: impl IntoIterator<Item = (String, i64)>, now: i64) {
-        let entries = entries
-            .into_iter()
-            .map(|(key, exp)| (Revocation::from_owned_key(key), exp));
-        self.extend(entries, now);
+    /// Adds what a store holds (a reload, or a catch-up), with room made for all of it first.
+    pub fn reload(&self, denied: &Denied, now: i64) {
+        self.extend_sized(denied.iter(), denied.key_bytes(), now);
     }
 
-    /// Adds each revocation (a reload from the store); entries past their expiry are
-    /// forgotten, at most once a second.
-    pub fn extend(&self, entries: impl IntoIterator<Item = (Revocation, i64)>, now: i64) {
+    /// Adds what a store holds (a change announced): `(key, exp)` pairs in
+    /// [`Revocation::key`]'s form. Entries past their expiry are forgotten, at most once a
+    /// second.
+    pub fn extend_stored<K: AsRef<str>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, i64)>,
+        now: i64,
+    ) {
+        self.extend_sized(entries, 0, now);
+    }
+
+    /// [`Denylist::extend_stored`], with room made for `key_bytes` and the entries' count.
+    fn extend_sized<K: AsRef<str>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, i64)>,
+        key_bytes: usize,
+        now: i64,
+    ) {
+        let entries = entries.into_iter();
         let mut g = self.held.write().unwrap_or_else(|e| e.into_inner());
         if g.purged_at != now {
             g.purged_at = now;
-            let until = now - LEEWAY;
-            g.set.purge(until);
-            g.log.retain(|_, (_, exp)| *exp > until);
+            g.purge(now - LEEWAY);
         }
+        g.reserve(entries.size_hint().0, key_bytes);
         let mut added = false;
-        for (r, exp) in entries {
-            if exp > now - LEEWAY && g.set.insert(r.clone(), exp) {
-                let seq = g.next;
-                g.next += 1;
-                g.log.insert(seq, (r, exp));
+        for (key, exp) in entries {
+            if exp > now - LEEWAY && g.insert(key.as_ref(), exp) {
                 added = true;
             }
         }
@@ -145,11 +387,23 @@ impl Denylist {
 
     /// Whether a token with these claims is revoked.
     pub fn refuses(&self, claims: &Claims) -> bool {
-        self.held
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .set
-            .refuses(claims)
+        let g = self.held.read().unwrap_or_else(|e| e.into_inner());
+        if g.len() == 0 {
+            return false;
+        }
+        claims
+            .jti
+            .as_deref()
+            .is_some_and(|j| g.find(false, j).is_some())
+            || claims
+                .sid
+                .as_deref()
+                .is_some_and(|s| g.find(true, s).is_some())
+            || claims.sub.as_ref().is_some_and(|s| {
+                g.subjects
+                    .get(s)
+                    .is_some_and(|(at, _)| claims.iat.unwrap_or(0) <= *at)
+            })
     }
 
     /// Whether the session with public handle `sid` was ended (its end is durable once this
@@ -158,8 +412,8 @@ impl Denylist {
         self.held
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .set
-            .contains_sid(sid)
+            .find(true, sid)
+            .is_some()
     }
 
     /// Up to when `sub`'s tokens are revoked, if they are.
@@ -167,17 +421,14 @@ impl Denylist {
         self.held
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .set
-            .subject_revoked_at(sub)
+            .subjects
+            .get(sub)
+            .map(|(at, _)| *at)
     }
 
     /// How many revocations are held.
     pub fn len(&self) -> usize {
-        self.held
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .set
-            .len()
+        self.held.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether it is empty.
@@ -194,13 +445,16 @@ impl Denylist {
             .and_then(|(_, seq)| seq.parse::<u64>().ok())
             .map_or(0, |seq| seq.saturating_add(1));
         let g = self.held.read().unwrap_or_else(|e| e.into_inner());
-        g.log
-            .range(from..)
+        let first = g.log.partition_point(|e| e.seq < from);
+        g.log[first..]
+            .iter()
+            .filter(|e| e.exp != SUPERSEDED)
             .take(limit)
-            .map(|(seq, (r, exp))| {
+            .map(|e| {
+                let r = Revocation::from_key(key_of(&g.keys, e));
                 (
-                    format!("{}.{seq}", self.epoch),
-                    RevocationEvent::new(r, *exp),
+                    format!("{}.{}", self.epoch, e.seq),
+                    RevocationEvent::new(&r, e.exp),
                 )
             })
             .collect()
@@ -249,5 +503,120 @@ mod tests {
         d.add(Revocation::Token("x".into()), 5000, 200 + LEEWAY + 1);
         assert_eq!(d.len(), 2);
         assert_eq!(d.since(None, 1000).len(), 2);
+    }
+
+    #[test]
+    fn an_extended_revocation_moves_to_the_end_of_the_feed() {
+        let d = Denylist::new(900);
+        d.add(Revocation::Token("a".into()), 1000, 100);
+        d.add(Revocation::Token("b".into()), 1000, 100);
+        d.add(Revocation::Token("a".into()), 2000, 100);
+        let all = d.since(None, 100);
+        let got: Vec<_> = all
+            .iter()
+            .map(|(_, e)| (e.jti.clone().unwrap(), e.exp))
+            .collect();
+        assert_eq!(got, [("b".into(), 1000), ("a".into(), 2000)]);
+        assert_eq!(d.len(), 2);
+        // Held until the later expiry.
+        d.add(Revocation::Token("c".into()), 5000, 1000 + LEEWAY + 1);
+        assert!(
+            d.since(None, 100)
+                .iter()
+                .any(|(_, e)| e.jti.as_deref() == Some("a"))
+        );
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn tokens_sessions_and_subjects_are_told_apart() {
+        let d = Denylist::new(900);
+        d.add(Revocation::Session("x".into()), 1000, 100);
+        let claims = |jti: &str, sid: &str, sub: &str, iat| Claims {
+            jti: Some(jti.into()),
+            sid: Some(sid.into()),
+            sub: Some(sub.into()),
+            iat: Some(iat),
+            ..Claims::default()
+        };
+        assert!(!d.refuses(&claims("x", "y", "u", 50)));
+        assert!(d.refuses(&claims("z", "x", "u", 50)));
+        assert!(d.session_revoked("x"));
+        d.add(
+            Revocation::Subject {
+                sub: "u".into(),
+                at: 60,
+            },
+            1000,
+            100,
+        );
+        d.add(
+            Revocation::Subject {
+                sub: "u".into(),
+                at: 40,
+            },
+            900,
+            100,
+        );
+        assert_eq!(d.subject_revoked_at("u"), Some(60));
+        assert!(d.refuses(&claims("z", "y", "u", 60)));
+        assert!(!d.refuses(&claims("z", "y", "u", 61)));
+        assert_eq!(d.len(), 2);
+    }
+
+    /// Random additions and expiries, checked against the plain map of `RevocationSet`.
+    #[test]
+    fn agrees_with_a_plain_map_through_growth_purges_and_compaction() {
+        let d = Denylist::new(900);
+        let mut model = tessera_jose::RevocationSet::default();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut now = 1_000;
+        let (mut compacted, mut longest) = (0, 0);
+        for round in 0..40 {
+            for _ in 0..500 {
+                let id = format!("id{}", next() % 3000);
+                let r = if next() % 4 == 0 {
+                    Revocation::Session(id)
+                } else {
+                    Revocation::Token(id)
+                };
+                let exp = now + (next() % 600) as i64;
+                d.add(r.clone(), exp, now);
+                if exp > now - LEEWAY {
+                    model.insert(r, exp);
+                }
+            }
+            now += 37 + round;
+            d.extend_stored(std::iter::empty::<(String, i64)>(), now);
+            model.purge(now - LEEWAY);
+            assert_eq!(d.len(), model.len(), "round {round}");
+            let keys = d.held.read().unwrap().keys.len();
+            compacted += usize::from(keys < longest);
+            longest = longest.max(keys);
+            for i in 0..3000 {
+                let id = format!("id{i}");
+                assert_eq!(d.session_revoked(&id), model.contains_sid(&id), "{id}");
+                let c = Claims {
+                    jti: Some(id.clone()),
+                    ..Claims::default()
+                };
+                assert_eq!(d.refuses(&c), model.contains_jti(&id), "{id}");
+            }
+            // The feed holds each live revocation once, in order, at its latest expiry.
+            let feed = d.since(None, usize::MAX);
+            assert_eq!(feed.len(), model.len());
+            let seqs: Vec<u64> = feed
+                .iter()
+                .map(|(c, _)| c.rsplit_once('.').unwrap().1.parse().unwrap())
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert!(compacted > 0, "the keys were never compacted");
     }
 }

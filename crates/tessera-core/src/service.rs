@@ -108,8 +108,8 @@ impl<S: Stores + Clone> Service<S> {
         let successor = master.derive("refresh-token-successor");
         // Revocations survive a restart: the denylist is reloaded from the store.
         let denylist = Arc::new(Denylist::new(access_ttl));
-        denylist.extend_stored(
-            store
+        denylist.reload(
+            &store
                 .denylist()
                 .denied_access(now)
                 .await
@@ -252,7 +252,7 @@ impl<S: Stores> Service<S> {
                     .await
                 {
                     Ok(entries) => {
-                        self.denylist.extend_stored(entries, now);
+                        self.denylist.reload(&entries, now);
                         self.denylist.set_fresh(true);
                     }
                     Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
@@ -338,7 +338,7 @@ impl<S: Stores> Service<S> {
             }
             match read {
                 Ok(entries) => {
-                    self.denylist.extend_stored(entries, now);
+                    self.denylist.reload(&entries, now);
                     self.denylist.set_fresh(true);
                     last = now;
                     failures = 0;

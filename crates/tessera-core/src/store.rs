@@ -232,6 +232,127 @@ pub struct FamilyRevocation<'a> {
     pub now: i64,
 }
 
+/// Denylist entries as a store reads them, `(key, exp)` with keys in
+/// [`tessera_jose::Revocation::key`]'s form, held as one string in the form SQL aggregates them
+/// to (`EXP LEN KEY` for each entry, end to end, `LEN` the key's length in characters, so that a
+/// key may hold any character). A reload of 10^5 entries is the one string the database sent,
+/// not an allocation per entry (each of which the allocator would keep after the reload).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Denied {
+    list: String,
+    len: usize,
+    key_bytes: usize,
+}
+
+/// One entry of a [`Denied`] list and the rest of it; `None` when malformed.
+fn next_denied(list: &str) -> Option<((&str, i64), &str)> {
+    let (exp, r) = list.split_once(' ')?;
+    let (len, r) = r.split_once(' ')?;
+    let exp: i64 = exp.parse().ok()?;
+    let len: usize = len.parse().ok()?;
+    let end = match r.char_indices().nth(len) {
+        Some((i, _)) => i,
+        None if r.chars().count() == len => r.len(),
+        None => return None,
+    };
+    Some(((&r[..end], exp), &r[end..]))
+}
+
+impl Denied {
+    /// Reads the aggregate form; `None` if it is malformed.
+    pub fn from_list(list: String) -> Option<Denied> {
+        let (mut len, mut key_bytes, mut rest) = (0, 0, list.as_str());
+        while !rest.is_empty() {
+            let ((key, _), r) = next_denied(rest)?;
+            len += 1;
+            key_bytes += key.len();
+            rest = r;
+        }
+        Some(Denied {
+            list,
+            len,
+            key_bytes,
+        })
+    }
+
+    /// Adds `key` until `exp`.
+    pub fn push(&mut self, key: &str, exp: i64) {
+        use std::fmt::Write as _;
+        let _ = write!(self.list, "{exp} {} {key}", key.chars().count());
+        self.len += 1;
+        self.key_bytes += key.len();
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes of all the keys.
+    pub fn key_bytes(&self) -> usize {
+        self.key_bytes
+    }
+
+    /// Each `(key, exp)`, in the order added.
+    pub fn iter(&self) -> DeniedIter<'_> {
+        DeniedIter {
+            rest: &self.list,
+            left: self.len,
+        }
+    }
+
+    /// The entries as owned pairs, in the order added.
+    pub fn to_vec(&self) -> Vec<(String, i64)> {
+        self.iter().map(|(k, e)| (k.to_owned(), e)).collect()
+    }
+}
+
+/// The entries of a [`Denied`] list, in order.
+#[derive(Debug, Clone)]
+pub struct DeniedIter<'a> {
+    rest: &'a str,
+    left: usize,
+}
+
+impl<'a> Iterator for DeniedIter<'a> {
+    type Item = (&'a str, i64);
+
+    fn next(&mut self) -> Option<(&'a str, i64)> {
+        // Read once already, when the list was made: never malformed here.
+        let (entry, rest) = next_denied(self.rest)?;
+        self.rest = rest;
+        self.left = self.left.saturating_sub(1);
+        Some(entry)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for DeniedIter<'_> {}
+
+impl<K: AsRef<str>> Extend<(K, i64)> for Denied {
+    fn extend<I: IntoIterator<Item = (K, i64)>>(&mut self, entries: I) {
+        for (key, exp) in entries {
+            self.push(key.as_ref(), exp);
+        }
+    }
+}
+
+impl<K: AsRef<str>> FromIterator<(K, i64)> for Denied {
+    fn from_iter<I: IntoIterator<Item = (K, i64)>>(entries: I) -> Denied {
+        let mut d = Denied::default();
+        d.extend(entries);
+        d
+    }
+}
+
 /// Where revoked access-token ids are kept until the tokens would have expired anyway. Each
 /// entry is stamped with when it was added, so that instances catch up with each other's
 /// revocations from the store alone ([`DenylistStore::denied_since`]).
@@ -245,17 +366,14 @@ pub trait DenylistStore: Send + Sync + 'static {
         now: i64,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Every entry still in force at `now`.
-    fn denied_access(
-        &self,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
+    fn denied_access(&self, now: i64) -> impl Future<Output = StoreResult<Denied>> + Send;
     /// The entries added at or after `since` and still in force at `now`. A store that keeps
     /// no times answers every entry in force.
     fn denied_since(
         &self,
         since: i64,
         now: i64,
-    ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send {
+    ) -> impl Future<Output = StoreResult<Denied>> + Send {
         let _ = since;
         self.denied_access(now)
     }
@@ -479,4 +597,23 @@ pub enum Change {
     /// The feed is lost: changes may go unseen until the next [`Change::Everything`], so
     /// caches must not be trusted meanwhile.
     FeedLost,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Denied;
+
+    #[test]
+    fn denied_lists_round_trip_any_key() {
+        let entries = [("jti_1", 100), ("sid:a b\nc", -5), ("é€", 7), ("", 0)];
+        let d: Denied = entries.iter().copied().collect();
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.iter().len(), 4);
+        assert_eq!(d.key_bytes(), entries.iter().map(|(k, _)| k.len()).sum::<usize>());
+        assert_eq!(d.iter().collect::<Vec<_>>(), entries);
+        let again = Denied::from_list(d.list.clone()).unwrap();
+        assert_eq!(again, d);
+        assert!(Denied::from_list("1 5 abc".into()).is_none());
+        assert!(Denied::default().iter().next().is_none());
+    }
 }

@@ -59,6 +59,6 @@ pub use header::Header;
 pub use jwk::{Jwk, JwkSet, Secret};
 pub use jws::{EncodedHeader, KeySet, Signer, Token, Verifier, sign_jws, verify_jws};
 pub use key::{MIN_RSA_BITS, SigningKey, VerifyingKey};
-pub use revocation::{Revocation, RevocationEvent, RevocationSet};
+pub use revocation::{Revocation, RevocationEvent, RevocationKey, RevocationSet};
 pub use time::{Clock, ManualClock, SystemClock};
 pub use validation::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_LEN, Validation, typ_matches};

@@ -41,29 +41,47 @@ impl Revocation {
 
     /// Reads [`Revocation::key`]'s form. tessera's `jti`s never contain `:`.
     pub fn from_key(key: &str) -> Revocation {
+        RevocationKey::parse(key).to_revocation()
+    }
+}
+
+/// What a [`Revocation::key`] names, borrowed from the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKey<'a> {
+    /// A token id.
+    Token(&'a str),
+    /// A session id.
+    Session(&'a str),
+    /// A subject, and up to when its tokens are refused.
+    Subject(&'a str, i64),
+}
+
+impl<'a> RevocationKey<'a> {
+    /// Reads `sid:ID`, `sub:AT:ID`, or else a bare token id.
+    pub fn parse(key: &'a str) -> RevocationKey<'a> {
         if let Some(sid) = key.strip_prefix("sid:") {
-            return Revocation::Session(sid.to_owned());
+            return RevocationKey::Session(sid);
         }
         if let Some((at, sub)) = key
             .strip_prefix("sub:")
             .and_then(|rest| rest.split_once(':'))
             .and_then(|(at, sub)| Some((at.parse().ok()?, sub)))
         {
-            return Revocation::Subject {
-                sub: sub.to_owned(),
-                at,
-            };
+            return RevocationKey::Subject(sub, at);
         }
-        Revocation::Token(key.to_owned())
+        RevocationKey::Token(key)
     }
 
-    /// [`Revocation::from_key`] of a key the caller gives away: a token's id (most entries of a
-    /// reload) keeps its allocation.
-    pub fn from_owned_key(key: String) -> Revocation {
-        if key.starts_with("sid:") || key.starts_with("sub:") {
-            return Revocation::from_key(&key);
+    /// The revocation it names.
+    pub fn to_revocation(self) -> Revocation {
+        match self {
+            RevocationKey::Token(jti) => Revocation::Token(jti.to_owned()),
+            RevocationKey::Session(sid) => Revocation::Session(sid.to_owned()),
+            RevocationKey::Subject(sub, at) => Revocation::Subject {
+                sub: sub.to_owned(),
+                at,
+            },
         }
-        Revocation::Token(key)
     }
 }
 
@@ -248,18 +266,14 @@ mod tests {
             },
         ] {
             assert_eq!(Revocation::from_key(&r.key()), r);
-            assert_eq!(Revocation::from_owned_key(r.key()), r);
             let e = RevocationEvent::new(&r, 5);
             let json = serde_json::to_string(&e).unwrap();
             let back: RevocationEvent = serde_json::from_str(&json).unwrap();
             assert_eq!(back.revocation(), Some(r));
         }
-        // A key that only looks like a subject's is a token id, read either way.
-        for odd in ["sub:x", "sub:", "sid"] {
-            assert_eq!(
-                Revocation::from_owned_key(odd.into()),
-                Revocation::from_key(odd)
-            );
+        // A key that only looks like a subject's is a token id.
+        for odd in ["sub:x", "sub:", "sid", "sub:x:y"] {
+            assert_eq!(Revocation::from_key(odd), Revocation::Token(odd.into()));
         }
     }
 

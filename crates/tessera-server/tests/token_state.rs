@@ -86,7 +86,7 @@ impl DenylistStore for Flaky {
     async fn deny_access(&self, j: &str, e: i64, n: i64) -> StoreResult<()> {
         self.store.deny_access(j, e, n).await
     }
-    async fn denied_access(&self, n: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn denied_access(&self, n: i64) -> StoreResult<tessera_core::Denied> {
         self.store.denied_access(n).await
     }
     async fn purge_denied(&self, n: i64) -> StoreResult<u64> {
@@ -122,7 +122,7 @@ async fn instance(db: &MemoryStore, redis: &Flaky, clock: &ManualClock) -> State
 async fn catch_up(state: &State, db: &MemoryStore, clock: &ManualClock) {
     let now = clock.now();
     let all = db.denied_access(now - 60).await.unwrap();
-    state.denylist.extend_stored(all, now);
+    state.denylist.reload(&all, now);
 }
 
 #[tokio::test]

@@ -471,8 +471,8 @@ guarded!(RefreshStore {
 
 guarded!(DenylistStore {
     Write fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()>;
-    Read fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    Read fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    Read fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied>;
+    Read fn denied_since(&self, since: i64, now: i64) -> StoreResult<tessera_core::Denied>;
     Write fn purge_denied(&self, now: i64) -> StoreResult<u64>;
 });
 

@@ -425,23 +425,23 @@ impl DenylistStore for MemoryStore {
         Ok(())
     }
 
-    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied> {
         Ok(self
             .read()
             .denied
             .iter()
             .filter(|(_, (e, _))| *e > now)
-            .map(|(j, (e, _))| (j.clone(), *e))
+            .map(|(j, (e, _))| (j, *e))
             .collect())
     }
 
-    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<tessera_core::Denied> {
         Ok(self
             .read()
             .denied
             .iter()
             .filter(|(_, (e, added))| *e > now && *added >= since)
-            .map(|(j, (e, _))| (j.clone(), *e))
+            .map(|(j, (e, _))| (j, *e))
             .collect())
     }
 

@@ -132,24 +132,9 @@ pub(crate) fn refresh(row: &impl Columns) -> Result<(RefreshRecord, bool), sqlx:
 /// Reads the denylist as `DENYLIST_SNAPSHOT` aggregates it: `EXP LEN KEY` for each entry, one
 /// after the other, `LEN` the key's length in characters (so a key may hold any character,
 /// spaces and newlines too).
-pub(crate) fn denied_snapshot(list: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let bad = || sqlx::Error::Decode("malformed denylist snapshot".into());
-    let mut out = Vec::new();
-    let mut rest = list;
-    while !rest.is_empty() {
-        let (exp, r) = rest.split_once(' ').ok_or_else(bad)?;
-        let (len, r) = r.split_once(' ').ok_or_else(bad)?;
-        let exp: i64 = exp.parse().map_err(|_| bad())?;
-        let len: usize = len.parse().map_err(|_| bad())?;
-        let end = match r.char_indices().nth(len) {
-            Some((i, _)) => i,
-            None if r.chars().count() == len => r.len(),
-            None => return Err(bad()),
-        };
-        out.push((r[..end].to_owned(), exp));
-        rest = &r[end..];
-    }
-    Ok(out)
+pub(crate) fn denied_snapshot(list: String) -> Result<tessera_core::Denied, sqlx::Error> {
+    tessera_core::Denied::from_list(list)
+        .ok_or_else(|| sqlx::Error::Decode("malformed denylist snapshot".into()))
 }
 
 pub(crate) fn denied(row: &impl Columns) -> Result<(String, i64), sqlx::Error> {
@@ -160,7 +145,9 @@ pub(crate) fn denied(row: &impl Columns) -> Result<(String, i64), sqlx::Error> {
 mod tests {
     #[test]
     fn the_denylist_snapshot_reads_any_key() {
-        let got = super::denied_snapshot("100 3 abc2000 9 sid:a b\nc5 0 ").unwrap();
+        let got = super::denied_snapshot("100 3 abc2000 9 sid:a b\nc5 0 ".into())
+            .unwrap()
+            .to_vec();
         assert_eq!(
             got,
             vec![
@@ -169,13 +156,13 @@ mod tests {
                 (String::new(), 5)
             ]
         );
-        assert_eq!(super::denied_snapshot("").unwrap(), vec![]);
+        assert!(super::denied_snapshot(String::new()).unwrap().is_empty());
         assert_eq!(
-            super::denied_snapshot("7 2 é€").unwrap(),
+            super::denied_snapshot("7 2 é€".into()).unwrap().to_vec(),
             vec![("é€".to_owned(), 7)]
         );
         for bad in ["100", "100 3", "100 3 ab", "x 1 a", "1 y a", "1 -1 a"] {
-            assert!(super::denied_snapshot(bad).is_err(), "{bad:?}");
+            assert!(super::denied_snapshot(bad.into()).is_err(), "{bad:?}");
         }
     }
 }

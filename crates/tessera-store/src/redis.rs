@@ -767,14 +767,14 @@ impl DenylistStore for RedisStore {
         Ok(())
     }
 
-    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied> {
         let mut c = self.conn.clone();
         let rows: Vec<(String, f64)> = c
             .zrangebyscore_withscores(self.denylist_index(), format!("({now}"), "+inf")
             .await
             .map_err(unavailable)?;
         #[allow(clippy::cast_possible_truncation)] // scores are whole seconds, far below 2^53
-        Ok(rows.into_iter().map(|(j, e)| (j, e as i64)).collect())
+        Ok(rows.iter().map(|(j, e)| (j, *e as i64)).collect())
     }
 
     async fn purge_denied(&self, now: i64) -> StoreResult<u64> {

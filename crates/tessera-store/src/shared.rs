@@ -113,17 +113,17 @@ impl<D: Stores, R: ClusterRedis> DenylistStore for SharedStore<D, R> {
         self.db.denylist().deny_access(jti, exp, now).await
     }
 
-    async fn denied_access(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied> {
         let mut entries = self.db.denylist().denied_access(now).await?;
         // Entries an earlier version kept in Redis alone, while they last.
         match self.redis.denied_access(now).await {
-            Ok(earlier) => entries.extend(earlier),
+            Ok(earlier) => entries.extend(earlier.iter()),
             Err(e) => tracing::debug!(error = %e, "reading Redis's denylist failed"),
         }
         Ok(entries)
     }
 
-    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn denied_since(&self, since: i64, now: i64) -> StoreResult<tessera_core::Denied> {
         self.db.denylist().denied_since(since, now).await
     }
 

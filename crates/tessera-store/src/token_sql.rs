@@ -281,7 +281,7 @@ macro_rules! token_store_sql {
                 Ok(())
             }
 
-            async fn denied_access(&self, now: i64) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+            async fn denied_access(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Denied> {
                 // One row holding every entry (`DENYLIST_SNAPSHOT`, the backend's aggregate):
                 // a row per entry costs a hand-off from SQLite's worker thread each, which was
                 // most of a start with 10^5 revocations in force.
@@ -291,24 +291,33 @@ macro_rules! token_store_sql {
                     .await
                     .map_err(unavailable)?;
                 let list = crate::record::Columns::maybe_text(&row, "list").map_err(unavailable)?;
-                crate::record::denied_snapshot(list.as_deref().unwrap_or("")).map_err(unavailable)
+                crate::record::denied_snapshot(list.unwrap_or_default()).map_err(unavailable)
             }
 
             async fn denied_since(
                 &self,
                 since: i64,
                 now: i64,
-            ) -> tessera_core::StoreResult<Vec<(String, i64)>> {
+            ) -> tessera_core::StoreResult<tessera_core::Denied> {
+                if since == i64::MIN {
+                    // Everything in force (the periodic full catch-up): one row, as above, or
+                    // row by row if that row cannot be read (it is over SQLite's length limit).
+                    if let Ok(all) = tessera_core::DenylistStore::denied_access(self, now).await {
+                        return Ok(all);
+                    }
+                }
                 let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE added_at >= $1 AND expires_at > $2")
                     .bind(since)
                     .bind(now)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                rows.iter()
-                    .map(crate::record::denied)
-                    .collect::<Result<_, _>>()
-                    .map_err(unavailable)
+                let mut denied = tessera_core::Denied::default();
+                for row in &rows {
+                    let (key, exp) = crate::record::denied(row).map_err(unavailable)?;
+                    denied.push(&key, exp);
+                }
+                Ok(denied)
             }
 
             async fn purge_denied(&self, now: i64) -> tessera_core::StoreResult<u64> {
