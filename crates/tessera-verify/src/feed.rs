@@ -11,7 +11,7 @@
 //! that, [`WhenLost`] decides.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -89,6 +89,9 @@ pub(crate) struct Feed {
     grace: Duration,
     when_lost: WhenLost,
     leeway: i64,
+    /// The second of the last purge: expired revocations are forgotten at most once a second
+    /// (a purge scans the set; once per event made a catch-up of 10^5 quadratic).
+    purged_at: AtomicI64,
     applied: AtomicU64,
     connects: AtomicU64,
 }
@@ -144,7 +147,9 @@ impl Feed {
             return;
         };
         let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
-        set.purge(now - self.leeway);
+        if self.purged_at.swap(now, Ordering::Relaxed) != now {
+            set.purge(now - self.leeway);
+        }
         if event.exp > now - self.leeway {
             set.insert(r, event.exp);
         }
@@ -186,20 +191,25 @@ impl SseReader {
     pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, &'static str> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
+        // Where the next block begins: the blocks read are drained once, at the end (draining
+        // each made a chunk of many events quadratic).
+        let mut start = 0;
         loop {
             // A blank line may straddle the previous chunk's last byte.
-            let from = self.scanned.saturating_sub(1);
+            let from = self.scanned.saturating_sub(1).max(start);
             let Some(at) = self.buf[from..].windows(2).position(|w| w == b"\n\n") else {
                 self.scanned = self.buf.len();
                 break;
             };
             let end = from + at + 2;
             let block =
-                std::str::from_utf8(&self.buf[..end]).map_err(|_| "the feed is not UTF-8")?;
+                std::str::from_utf8(&self.buf[start..end]).map_err(|_| "the feed is not UTF-8")?;
             events.push(parse_event(block));
-            self.buf.drain(..end);
-            self.scanned = 0;
+            start = end;
+            self.scanned = end;
         }
+        self.buf.drain(..start);
+        self.scanned -= start;
         if self.buf.len() > MAX_EVENT {
             return Err("an event is too large");
         }
@@ -265,6 +275,7 @@ impl Follower {
             grace: options.grace,
             when_lost: options.when_lost,
             leeway,
+            purged_at: AtomicI64::new(0),
             applied: AtomicU64::new(0),
             connects: AtomicU64::new(0),
         });
