@@ -5,18 +5,28 @@
 #   scripts/bench-scale.sh                 # 10^3 and 10^6 sessions and users, 10^5 denylisted jtis
 #   SMALL=1000 LARGE=100000 DENIED=10000 DURATION=3 scripts/bench-scale.sh    # a quicker pass
 #
-# Rows, per data set:
+# Rows, per data set (the server pinned to SERVER_CPU (0), wrk -t1 -c32 for DURATION s on LOAD_CPU
+# (1), REPS (3) rounds taking the small and the large set in turn, medians; the large rate within
+# 10 % of the small one is the target of every rate row):
 # - start-up: `tessera serve` on the existing data directory, from exec to the first /healthz
-#   answer (median of 5 starts; target < 100 ms), and its RSS once idle (target < 30 MB);
+#   answer (median of 5 starts; target < 100 ms), and its RSS once idle (target < 30 MB), with
+#   the anonymous part of it (the rest is the binary's own pages, shared and reclaimable);
 # - `/auth/me` with a real session cookie among all the others, session cache off
-#   (session.cache_ttl = 0s: every request reads SQLite), wrk -t1 -c32 for DURATION s, the
-#   server pinned to SERVER_CPU (0) and wrk to LOAD_CPU (1): the large rate within 10 % of the
-#   small one is the target;
-# - `/healthz` in the same run, the framework's floor.
-# The denylist is held in memory (reloaded at start): RSS(large) − RSS(small) over the entries
-# added is the memory per entry, printed at the end. Still to come in this script (issue 21): the
-# PostgreSQL and Redis session rows, refresh, introspection and the denylist check at scale, the
-# revocation feed's catch-up.
+#   (session.cache_ttl = 0s: every request reads SQLite);
+# - `/auth/me` with a Bearer access JWT: the denylist check against every revocation in force;
+# - introspection (RFC 7662) of that access JWT by a confidential client;
+# - refresh: the refresh_token grant, each connection presenting the token its last answer gave
+#   (one rotation per request, among all the other families);
+# - `/healthz` in the same run, the framework's floor;
+# - the revocation feed: a new tessera-verify follower (crates/tessera-verify/examples/reach.rs)
+#   catches up with every revocation in force (time, count, its memory growth; targets < 2 s and
+#   < 20 MB at 10^5), then REVOKED (200) revocations are timed from the RFC 7009 request to the
+#   follower's refusal (target p99 < 1 s).
+# The data: users, live sessions, refresh-token families and denylisted jtis inserted in bulk
+# (python's sqlite3, one transaction) beside the `bench` user and the `rs` client, made by the
+# CLI. RSS(large) − RSS(small) over the denylist entries added is printed as the memory per entry
+# (an upper bound: SQLite's page cache grows with the data too). The PostgreSQL and Redis session
+# rows are scripts/bench-server.sh's, at a small data set only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -24,6 +34,8 @@ SMALL=${SMALL:-1000}
 LARGE=${LARGE:-1000000}
 DENIED=${DENIED:-100000}
 DURATION=${DURATION:-10}
+REPS=${REPS:-3}
+REVOKED=${REVOKED:-200}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-18192}
@@ -31,7 +43,9 @@ PW="correct horse battery"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p tessera
+cargo build --release -q -p tessera-verify --example reach
 BIN=$ROOT/target/release/tessera
+REACH=$ROOT/target/release/examples/reach
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() {
@@ -43,12 +57,16 @@ export TESSERA_MASTER_KEY
 TESSERA_MASTER_KEY=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 export RUST_LOG=warn TESSERA_SESSION_CACHE_TTL=0s
 
-# load DIR USERS SESSIONS DENIED: a data directory with that many users, live sessions and
-# denylisted access-token ids (in force for the next hour), besides `bench`, made by the CLI.
+# load DIR USERS SESSIONS DENIED: a data directory with that many users, live sessions, refresh
+# families (one live token each) and denylisted access-token ids (in force for the next hour),
+# besides `bench` and the confidential client `rs` (its secret in DIR/secret), made by the CLI.
 load() {
   local dir=$1
   "$BIN" migrate --data-dir "$dir" >/dev/null
   "$BIN" user add bench --password-stdin --data-dir "$dir" <<<"$PW" >/dev/null
+  "$BIN" client add rs --grant client_credentials --scope api:read --audience urn:bench:api \
+    --json --data-dir "$dir" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' >"$dir/secret"
   python3 - "$dir/tessera.db" "$2" "$3" "$4" <<'PY'
 import os, sqlite3, sys, time
 db, users, sessions, denied = sys.argv[1], *map(int, sys.argv[2:])
@@ -57,12 +75,20 @@ c = sqlite3.connect(db)
 c.execute("PRAGMA journal_mode=WAL")
 c.execute("PRAGMA synchronous=OFF")
 pw = c.execute("SELECT password_hash FROM users WHERE username='bench'").fetchone()[0]
+user = lambda i: f"usr_load{i % max(users, 1)}"
 c.executemany("INSERT INTO users (id, username, password_hash, disabled, created_at) VALUES (?,?,?,0,?)",
               ((f"usr_load{i}", f"load{i}", pw, now) for i in range(users)))
 c.executemany("INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at,"
               " idle_timeout, user_agent, ip, data) VALUES (?,?,?,?,?,?,1800,NULL,NULL,'{}')",
-              ((os.urandom(32).hex(), f"ses_load{i}", f"usr_load{i % max(users, 1)}", now, now,
-                now + 43200) for i in range(sessions)))
+              ((os.urandom(32).hex(), f"ses_load{i}", user(i), now, now, now + 43200)
+               for i in range(sessions)))
+c.executemany("INSERT INTO refresh_families (family, user_id, revoked) VALUES (?,?,0)",
+              ((f"fam_load{i}", user(i)) for i in range(sessions)))
+c.executemany("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,"
+              " expires_at, family_expires_at, used_at, access_jti)"
+              " VALUES (?,?,?,'tessera','',?,?,?,NULL,NULL)",
+              ((os.urandom(32).hex(), f"fam_load{i}", user(i), now, now + 86400, now + 30 * 86400)
+               for i in range(sessions)))
 c.executemany("INSERT INTO access_denylist (jti, expires_at, added_at) VALUES (?,?,?)",
               ((f"jti_load{i}", now + 3600, now) for i in range(denied)))
 c.commit()
@@ -71,12 +97,12 @@ c.close()
 PY
 }
 
-# startup DIR: "ms rss_kib", medians of 5 starts.
+# startup DIR: "ms rss_kib anon_kib", medians of 5 starts.
 startup() {
   python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" <<'PY'
-import os, statistics, subprocess, sys, time, urllib.request
+import statistics, subprocess, sys, time, urllib.request
 bin_, data, port, cpu = sys.argv[1:]
-ms, rss = [], []
+ms, rss, anon = [], [], []
 for _ in range(5):
     t = time.monotonic()
     p = subprocess.Popen(["taskset", "-c", cpu, bin_, "serve", "--listen", f"127.0.0.1:{port}",
@@ -93,39 +119,87 @@ for _ in range(5):
     ms.append((time.monotonic() - t) * 1000)
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
-        rss.append(int(next(l for l in f if l.startswith("VmRSS")).split()[1]))
+        st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS", "RssAnon"))}
+    rss.append(st["VmRSS"])
+    anon.append(st["RssAnon"])
     p.terminate()
     p.wait()
-print(f"{statistics.median(ms):.0f} {statistics.median(rss)}")
+print(f"{statistics.median(ms):.0f} {statistics.median(rss)} {statistics.median(anon)}")
 PY
 }
 
-# rate URL [HEADER]: requests per second (wrk, 2xx only counted by wrk's own total minus errors).
+# rate URL [HEADER [SCRIPT]]: requests per second (wrk; non-2xx answers are reported on stderr).
 rate() {
-  HDR="${2:-}" taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${DURATION}s" -s "$WORK/h.lua" "$1" |
+  HDR="${2:-}" taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${DURATION}s" -s "${3:-$WORK/h.lua}" "$1" |
     awk '/Requests\/sec/ {print $2}'
 }
-cat >"$WORK/h.lua" <<'LUA'
+DONE='function done(summary) if summary.errors.status > 0 then io.stderr:write("non-2xx: " .. summary.errors.status .. "\n") end end'
+cat >"$WORK/h.lua" <<LUA
 local h = os.getenv("HDR")
 if h and h ~= "" then local k, v = h:match("([^:]+):%s*(.*)"); wrk.headers[k] = v end
-function done(summary) if summary.errors.status > 0 then io.stderr:write("non-2xx: " .. summary.errors.status .. "\n") end end
+$DONE
+LUA
+# A form POST of BODY with the header HDR (introspection: HTTP Basic).
+cat >"$WORK/post.lua" <<LUA
+local k, v = os.getenv("HDR"):match("([^:]+):%s*(.*)")
+wrk.method = "POST"
+wrk.headers[k] = v
+wrk.headers["content-type"] = "application/x-www-form-urlencoded"
+wrk.body = os.getenv("BODY")
+$DONE
+LUA
+# Refresh: each request presents a refresh token an earlier answer gave (the first from
+# REFRESH_FILE, one per line).
+cat >"$WORK/refresh.lua" <<LUA
+local tokens = {}
+for line in io.lines(os.getenv("REFRESH_FILE")) do tokens[#tokens + 1] = line end
+function request()
+  local t = table.remove(tokens) or "none"
+  return wrk.format("POST", "/oauth2/token", {["content-type"] = "application/x-www-form-urlencoded"},
+    "grant_type=refresh_token&client_id=tessera&refresh_token=" .. t)
+end
+function response(status, headers, body)
+  local t = body:match('"refresh_token":"([^"]+)"')
+  if t then tokens[#tokens + 1] = t end
+end
+$DONE
 LUA
 
+login() { # PORT MODE [CURL ARG...]: one login's answer
+  local port=$1 mode=$2
+  shift 2
+  curl -sf "$@" -X POST "http://127.0.0.1:$port/auth/login" -H 'content-type: application/json' \
+    -d "{\"username\":\"bench\",\"password\":\"$PW\",\"mode\":\"$mode\"}"
+}
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# measure NAME DIR FIRST: one round of the rate rows on DIR; the first round (FIRST=1) also times
+# the start-up and follows the feed.
 measure() {
-  local name=$1 dir=$2
-  read -r ms rss <<<"$(startup "$dir")"
+  local name=$1 dir=$2 first=$3 ms=- rss=- anon=- feed=-
+  [ "$first" = 1 ] && read -r ms rss anon <<<"$(startup "$dir")"
   taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" 2>/dev/null &
   SERVER_PID=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-  local cookie
-  cookie=$(curl -sf -c - -X POST "http://127.0.0.1:$PORT/auth/login" -H 'content-type: application/json' \
-    -d "{\"username\":\"bench\",\"password\":\"$PW\"}" | awk '$6 == "tessera_session" {print $6 "=" $7}')
-  local me health
-  me=$(rate "http://127.0.0.1:$PORT/auth/me" "Cookie: $cookie")
-  health=$(rate "http://127.0.0.1:$PORT/healthz")
+  local base=http://127.0.0.1:$PORT cookie access secret
+  cookie=$(login "$PORT" session -o /dev/null -c - | awk '$6 == "tessera_session" {print $6 "=" $7}')
+  access=$(login "$PORT" token | field access_token)
+  : >"$WORK/refresh"
+  for _ in $(seq 40); do login "$PORT" token | field refresh_token >>"$WORK/refresh"; done
+  secret=$(cat "$dir/secret")
+  local me bearer introspect refresh health
+  me=$(rate "$base/auth/me" "Cookie: $cookie")
+  bearer=$(rate "$base/auth/me" "Authorization: Bearer $access")
+  introspect=$(BODY="token=$access" rate "$base/oauth2/introspect" \
+    "Authorization: Basic $(printf 'rs:%s' "$secret" | base64 -w0)" "$WORK/post.lua")
+  refresh=$(REFRESH_FILE=$WORK/refresh rate "$base/oauth2/token" "" "$WORK/refresh.lua")
+  health=$(rate "$base/healthz")
+  # The feed: a new follower on the load core, then REVOKED revocations timed to it.
+  [ "$first" = 1 ] && feed=$(ISSUER=$base CLIENT_ID=rs CLIENT_SECRET=$secret \
+    AUDIENCE=urn:bench:api taskset -c "$LOAD_CPU" "$REACH" reach "$REVOKED" | tr '\n' ' ')
   kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
-  echo "$name $ms $rss $me $health" >>"$WORK/rows"
+  echo "$name $ms $rss $anon $me $bearer $introspect $refresh $health $feed" >>"$WORK/rows"
 }
 
 t0=$(date +%s)
@@ -133,23 +207,47 @@ load "$WORK/small" "$SMALL" "$SMALL" "$SMALL"
 t1=$(date +%s)
 load "$WORK/large" "$LARGE" "$LARGE" "$DENIED"
 t2=$(date +%s)
-echo "loaded: small in $((t1 - t0)) s, large ($LARGE users, $LARGE sessions, $DENIED denylisted) in $((t2 - t1)) s"
-measure small "$WORK/small"
-measure large "$WORK/large"
+echo "loaded: small in $((t1 - t0)) s, large ($LARGE users, sessions and refresh families, $DENIED denylisted) in $((t2 - t1)) s"
+for i in $(seq "$REPS"); do
+  first=$([ "$i" = 1 ] && echo 1 || echo 0)
+  measure small "$WORK/small" "$first"
+  measure large "$WORK/large" "$first"
+done
 
 python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" <<'PY'
-import sys
-rows = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1])}
+import re, statistics, sys
+rows, rates = {}, {}
+for l in open(sys.argv[1]):
+    f = l.split()
+    rates.setdefault(f[0], []).append([float(x) for x in f[4:9]])
+    feed = " ".join(f[9:])
+    m = re.search(r"caught up with (\d+) revocations in (\d+) ms, resident memory \+([\d.]+) MB", feed)
+    if m:
+        p99 = re.search(r"p99 ([\d.]+) ms", feed)
+        rows[f[0]] = [float(x) for x in f[1:4]] + [None] * 5 + [
+            int(m.group(1)), float(m.group(2)), float(m.group(3)), float(p99.group(1))]
+for name, runs in rates.items():
+    rows[name][3:8] = [statistics.median(col) for col in zip(*runs)]
 small_n, large_n, denied = map(int, sys.argv[2:])
-print("| data | start to /healthz (ms) | idle RSS (MB) | /auth/me, SQLite, cache off (/s) | /healthz (/s) |")
+names = ["/auth/me, session in SQLite, cache off", "/auth/me, Bearer JWT (the denylist check)",
+         "introspection of an access JWT", "refresh (one rotation per request)", "/healthz"]
+S, L = rows["small"], rows["large"]
+print(f"| row (medians of {len(rates['small'])}) | {small_n:,} (/s) | {large_n:,} (/s) "
+      "| large / small (target >= 0.90) | the same, each against its round's /healthz |")
 print("|---|---:|---:|---:|---:|")
-for name, n, d in [("small", small_n, small_n), ("large", large_n, denied)]:
-    ms, rss, me, health = rows[name]
-    print(f"| {n:,} users and sessions, {d:,} denylisted | {ms:.0f} | {rss / 1024:.1f} | {me:,.0f} | {health:,.0f} |")
-(s_ms, s_rss, s_me, _), (l_ms, l_rss, l_me, _) = rows["small"], rows["large"]
+for i, name in enumerate(names):
+    print(f"| {name} | {S[3 + i]:,.0f} | {L[3 + i]:,.0f} | {L[3 + i] / S[3 + i]:.2f} "
+          f"| {(L[3 + i] / L[7]) / (S[3 + i] / S[7]):.2f} |")
 print()
-print(f"start-up: {l_ms:.0f} ms at the large set (target < 100 ms); idle RSS {l_rss / 1024:.1f} MB (target < 30 MB)")
-print(f"/auth/me large / small = {l_me / s_me:.2f} (target >= 0.90)")
-per = (l_rss - s_rss) * 1024 / max(denied - small_n, 1)
-print(f"memory per denylist entry held (RSS slope): {per:.0f} bytes")
+print("| data set | start to /healthz (ms; < 100) | idle RSS (MB; < 30) | of it anonymous (MB) "
+      "| feed catch-up (revocations, time, memory; < 2 s, < 20 MB) | reach p99 (ms; < 1000) |")
+print("|---|---:|---:|---:|---:|---:|")
+for name, n, d in [("small", small_n, small_n), ("large", large_n, denied)]:
+    r = rows[name]
+    print(f"| {n:,} users, sessions, refresh families; {d:,} denylisted | {r[0]:.0f} | {r[1] / 1024:.1f} "
+          f"| {r[2] / 1024:.1f} | {r[8]:,}, {r[9]:.0f} ms, +{r[10]:.1f} MB | {r[11]:.1f} |")
+print()
+added = max(denied - small_n, 1)
+print(f"memory per denylist entry (RSS slope, an upper bound): {(L[1] - S[1]) * 1024 / added:.0f} bytes"
+      f" ({(L[2] - S[2]) * 1024 / added:.0f} anonymous)")
 PY

@@ -609,7 +609,10 @@ mod tests {
         let d: Denied = entries.iter().copied().collect();
         assert_eq!(d.len(), 4);
         assert_eq!(d.iter().len(), 4);
-        assert_eq!(d.key_bytes(), entries.iter().map(|(k, _)| k.len()).sum::<usize>());
+        assert_eq!(
+            d.key_bytes(),
+            entries.iter().map(|(k, _)| k.len()).sum::<usize>()
+        );
         assert_eq!(d.iter().collect::<Vec<_>>(), entries);
         let again = Denied::from_list(d.list.clone()).unwrap();
         assert_eq!(again, d);

@@ -8,7 +8,9 @@
 //! `reach N`: N client-credentials tokens, each verified (and remembered), then revoked with
 //! RFC 7009 at `REVOKE_URL` (default: the issuer; another instance of the cluster shows the
 //! path through Redis); the time from sending the revocation to the verifier refusing the token,
-//! polled every millisecond. Prints p50, p90, p99 and the maximum.
+//! polled every millisecond. Prints p50, p90, p99 and the maximum; first, how long the
+//! follower took to catch up with the revocations already in force, how many it holds, and the
+//! growth of this process's resident memory over the catch-up (`scripts/bench-scale.sh`).
 
 #![allow(
     clippy::unwrap_used,
@@ -41,6 +43,18 @@ async fn mint(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> Str
     body["access_token"].as_str().unwrap().to_owned()
 }
 
+/// This process's resident memory, KiB (Linux; 0 elsewhere).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -64,10 +78,17 @@ async fn main() {
     )
     .await
     .unwrap();
+    let (rss, started) = (rss_kib(), Instant::now());
     verifier
         .follow_revocations(FeedOptions::new(id.clone(), secret.clone()))
         .await
         .unwrap();
+    println!(
+        "caught up with {} revocations in {:.0} ms, resident memory +{:.1} MB",
+        verifier.revocations_held(),
+        started.elapsed().as_secs_f64() * 1000.0,
+        (rss_kib().saturating_sub(rss)) as f64 / 1024.0
+    );
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         tokens.push(mint(&http, &revoke_at, &id, &secret).await);
