@@ -25,8 +25,14 @@
 # The data: users, live sessions, refresh-token families and denylisted jtis inserted in bulk
 # (python's sqlite3, one transaction) beside the `bench` user and the `rs` client, made by the
 # CLI. RSS(large) − RSS(small) over the denylist entries added is printed as the memory per entry
-# (an upper bound: SQLite's page cache grows with the data too). The PostgreSQL and Redis session
-# rows are scripts/bench-server.sh's, at a small data set only.
+# (an upper bound: SQLite's page cache grows with the data too).
+#
+# Then sessions elsewhere: `/auth/me` by cookie with the session cache off, sessions in
+# PostgreSQL (the machine's, TEST_POSTGRES_URL, a schema of its own dropped at the end; users
+# there too), and sessions in Redis (a redis-server of its own on PORT+1, pinned to the server
+# core, no persistence; users in PostgreSQL), each at SMALL and then at LARGE sessions and users
+# (inserted by generate_series and by a Lua loop copying a real session), REPS rounds each with
+# /healthz beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,15 +47,23 @@ LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-18192}
 PW="correct horse battery"
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+for t in wrk redis-server psql; do
+  command -v "$t" >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq wrk redis-server postgresql-client >/dev/null; break; }
+done
 cargo build --release -q -p tessera
 cargo build --release -q -p tessera-verify --example reach
 BIN=$ROOT/target/release/tessera
 REACH=$ROOT/target/release/examples/reach
 WORK=$(mktemp -d)
 SERVER_PID=
+REDIS_PID=
+PG_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+SCHEMA=tessera_scale_$$
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+  psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -214,7 +228,88 @@ for i in $(seq "$REPS"); do
   measure large "$WORK/large" "$first"
 done
 
-python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" <<'PY'
+# Sessions in PostgreSQL, and in Redis (users in PostgreSQL): SMALL, then LARGE.
+psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA"
+SEP='?'; case $PG_URL in *\?*) SEP='&';; esac
+export TESSERA_DATABASE_URL="$PG_URL${SEP}options[search_path]=$SCHEMA"
+RPORT=$((PORT + 1))
+taskset -c "$SERVER_CPU" redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN" user add bench --password-stdin --data-dir "$WORK/pg" <<<"$PW" >/dev/null
+
+# grow N: PostgreSQL holds N loaded users and sessions (besides bench's), and Redis N sessions.
+grow() {
+  psql -q "$PG_URL" -v ON_ERROR_STOP=1 <<SQL
+SET search_path = $SCHEMA;
+INSERT INTO users (id, username, password_hash, disabled, created_at)
+  SELECT 'usr_load' || i, 'load' || i, (SELECT password_hash FROM users WHERE username = 'bench'),
+         FALSE, extract(epoch FROM now())::bigint
+  FROM generate_series((SELECT count(*) FROM users WHERE id LIKE 'usr_load%'), $1 - 1) i;
+INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout,
+                      user_agent, ip, data)
+  SELECT md5('a' || i) || md5('b' || i), 'ses_load' || i, 'usr_load' || i,
+         extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint,
+         extract(epoch FROM now())::bigint + 43200, 1800, NULL, NULL, '{}'
+  FROM generate_series((SELECT count(*) FROM sessions WHERE handle LIKE 'ses_load%'), $1 - 1) i;
+ANALYZE;
+SQL
+  # Redis: copies of a real session (bench's, made by a login) under made-up hashes.
+  env TESSERA_REDIS_URL="redis://127.0.0.1:$RPORT" TESSERA_REDIS_PREFIX=scale \
+    taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/pg" 2>/dev/null &
+  SERVER_PID=$!
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  login "$PORT" session -o /dev/null
+  kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+  local real from
+  real=$(redis-cli -p "$RPORT" --scan --pattern 'scale:s:*' | awk 'NR == 1')
+  from=$(redis-cli -p "$RPORT" get scale:loaded)
+  for ((i = ${from:-0}; i < $1; i += 100000)); do
+    redis-cli -p "$RPORT" eval "
+      local fields = redis.call('HGETALL', KEYS[1])
+      local ttl = redis.call('TTL', KEYS[1])
+      local ends = redis.call('TIME')[1] + ttl
+      for i = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
+        local h = string.format('%064x', i)
+        local k = 'scale:s:' .. h
+        redis.call('HSET', k, unpack(fields))
+        redis.call('HSET', k, 'handle', 'ses_load' .. i, 'user_id', 'usr_load' .. i)
+        redis.call('EXPIRE', k, ttl)
+        redis.call('ZADD', 'scale:sx', ends, h)
+      end
+      return redis.call('SET', 'scale:loaded', ARGV[2])" 1 "$real" "$i" "$((i + 100000 < $1 ? i + 100000 : $1))" >/dev/null
+  done
+}
+
+# shared_round SET: one round of /auth/me by cookie on PostgreSQL alone and on Redis, and /healthz.
+shared_round() {
+  local set=$1 kind url_env me health
+  for kind in pg redis; do
+    url_env=()
+    [ "$kind" = redis ] && url_env=(TESSERA_REDIS_URL="redis://127.0.0.1:$RPORT" TESSERA_REDIS_PREFIX=scale)
+    env "${url_env[@]}" taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" \
+      --data-dir "$WORK/pg" 2>/dev/null &
+    SERVER_PID=$!
+    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+    cookie=$(login "$PORT" session -o /dev/null -c - | awk '$6 == "tessera_session" {print $6 "=" $7}')
+    me=$(rate "http://127.0.0.1:$PORT/auth/me" "Cookie: $cookie")
+    health=$(rate "http://127.0.0.1:$PORT/healthz")
+    kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    echo "$set $kind $me $health" >>"$WORK/shared"
+  done
+}
+
+grow "$SMALL"
+for _ in $(seq "$REPS"); do shared_round small; done
+t3=$(date +%s)
+grow "$LARGE"
+echo "loaded $LARGE sessions and users into PostgreSQL and Redis in $(($(date +%s) - t3)) s"
+for _ in $(seq "$REPS"); do shared_round large; done
+
+python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" <<'PY'
 import re, statistics, sys
 rows, rates = {}, {}
 for l in open(sys.argv[1]):
@@ -228,7 +323,7 @@ for l in open(sys.argv[1]):
             int(m.group(1)), float(m.group(2)), float(m.group(3)), float(p99.group(1))]
 for name, runs in rates.items():
     rows[name][3:8] = [statistics.median(col) for col in zip(*runs)]
-small_n, large_n, denied = map(int, sys.argv[2:])
+small_n, large_n, denied = map(int, sys.argv[2:5])
 names = ["/auth/me, session in SQLite, cache off", "/auth/me, Bearer JWT (the denylist check)",
          "introspection of an access JWT", "refresh (one rotation per request)", "/healthz"]
 S, L = rows["small"], rows["large"]
@@ -246,6 +341,19 @@ for name, n, d in [("small", small_n, small_n), ("large", large_n, denied)]:
     r = rows[name]
     print(f"| {n:,} users, sessions, refresh families; {d:,} denylisted | {r[0]:.0f} | {r[1] / 1024:.1f} "
           f"| {r[2] / 1024:.1f} | {r[8]:,}, {r[9]:.0f} ms, +{r[10]:.1f} MB | {r[11]:.1f} |")
+print()
+shared = {}
+for l in open(sys.argv[5]):
+    st, kind, me, health = l.split()
+    shared.setdefault((st, kind), []).append((float(me), float(health)))
+print()
+print(f"| /auth/me by cookie, session cache off (medians of {len(shared[('small', 'pg')])}) | {small_n:,} (/s) "
+      f"| {large_n:,} (/s) | large / small (target >= 0.90) | the same, each against its /healthz |")
+print("|---|---:|---:|---:|---:|")
+for kind, label in [("pg", "sessions and users in PostgreSQL"), ("redis", "sessions in Redis, users in PostgreSQL")]:
+    sm = [statistics.median(c) for c in zip(*shared[("small", kind)])]
+    lg = [statistics.median(c) for c in zip(*shared[("large", kind)])]
+    print(f"| {label} | {sm[0]:,.0f} | {lg[0]:,.0f} | {lg[0] / sm[0]:.2f} | {(lg[0] / lg[1]) / (sm[0] / sm[1]):.2f} |")
 print()
 added = max(denied - small_n, 1)
 print(f"memory per denylist entry (RSS slope, an upper bound): {(L[1] - S[1]) * 1024 / added:.0f} bytes"
