@@ -120,6 +120,19 @@ impl Held {
         entry(&self.log, *seq)
     }
 
+    /// The index, and the hash of any sequence number it holds (for its growth and shrinking).
+    fn index_mut(&mut self) -> (&mut HashTable<u64>, impl Fn(&u64) -> u64 + '_) {
+        let Held {
+            index,
+            log,
+            keys,
+            hasher,
+            ..
+        } = self;
+        let (log, keys, hasher) = (&*log, &*keys, &*hasher);
+        (index, move |&s: &u64| hash_seq(hasher, log, keys, s))
+    }
+
     /// Room for `entries` more of `key_bytes` in all, made at once (a reload grown by doubling
     /// would leave the allocator holding each smaller copy). Room for what is already held is
     /// not counted twice: a catch-up brings mostly what is held.
@@ -131,14 +144,8 @@ impl Held {
         self.log.reserve_exact(entries);
         self.keys
             .reserve_exact(key_bytes.saturating_sub(self.keys.len()));
-        let Held {
-            index,
-            log,
-            keys,
-            hasher,
-            ..
-        } = self;
-        index.reserve(entries, |&s| hash_seq(hasher, log, keys, s));
+        let (index, rehash) = self.index_mut();
+        index.reserve(entries, rehash);
     }
 
     /// Appends `key` to the log until `exp`; its sequence number.
@@ -206,14 +213,8 @@ impl Held {
             return false;
         };
         let h = hash_id(&self.hasher, session, id);
-        let Held {
-            index,
-            log,
-            keys,
-            hasher,
-            ..
-        } = self;
-        index.insert_unique(h, seq, |&s| hash_seq(hasher, log, keys, s));
+        let (index, rehash) = self.index_mut();
+        index.insert_unique(h, seq, rehash);
         true
     }
 
@@ -250,14 +251,8 @@ impl Held {
         }
         if self.log.len() < self.log.capacity() / 4 {
             self.log.shrink_to_fit();
-            let Held {
-                index,
-                log,
-                keys,
-                hasher,
-                ..
-            } = self;
-            index.shrink_to_fit(|&s| hash_seq(hasher, log, keys, s));
+            let (index, rehash) = self.index_mut();
+            index.shrink_to_fit(rehash);
         }
     }
 }
