@@ -74,15 +74,17 @@ fn key_of<'a>(keys: &'a str, e: &Entry) -> &'a str {
         .unwrap_or_default()
 }
 
-/// The entry with sequence number `seq`.
-fn entry(log: &[Entry], seq: u64) -> Option<&Entry> {
-    log.binary_search_by_key(&seq, |e| e.seq)
-        .ok()
-        .map(|i| &log[i])
+/// Where the entry with sequence number `seq` is in the log.
+fn position(log: &[Entry], seq: u64) -> Option<usize> {
+    log.binary_search_by_key(&seq, |e| e.seq).ok()
 }
 
-/// The index's hash of a token (`session` false) or session id.
-fn hash_id(hasher: &RandomState, session: bool, id: &str) -> u64 {
+/// The index's hash of a token or session revocation (subjects are not in the index).
+fn hash_key(hasher: &RandomState, key: RevocationKey<'_>) -> u64 {
+    let (session, id) = match key {
+        RevocationKey::Session(id) => (true, id),
+        RevocationKey::Token(id) | RevocationKey::Subject(id, _) => (false, id),
+    };
     let mut h = hasher.build_hasher();
     h.write_u8(u8::from(session));
     h.write(id.as_bytes());
@@ -91,13 +93,14 @@ fn hash_id(hasher: &RandomState, session: bool, id: &str) -> u64 {
 
 /// The index's hash of what the entry `seq` names.
 fn hash_seq(hasher: &RandomState, log: &[Entry], keys: &str, seq: u64) -> u64 {
-    match entry(log, seq).map(|e| RevocationKey::parse(key_of(keys, e))) {
-        Some(RevocationKey::Session(id)) => hash_id(hasher, true, id),
-        Some(RevocationKey::Token(id) | RevocationKey::Subject(id, _)) => {
-            hash_id(hasher, false, id)
-        }
-        None => 0,
-    }
+    position(log, seq).map_or(0, |i| {
+        hash_key(hasher, RevocationKey::parse(key_of(keys, &log[i])))
+    })
+}
+
+/// Whether the entry `seq` names `want`.
+fn names(log: &[Entry], keys: &str, seq: u64, want: RevocationKey<'_>) -> bool {
+    position(log, seq).is_some_and(|i| RevocationKey::parse(key_of(keys, &log[i])) == want)
 }
 
 impl Held {
@@ -105,19 +108,12 @@ impl Held {
         self.index.len() + self.subjects.len()
     }
 
-    /// The live entry revoking this token (`session` false) or session id.
-    fn find(&self, session: bool, id: &str) -> Option<&Entry> {
-        let want = if session {
-            RevocationKey::Session(id)
-        } else {
-            RevocationKey::Token(id)
-        };
-        let h = hash_id(&self.hasher, session, id);
-        let seq = self.index.find(h, |&seq| {
-            entry(&self.log, seq)
-                .is_some_and(|e| RevocationKey::parse(key_of(&self.keys, e)) == want)
-        })?;
-        entry(&self.log, *seq)
+    /// Whether a live token or session revocation names `want`.
+    fn holds(&self, want: RevocationKey<'_>) -> bool {
+        let h = hash_key(&self.hasher, want);
+        self.index
+            .find(h, |&seq| names(&self.log, &self.keys, seq, want))
+            .is_some()
     }
 
     /// The index, and the hash of any sequence number it holds (for its growth and shrinking).
@@ -177,7 +173,7 @@ impl Held {
             tracing::error!("the denylist is full; a revocation could not be held in memory");
             return false;
         }
-        let (session, id) = match RevocationKey::parse(key) {
+        let want = match RevocationKey::parse(key) {
             RevocationKey::Subject(sub, at) => {
                 match self.subjects.get_mut(sub) {
                     Some((a, e)) if *a >= at && *e >= exp => return false,
@@ -192,27 +188,31 @@ impl Held {
                 self.push(key, exp);
                 return true;
             }
-            RevocationKey::Session(id) => (true, id),
-            RevocationKey::Token(id) => (false, id),
+            other => other,
         };
-        if let Some(held) = self.find(session, id).copied() {
-            if held.exp >= exp {
+        let h = hash_key(&self.hasher, want);
+        let Held {
+            index,
+            log,
+            keys,
+            dead,
+            ..
+        } = self;
+        if let Ok(slot) = index.find_entry(h, |&seq| names(log, keys, seq, want)) {
+            let Some(i) = position(log, *slot.get()) else {
+                return false;
+            };
+            if log[i].exp >= exp {
                 return false;
             }
             // Extended: the feed carries it again under a new number; the old entry goes.
-            let h = hash_id(&self.hasher, session, id);
-            if let Ok(slot) = self.index.find_entry(h, |&s| s == held.seq) {
-                slot.remove();
-            }
-            if let Ok(i) = self.log.binary_search_by_key(&held.seq, |e| e.seq) {
-                self.log[i].exp = SUPERSEDED;
-                self.dead += held.len as usize;
-            }
+            slot.remove();
+            log[i].exp = SUPERSEDED;
+            *dead += log[i].len as usize;
         }
         let Some(seq) = self.push(key, exp) else {
             return false;
         };
-        let h = hash_id(&self.hasher, session, id);
         let (index, rehash) = self.index_mut();
         index.insert_unique(h, seq, rehash);
         true
@@ -227,12 +227,11 @@ impl Held {
                 continue;
             }
             self.dead += e.len as usize;
-            let key = key_of(&self.keys, e);
-            let h = match RevocationKey::parse(key) {
-                RevocationKey::Session(id) => hash_id(&self.hasher, true, id),
-                RevocationKey::Token(id) => hash_id(&self.hasher, false, id),
-                RevocationKey::Subject(..) => continue,
-            };
+            let key = RevocationKey::parse(key_of(&self.keys, e));
+            if let RevocationKey::Subject(..) = key {
+                continue;
+            }
+            let h = hash_key(&self.hasher, key);
             if let Ok(slot) = self.index.find_entry(h, |&s| s == e.seq) {
                 slot.remove();
             }
@@ -389,11 +388,11 @@ impl Denylist {
         claims
             .jti
             .as_deref()
-            .is_some_and(|j| g.find(false, j).is_some())
+            .is_some_and(|j| g.holds(RevocationKey::Token(j)))
             || claims
                 .sid
                 .as_deref()
-                .is_some_and(|s| g.find(true, s).is_some())
+                .is_some_and(|s| g.holds(RevocationKey::Session(s)))
             || claims.sub.as_ref().is_some_and(|s| {
                 g.subjects
                     .get(s)
@@ -407,8 +406,7 @@ impl Denylist {
         self.held
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .find(true, sid)
-            .is_some()
+            .holds(RevocationKey::Session(sid))
     }
 
     /// Up to when `sub`'s tokens are revoked, if they are.
