@@ -186,17 +186,29 @@ login() { # PORT MODE [CURL ARG...]: one login's answer
     -d "{\"username\":\"bench\",\"password\":\"$PW\",\"mode\":\"$mode\"}"
 }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+session_cookie() { login "$PORT" session -o /dev/null -c - | awk '$6 == "tessera_session" {print $6 "=" $7}'; }
+
+# serve DIR [VAR=VALUE...]: tessera on PORT over DIR, pinned to the server core, once it answers.
+serve() {
+  local dir=$1
+  shift
+  env "$@" taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" 2>/dev/null &
+  SERVER_PID=$!
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+}
+stop() {
+  kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
 
 # measure NAME DIR FIRST: one round of the rate rows on DIR; the first round (FIRST=1) also times
 # the start-up and follows the feed.
 measure() {
   local name=$1 dir=$2 first=$3 ms=- rss=- anon=- feed=-
   [ "$first" = 1 ] && read -r ms rss anon <<<"$(startup "$dir")"
-  taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" 2>/dev/null &
-  SERVER_PID=$!
-  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  serve "$dir"
   local base=http://127.0.0.1:$PORT cookie access secret
-  cookie=$(login "$PORT" session -o /dev/null -c - | awk '$6 == "tessera_session" {print $6 "=" $7}')
+  cookie=$(session_cookie)
   access=$(login "$PORT" token | field access_token)
   : >"$WORK/refresh"
   for _ in $(seq 40); do login "$PORT" token | field refresh_token >>"$WORK/refresh"; done
@@ -211,8 +223,7 @@ measure() {
   # The feed: a new follower on the load core, then REVOKED revocations timed to it.
   [ "$first" = 1 ] && feed=$(ISSUER=$base CLIENT_ID=rs CLIENT_SECRET=$secret \
     AUDIENCE=urn:bench:api taskset -c "$LOAD_CPU" "$REACH" reach "$REVOKED" | tr '\n' ' ')
-  kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
+  stop
   echo "$name $ms $rss $anon $me $bearer $introspect $refresh $health $feed" >>"$WORK/rows"
 }
 
@@ -236,6 +247,7 @@ RPORT=$((PORT + 1))
 taskset -c "$SERVER_CPU" redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
   >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
+REDIS_ENV=(TESSERA_REDIS_URL="redis://127.0.0.1:$RPORT" TESSERA_REDIS_PREFIX=scale)
 for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN" user add bench --password-stdin --data-dir "$WORK/pg" <<<"$PW" >/dev/null
 
@@ -256,13 +268,9 @@ INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, exp
 ANALYZE;
 SQL
   # Redis: copies of a real session (bench's, made by a login) under made-up hashes.
-  env TESSERA_REDIS_URL="redis://127.0.0.1:$RPORT" TESSERA_REDIS_PREFIX=scale \
-    taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/pg" 2>/dev/null &
-  SERVER_PID=$!
-  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  serve "$WORK/pg" "${REDIS_ENV[@]}"
   login "$PORT" session -o /dev/null
-  kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
+  stop
   local real from
   real=$(redis-cli -p "$RPORT" --scan --pattern 'scale:s:*' | awk 'NR == 1')
   from=$(redis-cli -p "$RPORT" get scale:loaded)
@@ -285,19 +293,12 @@ SQL
 
 # shared_round SET: one round of /auth/me by cookie on PostgreSQL alone and on Redis, and /healthz.
 shared_round() {
-  local set=$1 kind url_env me health
+  local set=$1 kind me health
   for kind in pg redis; do
-    url_env=()
-    [ "$kind" = redis ] && url_env=(TESSERA_REDIS_URL="redis://127.0.0.1:$RPORT" TESSERA_REDIS_PREFIX=scale)
-    env "${url_env[@]}" taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$PORT" \
-      --data-dir "$WORK/pg" 2>/dev/null &
-    SERVER_PID=$!
-    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-    cookie=$(login "$PORT" session -o /dev/null -c - | awk '$6 == "tessera_session" {print $6 "=" $7}')
-    me=$(rate "http://127.0.0.1:$PORT/auth/me" "Cookie: $cookie")
+    if [ "$kind" = redis ]; then serve "$WORK/pg" "${REDIS_ENV[@]}"; else serve "$WORK/pg"; fi
+    me=$(rate "http://127.0.0.1:$PORT/auth/me" "Cookie: $(session_cookie)")
     health=$(rate "http://127.0.0.1:$PORT/healthz")
-    kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
+    stop
     echo "$set $kind $me $health" >>"$WORK/shared"
   done
 }
