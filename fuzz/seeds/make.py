@@ -44,6 +44,8 @@ for path in sorted(glob.glob(os.path.join(VECTORS, "*", "*.json"))):
 put("jws_verify", b"\x80\x00\x00\x10\x01alice")
 put("claims_paths", '{"iss":"https://auth.example","sub":"usr_a","aud":["api"],"exp":1800000000,"iat":1799999100,"jti":"j1","scope":"a b","client_id":"c","sid":"s"}')
 put("jwt_vs_jsonwebtoken", b'\x01,"typ":"at+jwt"\xff{"sub":"usr_a","exp":9999999999,"nbf":1}')
+# Crashes the runs found, kept so that every run replays them.
+put("jwt_vs_jsonwebtoken", b'\x01,"jwk":"atnull+jwt"\xff{"sub":"usr_a","exp":2000000000,"nbf":0}')
 put("opaque_token", "tss_" + "A" * 43 + "0000")
 put("http_input", "Basic c3ZjOnRzY19zZWNyZXQ=")
 put("http_input", "grant_type=client_credentials&scope=api%3Aread+api%3Awrite")

@@ -1,5 +1,6 @@
 //! The JOSE header of a JWS: parsed strictly, with `crit` and `b64` enforced, and with the
-//! key-carrying members (`jku`, `x5u`, `jwk`, `x5c`) read only to be ignored.
+//! key-carrying members (`jku`, `x5u`, `jwk`, `x5c`, `x5t`, `x5t#S256`) read only to be ignored
+//! (each must still have its registered type), and the JWE members `enc` and `zip` refused.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -68,6 +69,8 @@ struct Raw<'a> {
     crit: Option<Vec<String>>,
     b64: Option<bool>,
     names: Vec<String>,
+    /// A member that makes the token something other than a JWS tessera verifies.
+    refused: Option<Error>,
 }
 
 impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
@@ -95,6 +98,7 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
             crit: None,
             b64: None,
             names: Vec::new(),
+            refused: None,
         };
         while let Some(CowStr(name)) = map.next_key::<CowStr<'de>>()? {
             let bit = match name.as_ref() {
@@ -104,6 +108,14 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
                 "cty" => 3,
                 "crit" => 4,
                 "b64" => 5,
+                "jku" => 6,
+                "x5u" => 7,
+                "x5t" => 8,
+                "x5t#S256" => 9,
+                "jwk" => 10,
+                "x5c" => 11,
+                "enc" => 12,
+                "zip" => 13,
                 _ => 31,
             };
             let fresh = if bit == 31 {
@@ -132,6 +144,25 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
                 3 => raw.cty = Some(media_type(map.next_value::<CowStr<'de>>()?.0)),
                 4 => raw.crit = Some(map.next_value::<Vec<String>>()?),
                 5 => raw.b64 = Some(map.next_value::<bool>()?),
+                // RFC 7515 §4.1.2–4.1.8: read for their types only; never used.
+                6..=9 => {
+                    map.next_value::<CowStr<'de>>()?;
+                }
+                10 => {
+                    let jwk = map.next_value_seed(StrictValue { ctx, depth: 1 })?;
+                    if !jwk.is_object() {
+                        return Err(ctx.fail(Malformed::Header));
+                    }
+                }
+                11 => {
+                    map.next_value::<Vec<CowStr<'de>>>()?;
+                }
+                // RFC 7516 §9: `enc` is what marks a JWE.
+                12 => return Err(ctx.fail(Malformed::Header)),
+                13 => {
+                    map.next_value_seed(StrictValue { ctx, depth: 1 })?;
+                    raw.refused = Some(Error::Unsupported("compressed payload (zip)"));
+                }
                 _ => {
                     map.next_value_seed(StrictValue { ctx, depth: 1 })?;
                     raw.names.push(name.into_owned());
@@ -154,6 +185,9 @@ impl Header {
             .and_then(|r| de.end().map(|()| r))
             .map_err(|_| Error::Malformed(ctx.reason(Malformed::Header)))?;
         let alg = raw.alg.ok_or(Malformed::MissingAlg)??;
+        if let Some(refused) = raw.refused {
+            return Err(refused);
+        }
         if let Some(crit) = &raw.crit {
             // We implement no extension but `b64`, and only its default value (true).
             if crit.is_empty() {

@@ -429,6 +429,52 @@ fn embedded_keys_and_key_urls_are_never_used_or_fetched() {
     );
 }
 
+// RFC 7515 §4.1.2–4.1.8: the key-carrying members are never used, but a header is well formed
+// only if each has its registered type; RFC 7516 §9: `enc` marks a JWE, and `zip` compresses a
+// JWE's plaintext, which a JWS does not define. First found by the fuzz target
+// jwt_vs_jsonwebtoken (`"jwk":"atnull+jwt"` was accepted).
+#[test]
+fn registered_members_must_have_their_registered_types() {
+    let s = setup(Algorithm::HS256);
+    let jwk = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    for members in [
+        r#""jwk":"atnull+jwt""#,
+        r#""jwk":[]"#,
+        r#""jwk":null"#,
+        r#""jku":1"#,
+        r#""jku":{}"#,
+        r#""x5u":true"#,
+        r#""x5c":"MIIB""#,
+        r#""x5c":[1]"#,
+        r#""x5c":[["MIIB"]]"#,
+        r#""x5t":null"#,
+        r#""x5t#S256":[]"#,
+        r#""jwk":{"kty":"OKP","kty":"OKP"}"#,
+    ] {
+        let header = format!(r#"{{"alg":"HS256","kid":"k1","typ":"at+jwt",{members}}}"#);
+        let token = forge(&s.key, &header, CLAIMS.as_bytes());
+        let err = s.verify(&token).unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{members}: {err:?}");
+    }
+    for (members, err) in [
+        (r#""enc":"A256GCM""#, Error::Malformed(Malformed::Header)),
+        (
+            r#""zip":"DEF""#,
+            Error::Unsupported("compressed payload (zip)"),
+        ),
+    ] {
+        let header = format!(r#"{{"alg":"HS256","kid":"k1","typ":"at+jwt",{members}}}"#);
+        let token = forge(&s.key, &header, CLAIMS.as_bytes());
+        assert_eq!(s.verify(&token).unwrap_err(), err, "{members}");
+    }
+    // Each with its registered type, they are read and ignored.
+    let members = format!(
+        r#""jku":"https://a.example/k","x5u":"https://a.example/c","jwk":{jwk},"x5c":["MIIB"],"x5t":"AA","x5t#S256":"AA""#
+    );
+    let header = format!(r#"{{"alg":"HS256","kid":"k1","typ":"at+jwt",{members}}}"#);
+    assert!(s.verify(&forge(&s.key, &header, CLAIMS.as_bytes())).is_ok());
+}
+
 #[test]
 fn crit_rules() {
     let s = setup(Algorithm::HS256);
