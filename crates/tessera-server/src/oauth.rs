@@ -4,13 +4,16 @@
 //! RFC 6749 §5.2 JSON shape; `Cache-Control: no-store` on every answer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::json;
 use tessera_core::client::{AUTHORIZATION_CODE, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
 use tessera_core::logsafe::Untrusted;
 use tessera_core::{AccessGrant, AccessIssued, Client, GrantError, Issued, Stores};
@@ -305,15 +308,29 @@ fn no_store(mut res: Response) -> Response {
 /// The token response of RFC 6749 §5.1.
 pub fn token_response(issued: &Issued) -> Response {
     no_store(
-        Json(json!({
-            "access_token": issued.access_token,
-            "refresh_token": issued.refresh_token.expose(),
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": issued.scope,
-        }))
+        Json(TokenBody {
+            access_token: &issued.access_token,
+            issued_token_type: None,
+            refresh_token: Some(issued.refresh_token.expose()),
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            scope: &issued.scope,
+        })
         .into_response(),
     )
+}
+
+/// The members of a token response (RFC 6749 §5.1; RFC 8693 §2.2.1 for an exchange).
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: &'a str,
 }
 
 /// RFC 8693 token type of an access token.
@@ -322,16 +339,17 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const SESSION_TOKEN_TYPE: &str = "urn:tessera:params:oauth:token-type:session";
 
 fn access_response(issued: &AccessIssued, exchange: bool) -> Response {
-    let mut body = json!({
-        "access_token": issued.access_token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-    });
-    if exchange {
-        body["issued_token_type"] = json!(ACCESS_TOKEN_TYPE);
-    }
-    no_store(Json(body).into_response())
+    no_store(
+        Json(TokenBody {
+            access_token: &issued.access_token,
+            issued_token_type: exchange.then_some(ACCESS_TOKEN_TYPE),
+            refresh_token: None,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            scope: &issued.scope,
+        })
+        .into_response(),
+    )
 }
 
 pub(crate) async fn token<S: Stores>(
@@ -518,100 +536,161 @@ pub(crate) async fn introspect<S: Stores>(
     }
     let presented = required(&params, "token")?;
     let answer = state.introspection(presented).await?;
-    state
-        .metrics
-        .introspected(answer.get("active") == Some(&json!(true)));
+    state.metrics.introspected(answer.active());
     Ok(no_store(Json(answer).into_response()))
 }
 
+/// An introspection answer (RFC 7662 §2.2), written straight from what was looked up: members
+/// with no value are left out rather than written `null`.
+pub enum Introspected<'a> {
+    /// Not a token that is valid now.
+    Inactive,
+    /// A session token.
+    Session {
+        /// The session and its user.
+        a: tessera_core::Authenticated,
+        /// The server's issuer, client id and scope.
+        settings: &'a crate::Settings,
+    },
+    /// A refresh token.
+    Refresh {
+        /// Its record.
+        r: tessera_core::RefreshRecord,
+        /// The server's issuer.
+        issuer: &'a str,
+    },
+    /// An access JWT, with the username of its subject when that is a person.
+    Access {
+        /// The verified token.
+        t: Arc<tessera_jose::Token>,
+        /// Its subject's username.
+        username: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Introspected<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only whether it is active: the rest names a person and their session.
+        f.debug_struct("Introspected")
+            .field("active", &self.active())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Introspected<'_> {
+    /// Whether the token is active.
+    pub fn active(&self) -> bool {
+        !matches!(self, Introspected::Inactive)
+    }
+}
+
+impl Serialize for Introspected<'_> {
+    fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        let mut m = z.serialize_map(None)?;
+        m.serialize_entry("active", &self.active())?;
+        match self {
+            Introspected::Inactive => {}
+            Introspected::Session { a, settings } => {
+                m.serialize_entry("token_type", "Bearer")?;
+                m.serialize_entry("iss", &settings.issuer)?;
+                m.serialize_entry("sub", &a.user.id)?;
+                m.serialize_entry("username", &a.user.username)?;
+                m.serialize_entry("client_id", &settings.client_id)?;
+                m.serialize_entry("scope", &settings.scope)?;
+                m.serialize_entry("sid", &a.session.handle)?;
+                m.serialize_entry("iat", &a.session.created_at)?;
+                m.serialize_entry("exp", &a.session.ends_at())?;
+            }
+            Introspected::Refresh { r, issuer } => {
+                m.serialize_entry("iss", issuer)?;
+                m.serialize_entry("sub", &r.user_id)?;
+                m.serialize_entry("client_id", &r.client_id)?;
+                m.serialize_entry("scope", &r.scope)?;
+                m.serialize_entry("iat", &r.created_at)?;
+                m.serialize_entry("exp", &r.expires_at)?;
+            }
+            Introspected::Access { t, username } => {
+                let c = &t.claims;
+                m.serialize_entry("token_type", "Bearer")?;
+                present(&mut m, "iss", c.iss.as_ref())?;
+                m.serialize_entry("sub", c.sub.as_deref().unwrap_or_default())?;
+                present(&mut m, "username", username.as_ref())?;
+                present(&mut m, "aud", c.aud.as_ref())?;
+                present(&mut m, "client_id", c.client_id.as_ref())?;
+                present(&mut m, "scope", c.scope.as_ref())?;
+                present(&mut m, "jti", c.jti.as_ref())?;
+                present(&mut m, "sid", c.sid.as_ref())?;
+                present(&mut m, "iat", c.iat.as_ref())?;
+                present(&mut m, "nbf", c.nbf.as_ref())?;
+                present(&mut m, "exp", c.exp.as_ref())?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// `key: value` when there is a value.
+fn present<M: SerializeMap, T: Serialize>(
+    m: &mut M,
+    key: &str,
+    v: Option<&T>,
+) -> Result<(), M::Error> {
+    v.map_or(Ok(()), |v| m.serialize_entry(key, v))
+}
+
 impl<S: Stores> AppState<S> {
-    /// RFC 7662 §2.2: what is known of an access JWT, refresh token or session token; `{"active":
-    /// false}` for anything not valid now. With the denylist possibly stale (its feed lost),
-    /// access tokens are inactive unless `tokens.introspection_stale_denylist` is `open`.
-    pub async fn introspection(&self, presented: &str) -> Result<Value, OAuthError> {
-        let inactive = json!({"active": false});
-        let issuer = &self.settings.issuer;
+    /// RFC 7662 §2.2: what is known of an access JWT, refresh token or session token; inactive
+    /// for anything not valid now. With the denylist possibly stale (its feed lost), access
+    /// tokens are inactive unless `tokens.introspection_stale_denylist` is `open`.
+    pub async fn introspection(&self, presented: &str) -> Result<Introspected<'_>, OAuthError> {
+        use Introspected::Inactive;
+        let settings = &*self.settings;
         if presented.starts_with("tss_") {
             return match self.auth.authenticate(presented).await {
-                Ok(a) => Ok(json!({
-                    "active": true,
-                    "token_type": "Bearer",
-                    "iss": issuer,
-                    "sub": a.user.id,
-                    "username": a.user.username,
-                    "client_id": self.settings.client_id,
-                    "scope": self.settings.scope,
-                    "sid": a.session.handle,
-                    "iat": a.session.created_at,
-                    "exp": a.session.ends_at(),
-                })),
+                Ok(a) => Ok(Introspected::Session { a, settings }),
                 Err(tessera_core::SessionError::Unavailable) => Err(OAuthError::unavailable()),
-                Err(_) => Ok(inactive),
+                Err(_) => Ok(Inactive),
             };
         }
         if presented.starts_with("tsr_") {
             return match self.tokens.refresh_state(presented).await {
-                Ok(Some(r)) => Ok(json!({
-                    "active": true,
-                    "iss": issuer,
-                    "sub": r.user_id,
-                    "client_id": r.client_id,
-                    "scope": r.scope,
-                    "iat": r.created_at,
-                    "exp": r.expires_at,
-                })),
-                Ok(None) => Ok(inactive),
+                Ok(Some(r)) => Ok(Introspected::Refresh {
+                    r,
+                    issuer: &settings.issuer,
+                }),
+                Ok(None) => Ok(Inactive),
                 Err(_) => Err(OAuthError::unavailable()),
             };
         }
         let Ok(t) = self.tokens.verify_issued(presented) else {
-            return Ok(inactive);
+            return Ok(Inactive);
         };
         let c = &t.claims;
         if self.denylist.refuses(c) {
-            return Ok(inactive);
+            return Ok(Inactive);
         }
         if !self.denylist.is_fresh() && !self.settings.introspection_open_when_stale {
             tracing::warn!("introspection answered inactive: the denylist may be stale");
-            return Ok(inactive);
+            return Ok(Inactive);
         }
         let sub = c.sub.as_deref().unwrap_or_default();
         let mut username = None;
         if sub.starts_with("usr_") {
             match self.service.user(sub).await {
                 Ok(Some(u)) if !u.disabled => username = Some(u.username),
-                Ok(_) => return Ok(inactive),
+                Ok(_) => return Ok(Inactive),
                 Err(_) => return Err(OAuthError::unavailable()),
             }
         }
         if let Some(cid) = c.client_id.as_deref()
-            && cid != self.settings.client_id
+            && cid != settings.client_id
         {
             match self.service.client(cid).await {
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(inactive),
+                Ok(None) => return Ok(Inactive),
                 Err(_) => return Err(OAuthError::unavailable()),
             }
         }
-        let mut out = json!({
-            "active": true,
-            "token_type": "Bearer",
-            "iss": c.iss,
-            "sub": sub,
-            "aud": c.aud,
-            "client_id": c.client_id,
-            "scope": c.scope,
-            "jti": c.jti,
-            "iat": c.iat,
-            "nbf": c.nbf,
-            "exp": c.exp,
-        });
-        if let Some(u) = username {
-            out["username"] = json!(u);
-        }
-        if let Some(sid) = &c.sid {
-            out["sid"] = json!(sid);
-        }
-        Ok(out)
+        Ok(Introspected::Access { t, username })
     }
 }
