@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tessera_core::{Authenticated, ClientInfo, Stores};
 
@@ -232,29 +232,46 @@ pub(crate) async fn me<S: Stores>(
     {
         let (t, user) = state.jwt_caller(token).await?;
         return Ok(no_store(
-            Json(json!({
-                "sub": user.id,
-                "username": user.username,
-                "auth": "jwt",
-                "scope": t.claims.scope,
-                "client_id": t.claims.client_id,
-                "exp": t.claims.exp,
-            }))
+            Json(Me::Jwt {
+                sub: &user.id,
+                username: &user.username,
+                scope: t.claims.scope.as_deref(),
+                client_id: t.claims.client_id.as_deref(),
+                exp: t.claims.exp,
+            })
             .into_response(),
         ));
     }
     let caller = state.caller(&headers).await?;
     let a = &caller.auth;
     Ok(no_store(
-        Json(json!({
-            "sub": a.user.id,
-            "username": a.user.username,
-            "auth": "session",
-            "session_id": a.session.handle,
-            "expires_at": a.session.ends_at(),
-        }))
+        Json(Me::Session {
+            sub: &a.user.id,
+            username: &a.user.username,
+            session_id: &a.session.handle,
+            expires_at: a.session.ends_at(),
+        })
         .into_response(),
     ))
+}
+
+/// The answer of `GET /auth/me`, by how the caller authenticated (`auth`).
+#[derive(Serialize)]
+#[serde(tag = "auth", rename_all = "lowercase")]
+enum Me<'a> {
+    Jwt {
+        sub: &'a str,
+        username: &'a str,
+        scope: Option<&'a str>,
+        client_id: Option<&'a str>,
+        exp: Option<i64>,
+    },
+    Session {
+        sub: &'a str,
+        username: &'a str,
+        session_id: &'a str,
+        expires_at: i64,
+    },
 }
 
 pub(crate) async fn list_sessions<S: Stores>(
