@@ -3,9 +3,9 @@
 //!
 //! Pure: no I/O, no async, no global state; time comes from a [`Clock`]. Strict after RFC 8725:
 //! the algorithm is the key's, never the token's; `none` does not exist; `crit`, `b64`, duplicate
-//! members, non-canonical base64url, JWE and the JSON serializations are refused; `jku`, `x5u`,
-//! `jwk` and `x5c` are never used; tokens are size-capped before decoding. The cryptography is
-//! aws-lc-rs.
+//! members, non-canonical base64url, JWE (and its `enc`, `zip` members) and the JSON
+//! serializations are refused; `jku`, `x5u`, `jwk` and `x5c` are never used, and must have their
+//! registered types; tokens are size-capped before decoding. The cryptography is aws-lc-rs.
 //!
 //! ```
 //! use tessera_jose::{Algorithm, Claims, Error, KeySet, Signer, SigningKey, Validation, Verifier};
