@@ -28,6 +28,12 @@
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
+/// Removes the sessions past their absolute or their idle end (`$1` now). Each half of the
+/// condition is an index search (`sessions_by_expiry`, `sessions_by_idle_end`, whose expression
+/// this must keep as written): a purge costs what it removes, not the sessions held.
+pub(crate) const PURGE_SESSIONS: &str =
+    "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1";
+
 /// The migrator of `migrations` (`(version, description, sql)`, in order).
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
@@ -273,13 +279,11 @@ macro_rules! sql_store {
             }
 
             async fn purge_expired_sessions(&self, now: i64) -> tessera_core::StoreResult<u64> {
-                let r = sqlx::query(
-                    "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
-                )
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
+                let r = sqlx::query(crate::sql::PURGE_SESSIONS)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
                 Ok(r.rows_affected())
             }
 

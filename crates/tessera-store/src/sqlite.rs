@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "signing keys held by an HSM",
         include_str!("../migrations/shared/held_keys.sql"),
     ),
+    (
+        9,
+        "indexes at scale",
+        include_str!("../migrations/shared/scale_indexes.sql"),
+    ),
 ];
 
 /// The SQLite store. Clones share the connection pool.
@@ -90,3 +95,38 @@ impl SqliteStore {
 const DENYLIST_SNAPSHOT: &str = "SELECT group_concat(expires_at || ' ' || length(jti) || ' ' || jti, '') AS list FROM access_denylist WHERE expires_at > $1";
 
 crate::sql::sql_store!(SqliteStore, sqlx::Sqlite, SqliteRow);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failure is a panic
+
+    use sqlx::Row;
+
+    /// How SQLite runs `sql`: the detail of each step of its plan.
+    async fn plan(store: &super::SqliteStore, sql: &str) -> Vec<String> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .bind(0_i64)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_purge_reads_only_the_sessions_it_removes() {
+        let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let plan = plan(&store, crate::sql::PURGE_SESSIONS).await;
+        // Both ends of a session are searched by index; a `SCAN` would read every session,
+        // under the write lock, every minute.
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter().any(|s| s.contains("sessions_by_idle_end")),
+            "{plan:?}"
+        );
+    }
+}
