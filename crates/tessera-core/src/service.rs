@@ -215,6 +215,20 @@ impl<S: Stores> Service<S> {
     pub async fn ping(&self) -> StoreResult<()> {
         self.auth.store().users().ping().await
     }
+
+    /// Whether the store of sessions answers (for readiness): one lookup by key, of a session
+    /// no token can name (the hash of nothing a client holds), which costs the same whatever
+    /// the number of sessions, where counting them scans them all (and the cache does not keep
+    /// a miss, so the store itself is asked).
+    pub async fn ping_sessions(&self) -> StoreResult<()> {
+        let nothing = crate::TokenHash([0; 32]);
+        self.auth
+            .store()
+            .sessions()
+            .session(&nothing)
+            .await
+            .map(drop)
+    }
 }
 
 impl<S: Stores> Service<S> {

@@ -406,7 +406,7 @@ pub(crate) async fn readyz<S: Stores>(State(state): State<AppState<S>>) -> Respo
     };
     let sessions = {
         let state = state.clone();
-        tokio::spawn(async move { state.service.stored_sessions().await.is_ok() })
+        tokio::spawn(async move { state.service.ping_sessions().await.is_ok() })
     };
     // The key vault (an HSM), if keys sign in one: without it no token is issued, but every
     // token and session already out is verified, so the instance is `degraded`, not gone.

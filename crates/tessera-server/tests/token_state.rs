@@ -2,7 +2,8 @@
 //! service built over a database and a "Redis" whose session deletes can be made to fail or to
 //! wait, with a clock the test moves. Each case was a hole a reviewer demonstrated: an end that
 //! came undone, a disable that left refresh families live, a refresh on another instance
-//! during a disable that issued a token nothing refused.
+//! during a disable that issued a token nothing refused. And readiness over a session store
+//! whose count is slow (a table of millions): `/readyz` must not wait on it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
@@ -21,12 +22,14 @@ use tessera_store::{Announcer, MemoryStore, SharedStore};
 const PW: &str = "correct horse battery";
 const T0: i64 = 1_800_000_000;
 
-/// "Redis": session deletes fail while `fail` is set, and wait at `gate` while it is held.
+/// "Redis": session deletes fail while `fail` is set, and wait at `gate` while it is held;
+/// counting the sessions takes a second while `slow_count` is set.
 #[derive(Debug, Clone, Default)]
 struct Flaky {
     store: MemoryStore,
     fail: Arc<AtomicBool>,
     gate: Arc<Gate>,
+    slow_count: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +81,9 @@ impl SessionStore for Flaky {
         self.store.purge_expired_sessions(n).await
     }
     async fn count_sessions(&self) -> StoreResult<u64> {
+        if self.slow_count.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         self.store.count_sessions().await
     }
 }
@@ -213,4 +219,30 @@ async fn a_refresh_on_another_instance_during_a_disable_issues_nothing_that_surv
         let t = a.tokens.verify_access(&issued.access_token).unwrap();
         assert!(a.denylist.refuses(&t.claims) && b.denylist.refuses(&t.claims));
     }
+}
+
+/// A store of millions of sessions counts them slowly (PostgreSQL: 25-30 ms at 10^6 when idle,
+/// more under load; beyond READY_WAIT's 100 ms somewhere past that). Readiness asks whether the
+/// store answers, not how much it holds: an instance must not call itself degraded, nor a probe
+/// cost a scan, because it has many users.
+#[tokio::test]
+async fn readiness_does_not_wait_for_the_sessions_to_be_counted() {
+    let redis = Flaky::default();
+    redis.slow_count.store(true, Ordering::SeqCst);
+    let server = tessera_testkit::start(
+        Config::default(),
+        SharedStore::new(MemoryStore::new(), redis),
+        Arc::new(ManualClock::new(T0)),
+        MasterKey::from_bytes(&[42u8; 32]).unwrap(),
+    )
+    .await
+    .unwrap();
+    let ready: Value = reqwest::get(format!("{}/readyz", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["sessions"], true, "{ready}");
+    assert_eq!(ready["status"], "ready", "{ready}");
 }
