@@ -59,7 +59,8 @@ pub struct Tasks {
     /// Catching up with the revocations in the store (the bound on how long one made
     /// elsewhere can go unseen when the change feed did not bring it).
     pub denylist: Duration,
-    /// Removing what expired (sessions, codes, denylist entries, access-token records).
+    /// Removing what expired (sessions, codes, denylist entries, access-token records, ended
+    /// refresh families).
     pub purge: Duration,
 }
 
@@ -368,8 +369,9 @@ impl<S: Stores> Service<S> {
         }
     }
 
-    /// Removes what expired: denylist entries, records of expired access tokens, codes, and
-    /// sessions (stores without native expiry).
+    /// Removes what expired: denylist entries, records of expired access tokens, refresh
+    /// families past their end with their tokens, codes, and sessions (stores without native
+    /// expiry).
     async fn purge(&self) {
         let store = self.auth.store();
         let now = self.auth.now();
@@ -383,6 +385,13 @@ impl<S: Stores> Service<S> {
             .await
         {
             tracing::warn!(error = %e, "purging the records of expired access tokens failed");
+        }
+        // A family past its end is refused by every instance; a minute's leeway lets an
+        // instance whose clock is behind refuse it too before it is gone.
+        match store.refresh().purge_families(now - LEEWAY).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(target: "audit", event = "refresh_families_purged", count = n),
+            Err(e) => tracing::warn!(error = %e, "purging ended refresh families failed"),
         }
         if let Err(e) = store.clients().purge_codes(now).await {
             tracing::warn!(error = %e, "purging expired authorization codes failed");

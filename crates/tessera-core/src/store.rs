@@ -210,6 +210,9 @@ pub trait RefreshStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
     /// Forgets the access tokens recorded as issued before `before` (expired); how many.
     fn purge_access(&self, before: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Removes the families whose absolute end (`family_expires_at`) is at or before `before`,
+    /// with every token of them, used or not: none can be honoured again. How many families.
+    fn purge_families(&self, before: i64) -> impl Future<Output = StoreResult<u64>> + Send;
     /// When (seconds) this process last saw the store come back after it could not be reached,
     /// if it ever did. A rotation whose answer was lost with the store (its commit reached the
     /// database, the acknowledgement did not) is retried once the store is back: the grace

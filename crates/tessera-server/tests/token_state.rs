@@ -3,17 +3,19 @@
 //! wait, with a clock the test moves. Each case was a hole a reviewer demonstrated: an end that
 //! came undone, a disable that left refresh families live, a refresh on another instance
 //! during a disable that issued a token nothing refused. And readiness over a session store
-//! whose count is slow (a table of millions): `/readyz` must not wait on it.
+//! whose count is slow (a table of millions): `/readyz` must not wait on it; and the purge of
+//! refresh families past their end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failure is a panic
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use tessera_core::{
-    Change, ClientInfo, DenylistStore, MasterKey, Session, SessionStore, StoreError, StoreResult,
-    ThrottleStore, TokenHash,
+    Change, ClientInfo, DenylistStore, Kind, MasterKey, RefreshStore, Session, SessionStore,
+    StoreError, StoreResult, Tasks, ThrottleStore, Token, TokenHash,
 };
 use tessera_jose::{Clock, ManualClock};
 use tessera_server::{AppState, Config};
@@ -82,7 +84,7 @@ impl SessionStore for Flaky {
     }
     async fn count_sessions(&self) -> StoreResult<u64> {
         if self.slow_count.load(Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         self.store.count_sessions().await
     }
@@ -245,4 +247,37 @@ async fn readiness_does_not_wait_for_the_sessions_to_be_counted() {
         .unwrap();
     assert_eq!(ready["checks"]["sessions"], true, "{ready}");
     assert_eq!(ready["status"], "ready", "{ready}");
+}
+
+/// The service's purge (every minute, and at start) removes a refresh family once it is past
+/// its absolute end (and a minute's leeway), with its tokens: the tokens of every rotation ever
+/// made used to stay. Within its end the family and its tokens stay.
+#[tokio::test]
+async fn the_purge_removes_refresh_families_past_their_end() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let state = instance(&db, &redis, &clock).await;
+    let user = state.auth.create_user("dave", PW).await.unwrap();
+    let issued = state.tokens.issue_for_login(&user).await.unwrap();
+    let hash = Token::parse(Kind::Refresh, issued.refresh_token.expose())
+        .unwrap()
+        .hash();
+    let end = state.tokens.settings().refresh_absolute;
+    let purge_at = |state: &State| {
+        // The first tick of each task is at once: one purge.
+        let tasks = state.service.spawn_tasks(Tasks {
+            keys: Duration::from_secs(3600),
+            denylist: Duration::from_secs(3600),
+            purge: Duration::from_secs(3600),
+        });
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        }
+    };
+    clock.advance(end - 1);
+    purge_at(&state).await;
+    assert!(db.refresh_token(&hash).await.unwrap().is_some());
+    clock.advance(1 + tessera_server::LEEWAY);
+    purge_at(&state).await;
+    assert_eq!(db.refresh_token(&hash).await.unwrap(), None);
 }

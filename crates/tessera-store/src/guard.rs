@@ -463,6 +463,7 @@ guarded!(RefreshStore {
     Write fn revoke_families_of(&self, user_id: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<(u64, Vec<(String, i64)>)>;
     Read fn live_families(&self, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<(String, i64)>>;
     Write fn purge_access(&self, before: i64) -> StoreResult<u64>;
+    Write fn purge_families(&self, before: i64) -> StoreResult<u64>;
 } extra {
     fn back_since(&self) -> Option<i64> {
         self.circuit.back_since()

@@ -417,6 +417,22 @@ impl RefreshStore for MemoryStore {
         g.access.retain(|_, (_, issued)| *issued >= before);
         Ok((n - g.access.len()) as u64)
     }
+
+    async fn purge_families(&self, before: i64) -> StoreResult<u64> {
+        let mut g = self.write();
+        let mut ended = HashSet::new();
+        g.refresh.retain(|_, r| {
+            let live = r.family_expires_at > before;
+            if !live {
+                ended.insert(r.family.clone());
+            }
+            live
+        });
+        for family in &ended {
+            g.families.remove(family);
+        }
+        Ok(ended.len() as u64)
+    }
 }
 
 impl DenylistStore for MemoryStore {

@@ -34,6 +34,15 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 pub(crate) const PURGE_SESSIONS: &str =
     "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1";
 
+/// Removes the refresh families ended at or before `$1` with their tokens, in one transaction:
+/// the families' rows taken first (as every other change of a family takes them), then the
+/// tokens, then the families. Each an index search by the end (`*_by_end`).
+pub(crate) const PURGE_FAMILIES: [&str; 3] = [
+    "UPDATE refresh_families SET revoked = TRUE WHERE expires_at <= $1",
+    "DELETE FROM refresh_tokens WHERE family_expires_at <= $1",
+    "DELETE FROM refresh_families WHERE expires_at <= $1",
+];
+
 /// The migrator of `migrations` (`(version, description, sql)`, in order).
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> Migrator {
     Migrator::with_migrations(

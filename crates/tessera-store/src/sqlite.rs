@@ -115,18 +115,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_purge_reads_only_the_sessions_it_removes() {
+    async fn the_purges_read_only_what_they_remove() {
         let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
-        let plan = plan(&store, crate::sql::PURGE_SESSIONS).await;
-        // Both ends of a session are searched by index; a `SCAN` would read every session,
+        let sessions = plan(&store, crate::sql::PURGE_SESSIONS).await;
+        assert!(
+            sessions.iter().any(|s| s.contains("sessions_by_idle_end")),
+            "{sessions:?}"
+        );
+        // Every step a search by index; a `SCAN` would read every session or refresh token,
         // under the write lock, every minute.
-        assert!(
-            plan.iter().all(|step| !step.starts_with("SCAN")),
-            "{plan:?}"
-        );
-        assert!(
-            plan.iter().any(|s| s.contains("sessions_by_idle_end")),
-            "{plan:?}"
-        );
+        for sql in std::iter::once(crate::sql::PURGE_SESSIONS).chain(crate::sql::PURGE_FAMILIES) {
+            let plan = plan(&store, sql).await;
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 }

@@ -32,9 +32,10 @@ macro_rules! token_store_sql {
             hash: &tessera_core::TokenHash,
             r: &tessera_core::RefreshRecord,
         ) -> tessera_core::StoreResult<()> {
-            sqlx::query("INSERT INTO refresh_families (family, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            sqlx::query("INSERT INTO refresh_families (family, user_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(&r.family)
                 .bind(&r.user_id)
+                .bind(r.family_expires_at)
                 .execute(&mut **tx)
                 .await
                 .map_err(unavailable)?;
@@ -265,6 +266,25 @@ macro_rules! token_store_sql {
                     .execute(&self.pool)
                     .await
                     .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn purge_families(&self, before: i64) -> tessera_core::StoreResult<u64> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let [take, tokens, families] = crate::sql::PURGE_FAMILIES;
+                for sql in [take, tokens] {
+                    sqlx::query(sql)
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                let r = sqlx::query(families)
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
                 Ok(r.rows_affected())
             }
         }

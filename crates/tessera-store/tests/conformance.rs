@@ -825,6 +825,73 @@ async fn stores_without_redis_leave_throttling_to_each_process() {
     );
 }
 
+/// Refresh families past their absolute end go, with every token of them (none can be
+/// honoured again, and nothing else reads them): without this the tokens of every rotation
+/// ever made stayed. A family within its end keeps all of its tokens, the used ones too (a
+/// used token presented again is how a theft is seen).
+async fn purge_families<S: Stores>(s: S) {
+    let rec = |family: &str, created_at: i64, end: i64| RefreshRecord {
+        family: family.into(),
+        user_id: "usr_a".into(),
+        client_id: "tessera".into(),
+        scope: "openid".into(),
+        created_at,
+        expires_at: end,
+        family_expires_at: end,
+        used_at: None,
+        access_jti: None,
+    };
+    let hashes: Vec<TokenHash> = (0..4)
+        .map(|_| Token::generate(Kind::Refresh).hash())
+        .collect();
+    let [old, old_next, live, live_next] = [&hashes[0], &hashes[1], &hashes[2], &hashes[3]];
+    for (first, next, family, end) in [
+        (old, old_next, "fam_old", 5_000),
+        (live, live_next, "fam_live", 9_000),
+    ] {
+        s.refresh()
+            .create_refresh(first, &rec(family, 1_000, end))
+            .await
+            .unwrap();
+        assert!(
+            s.refresh()
+                .rotate_refresh(first, 1_500, next, &rec(family, 1_500, end))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(s.refresh().purge_families(4_999).await.unwrap(), 0);
+    assert!(s.refresh().refresh_token(old).await.unwrap().is_some());
+    assert_eq!(s.refresh().purge_families(5_000).await.unwrap(), 1);
+    assert_eq!(s.refresh().purge_families(5_000).await.unwrap(), 0);
+    for gone in [old, old_next] {
+        assert_eq!(s.refresh().refresh_token(gone).await.unwrap(), None);
+    }
+    // Its family went with them: nothing more is issued in it.
+    assert!(
+        !s.refresh()
+            .record_access("fam_old", "jti-late", 5_000)
+            .await
+            .unwrap()
+    );
+    let (used, _) = s.refresh().refresh_token(live).await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(1_500));
+    assert!(
+        s.refresh()
+            .refresh_token(live_next)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.refresh()
+            .live_families("usr_a", "tessera", 5_000)
+            .await
+            .unwrap(),
+        vec![("fam_live".to_owned(), 1_000)]
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -859,6 +926,12 @@ macro_rules! suite {
             async fn refresh() {
                 let (s, _guard) = $make;
                 super::refresh(s).await;
+            }
+
+            #[tokio::test]
+            async fn purge_families() {
+                let (s, _guard) = $make;
+                super::purge_families(s).await;
             }
 
             #[tokio::test]
