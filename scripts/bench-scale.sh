@@ -27,9 +27,15 @@
 # CLI. RSS(large) − RSS(small) over the denylist entries added is printed as the memory per entry
 # (an upper bound: SQLite's page cache grows with the data too).
 #
+# The caches' memory: on the large set, with the session cache on, CACHED (99,000) sessions each
+# ask /auth/me, first all of one user, then (a new server) each of its own user: the RSS growth
+# with the caches full (each holds at most 100,000: the bound on what they can take), and from it
+# the memory per cached session and per cached user.
+#
 # Then sessions elsewhere: `/auth/me` by cookie with the session cache off, sessions in
-# PostgreSQL (the machine's, TEST_POSTGRES_URL, a schema of its own dropped at the end; users
-# there too), and sessions in Redis (a redis-server of its own on PORT+1, pinned to the server
+# PostgreSQL (one of its own on PORT+2, pinned to the server core, its buffer pool sized for the
+# data; PG_OWN=0: the machine's, TEST_POSTGRES_URL; a schema of its own either way; users there
+# too), and sessions in Redis (a redis-server of its own on PORT+1, pinned to the server
 # core, no persistence; users in PostgreSQL), each at SMALL and then at LARGE sessions and users
 # (inserted by generate_series and by a Lua loop copying a real session), REPS rounds each with
 # /healthz beside it.
@@ -42,6 +48,7 @@ DENIED=${DENIED:-100000}
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 REVOKED=${REVOKED:-200}
+CACHED=${CACHED:-99000}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-18192}
@@ -60,10 +67,13 @@ SERVER_PID=
 REDIS_PID=
 PG_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 SCHEMA=tessera_scale_$$
+PG_DIR=
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
   psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" 2>/dev/null || true
+  [ -n "$PG_DIR" ] && as_postgres "$PG_BIN/pg_ctl" stop -D "$PG_DIR/data" -m immediate >/dev/null 2>&1
+  [ -n "$PG_DIR" ] && rm -rf "$PG_DIR"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -71,9 +81,11 @@ export TESSERA_MASTER_KEY
 TESSERA_MASTER_KEY=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 export RUST_LOG=warn TESSERA_SESSION_CACHE_TTL=0s
 
-# load DIR USERS SESSIONS DENIED: a data directory with that many users, live sessions, refresh
-# families (one live token each) and denylisted access-token ids (in force for the next hour),
-# besides `bench` and the confidential client `rs` (its secret in DIR/secret), made by the CLI.
+# load DIR USERS SESSIONS DENIED [CACHED]: a data directory with that many users, live sessions,
+# refresh families (one live token each) and denylisted access-token ids (in force for the next
+# hour), besides `bench` and the confidential client `rs` (its secret in DIR/secret), made by the
+# CLI. With CACHED, sessions 0..CACHED (each of its own user) and CACHED..2 CACHED (all of user 0)
+# get real tokens, their cookies in DIR/distinct and DIR/one.
 load() {
   local dir=$1
   "$BIN" migrate --data-dir "$dir" >/dev/null
@@ -81,23 +93,35 @@ load() {
   "$BIN" client add rs --grant client_credentials --scope api:read --audience urn:bench:api \
     --json --data-dir "$dir" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' >"$dir/secret"
-  python3 - "$dir/tessera.db" "$2" "$3" "$4" <<'PY'
-import os, sqlite3, sys, time
-db, users, sessions, denied = sys.argv[1], *map(int, sys.argv[2:])
+  python3 - "$dir/tessera.db" "$2" "$3" "$4" "${5:-0}" <<'PY'
+import base64, hashlib, os, sqlite3, sys, time
+db, users, sessions, denied, cached = sys.argv[1], *map(int, sys.argv[2:])
 now = int(time.time())
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+cookies = {"distinct": open(os.path.join(os.path.dirname(db), "distinct"), "w"),
+           "one": open(os.path.join(os.path.dirname(db), "one"), "w")}
+def session_hash(i):
+    # A real session token (tessera's form: prefix, 32 random bytes, a checksum) for the cache
+    # rows, its cookie kept; any hash for the others.
+    if i >= 2 * cached:
+        return os.urandom(32).hex()
+    body = b64(os.urandom(32))
+    value = "tss_" + body + b64(hashlib.sha256(("tss_" + body).encode()).digest()[:4])
+    cookies["distinct" if i < cached else "one"].write(value + "\n")
+    return hashlib.sha256(value.encode()).hexdigest()
 c = sqlite3.connect(db)
 c.execute("PRAGMA journal_mode=WAL")
 c.execute("PRAGMA synchronous=OFF")
 pw = c.execute("SELECT password_hash FROM users WHERE username='bench'").fetchone()[0]
-user = lambda i: f"usr_load{i % max(users, 1)}"
+user = lambda i: "usr_load0" if cached <= i < 2 * cached else f"usr_load{i % max(users, 1)}"
 c.executemany("INSERT INTO users (id, username, password_hash, disabled, created_at) VALUES (?,?,?,0,?)",
               ((f"usr_load{i}", f"load{i}", pw, now) for i in range(users)))
 c.executemany("INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at,"
               " idle_timeout, user_agent, ip, data) VALUES (?,?,?,?,?,?,1800,NULL,NULL,'{}')",
-              ((os.urandom(32).hex(), f"ses_load{i}", user(i), now, now, now + 43200)
+              ((session_hash(i), f"ses_load{i}", user(i), now, now, now + 43200)
                for i in range(sessions)))
-c.executemany("INSERT INTO refresh_families (family, user_id, revoked) VALUES (?,?,0)",
-              ((f"fam_load{i}", user(i)) for i in range(sessions)))
+c.executemany("INSERT INTO refresh_families (family, user_id, revoked, expires_at) VALUES (?,?,0,?)",
+              ((f"fam_load{i}", user(i), now + 30 * 86400) for i in range(sessions)))
 c.executemany("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at,"
               " expires_at, family_expires_at, used_at, access_jti)"
               " VALUES (?,?,?,'tessera','',?,?,?,NULL,NULL)",
@@ -108,6 +132,8 @@ c.executemany("INSERT INTO access_denylist (jti, expires_at, added_at) VALUES (?
 c.commit()
 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 c.close()
+for f in cookies.values():
+    f.close()
 PY
 }
 
@@ -230,7 +256,7 @@ measure() {
 t0=$(date +%s)
 load "$WORK/small" "$SMALL" "$SMALL" "$SMALL"
 t1=$(date +%s)
-load "$WORK/large" "$LARGE" "$LARGE" "$DENIED"
+load "$WORK/large" "$LARGE" "$LARGE" "$DENIED" "$CACHED"
 t2=$(date +%s)
 echo "loaded: small in $((t1 - t0)) s, large ($LARGE users, sessions and refresh families, $DENIED denylisted) in $((t2 - t1)) s"
 for i in $(seq "$REPS"); do
@@ -239,7 +265,53 @@ for i in $(seq "$REPS"); do
   measure large "$WORK/large" "$first"
 done
 
+# The caches' memory: a server on the large set with its session cache on (as by default) is
+# asked /auth/me by CACHED sessions (just below the caches' bound, 100,000 each, where a cache
+# starts over), all of one user, then (a new server) each of its own user; RSS idle before and
+# after. The growth over CACHED is the memory per entry with the caches full (their tables grow
+# by doubling, so a slope between two smaller fills says little), SQLite's page caches included
+# (at most 2 MB for each of 8 connections).
+cat >"$WORK/cookies.lua" <<LUA
+local cookies = {}
+for line in io.lines(os.getenv("COOKIES")) do cookies[#cookies + 1] = line end
+local n, i = tonumber(os.getenv("ASK")), 0
+function request()
+  i = i % n + 1
+  return wrk.format("GET", "/auth/me", {["Cookie"] = "tessera_session=" .. cookies[i]})
+end
+$DONE
+LUA
+rss_kib() { sleep 2; awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
+# ask SET N: /auth/me by the first N cookies of SET, each at least once at the slowest rate seen
+# (cache misses read SQLite); how many requests were made.
+ask() {
+  COOKIES=$WORK/large/$1 ASK=$2 taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"$(($2 / 4000 + 3))s" \
+    -s "$WORK/cookies.lua" "http://127.0.0.1:$PORT/auth/me" | awk '/requests in/ {print $1}'
+}
+for set in one distinct; do
+  serve "$WORK/large" TESSERA_SESSION_CACHE_TTL=600s
+  before=$(rss_kib)
+  asked=$(ask "$set" "$CACHED")
+  echo "$set $before $(rss_kib) $asked" >>"$WORK/caches"
+  stop
+done
+
 # Sessions in PostgreSQL, and in Redis (users in PostgreSQL): SMALL, then LARGE.
+# PG_OWN=1 (the default): a PostgreSQL of its own (the newest installed), pinned to the server
+# core like the Redis below, with its buffer pool sized for the data (PG_BUFFERS, 1GB: 10^6
+# sessions and users are ~650 MB with their indexes; the machine's 128 MB default reads most
+# lookups at 10^6 from the kernel, one buffer of each B-tree level, which is PostgreSQL's
+# sizing, not tessera's); PG_OWN=0 uses TEST_POSTGRES_URL as it is.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ "${PG_OWN:-1}" = 1 ]; then
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PG_DIR=$(mktemp -d)
+  [ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+  as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
+  as_postgres taskset -c "$SERVER_CPU" "$PG_BIN/pg_ctl" start -D "$PG_DIR/data" -w -l "$PG_DIR/log" \
+    -o "-p $((PORT + 2)) -k $PG_DIR -c listen_addresses=127.0.0.1 -c shared_buffers=${PG_BUFFERS:-1GB}" >/dev/null
+  PG_URL=postgres://postgres@127.0.0.1:$((PORT + 2))/postgres
+fi
 psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA"
 SEP='?'; case $PG_URL in *\?*) SEP='&';; esac
 export TESSERA_DATABASE_URL="$PG_URL${SEP}options[search_path]=$SCHEMA"
@@ -310,7 +382,7 @@ grow "$LARGE"
 echo "loaded $LARGE sessions and users into PostgreSQL and Redis in $(($(date +%s) - t3)) s"
 for _ in $(seq "$REPS"); do shared_round large; done
 
-python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" <<'PY'
+python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" <<'PY'
 import re, statistics, sys
 rows, rates = {}, {}
 for l in open(sys.argv[1]):
@@ -359,4 +431,15 @@ print()
 added = max(denied - small_n, 1)
 print(f"memory per denylist entry (RSS slope, an upper bound): {(L[1] - S[1]) * 1024 / added:.0f} bytes"
       f" ({(L[2] - S[2]) * 1024 / added:.0f} anonymous)")
+cached = int(sys.argv[7])
+grown = {}
+for l in open(sys.argv[6]):
+    st, before, full, asked = l.split()
+    grown[st] = (int(full) - int(before)) * 1024
+    if int(asked) < cached:
+        print(f"(the {st} pass asked only {asked} of {cached} sessions: the caches were not full)")
+per_session, per_user = grown["one"] / cached, (grown["distinct"] - grown["one"]) / cached
+print(f"the caches full ({cached:,} sessions and as many users): +{grown['distinct'] / 2**20:.0f} MB of RSS;"
+      f" per cached session {per_session:.0f} bytes (sessions of one user: +{grown['one'] / 2**20:.0f} MB),"
+      f" per cached user {per_user:.0f} bytes")
 PY
