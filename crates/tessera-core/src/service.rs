@@ -386,9 +386,15 @@ impl<S: Stores> Service<S> {
         {
             tracing::warn!(error = %e, "purging the records of expired access tokens failed");
         }
-        // A family past its end is refused by every instance; a minute's leeway lets an
-        // instance whose clock is behind refuse it too before it is gone.
-        match store.refresh().purge_families(now - LEEWAY).await {
+        // A family past its end issues nothing more, but an access token it issued in its last
+        // second lives `access_ttl` after it, and revoking the family's refresh token (RFC 7009)
+        // must still reach that token until it expires: the family stays as long, and a minute
+        // more for an instance whose clock is behind.
+        match store
+            .refresh()
+            .purge_families(now - access_ttl - LEEWAY)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(target: "audit", event = "refresh_families_purged", count = n),
             Err(e) => tracing::warn!(error = %e, "purging ended refresh families failed"),

@@ -250,34 +250,35 @@ async fn readiness_does_not_wait_for_the_sessions_to_be_counted() {
 }
 
 /// The service's purge (every minute, and at start) removes a refresh family once it is past
-/// its absolute end (and a minute's leeway), with its tokens: the tokens of every rotation ever
-/// made used to stay. Within its end the family and its tokens stay.
+/// its absolute end by the access tokens' lifetime and a minute (an access token it issued in
+/// its last second can still be revoked through it until then), with its tokens: the tokens of
+/// every rotation ever made used to stay. A family a second short of that stays.
 #[tokio::test]
 async fn the_purge_removes_refresh_families_past_their_end() {
     let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
     let state = instance(&db, &redis, &clock).await;
     let user = state.auth.create_user("dave", PW).await.unwrap();
-    let issued = state.tokens.issue_for_login(&user).await.unwrap();
-    let hash = Token::parse(Kind::Refresh, issued.refresh_token.expose())
-        .unwrap()
-        .hash();
-    let end = state.tokens.settings().refresh_absolute;
-    let purge_at = |state: &State| {
-        // The first tick of each task is at once: one purge.
-        let tasks = state.service.spawn_tasks(Tasks {
-            keys: Duration::from_secs(3600),
-            denylist: Duration::from_secs(3600),
-            purge: Duration::from_secs(3600),
-        });
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            tasks.iter().for_each(tokio::task::JoinHandle::abort);
-        }
+    let hash = |issued: tessera_core::Issued| {
+        Token::parse(Kind::Refresh, issued.refresh_token.expose())
+            .unwrap()
+            .hash()
     };
-    clock.advance(end - 1);
-    purge_at(&state).await;
-    assert!(db.refresh_token(&hash).await.unwrap().is_some());
-    clock.advance(1 + tessera_server::LEEWAY);
-    purge_at(&state).await;
-    assert_eq!(db.refresh_token(&hash).await.unwrap(), None);
+    let ended = hash(state.tokens.issue_for_login(&user).await.unwrap());
+    clock.advance(1);
+    let within = hash(state.tokens.issue_for_login(&user).await.unwrap());
+    let s = state.tokens.settings();
+    // `ended` is exactly at the bound, `within` a second short of it.
+    clock.advance(s.refresh_absolute + s.access_ttl + tessera_server::LEEWAY - 1);
+    let tasks = state.service.spawn_tasks(Tasks {
+        keys: Duration::from_secs(3600),
+        denylist: Duration::from_secs(3600),
+        purge: Duration::from_secs(3600),
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while db.refresh_token(&ended).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never purged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    assert!(db.refresh_token(&within).await.unwrap().is_some());
 }

@@ -34,13 +34,21 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 pub(crate) const PURGE_SESSIONS: &str =
     "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1";
 
-/// Removes the refresh families ended at or before `$1` with their tokens, in one transaction:
-/// the families' rows taken first (as every other change of a family takes them), then the
-/// tokens, then the families. Each an index search by the end (`*_by_end`).
-pub(crate) const PURGE_FAMILIES: [&str; 3] = [
-    "UPDATE refresh_families SET revoked = TRUE WHERE expires_at <= $1",
-    "DELETE FROM refresh_tokens WHERE family_expires_at <= $1",
-    "DELETE FROM refresh_families WHERE expires_at <= $1",
+/// How many ended refresh families one transaction of the purge takes: the write lock is held
+/// for a batch, not for a backlog (the first purge after an upgrade has every family ever ended),
+/// and a purge cut short (the store's write timeout) keeps the batches it committed.
+pub(crate) const PURGE_BATCH: i64 = 500;
+
+/// The purge of one ended family (`$1`; `$2` the bound, then the end found), after the backend's
+/// `ENDED_FAMILIES` took its row (oldest end first, up to `PURGE_BATCH`): its tokens ended by the
+/// bound go; then the family goes if none is left, or, if some are (a family made by a version
+/// that did not record its end: its row says 0), it gets their end and is taken again only then.
+/// Each an index search.
+pub(crate) const PURGE_FAMILY: [&str; 4] = [
+    "DELETE FROM refresh_tokens WHERE family = $1 AND family_expires_at <= $2",
+    "SELECT MAX(family_expires_at) AS ends FROM refresh_tokens WHERE family = $1",
+    "DELETE FROM refresh_families WHERE family = $1",
+    "UPDATE refresh_families SET expires_at = $2 WHERE family = $1",
 ];
 
 /// The migrator of `migrations` (`(version, description, sql)`, in order).
@@ -348,3 +356,29 @@ macro_rules! sql_store {
     };
 }
 pub(crate) use sql_store;
+
+/// The purges' statements, for the plan tests of each backend.
+#[cfg(test)]
+pub(crate) mod plans {
+    /// A parameter's type (what EXPLAIN is given for it).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Param {
+        Int,
+        Text,
+    }
+
+    /// Every statement of the purges with its parameters; `ended` is the backend's
+    /// `ENDED_FAMILIES`.
+    pub(crate) fn purges(ended: &'static str) -> [(&'static str, &'static [Param]); 6] {
+        use Param::{Int, Text};
+        let [tokens, ends, family, mend] = super::PURGE_FAMILY;
+        [
+            (super::PURGE_SESSIONS, &[Int]),
+            (ended, &[Int, Int]),
+            (tokens, &[Text, Int]),
+            (ends, &[Text]),
+            (family, &[Text]),
+            (mend, &[Text, Int]),
+        ]
+    }
+}

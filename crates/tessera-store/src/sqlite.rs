@@ -91,6 +91,10 @@ impl SqliteStore {
     }
 }
 
+/// Up to `$2` refresh families ended at or before `$1`, oldest end first (see `sql::PURGE_FAMILY`);
+/// SQLite's one writer at a time is the lock.
+const ENDED_FAMILIES: &str = "SELECT family FROM refresh_families WHERE expires_at <= $1 ORDER BY expires_at, family LIMIT $2";
+
 /// Every denylist entry in force, in one row (see `record::denied_snapshot`).
 const DENYLIST_SNAPSHOT: &str = "SELECT group_concat(expires_at || ' ' || length(jti) || ' ' || jti, '') AS list FROM access_denylist WHERE expires_at > $1";
 
@@ -101,12 +105,20 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failure is a panic
 
     use sqlx::Row;
+    use tessera_core::{RefreshStore, TokenHash};
+
+    use crate::sql::plans::Param;
 
     /// How SQLite runs `sql`: the detail of each step of its plan.
-    async fn plan(store: &super::SqliteStore, sql: &str) -> Vec<String> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-            .bind(0_i64)
-            .fetch_all(&store.pool)
+    async fn plan(store: &super::SqliteStore, sql: &str, params: &[Param]) -> Vec<String> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for p in params {
+            q = match p {
+                Param::Int => q.bind(0_i64),
+                Param::Text => q.bind("fam"),
+            };
+        }
+        q.fetch_all(&store.pool)
             .await
             .unwrap()
             .iter()
@@ -117,19 +129,81 @@ mod tests {
     #[tokio::test]
     async fn the_purges_read_only_what_they_remove() {
         let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
-        let sessions = plan(&store, crate::sql::PURGE_SESSIONS).await;
+        let sessions = plan(&store, crate::sql::PURGE_SESSIONS, &[Param::Int]).await;
         assert!(
             sessions.iter().any(|s| s.contains("sessions_by_idle_end")),
             "{sessions:?}"
         );
         // Every step a search by index; a `SCAN` would read every session or refresh token,
         // under the write lock, every minute.
-        for sql in std::iter::once(crate::sql::PURGE_SESSIONS).chain(crate::sql::PURGE_FAMILIES) {
-            let plan = plan(&store, sql).await;
+        for (sql, params) in crate::sql::plans::purges(super::ENDED_FAMILIES) {
+            let plan = plan(&store, sql, params).await;
             assert!(
                 plan.iter().all(|step| !step.starts_with("SCAN")),
                 "{sql}: {plan:?}"
             );
         }
+    }
+
+    /// A backlog (the first purge after an upgrade) goes in batches, every one of it.
+    #[tokio::test]
+    async fn a_backlog_of_ended_families_goes_batch_by_batch() {
+        let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let n = 2 * crate::sql::PURGE_BATCH + 1;
+        for i in 0..n {
+            sqlx::query("INSERT INTO refresh_families (family, user_id, expires_at) VALUES ($1, 'usr_a', 1000)")
+                .bind(format!("fam_{i}"))
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at) VALUES ($1, $2, 'usr_a', 'tessera', '', 0, 1000, 1000)",
+            )
+            .bind(TokenHash([0; 32]).to_hex() + &i.to_string())
+            .bind(format!("fam_{i}"))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            store.purge_families(1_000).await.unwrap(),
+            u64::try_from(n).unwrap()
+        );
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    /// A family made by a version before migration 9 has no end in its row (0) while its tokens
+    /// live (instances rolled one by one after `tessera migrate`): the purge gives it its
+    /// tokens' end and leaves it, instead of failing on the foreign key every minute (or
+    /// taking a live family).
+    #[tokio::test]
+    async fn a_family_without_its_end_gets_it_and_stays() {
+        let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let hash = TokenHash([7; 32]);
+        sqlx::query("INSERT INTO refresh_families (family, user_id) VALUES ('fam_old', 'usr_a')")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at) VALUES ($1, 'fam_old', 'usr_a', 'tessera', '', 1000, 9000, 9000)",
+        )
+        .bind(hash.to_hex())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(store.purge_families(5_000).await.unwrap(), 0);
+        assert!(store.refresh_token(&hash).await.unwrap().is_some());
+        let end: i64 =
+            sqlx::query_scalar("SELECT expires_at FROM refresh_families WHERE family = 'fam_old'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(end, 9_000);
+        assert_eq!(store.purge_families(9_000).await.unwrap(), 1);
+        assert_eq!(store.refresh_token(&hash).await.unwrap(), None);
     }
 }

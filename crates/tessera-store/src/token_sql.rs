@@ -270,22 +270,43 @@ macro_rules! token_store_sql {
             }
 
             async fn purge_families(&self, before: i64) -> tessera_core::StoreResult<u64> {
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                let [take, tokens, families] = crate::sql::PURGE_FAMILIES;
-                for sql in [take, tokens] {
-                    sqlx::query(sql)
+                let [tokens, ends, family, mend] = crate::sql::PURGE_FAMILY;
+                let mut removed = 0;
+                loop {
+                    // One batch a transaction, the families' rows taken first (as every other
+                    // change of a family takes them). Each family taken is removed or gets a
+                    // later end, so every batch shrinks what is left and the loop ends.
+                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                    let ended: Vec<(String,)> = sqlx::query_as(ENDED_FAMILIES)
                         .bind(before)
-                        .execute(&mut *tx)
+                        .bind(crate::sql::PURGE_BATCH)
+                        .fetch_all(&mut *tx)
                         .await
                         .map_err(unavailable)?;
+                    for (f,) in &ended {
+                        sqlx::query(tokens)
+                            .bind(f)
+                            .bind(before)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(unavailable)?;
+                        let left: Option<i64> = sqlx::query_scalar(ends)
+                            .bind(f)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(unavailable)?;
+                        let q = match left {
+                            None => sqlx::query(family).bind(f),
+                            Some(end) => sqlx::query(mend).bind(f).bind(end),
+                        };
+                        q.execute(&mut *tx).await.map_err(unavailable)?;
+                        removed += u64::from(left.is_none());
+                    }
+                    tx.commit().await.map_err(unavailable)?;
+                    if i64::try_from(ended.len()).unwrap_or(i64::MAX) < crate::sql::PURGE_BATCH {
+                        return Ok(removed);
+                    }
                 }
-                let r = sqlx::query(families)
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                tx.commit().await.map_err(unavailable)?;
-                Ok(r.rows_affected())
             }
         }
 
