@@ -15,9 +15,10 @@ DROP INDEX IF EXISTS refresh_tokens_by_access;
 -- Refresh tokens were never removed: every rotation ever made stayed. A family past its absolute
 -- end (`family_expires_at`, the same on each of its tokens) can never issue again, so the purge
 -- removes it with its tokens; the family's row now carries that end (0: it has no token, and
--- is gone at the first purge), and both ends are indexed so that the purge is a search.
+-- is gone at the first purge), indexed so that the purge finds ended families by a search (and
+-- their tokens by `refresh_tokens_by_family`: no index on the tokens' end, which every rotation
+-- would write).
 ALTER TABLE refresh_families ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0;
 UPDATE refresh_families SET expires_at = COALESCE(
     (SELECT MAX(t.family_expires_at) FROM refresh_tokens t WHERE t.family = refresh_families.family), 0);
 CREATE INDEX refresh_families_by_end ON refresh_families (expires_at);
-CREATE INDEX refresh_tokens_by_end ON refresh_tokens (family_expires_at);
