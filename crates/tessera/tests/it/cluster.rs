@@ -180,7 +180,7 @@ fn three_instances_behind_haproxy_share_everything() {
     // A fresh schema gets every migration; a second run has nothing left to do.
     let o = shared.tessera(&["migrate"], None);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("(5 migrations applied now)"),
+        String::from_utf8_lossy(&o.stdout).contains("(6 migrations applied now)"),
         "{o:?}"
     );
     let o = shared.tessera(&["migrate"], None);
