@@ -375,26 +375,18 @@ impl<S: Stores> Service<S> {
     async fn purge(&self) {
         let store = self.auth.store();
         let now = self.auth.now();
-        let access_ttl = self.tokens.settings().access_ttl;
+        // Every access token issued before this has expired, on any instance's clock.
+        let access_gone = now - self.tokens.settings().access_ttl - LEEWAY;
         if let Err(e) = store.denylist().purge_denied(now - LEEWAY).await {
             tracing::warn!(error = %e, "purging the access-token denylist failed");
         }
-        if let Err(e) = store
-            .refresh()
-            .purge_access(now - access_ttl - LEEWAY)
-            .await
-        {
+        if let Err(e) = store.refresh().purge_access(access_gone).await {
             tracing::warn!(error = %e, "purging the records of expired access tokens failed");
         }
         // A family past its end issues nothing more, but an access token it issued in its last
         // second lives `access_ttl` after it, and revoking the family's refresh token (RFC 7009)
-        // must still reach that token until it expires: the family stays as long, and a minute
-        // more for an instance whose clock is behind.
-        match store
-            .refresh()
-            .purge_families(now - access_ttl - LEEWAY)
-            .await
-        {
+        // must still reach that token until it expires: the family stays as long.
+        match store.refresh().purge_families(access_gone).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(target: "audit", event = "refresh_families_purged", count = n),
             Err(e) => tracing::warn!(error = %e, "purging ended refresh families failed"),
