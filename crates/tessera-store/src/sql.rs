@@ -28,15 +28,18 @@
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-/// Removes the sessions past their absolute or their idle end (`$1` now). Each half of the
-/// condition is an index search (`sessions_by_expiry`, `sessions_by_idle_end`, whose expression
-/// this must keep as written): a purge costs what it removes, not the sessions held.
-pub(crate) const PURGE_SESSIONS: &str =
-    "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1";
+/// Removes up to `$2` sessions past their absolute or their idle end (`$1` now); the purge
+/// repeats it until fewer go. Each half of the condition is an index search
+/// (`sessions_by_expiry`, `sessions_by_idle_end`, whose expression this must keep as written): a
+/// purge costs what it removes, not the sessions held. The condition is said again outside the
+/// batch so that PostgreSQL checks it anew on a row another transaction changed meanwhile.
+pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1 LIMIT $2) AND (expires_at <= $1 OR last_seen_at + idle_timeout <= $1)";
 
-/// How many ended refresh families one transaction of the purge takes: the write lock is held
-/// for a batch, not for a backlog (the first purge after an upgrade has every family ever ended),
-/// and a purge cut short (the store's write timeout) keeps the batches it committed.
+/// How many sessions one statement of the purge removes, or ended refresh families one
+/// transaction takes: the write lock is held for a batch, not for a backlog (a mass expiry after
+/// an outage or a bulk load; the first family purge after an upgrade has every family ever
+/// ended: 10^6 sessions took 10 s in one statement, five times the write timeout), and a purge
+/// cut short (the store's write timeout) keeps the batches it committed.
 pub(crate) const PURGE_BATCH: i64 = 500;
 
 /// The purge of one ended family (`$1`; `$2` the bound, then the end found), after the backend's
@@ -296,12 +299,21 @@ macro_rules! sql_store {
             }
 
             async fn purge_expired_sessions(&self, now: i64) -> tessera_core::StoreResult<u64> {
-                let r = sqlx::query(crate::sql::PURGE_SESSIONS)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(r.rows_affected())
+                let batch = u64::try_from(crate::sql::PURGE_BATCH).unwrap_or(u64::MAX);
+                let mut removed = 0;
+                loop {
+                    let n = sqlx::query(crate::sql::PURGE_SESSIONS)
+                        .bind(now)
+                        .bind(crate::sql::PURGE_BATCH)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?
+                        .rows_affected();
+                    removed += n;
+                    if n < batch {
+                        return Ok(removed);
+                    }
+                }
             }
 
             async fn count_sessions(&self) -> tessera_core::StoreResult<u64> {
@@ -373,7 +385,7 @@ pub(crate) mod plans {
         use Param::{Int, Text};
         let [tokens, ends, family, mend] = super::PURGE_FAMILY;
         [
-            (super::PURGE_SESSIONS, &[Int]),
+            (super::PURGE_SESSIONS, &[Int, Int]),
             (ended, &[Int, Int]),
             (tokens, &[Text, Int]),
             (ends, &[Text]),

@@ -178,6 +178,46 @@ mod tests {
         assert_eq!(left, 0);
     }
 
+    /// A mass expiry (the sessions of an outage, a bulk load) goes in batches: one statement
+    /// takes at most a batch, so the write lock is held for a batch, and a purge cut short by the
+    /// write timeout keeps what it removed; the purge goes on until all of it is gone.
+    #[tokio::test]
+    async fn a_mass_expiry_of_sessions_goes_batch_by_batch() {
+        use tessera_core::SessionStore;
+        let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let n = 2 * crate::sql::PURGE_BATCH + 1;
+        let insert = "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, expires_at, idle_timeout, data) VALUES ($1, $2, 'usr_a', 0, $3, 100000, 600, '{}')";
+        for i in 0..=n {
+            // Every one idle past its end at 1000 but the last, seen at 900.
+            sqlx::query(insert)
+                .bind(format!("{i:064}"))
+                .bind(format!("ses_{i}"))
+                .bind(if i == n { 900_i64 } else { 0 })
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        let one = sqlx::query(crate::sql::PURGE_SESSIONS)
+            .bind(1_000_i64)
+            .bind(crate::sql::PURGE_BATCH)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            one.rows_affected(),
+            u64::try_from(crate::sql::PURGE_BATCH).unwrap()
+        );
+        assert_eq!(
+            store.purge_expired_sessions(1_000).await.unwrap(),
+            u64::try_from(n - crate::sql::PURGE_BATCH).unwrap()
+        );
+        let left: Vec<String> = sqlx::query_scalar("SELECT handle FROM sessions")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, [format!("ses_{n}")]);
+    }
+
     /// A family made by a version before migration 9 has no end in its row (0) while its tokens
     /// live (instances rolled one by one after `tessera migrate`): the purge gives it its
     /// tokens' end and leaves it, instead of failing on the foreign key every minute (or
