@@ -246,7 +246,16 @@ fn a_login_refused_for_a_full_hashing_line_never_wipes_a_count() {
             .status()
             .as_u16()
     });
-    std::thread::sleep(Duration::from_millis(150));
+    // Bob's login is in the line when the metric says so (a fixed sleep was a guess that a
+    // loaded machine broke); his slow hash holds it far longer than the next two requests take.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("tessera_password_hash_line") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "bob's login never reached the line"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (status, _, retry) = login(&s, "127.0.0.2", "alice", "wrong password 5", None);
     assert_eq!((status, retry.as_deref()), (503, Some("1")));
     assert_eq!(
