@@ -26,13 +26,13 @@ pub use keys::{
 };
 pub use password::{HashParams, PasswordError, PasswordHasherPool, PasswordPolicy};
 pub use refresh::RefreshRecord;
-pub use revocation::{Denylist, LEEWAY};
+pub use revocation::{Denylist, LEEWAY, Loader};
 pub use service::{Service, ServiceSettings, StartError, Tasks};
 pub use session::{Session, SessionPolicy};
 pub use store::{
-    AllConcerns, Change, ClientStore, Denied, DeniedIter, DenylistStore, FamilyRevocation,
-    KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, StoredKey, Stores,
-    ThrottleStore, UserStore,
+    AllConcerns, Change, ClientStore, Denied, DeniedIter, DeniedSink, DenylistStore,
+    FamilyRevocation, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, StoredKey,
+    Stores, ThrottleStore, UserStore,
 };
 pub use throttle::{Attempt, DeviceCookies, Throttle, ThrottlePolicy};
 pub use token::{CsrfKey, Kind, Token, TokenHash};

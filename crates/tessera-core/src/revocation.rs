@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hashbrown::HashTable;
 use tessera_jose::{Claims, Revocation, RevocationEvent, RevocationKey};
 
-use crate::store::{Change, Denied, DenylistStore, StoreError, Stores};
+use crate::store::{Change, Denied, DeniedSink, DenylistStore, StoreError, Stores};
 use crate::token::random_id;
 
 /// Clock-skew tolerance on token times, seconds: a revocation is kept this long past the
@@ -272,6 +272,23 @@ pub struct Denylist {
     token_lifetime: i64,
 }
 
+/// Adds a store's pages to a [`Denylist`] (see [`Denylist::loader`]).
+#[derive(Debug)]
+pub struct Loader<'a> {
+    denylist: &'a Denylist,
+    now: i64,
+}
+
+impl DeniedSink for Loader<'_> {
+    fn expect(&mut self, entries: usize, key_bytes: usize) {
+        self.denylist.held_at(self.now).reserve(entries, key_bytes);
+    }
+
+    fn page(&mut self, page: &Denied) {
+        self.denylist.reload(page, self.now);
+    }
+}
+
 impl Denylist {
     /// An empty denylist for access tokens living at most `token_lifetime` seconds.
     pub fn new(token_lifetime: i64) -> Denylist {
@@ -341,6 +358,16 @@ impl Denylist {
         self.extend_sized(denied.iter(), denied.key_bytes(), now);
     }
 
+    /// Where a store's pages of entries in force go ([`crate::DenylistStore::each_denied`]),
+    /// added at `now` as [`Denylist::reload`] adds them, with room made for all of them when
+    /// the store says how many.
+    pub fn loader(&self, now: i64) -> Loader<'_> {
+        Loader {
+            denylist: self,
+            now,
+        }
+    }
+
     /// Adds what a store holds (a change announced): `(key, exp)` pairs in
     /// [`Revocation::key`]'s form. Entries past their expiry are forgotten, at most once a
     /// second.
@@ -360,11 +387,7 @@ impl Denylist {
         now: i64,
     ) {
         let entries = entries.into_iter();
-        let mut g = self.held.write().unwrap_or_else(|e| e.into_inner());
-        if g.purged_at != now {
-            g.purged_at = now;
-            g.purge(now - LEEWAY);
-        }
+        let mut g = self.held_at(now);
         g.reserve(entries.size_hint().0, key_bytes);
         let mut added = false;
         for (key, exp) in entries {
@@ -377,6 +400,17 @@ impl Denylist {
             drop(g);
             self.head.send_replace(next);
         }
+    }
+
+    /// What is held, to be changed at `now`: entries past their expiry are forgotten first (at
+    /// most once a second), so that room made after is not given back by that purge.
+    fn held_at(&self, now: i64) -> std::sync::RwLockWriteGuard<'_, Held> {
+        let mut g = self.held.write().unwrap_or_else(|e| e.into_inner());
+        if g.purged_at != now {
+            g.purged_at = now;
+            g.purge(now - LEEWAY);
+        }
+        g
     }
 
     /// Whether a token with these claims is revoked.
@@ -462,6 +496,25 @@ impl Denylist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload in pages makes room for all of it when the store says how much, and keeps that
+    /// room through the pages: grown page by page instead, each larger copy would be a freed
+    /// block the allocator keeps (and raises its thresholds for).
+    #[test]
+    fn a_reload_in_pages_keeps_the_room_it_made() {
+        let d = Denylist::new(900);
+        let mut loader = d.loader(100);
+        loader.expect(10_000, 100_000);
+        for p in 0..3 {
+            let page: Denied = (0..10).map(|i| (format!("jti-{p}-{i}"), 1_000)).collect();
+            loader.page(&page);
+        }
+        let held = d.held.read().unwrap();
+        assert_eq!(held.log.len(), 30);
+        assert!(held.log.capacity() >= 10_000, "{}", held.log.capacity());
+        assert!(held.keys.capacity() >= 100_000, "{}", held.keys.capacity());
+        assert!(held.index.capacity() >= 10_000, "{}", held.index.capacity());
+    }
 
     #[test]
     fn cursors_resume_here_and_start_over_elsewhere() {

@@ -109,14 +109,11 @@ impl<S: Stores + Clone> Service<S> {
         let successor = master.derive("refresh-token-successor");
         // Revocations survive a restart: the denylist is reloaded from the store.
         let denylist = Arc::new(Denylist::new(access_ttl));
-        denylist.reload(
-            &store
-                .denylist()
-                .denied_access(now)
-                .await
-                .map_err(|e| StartError(format!("reading the access-token denylist: {e}")))?,
-            now,
-        );
+        store
+            .denylist()
+            .each_denied(now, &mut denylist.loader(now))
+            .await
+            .map_err(|e| StartError(format!("reading the access-token denylist: {e}")))?;
         let devices = DeviceCookies::new(
             crate::CsrfKey::new(master.derive("device-cookie")),
             settings.throttle.device_ttl,
@@ -263,13 +260,10 @@ impl<S: Stores> Service<S> {
                     .auth
                     .store()
                     .denylist()
-                    .denied_access(now - LEEWAY)
+                    .each_denied(now - LEEWAY, &mut self.denylist.loader(now))
                     .await
                 {
-                    Ok(entries) => {
-                        self.denylist.reload(&entries, now);
-                        self.denylist.set_fresh(true);
-                    }
+                    Ok(()) => self.denylist.set_fresh(true),
                     Err(e) => tracing::warn!(error = %e, "reloading the denylist failed"),
                 }
                 self.reload_keys(now).await;
@@ -341,19 +335,21 @@ impl<S: Stores> Service<S> {
             // transaction became visible later than the lookback (a partitioned writer, a
             // writer's clock far off) is not missed for longer than this.
             let full = full_at.elapsed() >= SYNC_FULL_EVERY;
-            let since = if full { i64::MIN } else { last - SYNC_LOOKBACK };
-            let read = self
-                .auth
-                .store()
-                .denylist()
-                .denied_since(since, now - LEEWAY)
-                .await;
+            let store = self.auth.store().denylist();
+            let read = if full {
+                store
+                    .each_denied(now - LEEWAY, &mut self.denylist.loader(now))
+                    .await
+            } else {
+                let since = last - SYNC_LOOKBACK;
+                (store.denied_since(since, now - LEEWAY).await)
+                    .map(|entries| self.denylist.reload(&entries, now))
+            };
             if full && read.is_ok() {
                 full_at = tokio::time::Instant::now();
             }
             match read {
-                Ok(entries) => {
-                    self.denylist.reload(&entries, now);
+                Ok(()) => {
                     self.denylist.set_fresh(true);
                     last = now;
                     failures = 0;

@@ -348,6 +348,17 @@ impl<K: AsRef<str>> Extend<(K, i64)> for Denied {
     }
 }
 
+/// Collects every page into one list.
+impl DeniedSink for Denied {
+    fn expect(&mut self, _entries: usize, _key_bytes: usize) {}
+
+    fn page(&mut self, page: &Denied) {
+        self.list.push_str(&page.list);
+        self.len += page.len;
+        self.key_bytes += page.key_bytes;
+    }
+}
+
 impl<K: AsRef<str>> FromIterator<(K, i64)> for Denied {
     fn from_iter<I: IntoIterator<Item = (K, i64)>>(entries: I) -> Denied {
         let mut d = Denied::default();
@@ -380,8 +391,33 @@ pub trait DenylistStore: Send + Sync + 'static {
         let _ = since;
         self.denied_access(now)
     }
+    /// Every entry in force at `now`, handed to `sink` a page at a time (after
+    /// [`DeniedSink::expect`] says about how many): a reload of 10^5 entries holds a page
+    /// beside the denylist, never a second copy of all of it (whose large buffers, once freed,
+    /// the allocator would keep). A store that cannot page hands everything as one page.
+    fn each_denied(
+        &self,
+        now: i64,
+        sink: &mut dyn DeniedSink,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            let all = self.denied_access(now).await?;
+            sink.expect(all.len(), all.key_bytes());
+            sink.page(&all);
+            Ok(())
+        }
+    }
     /// Forgets entries whose tokens have expired by `now`.
     fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+/// Where [`DenylistStore::each_denied`] hands what it reads.
+pub trait DeniedSink: Send {
+    /// About how many entries, with how many bytes of keys, are coming (a hint, before the
+    /// first page; 0 when not known).
+    fn expect(&mut self, entries: usize, key_bytes: usize);
+    /// A page of entries.
+    fn page(&mut self, page: &Denied);
 }
 
 /// Login-throttle counts shared by the instances of a cluster, under keys like `a:NAME` (an

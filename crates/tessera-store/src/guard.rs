@@ -474,6 +474,7 @@ guarded!(DenylistStore {
     Write fn deny_access(&self, jti: &str, exp: i64, now: i64) -> StoreResult<()>;
     Read fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied>;
     Read fn denied_since(&self, since: i64, now: i64) -> StoreResult<tessera_core::Denied>;
+    Read fn each_denied(&self, now: i64, sink: &mut dyn tessera_core::DeniedSink) -> StoreResult<()>;
     Write fn purge_denied(&self, now: i64) -> StoreResult<u64>;
 });
 

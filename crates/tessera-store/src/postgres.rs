@@ -120,6 +120,14 @@ impl PostgresStore {
         q.build().execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
     }
+
+    /// Nothing to ready for a bulk read: what it reads is cached in the server, not here.
+    async fn bulk_read(
+        &self,
+        _conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// Up to `$2` refresh families ended at or before `$1`, oldest end first, their rows locked (see
@@ -127,8 +135,19 @@ impl PostgresStore {
 /// never waits on a family and cannot deadlock with a rotation or a revocation.
 const ENDED_FAMILIES: &str = "SELECT family FROM refresh_families WHERE expires_at <= $1 ORDER BY expires_at, family LIMIT $2 FOR UPDATE SKIP LOCKED";
 
-/// Every denylist entry in force, in one row (see `record::denied_snapshot`).
-const DENYLIST_SNAPSHOT: &str = "SELECT string_agg(expires_at::text || ' ' || length(jti)::text || ' ' || jti, '') AS list FROM access_denylist WHERE expires_at > $1";
+/// A page of the denylist entries in force at `$1`: up to `$3` after key `$2` in the primary
+/// key's order, aggregated (`record::denied_snapshot`), with the page's last key and its size.
+const DENIED_PAGE: &str = "SELECT string_agg(expires_at::text || ' ' || length(jti)::text || ' ' || jti, '') AS list, max(jti) AS last, count(*) AS n FROM (SELECT expires_at, jti FROM access_denylist WHERE jti >= $2 AND (jti > $2 OR $2 = '') AND expires_at > $1 ORDER BY jti LIMIT $3) p";
+
+/// Where the first page begins: before every key (the empty key included, by `DENIED_PAGE`).
+const DENIED_FROM: &str = "";
+
+/// How many denylist entries are in force at `$1` (`n`), with how many bytes of keys: the
+/// room a reload makes first.
+const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(octet_length(jti))::bigint AS key_bytes FROM access_denylist WHERE expires_at > $1";
+
+/// Every page of a reload in one snapshot (READ COMMITTED takes one a statement).
+const SNAPSHOT: Option<&str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
 
 crate::sql::sql_store!(PostgresStore, sqlx::Postgres, PgRow);
 
@@ -168,7 +187,12 @@ mod tests {
                 .execute(&mut *tx)
                 .await
                 .unwrap();
-            for (sql, params) in crate::sql::plans::purges(super::ENDED_FAMILIES) {
+            let page: (&str, &[Param]) =
+                (super::DENIED_PAGE, &[Param::Int, Param::Text, Param::Int]);
+            for (sql, params) in crate::sql::plans::purges(super::ENDED_FAMILIES)
+                .into_iter()
+                .chain([page])
+            {
                 let explain = format!("EXPLAIN {sql}");
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(explain));
                 for p in params {
@@ -197,6 +221,14 @@ mod tests {
                 .iter()
                 .any(|s| s.contains("sessions_by_idle_end")),
             "{plans:?}"
+        );
+        // A page of the denylist's reload walks the primary key from where the last ended,
+        // never sorting what is left.
+        let (_, page) = plans.last().unwrap();
+        assert!(
+            page.iter().any(|s| s.contains("access_denylist_pkey"))
+                && page.iter().all(|s| !s.contains("Sort")),
+            "{page:?}"
         );
         for (sql, plan) in plans {
             assert!(

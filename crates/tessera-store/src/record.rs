@@ -128,15 +128,15 @@ pub(crate) fn refresh(row: &impl Columns) -> Result<(RefreshRecord, bool), sqlx:
     ))
 }
 
-/// A denylist entry `(jti, expires_at)`.
-/// Reads the denylist as `DENYLIST_SNAPSHOT` aggregates it: `EXP LEN KEY` for each entry, one
-/// after the other, `LEN` the key's length in characters (so a key may hold any character,
-/// spaces and newlines too).
+/// Reads a page of the denylist as the backend's `DENIED_PAGE` aggregates it: `EXP LEN KEY` for
+/// each entry, one after the other, `LEN` the key's length in characters (so a key may hold any
+/// character, spaces and newlines too).
 pub(crate) fn denied_snapshot(list: String) -> Result<tessera_core::Denied, sqlx::Error> {
     tessera_core::Denied::from_list(list)
         .ok_or_else(|| sqlx::Error::Decode("malformed denylist snapshot".into()))
 }
 
+/// A denylist entry `(jti, expires_at)`.
 pub(crate) fn denied(row: &impl Columns) -> Result<(String, i64), sqlx::Error> {
     Ok((row.text("jti")?, row.int("expires_at")?))
 }

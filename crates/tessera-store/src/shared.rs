@@ -123,6 +123,20 @@ impl<D: Stores, R: ClusterRedis> DenylistStore for SharedStore<D, R> {
         Ok(entries)
     }
 
+    async fn each_denied(
+        &self,
+        now: i64,
+        sink: &mut dyn tessera_core::DeniedSink,
+    ) -> StoreResult<()> {
+        self.db.denylist().each_denied(now, sink).await?;
+        // Entries an earlier version kept in Redis alone, while they last.
+        match self.redis.denied_access(now).await {
+            Ok(earlier) => sink.page(&earlier),
+            Err(e) => tracing::debug!(error = %e, "reading Redis's denylist failed"),
+        }
+        Ok(())
+    }
+
     async fn denied_since(&self, since: i64, now: i64) -> StoreResult<tessera_core::Denied> {
         self.db.denylist().denied_since(since, now).await
     }

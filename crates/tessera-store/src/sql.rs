@@ -42,6 +42,11 @@ pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE token_hash I
 /// cut short (the store's write timeout) keeps the batches it committed.
 pub(crate) const PURGE_BATCH: i64 = 500;
 
+/// Denylist entries a page of [`tessera_core::DenylistStore::each_denied`] reads (the backend's
+/// `DENIED_PAGE`): about 50 KB aggregated, below the size from which glibc maps (and, once one
+/// such buffer is freed, keeps up to twice its size of freed memory in the heap).
+pub(crate) const DENIED_PAGE_SIZE: i64 = 1000;
+
 /// The purge of one ended family (`$1`; `$2` the bound, then the end found), after the backend's
 /// `ENDED_FAMILIES` took its row (oldest end first, up to `PURGE_BATCH`): its tokens ended by the
 /// bound go; then the family goes if none is left, or, if some are (a family made by a version

@@ -62,6 +62,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Whether the database is a file (not in memory, where the one connection holds it).
+    file: bool,
 }
 
 impl SqliteStore {
@@ -76,7 +78,8 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         // An in-memory database lives in one connection: give it exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let file = !url.contains(":memory:");
+        let max = if file { 8 } else { 1 };
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(5))
@@ -87,7 +90,28 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the SQLite schema: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
+    }
+
+    /// Readies a connection to read in bulk (a whole table: the denylist's reload). Read through
+    /// the connection's 2 MB page cache, a table of 10^5 entries fills it, and the memory that
+    /// thread allocated stays with its allocator arena after the cache is emptied, even after the
+    /// connection is closed: an idle server grew by one cache each minute. So the read gets a
+    /// small cache (read once, in order, it reuses nothing), and the connection is closed after
+    /// it rather than returned to the pool with that cache; the pool opens another when it
+    /// needs one.
+    async fn bulk_read(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    ) -> StoreResult<()> {
+        if self.file {
+            conn.close_on_drop();
+            sqlx::query("PRAGMA cache_size = 64")
+                .execute(&mut **conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 }
 
@@ -95,8 +119,20 @@ impl SqliteStore {
 /// SQLite's one writer at a time is the lock.
 const ENDED_FAMILIES: &str = "SELECT family FROM refresh_families WHERE expires_at <= $1 ORDER BY expires_at, family LIMIT $2";
 
-/// Every denylist entry in force, in one row (see `record::denied_snapshot`).
-const DENYLIST_SNAPSHOT: &str = "SELECT group_concat(expires_at || ' ' || length(jti) || ' ' || jti, '') AS list FROM access_denylist WHERE expires_at > $1";
+/// A page of the denylist entries in force at `$1`: up to `$3` after rowid `$2` in the table's
+/// order (a range of the table, no sort; `+` keeps the expiry index out of it), aggregated
+/// (`record::denied_snapshot`), with the page's last rowid and its size.
+const DENIED_PAGE: &str = "SELECT group_concat(expires_at || ' ' || length(jti) || ' ' || jti, '') AS list, CAST(max(r) AS TEXT) AS last, count(*) AS n FROM (SELECT rowid AS r, expires_at, jti FROM access_denylist WHERE rowid > CAST($2 AS INTEGER) AND +expires_at > $1 ORDER BY rowid LIMIT $3)";
+
+/// Where the first page begins: before every rowid.
+const DENIED_FROM: &str = "-9223372036854775808";
+
+/// How many denylist entries are in force at `$1` (`n`), with how many bytes of keys: the
+/// room a reload makes first.
+const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(length(CAST(jti AS BLOB))) AS key_bytes FROM access_denylist WHERE expires_at > $1";
+
+/// A read transaction is a snapshot already.
+const SNAPSHOT: Option<&str> = None;
 
 crate::sql::sql_store!(SqliteStore, sqlx::Sqlite, SqliteRow);
 
@@ -145,6 +181,80 @@ mod tests {
                 "{plan:?}"
             );
         }
+    }
+
+    /// The denylist's reload reads a page at a time, each a range of the table from where the
+    /// last ended (no sort of what is left), until a page is short.
+    #[tokio::test]
+    async fn a_reload_reads_the_denylist_a_page_at_a_time() {
+        #[derive(Default)]
+        struct Sizes(Vec<usize>);
+        impl tessera_core::DeniedSink for Sizes {
+            fn expect(&mut self, _entries: usize, _key_bytes: usize) {}
+            fn page(&mut self, page: &tessera_core::Denied) {
+                self.0.push(page.len());
+            }
+        }
+        let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let n = 2 * crate::sql::DENIED_PAGE_SIZE;
+        sqlx::query("WITH RECURSIVE i(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM i WHERE k < $1) INSERT INTO access_denylist (jti, expires_at, added_at) SELECT 'jti' || k, 5000, 10 FROM i")
+            .bind(n)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let mut sizes = Sizes::default();
+        tessera_core::DenylistStore::each_denied(&store, 1_000, &mut sizes)
+            .await
+            .unwrap();
+        let page = usize::try_from(crate::sql::DENIED_PAGE_SIZE).unwrap();
+        assert_eq!(sizes.0, [page, page, 0]);
+
+        let plan = plan(
+            &store,
+            super::DENIED_PAGE,
+            &[Param::Int, Param::Text, Param::Int],
+        )
+        .await;
+        assert!(
+            plan.iter()
+                .any(|s| s.starts_with("SEARCH access_denylist USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+        assert!(plan.iter().all(|s| !s.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// A file database's connection that read the denylist is closed after it (its page cache
+    /// goes with it), and the pool serves on with another; the reload reads the same each time.
+    #[tokio::test]
+    async fn the_connection_of_a_reload_is_closed_after_it() {
+        let dir = std::env::temp_dir().join(format!("tessera-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let store = super::SqliteStore::open(&url).await.unwrap();
+        tessera_core::DenylistStore::deny_access(&store, "jti1", 5_000, 10)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let all = tessera_core::DenylistStore::denied_access(&store, 1_000)
+                .await
+                .unwrap();
+            assert_eq!(all.to_vec(), [("jti1".to_owned(), 5_000)]);
+            // The connection that read goes (closed in the background); the one the write
+            // used stays idle.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while store.pool.size() > 1 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the reading connection stays"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            tessera_core::DenylistStore::deny_access(&store, "jti1", 5_000, 10)
+                .await
+                .unwrap();
+        }
+        store.pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A backlog (the first purge after an upgrade) goes in batches, every one of it.

@@ -323,16 +323,61 @@ macro_rules! token_store_sql {
             }
 
             async fn denied_access(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Denied> {
-                // One row holding every entry (`DENYLIST_SNAPSHOT`, the backend's aggregate):
-                // a row per entry costs a hand-off from SQLite's worker thread each, which was
-                // most of a start with 10^5 revocations in force.
-                let row = sqlx::query(DENYLIST_SNAPSHOT)
+                let mut all = tessera_core::Denied::default();
+                tessera_core::DenylistStore::each_denied(self, now, &mut all).await?;
+                Ok(all)
+            }
+
+            async fn each_denied(
+                &self,
+                now: i64,
+                sink: &mut dyn tessera_core::DeniedSink,
+            ) -> tessera_core::StoreResult<()> {
+                use crate::record::Columns as _;
+                let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+                self.bulk_read(&mut conn).await?;
+                // One read transaction: the count and every page see one snapshot, so nothing
+                // committed meanwhile shifts a page boundary past an entry.
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(unavailable)?;
+                if let Some(sql) = SNAPSHOT {
+                    sqlx::query(sql).execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                let count = sqlx::query(DENIED_COUNT)
                     .bind(now)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                let list = crate::record::Columns::maybe_text(&row, "list").map_err(unavailable)?;
-                crate::record::denied_snapshot(list.unwrap_or_default()).map_err(unavailable)
+                let size = |column| {
+                    count
+                        .maybe_int(column)
+                        .map(|n| usize::try_from(n.unwrap_or(0)).unwrap_or(0))
+                        .map_err(unavailable)
+                };
+                sink.expect(size("n")?, size("key_bytes")?);
+                let mut after = DENIED_FROM.to_owned();
+                loop {
+                    // One row a page, the page's entries aggregated (`record::denied_snapshot`):
+                    // a row per entry costs a hand-off from SQLite's worker thread each, which
+                    // was most of a start with 10^5 revocations in force.
+                    let row = sqlx::query(DENIED_PAGE)
+                        .bind(now)
+                        .bind(&after)
+                        .bind(crate::sql::DENIED_PAGE_SIZE)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    let list = row.maybe_text("list").map_err(unavailable)?;
+                    let page = crate::record::denied_snapshot(list.unwrap_or_default())
+                        .map_err(unavailable)?;
+                    sink.page(&page);
+                    match row.maybe_text("last").map_err(unavailable)? {
+                        Some(last) if row.int("n").map_err(unavailable)? == crate::sql::DENIED_PAGE_SIZE => {
+                            after = last;
+                        }
+                        _ => break,
+                    }
+                }
+                tx.commit().await.map_err(unavailable)
             }
 
             async fn denied_since(
@@ -340,13 +385,6 @@ macro_rules! token_store_sql {
                 since: i64,
                 now: i64,
             ) -> tessera_core::StoreResult<tessera_core::Denied> {
-                if since == i64::MIN {
-                    // Everything in force (the periodic full catch-up): one row, as above, or
-                    // row by row if that row cannot be read (it is over SQLite's length limit).
-                    if let Ok(all) = tessera_core::DenylistStore::denied_access(self, now).await {
-                        return Ok(all);
-                    }
-                }
                 let rows = sqlx::query("SELECT jti, expires_at FROM access_denylist WHERE added_at >= $1 AND expires_at > $2")
                     .bind(since)
                     .bind(now)

@@ -440,7 +440,7 @@ async fn refresh<S: Stores>(s: S) {
     let mut recent = s.denylist().denied_since(1_600, 0).await.unwrap().to_vec();
     recent.sort();
     assert_eq!(recent, expected);
-    // From the beginning of time: everything in force (the periodic full catch-up).
+    // From the beginning of time: everything in force.
     let mut all = s
         .denylist()
         .denied_since(i64::MIN, 1_600)
@@ -733,6 +733,50 @@ async fn denylist<S: Stores>(s: S) {
     );
 }
 
+/// What a reload reads: every entry in force, each once, across as many pages as the store
+/// makes (SQL stores: a thousand a page; here two full pages, so the last is empty), with their
+/// count and the bytes of their keys announced first.
+async fn denylist_pages<S: Stores>(s: S) {
+    #[derive(Default)]
+    struct Pages {
+        expected: Option<(usize, usize)>,
+        pages: usize,
+        got: Vec<(String, i64)>,
+    }
+    impl tessera_core::DeniedSink for Pages {
+        fn expect(&mut self, entries: usize, key_bytes: usize) {
+            assert!(self.expected.is_none() && self.pages == 0);
+            self.expected = Some((entries, key_bytes));
+        }
+        fn page(&mut self, page: &tessera_core::Denied) {
+            self.pages += 1;
+            self.got.extend(page.to_vec());
+        }
+    }
+    // Any character in a key, the empty key too; every 21st entry has expired by 1000, among
+    // the others: 2,000 in force.
+    let mut want = vec![(String::new(), 5_000)];
+    s.denylist().deny_access("", 5_000, 10).await.unwrap();
+    for i in 2..2_100 {
+        let key = format!("jti é {i}");
+        let exp = if i % 21 == 0 { 900 } else { 2_000 + i };
+        s.denylist().deny_access(&key, exp, 10).await.unwrap();
+        if exp > 1_000 {
+            want.push((key, exp));
+        }
+    }
+    assert_eq!(want.len(), 2_000);
+    let mut sink = Pages::default();
+    s.denylist().each_denied(1_000, &mut sink).await.unwrap();
+    let key_bytes = want.iter().map(|(k, _)| k.len()).sum();
+    assert_eq!(sink.expected, Some((want.len(), key_bytes)));
+    assert!(sink.pages >= 1);
+    want.sort();
+    sink.got.sort();
+    assert_eq!(sink.got.len(), want.len(), "every entry once");
+    assert_eq!(sink.got, want);
+}
+
 /// Shared login-throttle counts: what a cluster's Redis keeps. The same rules as the
 /// in-process throttle: an attempt is reserved under all its keys at once or not at all, free
 /// attempts then doubling delays with a cap, a success gives its attempt back (and forgets a
@@ -944,6 +988,12 @@ macro_rules! suite {
             async fn denylist() {
                 let (s, _guard) = $make;
                 super::denylist(s).await;
+            }
+
+            #[tokio::test]
+            async fn denylist_pages() {
+                let (s, _guard) = $make;
+                super::denylist_pages(s).await;
             }
 
             #[tokio::test]
