@@ -10,7 +10,9 @@
 # 10 % of the small one is the target of every rate row):
 # - start-up: `tessera serve` on the existing data directory, from exec to the first /healthz
 #   answer (median of 5 starts; target < 100 ms), and its RSS once idle (target < 30 MB), with
-#   the anonymous part of it (the rest is the binary's own pages, shared and reclaimable);
+#   the anonymous part of it (the rest is the binary's own pages, shared and reclaimable; the
+#   kernel's page cache is dropped before each start, DROP_CACHES=1, so that they are counted
+#   alike every time), then again after IDLE (190) s idle (three full catch-ups with the store);
 # - `/auth/me` with a real session cookie among all the others, session cache off
 #   (session.cache_ttl = 0s: every request reads SQLite);
 # - `/auth/me` with a Bearer access JWT: the denylist check against every revocation in force;
@@ -49,6 +51,8 @@ DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 REVOKED=${REVOKED:-200}
 CACHED=${CACHED:-99000}
+IDLE=${IDLE:-190}
+DROP_CACHES=${DROP_CACHES:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-18192}
@@ -137,13 +141,27 @@ for f in cookies.values():
 PY
 }
 
+# drop_caches: the kernel's page cache emptied (DROP_CACHES=1, as root), so that the binary's
+# resident code pages do not depend on what ran before: with all of the binary in the page
+# cache, each fault maps its neighbours too (fault-around), 5 MB more of the same code.
+drop_caches() {
+  [ "$DROP_CACHES" = 1 ] && sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null || true
+}
+
 # startup DIR: "ms rss_kib anon_kib", medians of 5 starts.
 startup() {
-  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" <<'PY'
+  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$DROP_CACHES" <<'PY'
 import statistics, subprocess, sys, time, urllib.request
-bin_, data, port, cpu = sys.argv[1:]
+bin_, data, port, cpu, drop = sys.argv[1:]
 ms, rss, anon = [], [], []
 for _ in range(5):
+    if drop == "1":
+        subprocess.run(["sync"])
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("1")
+        except OSError:
+            pass
     t = time.monotonic()
     p = subprocess.Popen(["taskset", "-c", cpu, bin_, "serve", "--listen", f"127.0.0.1:{port}",
                           "--data-dir", data], stderr=subprocess.DEVNULL)
@@ -265,6 +283,16 @@ for i in $(seq "$REPS"); do
   measure large "$WORK/large" "$first"
 done
 
+# Idle for IDLE s (the full catch-up with the store runs every minute): RSS and its anonymous
+# part, to see whether an idle server stays where it started.
+for set in small large; do
+  drop_caches
+  serve "$WORK/$set"
+  sleep "$IDLE"
+  echo "$set $(awk '/^(VmRSS|RssAnon)/ {printf "%s ", $2}' "/proc/$SERVER_PID/status")" >>"$WORK/idle"
+  stop
+done
+
 # The caches' memory: a server on the large set with its session cache on (as by default) is
 # asked /auth/me by CACHED sessions (just below the caches' bound, 100,000 each, where a cache
 # starts over), all of one user, then (a new server) each of its own user; RSS idle before and
@@ -382,7 +410,7 @@ grow "$LARGE"
 echo "loaded $LARGE sessions and users into PostgreSQL and Redis in $(($(date +%s) - t3)) s"
 for _ in $(seq "$REPS"); do shared_round large; done
 
-python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" <<'PY'
+python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" "$WORK/idle" "$IDLE" <<'PY'
 import re, statistics, sys
 rows, rates = {}, {}
 for l in open(sys.argv[1]):
@@ -407,13 +435,16 @@ for i, name in enumerate(names):
     print(f"| {name} | {S[3 + i]:,.0f} | {L[3 + i]:,.0f} | {L[3 + i] / S[3 + i]:.2f} "
           f"| {(L[3 + i] / L[7]) / (S[3 + i] / S[7]):.2f} |")
 print()
+idle = {l.split()[0]: [int(x) / 1024 for x in l.split()[1:3]] for l in open(sys.argv[8])}
 print("| data set | start to /healthz (ms; < 100) | idle RSS (MB; < 30) | of it anonymous (MB) "
+      f"| after {sys.argv[9]} s idle: RSS, anonymous (MB) "
       "| feed catch-up (revocations, time, memory; < 2 s, < 20 MB) | reach p99 (ms; < 1000) |")
-print("|---|---:|---:|---:|---:|---:|")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for name, n, d in [("small", small_n, small_n), ("large", large_n, denied)]:
     r = rows[name]
     print(f"| {n:,} users, sessions, refresh families; {d:,} denylisted | {r[0]:.0f} | {r[1] / 1024:.1f} "
-          f"| {r[2] / 1024:.1f} | {r[8]:,}, {r[9]:.0f} ms, +{r[10]:.1f} MB | {r[11]:.1f} |")
+          f"| {r[2] / 1024:.1f} | {idle[name][0]:.1f}, {idle[name][1]:.1f} "
+          f"| {r[8]:,}, {r[9]:.0f} ms, +{r[10]:.1f} MB | {r[11]:.1f} |")
 print()
 shared = {}
 for l in open(sys.argv[5]):
