@@ -10,9 +10,11 @@
 # 10 % of the small one is the target of every rate row):
 # - start-up: `tessera serve` on the existing data directory, from exec to the first /healthz
 #   answer (median of 5 starts; target < 100 ms), and its RSS once idle (target < 30 MB), with
-#   the anonymous part of it (the rest is the binary's own pages, shared and reclaimable; the
-#   kernel's page cache is dropped before each start, DROP_CACHES=1, so that they are counted
-#   alike every time), then again after IDLE (190) s idle (three full catch-ups with the store);
+#   the anonymous part of it (the rest is the binary's own pages, shared and reclaimable): the
+#   time with the binary in the page cache, as a restart finds it; the RSS after a start with
+#   the page cache dropped (DROP_CACHES=1), since with all of the binary cached each fault maps
+#   its neighbours too (fault-around: about 5 MB more of the same code; printed too), then again
+#   after IDLE (190) s idle (three full catch-ups with the store);
 # - `/auth/me` with a real session cookie among all the others, session cache off
 #   (session.cache_ttl = 0s: every request reads SQLite);
 # - `/auth/me` with a Bearer access JWT: the denylist check against every revocation in force;
@@ -148,20 +150,20 @@ drop_caches() {
   [ "$DROP_CACHES" = 1 ] && sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null || true
 }
 
-# startup DIR: "ms rss_kib anon_kib", medians of 5 starts.
+# startup DIR: "ms rss_kib anon_kib": the time to the first /healthz, median of 5 starts with
+# the binary in the page cache (a restart); then RSS and its anonymous part 3 s after one more
+# start with the page cache dropped (DROP_CACHES=1; with it kept, the median of the 5 starts),
+# the warm starts' median RSS in $WORK/warm_rss.
 startup() {
-  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$DROP_CACHES" <<'PY'
+  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$DROP_CACHES" "$WORK/warm_rss" <<'PY'
 import statistics, subprocess, sys, time, urllib.request
-bin_, data, port, cpu, drop = sys.argv[1:]
+bin_, data, port, cpu, drop, warm_out = sys.argv[1:]
 ms, rss, anon = [], [], []
-for _ in range(5):
-    if drop == "1":
+def start(cold):
+    if cold:
         subprocess.run(["sync"])
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("1")
-        except OSError:
-            pass
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1")
     t = time.monotonic()
     p = subprocess.Popen(["taskset", "-c", cpu, bin_, "serve", "--listen", f"127.0.0.1:{port}",
                           "--data-dir", data], stderr=subprocess.DEVNULL)
@@ -174,14 +176,26 @@ for _ in range(5):
             if time.monotonic() > deadline:
                 sys.exit("the server did not answer within 30 s")
             time.sleep(0.002)
-    ms.append((time.monotonic() - t) * 1000)
+    took = (time.monotonic() - t) * 1000
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
         st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS", "RssAnon"))}
-    rss.append(st["VmRSS"])
-    anon.append(st["RssAnon"])
     p.terminate()
     p.wait()
+    return took, st["VmRSS"], st["RssAnon"]
+for _ in range(5):
+    took, r, a = start(False)
+    ms.append(took)
+    rss.append(r)
+    anon.append(a)
+with open(warm_out, "a") as f:
+    f.write(f"{data} {statistics.median(rss)} {statistics.median(anon)}\n")
+if drop == "1":
+    try:
+        _, r, a = start(True)
+        rss, anon = [r], [a]
+    except OSError:
+        pass
 print(f"{statistics.median(ms):.0f} {statistics.median(rss)} {statistics.median(anon)}")
 PY
 }
@@ -410,7 +424,7 @@ grow "$LARGE"
 echo "loaded $LARGE sessions and users into PostgreSQL and Redis in $(($(date +%s) - t3)) s"
 for _ in $(seq "$REPS"); do shared_round large; done
 
-python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" "$WORK/idle" "$IDLE" <<'PY'
+python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" "$WORK/idle" "$IDLE" "$WORK/warm_rss" <<'PY'
 import re, statistics, sys
 rows, rates = {}, {}
 for l in open(sys.argv[1]):
@@ -459,6 +473,10 @@ for kind, label in [("pg", "sessions and users in PostgreSQL"), ("redis", "sessi
     lg = [statistics.median(c) for c in zip(*shared[("large", kind)])]
     print(f"| {label} | {sm[0]:,.0f} | {lg[0]:,.0f} | {lg[0] / sm[0]:.2f} | {(lg[0] / lg[1]) / (sm[0] / sm[1]):.2f} |")
 print()
+for l in open(sys.argv[10]):
+    d, r, a = l.split()
+    print(f"RSS with the binary in the page cache ({d.rsplit('/', 1)[-1]} set, median of 5 starts): "
+          f"{int(float(r)) / 1024:.1f} MB, {int(float(a)) / 1024:.1f} anonymous")
 added = max(denied - small_n, 1)
 print(f"memory per denylist entry (RSS slope, an upper bound): {(L[1] - S[1]) * 1024 / added:.0f} bytes"
       f" ({(L[2] - S[2]) * 1024 / added:.0f} anonymous)")
