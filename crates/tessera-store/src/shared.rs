@@ -114,13 +114,9 @@ impl<D: Stores, R: ClusterRedis> DenylistStore for SharedStore<D, R> {
     }
 
     async fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied> {
-        let mut entries = self.db.denylist().denied_access(now).await?;
-        // Entries an earlier version kept in Redis alone, while they last.
-        match self.redis.denied_access(now).await {
-            Ok(earlier) => entries.extend(earlier.iter()),
-            Err(e) => tracing::debug!(error = %e, "reading Redis's denylist failed"),
-        }
-        Ok(entries)
+        let mut all = tessera_core::Denied::default();
+        self.each_denied(now, &mut all).await?;
+        Ok(all)
     }
 
     async fn each_denied(
