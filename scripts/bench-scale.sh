@@ -150,20 +150,14 @@ drop_caches() {
   [ "$DROP_CACHES" = 1 ] && sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null || true
 }
 
-# startup DIR: "ms rss_kib anon_kib": the time to the first /healthz, median of 5 starts with
-# the binary in the page cache (a restart); then RSS and its anonymous part 3 s after one more
-# start with the page cache dropped (DROP_CACHES=1; with it kept, the median of the 5 starts),
-# the warm starts' median RSS in $WORK/warm_rss.
-startup() {
-  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$DROP_CACHES" "$WORK/warm_rss" <<'PY'
+# starts DIR N: "ms rss_kib anon_kib", medians of N starts: the time from exec to the first
+# /healthz answer, then RSS and its anonymous part 3 s after.
+starts() {
+  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$2" <<'PY'
 import statistics, subprocess, sys, time, urllib.request
-bin_, data, port, cpu, drop, warm_out = sys.argv[1:]
+bin_, data, port, cpu, n = sys.argv[1:]
 ms, rss, anon = [], [], []
-def start(cold):
-    if cold:
-        subprocess.run(["sync"])
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1")
+for _ in range(int(n)):
     t = time.monotonic()
     p = subprocess.Popen(["taskset", "-c", cpu, bin_, "serve", "--listen", f"127.0.0.1:{port}",
                           "--data-dir", data], stderr=subprocess.DEVNULL)
@@ -176,28 +170,31 @@ def start(cold):
             if time.monotonic() > deadline:
                 sys.exit("the server did not answer within 30 s")
             time.sleep(0.002)
-    took = (time.monotonic() - t) * 1000
+    ms.append((time.monotonic() - t) * 1000)
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
         st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS", "RssAnon"))}
+    rss.append(st["VmRSS"])
+    anon.append(st["RssAnon"])
     p.terminate()
     p.wait()
-    return took, st["VmRSS"], st["RssAnon"]
-for _ in range(5):
-    took, r, a = start(False)
-    ms.append(took)
-    rss.append(r)
-    anon.append(a)
-with open(warm_out, "a") as f:
-    f.write(f"{data} {statistics.median(rss)} {statistics.median(anon)}\n")
-if drop == "1":
-    try:
-        _, r, a = start(True)
-        rss, anon = [r], [a]
-    except OSError:
-        pass
 print(f"{statistics.median(ms):.0f} {statistics.median(rss)} {statistics.median(anon)}")
 PY
+}
+
+# startup DIR: "ms rss_kib anon_kib": the time to the first /healthz, median of 5 starts with
+# the binary in the page cache (a restart); then RSS and its anonymous part after one more
+# start with the page cache dropped (DROP_CACHES=1; without it, the 5 starts' medians), the warm
+# starts' median RSS in $WORK/warm_rss.
+startup() {
+  local ms rss anon
+  read -r ms rss anon <<<"$(starts "$1" 5)"
+  echo "$1 $rss $anon" >>"$WORK/warm_rss"
+  if [ "$DROP_CACHES" = 1 ]; then
+    drop_caches
+    read -r _ rss anon <<<"$(starts "$1" 1)"
+  fi
+  echo "$ms $rss $anon"
 }
 
 # rate URL [HEADER [SCRIPT]]: requests per second (wrk; non-2xx answers are reported on stderr).
