@@ -52,6 +52,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL takes row locks, and queues its writers itself.
+    writes: PgPool,
 }
 
 impl PostgresStore {
@@ -77,7 +79,10 @@ impl PostgresStore {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            writes: pool.clone(),
+            pool,
+        })
     }
 
     /// Applies the embedded migrations not yet applied (under an advisory lock); how many ran.

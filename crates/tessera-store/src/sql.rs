@@ -77,7 +77,8 @@ pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> Migrator {
     )
 }
 
-/// Implements every store trait of tessera-core for `$store` (a struct with a `pool` field)
+/// Implements every store trait of tessera-core for `$store` (a struct with a `pool` field to
+/// read through and a `writes` field to write through)
 /// over database `$db` with rows `$row`: users, sessions, signing keys, the revocation
 /// generation, and (through `token_store_sql!` and `client_store_sql!`) refresh tokens, the
 /// denylist, clients, codes and consents.
@@ -97,7 +98,7 @@ macro_rules! sql_store {
             /// called after the change it announces has been committed.
             async fn bump_generation(&self) -> tessera_core::StoreResult<()> {
                 sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -123,9 +124,10 @@ macro_rules! sql_store {
                 row.as_ref().map(decode).transpose().map_err(unavailable)
             }
 
-            /// Closes the pool (waits for connections to be returned).
+            /// Closes the pools (waits for connections to be returned).
             pub async fn close(&self) {
                 self.pool.close().await;
+                self.writes.close().await;
             }
         }
 
@@ -142,7 +144,7 @@ macro_rules! sql_store {
                     .bind(&user.password_hash)
                     .bind(user.disabled)
                     .bind(user.created_at)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -167,7 +169,7 @@ macro_rules! sql_store {
                 let r = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
                     .bind(disabled)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 self.bump_generation().await?;
@@ -178,7 +180,7 @@ macro_rules! sql_store {
                 let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(hash)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected() > 0)
@@ -187,7 +189,7 @@ macro_rules! sql_store {
             async fn delete_user(&self, id: &str) -> tessera_core::StoreResult<bool> {
                 let r = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 self.bump_generation().await?;
@@ -220,7 +222,7 @@ macro_rules! sql_store {
                     .bind(&s.user_agent)
                     .bind(&s.ip)
                     .bind(s.data.to_string())
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -245,7 +247,7 @@ macro_rules! sql_store {
                 sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
                     .bind(last_seen_at)
                     .bind(hash.to_hex())
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -259,7 +261,7 @@ macro_rules! sql_store {
                 let r = sqlx::query("UPDATE sessions SET data = $1 WHERE token_hash = $2")
                     .bind(data.to_string())
                     .bind(hash.to_hex())
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected() > 0)
@@ -268,7 +270,7 @@ macro_rules! sql_store {
             async fn delete_session(&self, hash: &tessera_core::TokenHash) -> tessera_core::StoreResult<bool> {
                 let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                     .bind(hash.to_hex())
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 let deleted = r.rows_affected() > 0;
@@ -296,7 +298,7 @@ macro_rules! sql_store {
                 )
                 .bind(user_id)
                 .bind(except.map(tessera_core::TokenHash::to_hex))
-                .execute(&self.pool)
+                .execute(&self.writes)
                 .await
                 .map_err(unavailable)?;
                 self.bump_generation().await?;
@@ -310,7 +312,7 @@ macro_rules! sql_store {
                     let n = sqlx::query(crate::sql::PURGE_SESSIONS)
                         .bind(now)
                         .bind(crate::sql::PURGE_BATCH)
-                        .execute(&self.pool)
+                        .execute(&self.writes)
                         .await
                         .map_err(unavailable)?
                         .rows_affected();
@@ -344,7 +346,7 @@ macro_rules! sql_store {
                     .bind(&key.public_jwk)
                     .bind(key.created_at)
                     .bind(key.activates_at)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(unavailable)?;
                 Ok(())
