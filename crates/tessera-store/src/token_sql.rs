@@ -27,7 +27,7 @@ macro_rules! token_store_sql {
         const DENY: &str = "INSERT INTO access_denylist (jti, expires_at, added_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO UPDATE SET expires_at = CASE WHEN excluded.expires_at > access_denylist.expires_at THEN excluded.expires_at ELSE access_denylist.expires_at END, added_at = excluded.added_at";
 
         /// Stores a refresh token (creating its family with the first) and records its access
-        /// token, inside `tx`.
+        /// token, inside `tx`; a token stored already is a conflict.
         async fn insert_refresh(
             tx: &mut sqlx::Transaction<'_, $db>,
             hash: &tessera_core::TokenHash,
@@ -40,7 +40,23 @@ macro_rules! token_store_sql {
                 .execute(&mut **tx)
                 .await
                 .map_err(unavailable)?;
-            sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            if !insert_token(tx, hash, r).await? {
+                return Err(tessera_core::StoreError::Conflict);
+            }
+            if let Some(jti) = &r.access_jti {
+                record_access_in(tx, &r.family, jti, r.created_at).await?;
+            }
+            Ok(())
+        }
+
+        /// Stores a refresh token of an existing family inside `tx`, unless one is stored under
+        /// `hash` already; whether it was.
+        async fn insert_token(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            hash: &tessera_core::TokenHash,
+            r: &tessera_core::RefreshRecord,
+        ) -> tessera_core::StoreResult<bool> {
+            let r = sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (token_hash) DO NOTHING")
                 .bind(hash.to_hex())
                 .bind(&r.family)
                 .bind(&r.user_id)
@@ -54,10 +70,7 @@ macro_rules! token_store_sql {
                 .execute(&mut **tx)
                 .await
                 .map_err(unavailable)?;
-            if let Some(jti) = &r.access_jti {
-                record_access_in(tx, &r.family, jti, r.created_at).await?;
-            }
-            Ok(())
+            Ok(r.rows_affected() == 1)
         }
 
         async fn record_access_in(
@@ -155,18 +168,13 @@ macro_rules! token_store_sql {
                     // Dropped: rolled back.
                     return Ok(false);
                 }
-                let kept = sqlx::query("SELECT 1 AS one FROM refresh_tokens WHERE token_hash = $1")
-                    .bind(successor.to_hex())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .is_some();
-                if kept {
-                    if let Some(jti) = &record.access_jti {
-                        record_access_in(&mut tx, &record.family, jti, record.created_at).await?;
-                    }
-                } else {
-                    insert_refresh(&mut tx, successor, record).await?;
+                // The successor, in the family held above; if an earlier rotation stored it
+                // already, it is kept as it is, and the new access token recorded in the family
+                // either way. Two statements, where SQLite's every one is a round trip to the
+                // connection's thread.
+                insert_token(&mut tx, successor, record).await?;
+                if let Some(jti) = &record.access_jti {
+                    record_access_in(&mut tx, &record.family, jti, record.created_at).await?;
                 }
                 tx.commit().await.map_err(unavailable)?;
                 Ok(true)
