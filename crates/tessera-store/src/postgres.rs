@@ -89,7 +89,7 @@ impl PostgresStore {
     pub async fn migrate(&self) -> StoreResult<usize> {
         let migrator = crate::sql::migrator(MIGRATIONS);
         let before = self.applied_migrations().await?;
-        migrator.run(&self.pool).await.map_err(|e| {
+        migrator.run(&self.writes).await.map_err(|e| {
             StoreError::Unavailable(format!("migrating the PostgreSQL schema: {e}"))
         })?;
         Ok(self.applied_migrations().await?.saturating_sub(before))
@@ -122,7 +122,7 @@ impl PostgresStore {
         q.push_values(events, |mut b, (at, event, fields)| {
             b.push_bind(*at).push_bind(event).push_bind(fields);
         });
-        q.build().execute(&self.pool).await.map_err(unavailable)?;
+        q.build().execute(&self.writes).await.map_err(unavailable)?;
         Ok(())
     }
 

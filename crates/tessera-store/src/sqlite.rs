@@ -89,25 +89,34 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(unavailable)?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(busy);
-        let pool_of = |max: u32| {
+        let pool_of = |max: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options.clone())
+                // No ping on each acquire: it is a round trip to the connection's thread, in
+                // front of every statement (and, on the one writer, of every writer queued); a
+                // SQLite connection does not hang up, and a failing one fails its statement.
+                .test_before_acquire(false)
+                .connect_with(options)
         };
         // An in-memory database lives in one connection: give it exactly one.
         let file = !url.contains(":memory:");
-        let writes = pool_of(1).await.map_err(unavailable)?;
+        let writes = pool_of(1, options.clone().journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(unavailable)?;
         crate::sql::migrator(MIGRATIONS)
             .run(&writes)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the SQLite schema: {e}")))?;
+        // The readers cannot write: a write sent to them by mistake fails at once, every time,
+        // rather than racing the writer for the lock. (WAL is the file's mode, set by the writer.)
         let pool = if file {
-            pool_of(READERS).await.map_err(unavailable)?
+            pool_of(READERS, options.pragma("query_only", "ON"))
+                .await
+                .map_err(unavailable)?
         } else {
             writes.clone()
         };
@@ -223,7 +232,7 @@ mod tests {
         let n = 2 * crate::sql::DENIED_PAGE_SIZE;
         sqlx::query("WITH RECURSIVE i(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM i WHERE k < $1) INSERT INTO access_denylist (jti, expires_at, added_at) SELECT 'jti' || k, 5000, 10 FROM i")
             .bind(n)
-            .execute(&store.pool)
+            .execute(&store.writes)
             .await
             .unwrap();
         let mut sizes = Sizes::default();
@@ -252,6 +261,7 @@ mod tests {
     #[tokio::test]
     async fn the_connection_of_a_reload_is_closed_after_it() {
         let dir = std::env::temp_dir().join(format!("tessera-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("t.db").display());
         let store = super::SqliteStore::open(&url).await.unwrap();
@@ -273,6 +283,7 @@ mod tests {
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
+            assert_eq!(store.writes.size(), 1, "the writer stays");
             tessera_core::DenylistStore::deny_access(&store, "jti1", 5_000, 10)
                 .await
                 .unwrap();
@@ -291,6 +302,7 @@ mod tests {
     async fn writers_take_turns_instead_of_racing_for_the_lock() {
         use tessera_core::{DenylistStore, RefreshRecord, SessionStore};
         let dir = std::env::temp_dir().join(format!("tessera-turns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("t.db").display());
         let store = super::SqliteStore::connect(&url, std::time::Duration::ZERO)
@@ -353,6 +365,11 @@ mod tests {
         while let Some(done) = tasks.join_next().await {
             done.unwrap();
         }
+        // And no write goes by the readers: they refuse it.
+        let refused = sqlx::query("DELETE FROM sessions")
+            .execute(&store.pool)
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -373,7 +390,7 @@ mod tests {
         for i in 0..n {
             sqlx::query("INSERT INTO refresh_families (family, user_id, expires_at) VALUES ($1, 'usr_a', 1000)")
                 .bind(format!("fam_{i}"))
-                .execute(&store.pool)
+                .execute(&store.writes)
                 .await
                 .unwrap();
             sqlx::query(
@@ -381,7 +398,7 @@ mod tests {
             )
             .bind(TokenHash([0; 32]).to_hex() + &i.to_string())
             .bind(format!("fam_{i}"))
-            .execute(&store.pool)
+            .execute(&store.writes)
             .await
             .unwrap();
         }
@@ -411,14 +428,14 @@ mod tests {
                 .bind(format!("{i:064}"))
                 .bind(format!("ses_{i}"))
                 .bind(if i == n { 900_i64 } else { 0 })
-                .execute(&store.pool)
+                .execute(&store.writes)
                 .await
                 .unwrap();
         }
         let one = sqlx::query(crate::sql::PURGE_SESSIONS)
             .bind(1_000_i64)
             .bind(crate::sql::PURGE_BATCH)
-            .execute(&store.pool)
+            .execute(&store.writes)
             .await
             .unwrap();
         assert_eq!(
@@ -445,14 +462,14 @@ mod tests {
         let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
         let hash = TokenHash([7; 32]);
         sqlx::query("INSERT INTO refresh_families (family, user_id) VALUES ('fam_old', 'usr_a')")
-            .execute(&store.pool)
+            .execute(&store.writes)
             .await
             .unwrap();
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at) VALUES ($1, 'fam_old', 'usr_a', 'tessera', '', 1000, 9000, 9000)",
         )
         .bind(hash.to_hex())
-        .execute(&store.pool)
+        .execute(&store.writes)
         .await
         .unwrap();
         assert_eq!(store.purge_families(5_000).await.unwrap(), 0);
