@@ -3,7 +3,7 @@
 //! accept, with `$N` placeholders (sqlx binds them positionally on SQLite too). Records travel
 //! as JSON.
 
-/// Implements `ClientStore` for `$store`, a struct with `pool` and `writes` fields and a
+/// Implements `ClientStore` for `$store`, a struct with a `pool` field, a `writes()` method and a
 /// `bump_generation` method, in a module that has an `unavailable(sqlx::Error) -> StoreError`
 /// function and `token_store_sql!`'s `insert_refresh` (a code is redeemed with its grant's
 /// first refresh token in one transaction).
@@ -26,7 +26,7 @@ macro_rules! client_store_sql {
                     .bind(&client.id)
                     .bind(to_json(client)?)
                     .bind(client.created_at)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -52,12 +52,12 @@ macro_rules! client_store_sql {
             async fn delete_client(&self, id: &str) -> tessera_core::StoreResult<bool> {
                 sqlx::query("DELETE FROM oauth_consents WHERE client_id = $1")
                     .bind(id)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 let r = sqlx::query("DELETE FROM oauth_clients WHERE id = $1")
                     .bind(id)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 // Servers caching the client learn of it through the generation.
@@ -74,7 +74,7 @@ macro_rules! client_store_sql {
                     .bind(hash.to_hex())
                     .bind(to_json(record)?)
                     .bind(record.expires_at)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -90,7 +90,7 @@ macro_rules! client_store_sql {
                 let won = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
                     .bind(at)
                     .bind(&hex)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?
                     .rows_affected()
@@ -122,7 +122,7 @@ macro_rules! client_store_sql {
                 refresh: &tessera_core::TokenHash,
                 record: &tessera_core::RefreshRecord,
             ) -> tessera_core::StoreResult<bool> {
-                let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
                 let won = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
                     .bind(at)
                     .bind(hash.to_hex())
@@ -142,7 +142,7 @@ macro_rules! client_store_sql {
             async fn purge_codes(&self, now: i64) -> tessera_core::StoreResult<u64> {
                 let r = sqlx::query("DELETE FROM oauth_codes WHERE expires_at <= $1")
                     .bind(now)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected())
@@ -157,7 +157,7 @@ macro_rules! client_store_sql {
                     .bind(user_id)
                     .bind(&consent.client_id)
                     .bind(to_json(consent)?)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -176,7 +176,7 @@ macro_rules! client_store_sql {
                 let r = sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
                     .bind(user_id)
                     .bind(client_id)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected() > 0)

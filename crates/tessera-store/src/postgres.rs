@@ -52,8 +52,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// The same pool: PostgreSQL takes row locks, and queues its writers itself.
-    writes: PgPool,
 }
 
 impl PostgresStore {
@@ -79,17 +77,14 @@ impl PostgresStore {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(PostgresStore {
-            writes: pool.clone(),
-            pool,
-        })
+        Ok(PostgresStore { pool })
     }
 
     /// Applies the embedded migrations not yet applied (under an advisory lock); how many ran.
     pub async fn migrate(&self) -> StoreResult<usize> {
         let migrator = crate::sql::migrator(MIGRATIONS);
         let before = self.applied_migrations().await?;
-        migrator.run(&self.writes).await.map_err(|e| {
+        migrator.run(self.writes()).await.map_err(|e| {
             StoreError::Unavailable(format!("migrating the PostgreSQL schema: {e}"))
         })?;
         Ok(self.applied_migrations().await?.saturating_sub(before))
@@ -122,8 +117,17 @@ impl PostgresStore {
         q.push_values(events, |mut b, (at, event, fields)| {
             b.push_bind(*at).push_bind(event).push_bind(fields);
         });
-        q.build().execute(&self.writes).await.map_err(unavailable)?;
+        q.build()
+            .execute(self.writes())
+            .await
+            .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The pool writes go through: the one pool (PostgreSQL takes row locks, and queues its
+    /// writers itself).
+    fn writes(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Nothing to ready for a bulk read: what it reads is cached in the server, not here.

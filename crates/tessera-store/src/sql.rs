@@ -78,7 +78,7 @@ pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> Migrator {
 }
 
 /// Implements every store trait of tessera-core for `$store` (a struct with a `pool` field to
-/// read through and a `writes` field to write through)
+/// read through and a `writes()` method giving the pool to write through)
 /// over database `$db` with rows `$row`: users, sessions, signing keys, the revocation
 /// generation, and (through `token_store_sql!` and `client_store_sql!`) refresh tokens, the
 /// denylist, clients, codes and consents.
@@ -98,7 +98,7 @@ macro_rules! sql_store {
             /// called after the change it announces has been committed.
             async fn bump_generation(&self) -> tessera_core::StoreResult<()> {
                 sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'revocation_generation'")
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -127,7 +127,7 @@ macro_rules! sql_store {
             /// Closes the pools (waits for connections to be returned).
             pub async fn close(&self) {
                 self.pool.close().await;
-                self.writes.close().await;
+                self.writes().close().await;
             }
         }
 
@@ -144,7 +144,7 @@ macro_rules! sql_store {
                     .bind(&user.password_hash)
                     .bind(user.disabled)
                     .bind(user.created_at)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -169,7 +169,7 @@ macro_rules! sql_store {
                 let r = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
                     .bind(disabled)
                     .bind(id)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 self.bump_generation().await?;
@@ -180,7 +180,7 @@ macro_rules! sql_store {
                 let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(hash)
                     .bind(id)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected() > 0)
@@ -189,7 +189,7 @@ macro_rules! sql_store {
             async fn delete_user(&self, id: &str) -> tessera_core::StoreResult<bool> {
                 let r = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 self.bump_generation().await?;
@@ -222,7 +222,7 @@ macro_rules! sql_store {
                     .bind(&s.user_agent)
                     .bind(&s.ip)
                     .bind(s.data.to_string())
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -247,7 +247,7 @@ macro_rules! sql_store {
                 sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
                     .bind(last_seen_at)
                     .bind(hash.to_hex())
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -261,7 +261,7 @@ macro_rules! sql_store {
                 let r = sqlx::query("UPDATE sessions SET data = $1 WHERE token_hash = $2")
                     .bind(data.to_string())
                     .bind(hash.to_hex())
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected() > 0)
@@ -270,7 +270,7 @@ macro_rules! sql_store {
             async fn delete_session(&self, hash: &tessera_core::TokenHash) -> tessera_core::StoreResult<bool> {
                 let r = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                     .bind(hash.to_hex())
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 let deleted = r.rows_affected() > 0;
@@ -298,7 +298,7 @@ macro_rules! sql_store {
                 )
                 .bind(user_id)
                 .bind(except.map(tessera_core::TokenHash::to_hex))
-                .execute(&self.writes)
+                .execute(self.writes())
                 .await
                 .map_err(unavailable)?;
                 self.bump_generation().await?;
@@ -312,7 +312,7 @@ macro_rules! sql_store {
                     let n = sqlx::query(crate::sql::PURGE_SESSIONS)
                         .bind(now)
                         .bind(crate::sql::PURGE_BATCH)
-                        .execute(&self.writes)
+                        .execute(self.writes())
                         .await
                         .map_err(unavailable)?
                         .rows_affected();
@@ -346,7 +346,7 @@ macro_rules! sql_store {
                     .bind(&key.public_jwk)
                     .bind(key.created_at)
                     .bind(key.activates_at)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())

@@ -123,6 +123,11 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writes, file })
     }
 
+    /// The pool writes go through.
+    fn writes(&self) -> &SqlitePool {
+        &self.writes
+    }
+
     /// Readies a connection to read in bulk (a whole table: the denylist's reload). Read through
     /// the connection's 2 MB page cache, a table of 10^5 entries fills it, and the memory that
     /// thread allocated stays with its allocator arena after the cache is emptied, even after the
@@ -260,11 +265,8 @@ mod tests {
     /// goes with it), and the pool serves on with another; the reload reads the same each time.
     #[tokio::test]
     async fn the_connection_of_a_reload_is_closed_after_it() {
-        let dir = std::env::temp_dir().join(format!("tessera-reload-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        let store = super::SqliteStore::open(&url).await.unwrap();
+        let db = TempDb::new("reload");
+        let store = super::SqliteStore::open(&db.url()).await.unwrap();
         tessera_core::DenylistStore::deny_access(&store, "jti1", 5_000, 10)
             .await
             .unwrap();
@@ -289,7 +291,6 @@ mod tests {
                 .unwrap();
         }
         store.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The server's writers never contend for SQLite's write lock among themselves: they wait
@@ -301,11 +302,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn writers_take_turns_instead_of_racing_for_the_lock() {
         use tessera_core::{DenylistStore, RefreshRecord, SessionStore};
-        let dir = std::env::temp_dir().join(format!("tessera-turns-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        let store = super::SqliteStore::connect(&url, std::time::Duration::ZERO)
+        let db = TempDb::new("turns");
+        let store = super::SqliteStore::connect(&db.url(), std::time::Duration::ZERO)
             .await
             .unwrap();
         let record = |family: usize| RefreshRecord {
@@ -319,13 +317,9 @@ mod tests {
             used_at: None,
             access_jti: Some(format!("jti_{family}_0")),
         };
-        let token = key;
         let families = 32;
         for f in 0..families {
-            store
-                .create_refresh(&token(f, 0), &record(f))
-                .await
-                .unwrap();
+            store.create_refresh(&key(f, 0), &record(f)).await.unwrap();
         }
         // Every family rotated 8 times, all at once; a session written and a jti denied beside
         // each rotation.
@@ -337,7 +331,7 @@ mod tests {
                     let mut next = record(f);
                     next.access_jti = Some(format!("jti_{f}_{}", n + 1));
                     let rotated = store
-                        .rotate_refresh(&token(f, n), 1_000, &token(f, n + 1), &next)
+                        .rotate_refresh(&key(f, n), 1_000, &key(f, n + 1), &next)
                         .await
                         .unwrap();
                     assert!(rotated, "family {f}, rotation {n}");
@@ -371,7 +365,29 @@ mod tests {
             .await;
         assert!(refused.is_err(), "{refused:?}");
         store.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A database file in a directory of its own, emptied first (a pid reused by a later run
+    /// finds no database of an earlier one) and removed after, also when the test fails.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> TempDb {
+            let dir = std::env::temp_dir().join(format!("tessera-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDb(dir)
+        }
+
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.join("t.db").display())
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     /// A token hash of its own for each `(a, b)`.

@@ -16,8 +16,8 @@
 //! revocation of a cluster behind one lock.
 
 /// Implements `RefreshStore` and `DenylistStore` for `$store` over database `$db`
-/// (`sqlx::Sqlite`, `sqlx::Postgres`): a struct with `pool` and `writes` fields, in a module
-/// that has an `unavailable(sqlx::Error) -> StoreError` function and the row decoders of
+/// (`sqlx::Sqlite`, `sqlx::Postgres`): a struct with a `pool` field and a `writes()` method, in a
+/// module that has an `unavailable(sqlx::Error) -> StoreError` function and the row decoders of
 /// `crate::record`.
 /// Also defines `insert_refresh`, which the client store's code redemption shares.
 macro_rules! token_store_sql {
@@ -134,7 +134,7 @@ macro_rules! token_store_sql {
                 hash: &tessera_core::TokenHash,
                 r: &tessera_core::RefreshRecord,
             ) -> tessera_core::StoreResult<()> {
-                let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
                 insert_refresh(&mut tx, hash, r).await?;
                 tx.commit().await.map_err(unavailable)
             }
@@ -154,7 +154,7 @@ macro_rules! token_store_sql {
                 successor: &tessera_core::TokenHash,
                 record: &tessera_core::RefreshRecord,
             ) -> tessera_core::StoreResult<bool> {
-                let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
                 if !hold_live_family(&mut tx, &record.family).await? {
                     return Ok(false);
                 }
@@ -186,7 +186,7 @@ macro_rules! token_store_sql {
                 jti: &str,
                 issued_at: i64,
             ) -> tessera_core::StoreResult<bool> {
-                let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
                 if !hold_live_family(&mut tx, family).await? {
                     return Ok(false);
                 }
@@ -209,7 +209,7 @@ macro_rules! token_store_sql {
                 family: &str,
                 rev: &tessera_core::FamilyRevocation<'_>,
             ) -> tessera_core::StoreResult<Vec<(String, i64)>> {
-                let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
                 // Taking the family's row first: issues in it are before or after, never beside.
                 sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1")
                     .bind(family)
@@ -232,7 +232,7 @@ macro_rules! token_store_sql {
                 user_id: &str,
                 rev: &tessera_core::FamilyRevocation<'_>,
             ) -> tessera_core::StoreResult<(u64, Vec<(String, i64)>)> {
-                let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
                 // Every family's row first, as `revoke_family` takes one.
                 let n = sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE user_id = $1 AND NOT revoked")
                     .bind(user_id)
@@ -272,7 +272,7 @@ macro_rules! token_store_sql {
             async fn purge_access(&self, before: i64) -> tessera_core::StoreResult<u64> {
                 let r = sqlx::query("DELETE FROM refresh_access WHERE issued_at < $1")
                     .bind(before)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected())
@@ -285,7 +285,7 @@ macro_rules! token_store_sql {
                     // One batch a transaction, the families' rows taken first (as every other
                     // change of a family takes them). Each family taken is removed or gets a
                     // later end, so every batch shrinks what is left and the loop ends.
-                    let mut tx = self.writes.begin().await.map_err(unavailable)?;
+                    let mut tx = self.writes().begin().await.map_err(unavailable)?;
                     let ended: Vec<(String,)> = sqlx::query_as(ENDED_FAMILIES)
                         .bind(before)
                         .bind(crate::sql::PURGE_BATCH)
@@ -325,7 +325,7 @@ macro_rules! token_store_sql {
                     .bind(jti)
                     .bind(exp)
                     .bind(now)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(())
@@ -411,7 +411,7 @@ macro_rules! token_store_sql {
             async fn purge_denied(&self, now: i64) -> tessera_core::StoreResult<u64> {
                 let r = sqlx::query("DELETE FROM access_denylist WHERE expires_at <= $1")
                     .bind(now)
-                    .execute(&self.writes)
+                    .execute(self.writes())
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected())
