@@ -182,9 +182,9 @@ impl<S: Stores> Auth<S> {
         &self.counters
     }
 
-    /// Password hashes computed since start, and logins hashing or waiting now.
-    pub fn hashing(&self) -> (u64, usize) {
-        (self.hasher.computed(), self.hasher.in_line())
+    /// The password hashing pool (its figures for `/metrics`).
+    pub fn hasher(&self) -> &PasswordHasherPool {
+        &self.hasher
     }
 
     /// The revocations held in memory.

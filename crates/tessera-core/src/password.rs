@@ -5,8 +5,10 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::password_hash::phc::Output;
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -133,13 +135,63 @@ pub struct PasswordHasherPool {
     max_in_line: usize,
     /// Hashes computed (for `/metrics`, and to show that abandoned ones are not).
     computed: Arc<AtomicU64>,
+    /// The hashing threads' Argon2 working memory, kept between logins.
+    memory: Arc<MemoryCount>,
     jobs: std::sync::mpsc::Sender<Job>,
     /// A hash of a random password, verified against when the user does not exist, so that an
     /// unknown username costs what a wrong password costs.
     dummy: Arc<String>,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
+
+/// How long a hashing thread keeps its Argon2 working memory after its last job. While logins
+/// keep coming, each verification reuses it; without that, each had its 19 MiB mapped, faulted in
+/// page by page and unmapped again (a thread's malloc arena returns an emptied heap at once):
+/// a third of a login's time. A second after the last login it is given back.
+const KEEP_MEMORY: Duration = Duration::from_secs(1);
+
+/// What the hashing threads' working memory amounts to, for `/metrics` and the tests.
+#[derive(Debug, Default)]
+struct MemoryCount {
+    /// Bytes held now, all threads together.
+    held: AtomicUsize,
+    /// Times a thread had to allocate (or grow) its memory.
+    allocations: AtomicU64,
+}
+
+/// The Argon2 working memory of one hashing thread.
+struct Workspace {
+    blocks: Vec<Block>,
+    count: Arc<MemoryCount>,
+}
+
+impl Workspace {
+    /// At least `n` blocks, allocated only if fewer are held. Their content is whatever the last
+    /// hash left: Argon2 writes every block before it reads it.
+    fn blocks(&mut self, n: usize) -> Result<&mut [Block], PasswordError> {
+        let have = self.blocks.len();
+        if have < n {
+            self.blocks
+                .try_reserve_exact(n - have)
+                .map_err(|_| PasswordError::Internal)?;
+            self.blocks.resize(n, Block::default());
+            self.count
+                .held
+                .fetch_add((n - have) * Block::SIZE, Ordering::Relaxed);
+            self.count.allocations.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(&mut self.blocks[..n])
+    }
+
+    /// Gives the memory back.
+    fn release(&mut self) {
+        self.count
+            .held
+            .fetch_sub(self.blocks.len() * Block::SIZE, Ordering::Relaxed);
+        self.blocks = Vec::new();
+    }
+}
 
 /// A place in the hashing line, given back when dropped.
 struct InLine<'a>(&'a AtomicUsize);
@@ -161,12 +213,22 @@ impl Drop for InLine<'_> {
     }
 }
 
-/// Starts `n` hashing threads at niceness `nice`, fed by one queue.
-fn start_threads(n: usize, nice: i32) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
+/// Starts `n` hashing threads at niceness `nice`, fed by one queue; each keeps its working
+/// memory until it has had no job for `keep`.
+fn start_threads(
+    n: usize,
+    nice: i32,
+    keep: Duration,
+    count: &Arc<MemoryCount>,
+) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     for i in 0..n {
         let rx = Arc::clone(&rx);
+        let mut memory = Workspace {
+            blocks: Vec::new(),
+            count: Arc::clone(count),
+        };
         std::thread::Builder::new()
             .name(format!("tessera-hash-{i}"))
             .spawn(move || {
@@ -176,19 +238,44 @@ fn start_threads(n: usize, nice: i32) -> Result<std::sync::mpsc::Sender<Job>, Pa
                     tracing::debug!(nice, "could not set the hashing thread's priority");
                 }
                 loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
+                    let Ok(rx) = rx.lock() else { return };
+                    let job = match rx.recv_timeout(keep) {
+                        Ok(job) => Some(job),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                     };
+                    drop(rx);
                     match job {
-                        Ok(job) => job(),
-                        Err(_) => return, // the pool is gone
+                        Some(job) => job(&mut memory),
+                        None => memory.release(),
                     }
                 }
             })
             .map_err(|_| PasswordError::Internal)?;
     }
     Ok(tx)
+}
+
+/// Whether `password` matches the PHC string `phc`, as the argon2 crate's `verify_password`
+/// decides it (algorithm, version, parameters and salt from the string, the outputs compared in
+/// constant time), computed in the thread's `memory` instead of a new allocation. `None`: a
+/// string it cannot verify against (which nothing matches).
+fn verify_in(memory: &mut Workspace, password: &[u8], phc: &str) -> Option<bool> {
+    let hash = PasswordHash::new(phc).ok()?;
+    let (salt, expected) = (hash.salt.as_ref()?, hash.hash.as_ref()?);
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str()).ok()?;
+    let version = match hash.version {
+        Some(v) => Version::try_from(v).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&hash).ok()?;
+    let blocks = memory.blocks(params.block_count()).ok()?;
+    let mut out = Zeroizing::new([0u8; Output::MAX_LENGTH]);
+    let out = out.get_mut(..expected.len())?;
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, out, blocks)
+        .ok()?;
+    Some(Output::new(out).ok()? == *expected)
 }
 
 /// Salt length in bytes.
@@ -237,6 +324,18 @@ impl PasswordHasherPool {
         queue: usize,
         nice: i32,
     ) -> Result<PasswordHasherPool, PasswordError> {
+        Self::keeping_memory(params, concurrency, queue, nice, KEEP_MEMORY)
+    }
+
+    /// [`PasswordHasherPool::new`], each thread keeping its working memory for `keep` after
+    /// its last job.
+    fn keeping_memory(
+        params: HashParams,
+        concurrency: usize,
+        queue: usize,
+        nice: i32,
+        keep: Duration,
+    ) -> Result<PasswordHasherPool, PasswordError> {
         if params.m_cost < HashParams::MINIMUM.m_cost
             || params.t_cost < HashParams::MINIMUM.t_cost
             || params.p_cost < HashParams::MINIMUM.p_cost
@@ -245,13 +344,15 @@ impl PasswordHasherPool {
         }
         let dummy = dummy_hash(params)?;
         let concurrency = concurrency.max(1);
+        let memory = Arc::new(MemoryCount::default());
         Ok(PasswordHasherPool {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
             in_line: Arc::new(AtomicUsize::new(0)),
             max_in_line: concurrency.saturating_add(queue),
             computed: Arc::new(AtomicU64::new(0)),
-            jobs: start_threads(concurrency, nice.clamp(0, 19))?,
+            jobs: start_threads(concurrency, nice.clamp(0, 19), keep, &memory)?,
+            memory,
             dummy: Arc::new(dummy),
         })
     }
@@ -265,7 +366,7 @@ impl PasswordHasherPool {
     /// that goes away before its job starts (a client that hung up) costs no hash.
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&mut Workspace) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let _place = InLine::take(&self.in_line, self.max_in_line)?;
         let _permit = self
@@ -276,10 +377,10 @@ impl PasswordHasherPool {
         let (done, result) = tokio::sync::oneshot::channel();
         let computed = Arc::clone(&self.computed);
         self.jobs
-            .send(Box::new(move || {
+            .send(Box::new(move |memory: &mut Workspace| {
                 if !done.is_closed() {
                     computed.fetch_add(1, Ordering::Relaxed);
-                    let _ = done.send(job());
+                    let _ = done.send(job(memory));
                 }
             }))
             .map_err(|_| PasswordError::Internal)?;
@@ -296,11 +397,17 @@ impl PasswordHasherPool {
         self.in_line.load(Ordering::Relaxed)
     }
 
+    /// Bytes of Argon2 working memory the hashing threads hold now (each keeps its own for a
+    /// second after its last hash).
+    pub fn memory_held(&self) -> usize {
+        self.memory.held.load(Ordering::Relaxed)
+    }
+
     /// Hashes a password (PHC string).
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let params = self.params;
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.run(move || hash_blocking(params, &password)).await?
+        self.run(move |_| hash_blocking(params, &password)).await?
     }
 
     /// Checks `password` against a stored hash, or against the dummy hash when `stored` is
@@ -314,11 +421,7 @@ impl PasswordHasherPool {
         let phc = stored.map_or_else(|| (*self.dummy).clone(), str::to_owned);
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let ok = self
-            .run(move || {
-                Argon2::default()
-                    .verify_password(&password, phc.as_str())
-                    .is_ok()
-            })
+            .run(move |memory| verify_in(memory, &password, &phc) == Some(true))
             .await?;
         Ok(ok && known)
     }
@@ -332,6 +435,7 @@ impl PasswordHasherPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::PasswordVerifier as _;
 
     #[test]
     fn policy_after_nist() {
@@ -366,7 +470,7 @@ mod tests {
         // The dummy an unknown username is checked against carries the pool's parameters (so
         // it costs a full verification) and is a well-formed hash nothing verifies against.
         assert!(pool.params().matches(&pool.dummy), "{}", pool.dummy);
-        let parsed = argon2::PasswordHash::new(&pool.dummy).unwrap();
+        let parsed = PasswordHash::new(&pool.dummy).unwrap();
         assert_eq!(parsed.hash.map(|o| o.len()), Some(32));
         for guess in ["", "correct horse", "password"] {
             assert!(
@@ -400,6 +504,93 @@ mod tests {
         );
     }
 
+    /// A PHC string made by the argon2 crate itself.
+    fn crate_hash(algorithm: Algorithm, version: Version, m: u32, t: u32, p: u32) -> String {
+        Argon2::new(algorithm, version, Params::new(m, t, p, None).unwrap())
+            .hash_password_with_salt(b"correct horse", b"a salt of 16 B..")
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verification_in_kept_memory_decides_as_the_argon2_crate_does() {
+        let pool = PasswordHasherPool::keeping_memory(
+            HashParams::default(),
+            1,
+            8,
+            10,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        // Smaller after larger: a verification runs in memory a larger one left dirty.
+        let hashes = [
+            crate_hash(Algorithm::Argon2id, Version::V0x13, 19456, 2, 1),
+            crate_hash(Algorithm::Argon2id, Version::V0x13, 24576, 3, 1),
+            crate_hash(Algorithm::Argon2id, Version::V0x13, 19456, 2, 2),
+            crate_hash(Algorithm::Argon2id, Version::V0x13, 64, 1, 1),
+            crate_hash(Algorithm::Argon2i, Version::V0x13, 19456, 2, 1),
+            crate_hash(Algorithm::Argon2d, Version::V0x10, 19456, 2, 1),
+        ];
+        for h in &hashes {
+            for guess in ["correct horse", "correct horsE", ""] {
+                let theirs = Argon2::default()
+                    .verify_password(guess.as_bytes(), h.as_str())
+                    .is_ok();
+                assert_eq!(pool.verify(guess, Some(h)).await, Ok(theirs), "{guess} {h}");
+                assert_eq!(theirs, guess == "correct horse");
+            }
+        }
+        // Strings it cannot verify against match nothing, as for the crate.
+        let good = &hashes[0];
+        let cut = &good[..good.len() - 4];
+        let no_hash = &good[..good.rfind('$').unwrap()];
+        for bad in [
+            "",
+            "correct horse",
+            "$argon2id$",
+            cut,
+            no_hash,
+            "$scrypt$ln=4,r=8,p=1$c2FsdA$aGFzaA",
+        ] {
+            assert_eq!(
+                pool.verify("correct horse", Some(bad)).await,
+                Ok(false),
+                "{bad}"
+            );
+        }
+        // Memory was allocated twice: for the first hash, and grown for the larger one.
+        assert_eq!(pool.memory.allocations.load(Ordering::Relaxed), 2);
+        assert_eq!(pool.memory_held(), 24576 * 1024);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_working_memory_is_kept_between_hashes_and_given_back_when_idle() {
+        let pool = PasswordHasherPool::keeping_memory(
+            HashParams::default(),
+            1,
+            8,
+            10,
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert_eq!(pool.memory_held(), 0, "none before the first hash");
+        let h = pool.hash("correct horse").await.unwrap();
+        for _ in 0..3 {
+            assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
+        }
+        assert!(!pool.verify("wrong", None).await.unwrap());
+        assert_eq!(pool.memory.allocations.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.memory_held(), 19456 * 1024);
+        // Idle: given back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.memory_held() > 0 {
+            assert!(std::time::Instant::now() < deadline, "still held");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
+        assert_eq!(pool.memory.allocations.load(Ordering::Relaxed), 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_line_is_bounded_and_abandoned_hashes_do_not_run() {
         // Slow hashes (t = 8), so that the first is still running while the others arrive.
@@ -414,15 +605,15 @@ mod tests {
         let (a, b) = (pool.clone(), pool.clone());
         let (ha, hb) = (h.clone(), h.clone());
         let first = tokio::spawn(async move { a.verify("x", Some(&ha)).await });
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let second = tokio::spawn(async move { b.verify("y", Some(&hb)).await });
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(pool.in_line(), 2);
         assert_eq!(pool.verify("z", Some(&h)).await, Err(PasswordError::Busy));
         // The waiting caller goes away: its hash never runs.
         second.abort();
         assert_eq!(first.await.unwrap(), Ok(false));
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(pool.computed(), 2);
         assert_eq!(pool.in_line(), 0);
     }

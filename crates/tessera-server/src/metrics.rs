@@ -148,11 +148,11 @@ impl Metrics {
     }
 
     /// The exposition text, with the domain counters and the active-session gauge.
-    /// `hashing`: hashes computed since start, and logins hashing or waiting now.
+    /// `hashing`: the password hashing pool (hashes computed, logins in line, memory held).
     pub fn render(
         &self,
         counters: &Counters,
-        hashing: (u64, usize),
+        hashing: &tessera_core::PasswordHasherPool,
         active_sessions: Option<u64>,
     ) -> String {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,9 +214,15 @@ impl Metrics {
             c(&counters.logins_busy)
         );
         out.push_str("# HELP tessera_password_hashes_total Argon2 hashes computed (a login whose client left before its turn costs none).\n# TYPE tessera_password_hashes_total counter\n");
-        let _ = writeln!(out, "tessera_password_hashes_total {}", hashing.0);
+        let _ = writeln!(out, "tessera_password_hashes_total {}", hashing.computed());
         out.push_str("# HELP tessera_password_hash_line Logins hashing or waiting to.\n# TYPE tessera_password_hash_line gauge\n");
-        let _ = writeln!(out, "tessera_password_hash_line {}", hashing.1);
+        let _ = writeln!(out, "tessera_password_hash_line {}", hashing.in_line());
+        out.push_str("# HELP tessera_password_hash_memory_bytes Argon2 working memory the hashing threads hold (each keeps its own for a second after its last hash).\n# TYPE tessera_password_hash_memory_bytes gauge\n");
+        let _ = writeln!(
+            out,
+            "tessera_password_hash_memory_bytes {}",
+            hashing.memory_held()
+        );
         out.push_str("# HELP tessera_sessions_created_total Sessions created.\n# TYPE tessera_sessions_created_total counter\n");
         let _ = writeln!(
             out,

@@ -449,7 +449,7 @@ pub(crate) async fn metrics<S: Stores>(State(state): State<AppState<S>>) -> Resp
     let active = state.service.stored_sessions().await.ok();
     let mut text = state
         .metrics
-        .render(state.auth.counters(), state.auth.hashing(), active);
+        .render(state.auth.counters(), state.auth.hasher(), active);
     text.push_str(
         &state
             .metrics
