@@ -3,14 +3,15 @@
 //! request workers that answer `/auth/me`.
 
 use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use argon2::password_hash::phc::Output;
-use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use tokio::sync::Semaphore;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Argon2id cost parameters. The defaults are OWASP's first recommendation (m = 19 MiB, t = 2,
 /// p = 1); lower values are refused.
@@ -137,7 +138,7 @@ pub struct PasswordHasherPool {
     computed: Arc<AtomicU64>,
     /// The hashing threads' Argon2 working memory, kept between logins.
     memory: Arc<MemoryCount>,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: Arc<Jobs>,
     /// A hash of a random password, verified against when the user does not exist, so that an
     /// unknown username costs what a wrong password costs.
     dummy: Arc<String>,
@@ -148,7 +149,7 @@ type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
 /// How long a hashing thread keeps its Argon2 working memory after its last job. While logins
 /// keep coming, each verification reuses it; without that, each had its 19 MiB mapped, faulted in
 /// page by page and unmapped again (a thread's malloc arena returns an emptied heap at once):
-/// a third of a login's time. A second after the last login it is given back.
+/// a third of a login's time. A second after the last login it is wiped and given back.
 const KEEP_MEMORY: Duration = Duration::from_secs(1);
 
 /// What the hashing threads' working memory amounts to, for `/metrics` and the tests.
@@ -167,29 +168,49 @@ struct Workspace {
 }
 
 impl Workspace {
-    /// At least `n` blocks, allocated only if fewer are held. Their content is whatever the last
-    /// hash left: Argon2 writes every block before it reads it.
+    fn new(count: Arc<MemoryCount>) -> Workspace {
+        Workspace {
+            blocks: Vec::new(),
+            count,
+        }
+    }
+
+    /// At least `n` blocks, allocated only if fewer are held (a smaller hash runs in the front
+    /// of a larger one's). Their content is whatever the last hash left: Argon2 writes every
+    /// block it reads first.
     fn blocks(&mut self, n: usize) -> Result<&mut [Block], PasswordError> {
-        let have = self.blocks.len();
-        if have < n {
-            self.blocks
-                .try_reserve_exact(n - have)
+        if self.blocks.len() < n {
+            self.release(); // not copied into the larger one: never two held at once
+            let mut blocks = Vec::new();
+            blocks
+                .try_reserve_exact(n)
                 .map_err(|_| PasswordError::Internal)?;
-            self.blocks.resize(n, Block::default());
+            blocks.resize(n, Block::default());
             self.count
                 .held
-                .fetch_add((n - have) * Block::SIZE, Ordering::Relaxed);
+                .fetch_add(n * Block::SIZE, Ordering::Relaxed);
             self.count.allocations.fetch_add(1, Ordering::Relaxed);
+            self.blocks = blocks;
         }
         Ok(&mut self.blocks[..n])
     }
 
-    /// Gives the memory back.
+    /// Wipes the memory (the last hash's blocks) and gives it back.
     fn release(&mut self) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        self.blocks.zeroize();
         self.count
             .held
-            .fetch_sub(self.blocks.len() * Block::SIZE, Ordering::Relaxed);
+            .fetch_sub(self.blocks.capacity() * Block::SIZE, Ordering::Relaxed);
         self.blocks = Vec::new();
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -213,6 +234,82 @@ impl Drop for InLine<'_> {
     }
 }
 
+/// The hashing threads' queue: jobs in arrival order, and whether the pool is gone. Every idle
+/// thread waits on it with a timeout of its own.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A hashing thread's life: jobs as they come, its memory wiped and given back once it has
+    /// waited `keep` without one; it ends when the pool is gone and the queue is empty.
+    fn serve(&self, keep: Duration, mut memory: Workspace) {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
+                // A job that panics answers its caller with an error (its sender dropped) and
+                // leaves the thread serving.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
+                state = self.lock();
+            } else if state.closed {
+                return;
+            } else if memory.blocks.is_empty() {
+                state = self
+                    .ready
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            } else {
+                let (s, waited) = self
+                    .ready
+                    .wait_timeout(state, keep)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state = s;
+                if waited.timed_out() && state.jobs.is_empty() {
+                    drop(state);
+                    memory.release();
+                    state = self.lock();
+                }
+            }
+        }
+    }
+}
+
+/// The pool's end of the queue; when the last clone of the pool is dropped, the threads end.
+struct Jobs(Arc<Queue>);
+
+impl Jobs {
+    fn send(&self, job: Job) {
+        self.0.lock().jobs.push_back(job);
+        self.0.ready.notify_one();
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jobs")
+    }
+}
+
 /// Starts `n` hashing threads at niceness `nice`, fed by one queue; each keeps its working
 /// memory until it has had no job for `keep`.
 fn start_threads(
@@ -220,15 +317,11 @@ fn start_threads(
     nice: i32,
     keep: Duration,
     count: &Arc<MemoryCount>,
-) -> Result<std::sync::mpsc::Sender<Job>, PasswordError> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let rx = Arc::new(std::sync::Mutex::new(rx));
+) -> Result<Jobs, PasswordError> {
+    let queue = Arc::new(Queue::default());
     for i in 0..n {
-        let rx = Arc::clone(&rx);
-        let mut memory = Workspace {
-            blocks: Vec::new(),
-            count: Arc::clone(count),
-        };
+        let queue = Arc::clone(&queue);
+        let memory = Workspace::new(Arc::clone(count));
         std::thread::Builder::new()
             .name(format!("tessera-hash-{i}"))
             .spawn(move || {
@@ -237,23 +330,11 @@ fn start_threads(
                 if rustix::process::setpriority_process(None, nice).is_err() {
                     tracing::debug!(nice, "could not set the hashing thread's priority");
                 }
-                loop {
-                    let Ok(rx) = rx.lock() else { return };
-                    let job = match rx.recv_timeout(keep) {
-                        Ok(job) => Some(job),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    };
-                    drop(rx);
-                    match job {
-                        Some(job) => job(&mut memory),
-                        None => memory.release(),
-                    }
-                }
+                queue.serve(keep, memory);
             })
             .map_err(|_| PasswordError::Internal)?;
     }
-    Ok(tx)
+    Ok(Jobs(queue))
 }
 
 /// Whether `password` matches the PHC string `phc`, as the argon2 crate's `verify_password`
@@ -281,14 +362,31 @@ fn verify_in(memory: &mut Workspace, password: &[u8], phc: &str) -> Option<bool>
 /// Salt length in bytes.
 const SALT: usize = 16;
 
-fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String, PasswordError> {
+/// A new PHC string for `password` with `params` and a random salt, computed in `memory`.
+fn hash_in(
+    memory: &mut Workspace,
+    params: HashParams,
+    password: &[u8],
+) -> Result<String, PasswordError> {
+    fn internal<E>(_: E) -> PasswordError {
+        PasswordError::Internal
+    }
     let mut salt = [0u8; SALT];
-    aws_lc_rs::rand::fill(&mut salt).map_err(|_| PasswordError::Internal)?;
-    let hash = params
-        .argon2()?
-        .hash_password_with_salt(password, &salt)
-        .map_err(|_| PasswordError::Internal)?;
-    Ok(hash.to_string())
+    aws_lc_rs::rand::fill(&mut salt).map_err(internal)?;
+    let argon2 = params.argon2()?;
+    let mut out = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
+    let blocks = memory.blocks(argon2.params().block_count())?;
+    argon2
+        .hash_password_into_with_memory(password, &salt, out.as_mut(), blocks)
+        .map_err(internal)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(internal)?,
+        salt: Some(Salt::new(&salt).map_err(internal)?),
+        hash: Some(Output::new(out.as_ref()).map_err(internal)?),
+    };
+    Ok(phc.to_string())
 }
 
 /// A PHC string with `params` that no password verifies against, made without paying for
@@ -304,7 +402,7 @@ fn dummy_hash(params: HashParams) -> Result<String, PasswordError> {
     };
     let mut random = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(random.as_mut()).map_err(|_| PasswordError::Internal)?;
-    let phc = hash_blocking(cheap, random.as_ref())?;
+    let phc = hash_in(&mut Workspace::new(Arc::default()), cheap, random.as_ref())?;
     let salt_and_hash = phc
         .strip_prefix("$argon2id$v=19$m=8,t=1,p=1$")
         .ok_or(PasswordError::Internal)?;
@@ -351,7 +449,12 @@ impl PasswordHasherPool {
             in_line: Arc::new(AtomicUsize::new(0)),
             max_in_line: concurrency.saturating_add(queue),
             computed: Arc::new(AtomicU64::new(0)),
-            jobs: start_threads(concurrency, nice.clamp(0, 19), keep, &memory)?,
+            jobs: Arc::new(start_threads(
+                concurrency,
+                nice.clamp(0, 19),
+                keep,
+                &memory,
+            )?),
             memory,
             dummy: Arc::new(dummy),
         })
@@ -376,14 +479,12 @@ impl PasswordHasherPool {
             .map_err(|_| PasswordError::Internal)?;
         let (done, result) = tokio::sync::oneshot::channel();
         let computed = Arc::clone(&self.computed);
-        self.jobs
-            .send(Box::new(move |memory: &mut Workspace| {
-                if !done.is_closed() {
-                    computed.fetch_add(1, Ordering::Relaxed);
-                    let _ = done.send(job(memory));
-                }
-            }))
-            .map_err(|_| PasswordError::Internal)?;
+        self.jobs.send(Box::new(move |memory: &mut Workspace| {
+            if !done.is_closed() {
+                computed.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send(job(memory));
+            }
+        }));
         result.await.map_err(|_| PasswordError::Internal)
     }
 
@@ -407,7 +508,8 @@ impl PasswordHasherPool {
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let params = self.params;
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.run(move |_| hash_blocking(params, &password)).await?
+        self.run(move |memory| hash_in(memory, params, &password))
+            .await?
     }
 
     /// Checks `password` against a stored hash, or against the dummy hash when `stored` is
@@ -435,7 +537,7 @@ impl PasswordHasherPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::PasswordVerifier as _;
+    use argon2::{PasswordHasher as _, PasswordVerifier as _};
 
     #[test]
     fn policy_after_nist() {
@@ -463,6 +565,13 @@ mod tests {
         let pool = PasswordHasherPool::new(HashParams::default(), 1, 8, 10).unwrap();
         let h = pool.hash("correct horse").await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        // A hash made in kept memory is one the argon2 crate verifies.
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", h.as_str())
+                .is_ok()
+        );
+        assert_ne!(pool.hash("correct horse").await.unwrap(), h, "salted");
         assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
         assert!(!pool.verify("correct horsE", Some(&h)).await.unwrap());
         assert!(!pool.verify("correct horse", None).await.unwrap());
@@ -564,13 +673,13 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_working_memory_is_kept_between_hashes_and_given_back_when_idle() {
+    async fn the_working_memory_is_kept_from_one_hash_to_the_next() {
         let pool = PasswordHasherPool::keeping_memory(
             HashParams::default(),
             1,
             8,
             10,
-            Duration::from_millis(300),
+            Duration::from_secs(600),
         )
         .unwrap();
         assert_eq!(pool.memory_held(), 0, "none before the first hash");
@@ -581,14 +690,50 @@ mod tests {
         assert!(!pool.verify("wrong", None).await.unwrap());
         assert_eq!(pool.memory.allocations.load(Ordering::Relaxed), 1);
         assert_eq!(pool.memory_held(), 19456 * 1024);
-        // Idle: given back.
+    }
+
+    /// Waits (at most 10 s) until the pool's threads hold no working memory.
+    async fn given_back(pool: &PasswordHasherPool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while pool.memory_held() > 0 {
-            assert!(std::time::Instant::now() < deadline, "still held");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} bytes still held",
+                pool.memory_held()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_thread_gives_its_memory_back_when_idle() {
+        // Three threads, each idle with its own timeout (not one at a time behind a lock).
+        let pool = PasswordHasherPool::keeping_memory(
+            HashParams::default(),
+            3,
+            8,
+            10,
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let h = pool.hash("correct horse").await.unwrap();
+        for _ in 0..3 {
+            let checks: Vec<_> = (0..6)
+                .map(|_| {
+                    let (pool, h) = (pool.clone(), h.clone());
+                    tokio::spawn(async move { pool.verify("correct horse", Some(&h)).await })
+                })
+                .collect();
+            for c in checks {
+                assert_eq!(c.await.unwrap(), Ok(true));
+            }
+            assert!(pool.memory_held() >= 19456 * 1024);
+            assert!(pool.memory_held() <= 3 * 19456 * 1024);
+            given_back(&pool).await;
+        }
+        // And hashing works after.
         assert!(pool.verify("correct horse", Some(&h)).await.unwrap());
-        assert_eq!(pool.memory.allocations.load(Ordering::Relaxed), 2);
+        given_back(&pool).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

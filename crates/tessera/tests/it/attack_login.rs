@@ -1,7 +1,7 @@
 //! The login defences tried the way an attacker would, against the real binary on loopback:
 //! bursts of concurrent guesses, logins abandoned mid-check, lockout attempts from other
-//! addresses against the owner's known device, a saturated hashing line, session caps, and a
-//! username that tries to write the log.
+//! addresses against the owner's known device, a saturated hashing line, the hashing memory's
+//! bound, session caps, and a username that tries to write the log.
 
 use std::io::Write;
 use std::net::{IpAddr, TcpStream};
@@ -215,6 +215,38 @@ fn an_abandoned_login_costs_no_hash_and_the_line_is_bounded() {
         .send()
         .unwrap();
     assert_eq!(res.status(), 401, "the line is free again");
+}
+
+#[test]
+fn the_hashing_memory_is_kept_for_the_next_login_and_then_given_back() {
+    // One hashing thread: after a login it holds one Argon2 working memory (19 MiB, the
+    // default m), which the next login reuses, and gives it back a second after the last.
+    let s = start(
+        "memory",
+        &["alice"],
+        &[("TESSERA_PASSWORD_HASH_CONCURRENCY", "1")],
+    );
+    let m = 19456.0 * 1024.0;
+    assert_eq!(s.metric("tessera_password_hash_memory_bytes"), 0.0);
+    // Read right after a login (retried: a stall of a second between the two would miss it).
+    let held = (0..5).any(|_| {
+        assert_eq!(login(&s, "127.0.0.2", "alice", PW, None).0, 200);
+        s.metric("tessera_password_hash_memory_bytes") == m
+    });
+    assert!(held, "no working memory held right after a login");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("tessera_password_hash_memory_bytes") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the hashing memory is never given back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        login(&s, "127.0.0.2", "alice", PW, None).0,
+        200,
+        "and hashing works after"
+    );
 }
 
 #[test]
