@@ -88,6 +88,8 @@ pub struct Settings {
     pub key_activation_delay: i64,
     /// `Cache-Control` of the JWKS: cacheable for half the activation delay, at most an hour.
     pub jwks_cache_control: HeaderValue,
+    /// The JWKS as served, made once per key ring.
+    pub jwks: Arc<routes::JwksDocument>,
     /// `X-Tessera-Instance` on every response, when configured.
     pub instance_name: Option<HeaderValue>,
     /// Signs the anti-forgery tokens of the HTML forms.
@@ -190,6 +192,7 @@ pub async fn build_with<S: Stores + Clone>(
             algorithm,
             key_activation_delay: config.tokens.key_activation_delay.secs(),
             jwks_cache_control: jwks_cache_control(config.tokens.key_activation_delay.secs()),
+            jwks: Arc::default(),
             csrf,
             introspection_open_when_stale: config.tokens.introspection_stale_denylist == "open",
             scope_words: config.pages.scopes.clone(),

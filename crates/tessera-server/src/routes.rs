@@ -1,7 +1,7 @@
 //! The handlers of the first-party endpoints (DESIGN.md, "Contract (HTTP)").
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -465,20 +465,51 @@ pub(crate) async fn metrics<S: Stores>(State(state): State<AppState<S>>) -> Resp
         .into_response()
 }
 
+/// The JWK Set as served: its bytes and `ETag` header made once per key ring, so that a request
+/// copies, allocates and validates none of it (each is a reference count).
+#[derive(Debug, Default)]
+pub struct JwksDocument(std::sync::Mutex<Option<JwksServed>>);
+
+#[derive(Debug, Clone)]
+struct JwksServed {
+    ring: std::sync::Arc<tessera_core::KeyRing>,
+    body: axum::body::Bytes,
+    etag: Option<HeaderValue>,
+}
+
+impl JwksDocument {
+    /// The document of `ring`, made now if the ring changed since the last.
+    fn of(&self, ring: std::sync::Arc<tessera_core::KeyRing>) -> JwksServed {
+        let mut served = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = served
+            .as_ref()
+            .filter(|s| std::sync::Arc::ptr_eq(&s.ring, &ring))
+        {
+            return s.clone();
+        }
+        let s = JwksServed {
+            body: axum::body::Bytes::copy_from_slice(ring.jwks.as_bytes()),
+            // Base64url between quotes: always a valid header value.
+            etag: HeaderValue::from_str(&ring.jwks_etag).ok(),
+            ring,
+        };
+        *served = Some(s.clone());
+        s
+    }
+}
+
 /// The JWK Set, with a strong `ETag` (the same on every instance publishing the same keys):
 /// `If-None-Match` with it answers 304 without the document. It may be cached for half the key
 /// activation delay (capped at an hour): a verifier that keeps it for as long as allowed has
 /// fetched it again, and learned a rotated key, before that key signs anything.
-pub(crate) async fn jwks<S: Stores>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-) -> Response {
-    let ring = state.keys.ring();
+pub(crate) async fn jwks<S: Stores>(State(state): State<AppState<S>>, req: Request) -> Response {
+    let doc = state.settings.jwks.of(state.keys.ring());
     let cache = state.settings.jwks_cache_control.clone();
-    let mut res = if headers
+    let mut res = if req
+        .headers()
         .get_all(header::IF_NONE_MATCH)
         .iter()
-        .any(|v| none_match(v.as_bytes(), ring.jwks_etag.as_bytes()))
+        .any(|v| none_match(v.as_bytes(), doc.ring.jwks_etag.as_bytes()))
     {
         (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, cache)]).into_response()
     } else {
@@ -490,12 +521,11 @@ pub(crate) async fn jwks<S: Stores>(
                 ),
                 (header::CACHE_CONTROL, cache),
             ],
-            ring.jwks.to_string(),
+            doc.body,
         )
             .into_response()
     };
-    // Base64url between quotes: always a valid header value.
-    if let Ok(etag) = HeaderValue::from_str(&ring.jwks_etag) {
+    if let Some(etag) = doc.etag {
         res.headers_mut().insert(header::ETAG, etag);
     }
     res
