@@ -613,6 +613,12 @@ mod tests {
         );
     }
 
+    /// A pool of `threads` hashing threads with the default parameters, each keeping its memory
+    /// for `keep`.
+    fn keeping(threads: usize, keep: Duration) -> PasswordHasherPool {
+        PasswordHasherPool::keeping_memory(HashParams::default(), threads, 8, 10, keep).unwrap()
+    }
+
     /// A PHC string made by the argon2 crate itself.
     fn crate_hash(algorithm: Algorithm, version: Version, m: u32, t: u32, p: u32) -> String {
         Argon2::new(algorithm, version, Params::new(m, t, p, None).unwrap())
@@ -623,14 +629,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn verification_in_kept_memory_decides_as_the_argon2_crate_does() {
-        let pool = PasswordHasherPool::keeping_memory(
-            HashParams::default(),
-            1,
-            8,
-            10,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+        let pool = keeping(1, Duration::from_secs(600));
         // Smaller after larger: a verification runs in memory a larger one left dirty.
         let hashes = [
             crate_hash(Algorithm::Argon2id, Version::V0x13, 19456, 2, 1),
@@ -674,14 +673,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_working_memory_is_kept_from_one_hash_to_the_next() {
-        let pool = PasswordHasherPool::keeping_memory(
-            HashParams::default(),
-            1,
-            8,
-            10,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+        let pool = keeping(1, Duration::from_secs(600));
         assert_eq!(pool.memory_held(), 0, "none before the first hash");
         let h = pool.hash("correct horse").await.unwrap();
         for _ in 0..3 {
@@ -708,14 +700,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_thread_gives_its_memory_back_when_idle() {
         // Three threads, each idle with its own timeout (not one at a time behind a lock).
-        let pool = PasswordHasherPool::keeping_memory(
-            HashParams::default(),
-            3,
-            8,
-            10,
-            Duration::from_millis(200),
-        )
-        .unwrap();
+        let pool = keeping(3, Duration::from_millis(200));
         let h = pool.hash("correct horse").await.unwrap();
         for _ in 0..3 {
             let checks: Vec<_> = (0..6)
