@@ -200,10 +200,11 @@ impl Workspace {
         if self.blocks.is_empty() {
             return;
         }
-        self.blocks.zeroize();
+        // What `blocks` added: its length, not the capacity the allocator may have rounded up.
         self.count
             .held
-            .fetch_sub(self.blocks.capacity() * Block::SIZE, Ordering::Relaxed);
+            .fetch_sub(self.blocks.len() * Block::SIZE, Ordering::Relaxed);
+        self.blocks.zeroize();
         self.blocks = Vec::new();
     }
 }
