@@ -155,6 +155,10 @@ const DENIED_FROM: &str = "";
 /// room a reload makes first.
 const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(octet_length(jti))::bigint AS key_bytes FROM access_denylist WHERE expires_at > $1";
 
+/// A rotation's statements one by one (PostgreSQL prepares one statement at a time), the
+/// family's row taken first.
+const ROTATE_BATCH: Option<&str> = None;
+
 /// Every page of a reload in one snapshot (READ COMMITTED takes one a statement).
 const SNAPSHOT: Option<&str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
 

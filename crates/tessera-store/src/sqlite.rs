@@ -169,6 +169,24 @@ const DENIED_FROM: &str = "-9223372036854775808";
 /// room a reload makes first.
 const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(length(CAST(jti AS BLOB))) AS key_bytes FROM access_denylist WHERE expires_at > $1";
 
+/// A rotation's writes (see `token_sql::rotate_in_one`), one round trip to the connection's
+/// thread instead of one per statement: the writer is held from `BEGIN` to `COMMIT`, and every
+/// other write waits for it, so each round trip (a hop between the connection's thread and
+/// tokio's, behind whatever else tokio has to run) lengthened the line. The family's check is
+/// a condition of the spend, where PostgreSQL takes the family's row first: SQLite's one write
+/// lock, taken by the spend, orders the rotation against a revocation. Parameters: $1 used at,
+/// $2 token hash, $3 family, $4 successor's hash, $5 user, $6 client, $7 scope, $8 created,
+/// $9 expires, $10 family's end, $11 successor's use (none), $12 access token's id.
+const ROTATE_BATCH: Option<&str> = Some(concat!(
+    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL ",
+    "AND EXISTS (SELECT 1 FROM refresh_families WHERE family = $3 AND NOT revoked);",
+    "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, ",
+    "expires_at, family_expires_at, used_at, access_jti) ",
+    "VALUES ($4, $3, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (token_hash) DO NOTHING;",
+    "INSERT INTO refresh_access (jti, family, issued_at) SELECT $12, $3, $8 ",
+    "WHERE $12 IS NOT NULL ON CONFLICT DO NOTHING",
+));
+
 /// A read transaction is a snapshot already.
 const SNAPSHOT: Option<&str> = None;
 

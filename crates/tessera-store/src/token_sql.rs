@@ -115,6 +115,54 @@ macro_rules! token_store_sql {
             Ok(denied)
         }
 
+        /// [`RefreshStore::rotate_refresh`](tessera_core::RefreshStore::rotate_refresh) as the
+        /// statements of `batch` (the backend's `ROTATE_BATCH`), sent in one go inside `tx`:
+        /// the token spent if unused and its family live, then the successor and the access
+        /// token stored. The spend decides: unless it changed the token, the transaction is
+        /// rolled back (what the inserts did goes with it) and the rotation lost.
+        async fn rotate_in_one(
+            mut tx: sqlx::Transaction<'_, $db>,
+            batch: &'static str,
+            hash: &tessera_core::TokenHash,
+            at: i64,
+            successor: &tessera_core::TokenHash,
+            r: &tessera_core::RefreshRecord,
+        ) -> tessera_core::StoreResult<bool> {
+            use futures_util::TryStreamExt as _;
+            // Each statement's outcome, in order (none of them returns rows).
+            #[allow(deprecated)] // one prepared string of several statements: SQLite's driver only
+            let outcomes: Vec<_> = sqlx::query(sqlx::AssertSqlSafe(batch))
+                .bind(at)
+                .bind(hash.to_hex())
+                .bind(&r.family)
+                .bind(successor.to_hex())
+                .bind(&r.user_id)
+                .bind(&r.client_id)
+                .bind(&r.scope)
+                .bind(r.created_at)
+                .bind(r.expires_at)
+                .bind(r.family_expires_at)
+                .bind(r.used_at)
+                .bind(&r.access_jti)
+                .fetch_many(&mut *tx)
+                .try_filter_map(|step| async move { Ok(step.left()) })
+                .try_collect()
+                .await
+                .map_err(unavailable)?;
+            let [spent, _successor, _access] = outcomes.as_slice() else {
+                return Err(tessera_core::StoreError::Unavailable(format!(
+                    "the rotation ran {} statements of 3",
+                    outcomes.len()
+                )));
+            };
+            if spent.rows_affected() != 1 {
+                // Dropped: rolled back.
+                return Ok(false);
+            }
+            tx.commit().await.map_err(unavailable)?;
+            Ok(true)
+        }
+
         /// Takes `family`'s row for an issue; false if the family is revoked (or unknown).
         async fn hold_live_family(
             tx: &mut sqlx::Transaction<'_, $db>,
@@ -155,6 +203,9 @@ macro_rules! token_store_sql {
                 record: &tessera_core::RefreshRecord,
             ) -> tessera_core::StoreResult<bool> {
                 let mut tx = self.writes().begin().await.map_err(unavailable)?;
+                if let Some(batch) = ROTATE_BATCH {
+                    return rotate_in_one(tx, batch, hash, at, successor, record).await;
+                }
                 if !hold_live_family(&mut tx, &record.family).await? {
                     return Ok(false);
                 }

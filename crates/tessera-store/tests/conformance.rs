@@ -484,6 +484,7 @@ async fn refresh<S: Stores>(s: S) {
         None
     );
     assert_eq!(s.refresh().refresh_token(&h4).await.unwrap(), None);
+    assert_eq!(s.refresh().family_of_access("jti-5").await.unwrap(), None);
 
     // A user's families all at once, each with the access tokens recorded in it.
     assert!(!s.refresh().refresh_token(&h3).await.unwrap().unwrap().1);
