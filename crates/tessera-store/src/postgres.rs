@@ -130,6 +130,9 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// The writes' pool is the one pool: closed with it.
+    async fn close_writes(&self) {}
+
     /// Nothing to ready for a bulk read: what it reads is cached in the server, not here.
     async fn bulk_read(
         &self,

@@ -127,7 +127,7 @@ macro_rules! sql_store {
             /// Closes the pools (waits for connections to be returned).
             pub async fn close(&self) {
                 self.pool.close().await;
-                self.writes().close().await;
+                self.close_writes().await;
             }
         }
 

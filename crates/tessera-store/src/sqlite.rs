@@ -1,6 +1,7 @@
 //! SQLite through sqlx: one file, WAL journal, migrations embedded in the binary.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -74,9 +75,18 @@ pub struct SqliteStore {
     writes: SqlitePool,
     /// Whether the database is a file (not in memory, where the one connection holds it).
     file: bool,
-    /// Wakes the checkpointer (see [`checkpoints`]) when a write is on its way; none in memory.
-    /// When the last clone of the store goes, so does the checkpointer.
-    written: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The checkpointer (see [`checkpoints`]); none in memory.
+    checkpointer: Option<Arc<Checkpointer>>,
+}
+
+/// How the store reaches its checkpointer task.
+#[derive(Debug)]
+struct Checkpointer {
+    /// Wakes it when a write is on its way. When the last clone of the store goes, so does
+    /// this, and the task ends.
+    written: tokio::sync::mpsc::Sender<()>,
+    /// The task, awaited by [`SqliteStore::close`] (it ends when the writer's pool closes).
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
@@ -130,26 +140,39 @@ impl SqliteStore {
         } else {
             writes.clone()
         };
-        let written = file.then(|| {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            tokio::spawn(checkpoints(reading.clone(), rx));
-            tx
+        let checkpointer = file.then(|| {
+            let (written, rx) = tokio::sync::mpsc::channel(1);
+            let task = tokio::spawn(checkpoints(reading.clone(), writes.clone(), rx));
+            Arc::new(Checkpointer {
+                written,
+                task: tokio::sync::Mutex::new(Some(task)),
+            })
         });
         Ok(SqliteStore {
             pool,
             writes,
             file,
-            written,
+            checkpointer,
         })
     }
 
     /// The pool writes go through (the checkpointer told that one is coming).
     fn writes(&self) -> &SqlitePool {
-        if let Some(written) = &self.written {
+        if let Some(c) = &self.checkpointer {
             // Full: a checkpoint is due already.
-            let _ = written.try_send(());
+            let _ = c.written.try_send(());
         }
         &self.writes
+    }
+
+    /// Closes the writer, then waits for the checkpointer to close its connection.
+    async fn close_writes(&self) {
+        self.writes.close().await;
+        if let Some(c) = &self.checkpointer
+            && let Some(task) = c.task.lock().await.take()
+        {
+            let _ = task.await;
+        }
     }
 
     /// Readies a connection to read in bulk (a whole table: the denylist's reload). Read through
@@ -183,67 +206,98 @@ const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
 /// How long the checkpointer keeps its connection after the last write.
 const KEEP_CHECKPOINTER: Duration = Duration::from_secs(5);
 
-/// The WAL's length, in pages, from which the writer checkpoints by itself, in case the
-/// checkpointer cannot keep up (SQLite's default is 1,000).
+/// The WAL's length, in pages, from which the writer checkpoints by itself (SQLite's default is
+/// 1,000). Under continuous writes this is how the WAL starts over: the checkpointer copies its
+/// pages, but only a writer can restart it, at the start of a write that finds every page
+/// copied, which a commit between the checkpoint and that write prevents. So under sustained
+/// writes the WAL grows to about 80 MB (20,000 pages of 4 KiB), and a checkpoint on the writer
+/// then copies only what came since the checkpointer's last.
 const WRITER_CHECKPOINTS_AT: u32 = 20_000;
 
 /// The checkpointer: `CHECKPOINT_AFTER` a write, copies the WAL's pages into the database file
-/// (`PASSIVE`: waiting for no reader or writer), until every clone of the store is gone. On a
-/// connection of its own (opened at the first checkpoint, reading only: a checkpoint is not a
-/// write to SQLite), so that it never waits behind the readers, nor they behind it.
+/// (`PASSIVE`: waiting for no reader or writer), again while a checkpoint is held back (another
+/// one running, or a reader still on older pages), until the writer's pool is closed or every
+/// clone of the store is gone. On a connection of its own (opened at the first checkpoint,
+/// reading only: a checkpoint is not a write to SQLite), so that it never waits behind the
+/// readers, nor they behind it; once writes have stopped for `KEEP_CHECKPOINTER`, it empties the
+/// WAL (`TRUNCATE`: a burst of writes may have grown it to tens of MB) and closes.
 ///
 /// Left to SQLite, the checkpoint ran in the commit that took the WAL past 1,000 pages, on the
 /// writer: a write every ~125 refresh rotations copied a thousand pages and waited for two
 /// `fsync`s (3 ms on average here) while every other write waited behind it, and the server's
 /// core sat idle for 13–19 % of a refresh benchmark. Off the writer, rotations ran 19 % (10^3
 /// families) and 29 % (10^6) faster. With `synchronous = NORMAL` a commit becomes durable
-/// (the WAL `fsync`ed) at the next checkpoint: now within about `CHECKPOINT_AFTER` of it,
-/// where before a quiet server could leave its last commits unsynced until a thousand pages
-/// more had been written.
-async fn checkpoints(options: SqliteConnectOptions, mut written: tokio::sync::mpsc::Receiver<()>) {
+/// (the WAL `fsync`ed) at the next checkpoint: now about `CHECKPOINT_AFTER` after the write
+/// that woke it (a wake-up that comes during a round gets a round of its own), where before a
+/// quiet server could leave its last commits unsynced until a thousand pages more had been
+/// written.
+async fn checkpoints(
+    options: SqliteConnectOptions,
+    writes: SqlitePool,
+    mut written: tokio::sync::mpsc::Receiver<()>,
+) {
     use sqlx::Connection as _;
     let mut conn: Option<sqlx::SqliteConnection> = None;
     let mut failing = false;
+    let mut again = false;
     loop {
-        // The next write; the connection is closed once writes have stopped for a while (an
-        // idle server keeps no connection, thread or page cache for this).
-        let next = if conn.is_some() {
-            tokio::time::timeout(KEEP_CHECKPOINTER, written.recv()).await
-        } else {
-            Ok(written.recv().await)
-        };
-        match next {
-            Ok(Some(())) => {}
-            Ok(None) => break,
-            Err(_) => {
-                if let Some(c) = conn.take() {
-                    let _ = c.close().await;
+        if !again {
+            // The next write; once writes have stopped for a while, the WAL emptied and the
+            // connection closed (an idle server keeps no connection, thread or page cache
+            // for this).
+            let next = tokio::select! {
+                next = written.recv() => Some(next),
+                () = writes.close_event() => break,
+                () = tokio::time::sleep(KEEP_CHECKPOINTER), if conn.is_some() => None,
+            };
+            match next {
+                Some(Some(())) => {}
+                Some(None) => break,
+                None => {
+                    if let Some(mut c) = conn.take() {
+                        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .execute(&mut c)
+                            .await;
+                        let _ = c.close().await;
+                    }
+                    continue;
                 }
-                continue;
             }
         }
-        tokio::time::sleep(CHECKPOINT_AFTER).await;
-        // Writes made during the wait are copied by this checkpoint.
-        while written.try_recv().is_ok() {}
+        tokio::select! {
+            () = tokio::time::sleep(CHECKPOINT_AFTER) => {}
+            () = writes.close_event() => break,
+        }
         let done = async {
             let c = match &mut conn {
                 Some(c) => c,
                 None => conn.insert(sqlx::SqliteConnection::connect_with(&options).await?),
             };
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&mut *c)
+            // (busy, pages in the WAL, pages copied)
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut *c)
                 .await
         }
         .await;
         match done {
-            Ok(_) => failing = false,
-            Err(e) if !failing => {
-                conn = None;
-                failing = true;
-                tracing::warn!(error = %e, "checkpointing SQLite's WAL failed; the writer checkpoints by itself from {WRITER_CHECKPOINTS_AT} pages");
+            Ok((busy, log, copied)) => {
+                failing = false;
+                again = busy != 0 || copied < log;
             }
-            Err(_) => conn = None,
+            Err(e) => {
+                if let Some(c) = conn.take() {
+                    let _ = c.close().await;
+                }
+                if !failing {
+                    tracing::warn!(error = %e, "checkpointing SQLite's WAL failed; the writer checkpoints by itself from {WRITER_CHECKPOINTS_AT} pages");
+                }
+                failing = true;
+                again = false;
+            }
         }
+    }
+    if let Some(c) = conn.take() {
+        let _ = c.close().await;
     }
 }
 
@@ -268,15 +322,22 @@ const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(length(CAST(jti AS BLOB)))
 /// other write waits for it, so each round trip (a hop between the connection's thread and
 /// tokio's, behind whatever else tokio has to run) lengthened the line. The family's check is
 /// a condition of the spend, where PostgreSQL takes the family's row first: SQLite's one write
-/// lock, taken by the spend, orders the rotation against a revocation. Parameters: $1 used at,
-/// $2 token hash, $3 family, $4 successor's hash, $5 user, $6 client, $7 scope, $8 created,
-/// $9 expires, $10 family's end, $11 successor's use (none), $12 access token's id.
+/// lock, taken by the spend, orders the rotation against a revocation. The successor is stored
+/// only if the spend changed the token (`changes()` is the spend's count there), so a lost
+/// rotation writes no token (nor fails on the family's foreign key, its family purged); the
+/// access token's record it may write is rolled back with it. Several statements in one
+/// prepared string is behaviour sqlx's SQLite driver keeps but deprecates: should it change,
+/// `rotate_in_one`'s count of outcomes turns it into an error, never into a commit.
+/// Parameters: $1 used at, $2 token hash, $3 family, $4 successor's hash, $5 user, $6 client,
+/// $7 scope, $8 created, $9 expires, $10 family's end, $11 successor's use (none), $12 access
+/// token's id.
 const ROTATE_BATCH: Option<&str> = Some(concat!(
     "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL ",
     "AND EXISTS (SELECT 1 FROM refresh_families WHERE family = $3 AND NOT revoked);",
     "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, ",
     "expires_at, family_expires_at, used_at, access_jti) ",
-    "VALUES ($4, $3, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (token_hash) DO NOTHING;",
+    "SELECT $4, $3, $5, $6, $7, $8, $9, $10, $11, $12 WHERE changes() = 1 ",
+    "ON CONFLICT (token_hash) DO NOTHING;",
     "INSERT INTO refresh_access (jti, family, issued_at) SELECT $12, $3, $8 ",
     "WHERE $12 IS NOT NULL ON CONFLICT DO NOTHING",
 ));
@@ -479,16 +540,20 @@ mod tests {
         store.close().await;
     }
 
-    /// A database file in a directory of its own, emptied first (a pid reused by a later run
-    /// finds no database of an earlier one) and removed after, also when the test fails.
     /// Writes reach the database file about `CHECKPOINT_AFTER` after they commit (the WAL
     /// checkpointed, and with it `fsync`ed), not once a thousand pages of WAL have piled up;
-    /// and the checkpointer's connection goes with the store.
+    /// and the checkpointer's connection is closed with the store, the WAL emptied.
+    #[cfg(target_os = "linux")] // the open descriptors, from /proc
     #[tokio::test]
     async fn the_checkpointer_copies_writes_into_the_file_soon_and_goes_with_the_store() {
         let db = TempDb::new("checkpoints");
         let file = db.0.join("t.db");
         let store = super::SqliteStore::open(&db.url()).await.unwrap();
+        // The migrations' pages in the file first.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
         let before = std::fs::metadata(&file).unwrap().len();
         // About 60 pages of entries and their indexes: far below any WAL length at which the
         // writer checkpoints by itself.
@@ -506,9 +571,16 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // A write just before the store is closed: the checkpointer is woken, and still
+        // closes with the store, not after it.
+        tessera_core::DenylistStore::deny_access(&store, "last", 5_000, 10)
+            .await
+            .unwrap();
+        let clone = store.clone();
         store.close().await;
-        drop(store);
-        // Every descriptor of the database file closed: the checkpointer's connection too.
+        // Every descriptor of the database file closed when `close` returns, though a clone of
+        // the store lives on: the checkpointer's connection too, so that the last connection
+        // to close checkpointed the WAL and removed it.
         let open = || {
             std::fs::read_dir("/proc/self/fd")
                 .unwrap()
@@ -516,17 +588,16 @@ mod tests {
                 .filter(|target| target == &file)
                 .count()
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while open() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} descriptors of the database stay open",
-                open()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        assert_eq!(open(), 0, "descriptors of the database stay open");
+        assert!(!db.0.join("t.db-wal").exists(), "the WAL stays");
+        // Nor does anything open it again later (the wake-up of that last write).
+        tokio::time::sleep(super::CHECKPOINT_AFTER * 3).await;
+        assert_eq!(open(), 0, "the database was opened again after close");
+        drop(clone);
     }
 
+    /// A database file in a directory of its own, emptied first (a pid reused by a later run
+    /// finds no database of an earlier one) and removed after, also when the test fails.
     struct TempDb(std::path::PathBuf);
 
     impl TempDb {

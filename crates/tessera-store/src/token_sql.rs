@@ -9,7 +9,8 @@
 //! by revoking. A revocation that comes second therefore sees every access token recorded
 //! before it (and denylists them in the same transaction); an issue that comes second finds
 //! the family revoked and records nothing. On SQLite the first write of a transaction takes
-//! the database's write lock, which orders them the same way.
+//! the database's write lock, which orders them the same way; there a rotation (the backend's
+//! `ROTATE_BATCH`) checks its family as a condition of the spend, its first write.
 //!
 //! Denylist entries do not move the revocation generation: every server catches up with them
 //! on its own (`DenylistStore::denied_since`), and a hot counter row would order every

@@ -919,6 +919,16 @@ async fn purge_families<S: Stores>(s: S) {
             .await
             .unwrap()
     );
+    // A rotation that read its token before the purge loses, and stores nothing (not an
+    // error: the family's row is gone).
+    let late = Token::generate(Kind::Refresh).hash();
+    assert!(
+        !s.refresh()
+            .rotate_refresh(old_next, 5_000, &late, &rec("fam_old", 5_000, 5_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.refresh().refresh_token(&late).await.unwrap(), None);
     let (used, _) = s.refresh().refresh_token(live).await.unwrap().unwrap();
     assert_eq!(used.used_at, Some(1_500));
     assert!(
