@@ -328,18 +328,18 @@ const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(length(CAST(jti AS BLOB)))
 /// access token's record it may write is rolled back with it. Several statements in one
 /// prepared string is behaviour sqlx's SQLite driver keeps but deprecates: should it change,
 /// `rotate_in_one`'s count of outcomes turns it into an error, never into a commit.
-/// Parameters: $1 used at, $2 token hash, $3 family, $4 successor's hash, $5 user, $6 client,
-/// $7 scope, $8 created, $9 expires, $10 family's end, $11 successor's use (none), $12 access
-/// token's id.
+/// Parameters: $1..$10 the successor's columns (`token_sql::bind_token`: hash, family, user,
+/// client, scope, created, expires, family's end, use, access token's id), $11 the time of the
+/// spend, $12 the spent token's hash.
 const ROTATE_BATCH: Option<&str> = Some(concat!(
-    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL ",
-    "AND EXISTS (SELECT 1 FROM refresh_families WHERE family = $3 AND NOT revoked);",
+    "UPDATE refresh_tokens SET used_at = $11 WHERE token_hash = $12 AND used_at IS NULL ",
+    "AND EXISTS (SELECT 1 FROM refresh_families WHERE family = $2 AND NOT revoked);",
     "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, ",
     "expires_at, family_expires_at, used_at, access_jti) ",
-    "SELECT $4, $3, $5, $6, $7, $8, $9, $10, $11, $12 WHERE changes() = 1 ",
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE changes() = 1 ",
     "ON CONFLICT (token_hash) DO NOTHING;",
-    "INSERT INTO refresh_access (jti, family, issued_at) SELECT $12, $3, $8 ",
-    "WHERE $12 IS NOT NULL ON CONFLICT DO NOTHING",
+    "INSERT INTO refresh_access (jti, family, issued_at) SELECT $10, $2, $6 ",
+    "WHERE $10 IS NOT NULL ON CONFLICT DO NOTHING",
 ));
 
 /// A read transaction is a snapshot already.

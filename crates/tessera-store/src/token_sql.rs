@@ -50,14 +50,14 @@ macro_rules! token_store_sql {
             Ok(())
         }
 
-        /// Stores a refresh token of an existing family inside `tx`, unless one is stored under
-        /// `hash` already; whether it was.
-        async fn insert_token(
-            tx: &mut sqlx::Transaction<'_, $db>,
+        /// `query` with a refresh token's columns bound as `$1`..`$10`: its hash, family, user,
+        /// client, scope, creation, expiry, family's end, use and access token's id.
+        fn bind_token<'q>(
+            query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
             hash: &tessera_core::TokenHash,
-            r: &tessera_core::RefreshRecord,
-        ) -> tessera_core::StoreResult<bool> {
-            let r = sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (token_hash) DO NOTHING")
+            r: &'q tessera_core::RefreshRecord,
+        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            query
                 .bind(hash.to_hex())
                 .bind(&r.family)
                 .bind(&r.user_id)
@@ -68,6 +68,16 @@ macro_rules! token_store_sql {
                 .bind(r.family_expires_at)
                 .bind(r.used_at)
                 .bind(&r.access_jti)
+        }
+
+        /// Stores a refresh token of an existing family inside `tx`, unless one is stored under
+        /// `hash` already; whether it was.
+        async fn insert_token(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            hash: &tessera_core::TokenHash,
+            r: &tessera_core::RefreshRecord,
+        ) -> tessera_core::StoreResult<bool> {
+            let r = bind_token(sqlx::query("INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, created_at, expires_at, family_expires_at, used_at, access_jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (token_hash) DO NOTHING"), hash, r)
                 .execute(&mut **tx)
                 .await
                 .map_err(unavailable)?;
@@ -132,19 +142,9 @@ macro_rules! token_store_sql {
             use futures_util::TryStreamExt as _;
             // Each statement's outcome, in order (none of them returns rows).
             #[allow(deprecated)] // one prepared string of several statements: SQLite's driver only
-            let outcomes: Vec<_> = sqlx::query(sqlx::AssertSqlSafe(batch))
+            let outcomes: Vec<_> = bind_token(sqlx::query(sqlx::AssertSqlSafe(batch)), successor, r)
                 .bind(at)
                 .bind(hash.to_hex())
-                .bind(&r.family)
-                .bind(successor.to_hex())
-                .bind(&r.user_id)
-                .bind(&r.client_id)
-                .bind(&r.scope)
-                .bind(r.created_at)
-                .bind(r.expires_at)
-                .bind(r.family_expires_at)
-                .bind(r.used_at)
-                .bind(&r.access_jti)
                 .fetch_many(&mut *tx)
                 .try_filter_map(|step| async move { Ok(step.left()) })
                 .try_collect()
