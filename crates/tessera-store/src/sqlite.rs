@@ -86,7 +86,7 @@ struct Checkpointer {
     /// this, and the task ends.
     written: tokio::sync::mpsc::Sender<()>,
     /// The task, awaited by [`SqliteStore::close`] (it ends when the writer's pool closes).
-    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
@@ -145,7 +145,7 @@ impl SqliteStore {
             let task = tokio::spawn(checkpoints(reading.clone(), writes.clone(), rx));
             Arc::new(Checkpointer {
                 written,
-                task: tokio::sync::Mutex::new(Some(task)),
+                task: std::sync::Mutex::new(Some(task)),
             })
         });
         Ok(SqliteStore {
@@ -168,9 +168,9 @@ impl SqliteStore {
     /// Closes the writer, then waits for the checkpointer to close its connection.
     async fn close_writes(&self) {
         self.writes.close().await;
-        if let Some(c) = &self.checkpointer
-            && let Some(task) = c.task.lock().await.take()
-        {
+        let task = (self.checkpointer.as_ref())
+            .and_then(|c| c.task.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
