@@ -24,33 +24,43 @@ use crate::token::random_id;
 pub const LEEWAY: i64 = 60;
 
 /// The `exp` of a log entry superseded by a later one for the same token or session: it is
-/// skipped by the feed and dropped at the next purge.
-const SUPERSEDED: i64 = i64::MIN;
+/// skipped by the feed and dropped at the next purge. No held expiry is this ([`held_exp`]).
+const SUPERSEDED: u32 = 0;
 
-/// One revocation in the log: its place in the feed, until when it matters, and where its key
-/// ([`Revocation::key`]'s form) lies in [`Held::keys`].
+/// One revocation in the log, in 16 bytes: its place in the feed (counted from [`Held::base`]),
+/// until when it matters ([`held_exp`]), and where its key ([`Revocation::key`]'s form) lies in
+/// [`Held::keys`].
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    seq: u64,
-    exp: i64,
+    seq: u32,
+    exp: u32,
     start: u32,
     len: u32,
+}
+
+/// An expiry as the log holds it: Unix seconds in `1..=u32::MAX`. A later one (past the year
+/// 2106) is held until then and announced so.
+fn held_exp(exp: i64) -> u32 {
+    u32::try_from(exp.max(1)).unwrap_or(u32::MAX)
 }
 
 /// The revocations held, in as little memory as a log needs: every key once, end to end in
 /// one string; the log in feed order (ascending `seq`) naming ranges of it; and an index of
 /// token and session revocations holding only sequence numbers (the key it matches is read
 /// from the log). Subject revocations, few and merged per subject, have a map of their own.
-/// About 60 bytes per revocation of a 22-character id, against about 190 for a map of owned
+/// About 45 bytes per revocation of a 22-character id, against about 190 for a map of owned
 /// keys beside a log of their copies.
 #[derive(Default)]
 struct Held {
     log: Vec<Entry>,
+    /// The feed's sequence number of the log's 0 (entries count in 32 bits from here, and are
+    /// renumbered from the oldest held when the numbers run out: [`Held::number`]).
+    base: u64,
     keys: String,
     /// Bytes of `keys` no live entry names (compacted away once they are half).
     dead: usize,
     /// The `seq` of each live token and session revocation, by the hash of what it names.
-    index: HashTable<u64>,
+    index: HashTable<u32>,
     /// Per subject: the latest `at` revoked, and until when.
     subjects: HashMap<String, (i64, i64)>,
     hasher: RandomState,
@@ -75,7 +85,7 @@ fn key_of<'a>(keys: &'a str, e: &Entry) -> &'a str {
 }
 
 /// Where the entry with sequence number `seq` is in the log.
-fn position(log: &[Entry], seq: u64) -> Option<usize> {
+fn position(log: &[Entry], seq: u32) -> Option<usize> {
     log.binary_search_by_key(&seq, |e| e.seq).ok()
 }
 
@@ -92,14 +102,14 @@ fn hash_key(hasher: &RandomState, key: RevocationKey<'_>) -> u64 {
 }
 
 /// The index's hash of what the entry `seq` names.
-fn hash_seq(hasher: &RandomState, log: &[Entry], keys: &str, seq: u64) -> u64 {
+fn hash_seq(hasher: &RandomState, log: &[Entry], keys: &str, seq: u32) -> u64 {
     position(log, seq).map_or(0, |i| {
         hash_key(hasher, RevocationKey::parse(key_of(keys, &log[i])))
     })
 }
 
 /// Whether the entry `seq` names `want`.
-fn names(log: &[Entry], keys: &str, seq: u64, want: RevocationKey<'_>) -> bool {
+fn names(log: &[Entry], keys: &str, seq: u32, want: RevocationKey<'_>) -> bool {
     position(log, seq).is_some_and(|i| RevocationKey::parse(key_of(keys, &log[i])) == want)
 }
 
@@ -117,7 +127,7 @@ impl Held {
     }
 
     /// The index, and the hash of any sequence number it holds (for its growth and shrinking).
-    fn index_mut(&mut self) -> (&mut HashTable<u64>, impl Fn(&u64) -> u64 + '_) {
+    fn index_mut(&mut self) -> (&mut HashTable<u32>, impl Fn(&u32) -> u64 + '_) {
         let Held {
             index,
             log,
@@ -126,7 +136,36 @@ impl Held {
             ..
         } = self;
         let (log, keys, hasher) = (&*log, &*keys, &*hasher);
-        (index, move |&s: &u64| hash_seq(hasher, log, keys, s))
+        (index, move |&s: &u32| hash_seq(hasher, log, keys, s))
+    }
+
+    /// The feed's sequence number of the log's `seq`.
+    fn feed_seq(&self, seq: u32) -> u64 {
+        self.base + u64::from(seq)
+    }
+
+    /// The log's number for the next entry. When the numbers since `base` have run out, the
+    /// log is renumbered from its oldest entry (the feed's numbers stay what they were); `None`
+    /// if even that leaves no room (2^32 revocations since the oldest still held).
+    fn number(&mut self) -> Option<u32> {
+        if let Ok(seq) = u32::try_from(self.next - self.base) {
+            return Some(seq);
+        }
+        let Some(oldest) = self.log.first() else {
+            // Nothing held (nor indexed): the log starts over at the next number.
+            self.base = self.next;
+            return Some(0);
+        };
+        let by = oldest.seq;
+        let seq = u32::try_from(self.next - self.base - u64::from(by)).ok()?;
+        for e in &mut self.log {
+            e.seq -= by;
+        }
+        for s in self.index.iter_mut() {
+            *s -= by;
+        }
+        self.base += u64::from(by);
+        Some(seq)
     }
 
     /// Room for `entries` more of `key_bytes` in all, made at once (a reload grown by doubling
@@ -144,13 +183,13 @@ impl Held {
         index.reserve(entries, rehash);
     }
 
-    /// Appends `key` to the log until `exp`; its sequence number.
-    fn push(&mut self, key: &str, exp: i64) -> Option<u64> {
+    /// Appends `key` to the log until `exp`; its sequence number in the log.
+    fn push(&mut self, key: &str, exp: u32) -> Option<u32> {
         let start = u32::try_from(self.keys.len()).ok()?;
         let len = u32::try_from(key.len()).ok()?;
         start.checked_add(len)?;
+        let seq = self.number()?;
         self.keys.push_str(key);
-        let seq = self.next;
         self.next += 1;
         self.log.push(Entry {
             seq,
@@ -173,6 +212,12 @@ impl Held {
             tracing::error!("the denylist is full; a revocation could not be held in memory");
             return false;
         }
+        if self.number().is_none() {
+            // 2^32 revocations since the oldest still held (a number is taken before anything
+            // changes: an extension must not drop what it extends).
+            tracing::error!("the denylist's log is full; a revocation could not be held in memory");
+            return false;
+        }
         let want = match RevocationKey::parse(key) {
             RevocationKey::Subject(sub, at) => {
                 match self.subjects.get_mut(sub) {
@@ -185,7 +230,7 @@ impl Held {
                         self.subjects.insert(sub.to_owned(), (at, exp));
                     }
                 }
-                self.push(key, exp);
+                self.push(key, held_exp(exp));
                 return true;
             }
             other => other,
@@ -202,7 +247,7 @@ impl Held {
             let Some(i) = position(log, *slot.get()) else {
                 return false;
             };
-            if log[i].exp >= exp {
+            if log[i].exp >= held_exp(exp) {
                 return false;
             }
             // Extended: the feed carries it again under a new number; the old entry goes.
@@ -210,7 +255,7 @@ impl Held {
             log[i].exp = SUPERSEDED;
             *dead += log[i].len as usize;
         }
-        let Some(seq) = self.push(key, exp) else {
+        let Some(seq) = self.push(key, held_exp(exp)) else {
             return false;
         };
         let (index, rehash) = self.index_mut();
@@ -222,7 +267,7 @@ impl Held {
     /// of what left once it is most of what is held.
     fn purge(&mut self, until: i64) {
         self.subjects.retain(|_, (_, e)| *e > until);
-        for e in self.log.iter().filter(|e| e.exp <= until) {
+        for e in self.log.iter().filter(|e| i64::from(e.exp) <= until) {
             if e.exp == SUPERSEDED {
                 continue;
             }
@@ -236,7 +281,7 @@ impl Held {
                 slot.remove();
             }
         }
-        self.log.retain(|e| e.exp > until);
+        self.log.retain(|e| i64::from(e.exp) > until);
         if self.dead > 0 && self.dead * 2 >= self.keys.len() {
             let mut keys = String::with_capacity(self.keys.len() - self.dead);
             for e in &mut self.log {
@@ -472,7 +517,7 @@ impl Denylist {
             .and_then(|(_, seq)| seq.parse::<u64>().ok())
             .map_or(0, |seq| seq.saturating_add(1));
         let g = self.held.read().unwrap_or_else(|e| e.into_inner());
-        let first = g.log.partition_point(|e| e.seq < from);
+        let first = g.log.partition_point(|e| g.feed_seq(e.seq) < from);
         g.log[first..]
             .iter()
             .filter(|e| e.exp != SUPERSEDED)
@@ -480,8 +525,8 @@ impl Denylist {
             .map(|e| {
                 let r = Revocation::from_key(key_of(&g.keys, e));
                 (
-                    format!("{}.{}", self.epoch, e.seq),
-                    RevocationEvent::new(&r, e.exp),
+                    format!("{}.{}", self.epoch, g.feed_seq(e.seq)),
+                    RevocationEvent::new(&r, i64::from(e.exp)),
                 )
             })
             .collect()
@@ -514,6 +559,65 @@ mod tests {
         assert!(held.log.capacity() >= 10_000, "{}", held.log.capacity());
         assert!(held.keys.capacity() >= 100_000, "{}", held.keys.capacity());
         assert!(held.index.capacity() >= 10_000, "{}", held.index.capacity());
+    }
+
+    /// What a revocation costs besides its key: its log entry and its place in the index. At
+    /// 10^5 revocations in force this is most of an idle server's own memory.
+    #[test]
+    fn a_revocation_costs_under_26_bytes_besides_its_key() {
+        let d = Denylist::new(900);
+        let n = 10_000;
+        let page: Denied = (0..n).map(|i| (format!("j{i}"), 1_000)).collect();
+        d.reload(&page, 100);
+        let held = d.held.read().unwrap();
+        assert_eq!(held.len(), n);
+        let bytes = held.log.capacity() * size_of::<Entry>() + held.index.allocation_size();
+        assert!(
+            bytes < 26 * n,
+            "{} bytes a revocation",
+            bytes as f64 / n as f64
+        );
+    }
+
+    /// The log numbers its entries from a base, in 32 bits; when the numbers run out it
+    /// renumbers from the oldest held, and neither the checks nor the feed's cursors notice.
+    #[test]
+    fn running_out_of_numbers_renumbers_and_loses_nothing() {
+        let d = Denylist::new(900);
+        let start = u64::from(u32::MAX) - 3;
+        d.held.write().unwrap().next = start;
+        let ids: Vec<String> = (0..12).map(|i| format!("j{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            d.add(Revocation::Token(id.clone()), 1_000 + i as i64, 100);
+        }
+        d.add(Revocation::Session("s".into()), 1_000, 100);
+        // Extended: superseded under a new number past the renumbering.
+        d.add(Revocation::Token("j0".into()), 5_000, 100);
+        let feed = d.since(None, 100);
+        let seqs: Vec<u64> = feed
+            .iter()
+            .map(|(c, _)| c.rsplit_once('.').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(seqs.len(), 13);
+        assert_eq!(seqs[0], start + 1, "j0's first entry is superseded");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        assert!(seqs.last().unwrap() > &u64::from(u32::MAX));
+        assert_eq!(feed.last().unwrap().1.exp, 5_000);
+        for id in &ids {
+            let c = Claims {
+                jti: Some(id.clone()),
+                ..Claims::default()
+            };
+            assert!(d.refuses(&c), "{id}");
+        }
+        assert!(d.session_revoked("s"));
+        // A cursor given before the renumbering resumes where it was.
+        let (cursor, _) = &feed[4];
+        assert_eq!(d.since(Some(cursor), 100).len(), 8);
+        // Expiries leave as before: j1..j11 end at 1_001..1_011.
+        d.extend_stored(std::iter::empty::<(String, i64)>(), 1_006 + LEEWAY);
+        assert_eq!(d.len(), 6, "j7..j11 and j0 (s ended at 1_000)");
+        assert_eq!(d.since(Some(cursor), 100).len(), 6);
     }
 
     #[test]
