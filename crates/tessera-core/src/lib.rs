@@ -31,8 +31,8 @@ pub use service::{Service, ServiceSettings, StartError, Tasks};
 pub use session::{Session, SessionPolicy};
 pub use store::{
     AllConcerns, Change, ClientStore, Denied, DeniedIter, DeniedSink, DenylistStore,
-    FamilyRevocation, KeyStore, RefreshStore, SessionStore, StoreError, StoreResult, StoredKey,
-    Stores, ThrottleStore, UserStore,
+    FamilyRevocation, KeyStore, Purged, RefreshStore, SessionStore, StoreError, StoreResult,
+    StoredKey, Stores, ThrottleStore, UserStore,
 };
 pub use throttle::{Attempt, DeviceCookies, Throttle, ThrottlePolicy};
 pub use token::{CsrfKey, Kind, Token, TokenHash};

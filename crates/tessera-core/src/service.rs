@@ -11,7 +11,7 @@ use std::time::Duration;
 use tessera_jose::{Algorithm, Clock};
 
 use crate::revocation::LEEWAY;
-use crate::store::{Change, StoreResult, Stores};
+use crate::store::{Change, Purged, StoreError, StoreResult, Stores};
 use crate::store::{
     ClientStore as _, DenylistStore as _, RefreshStore as _, SessionStore as _, UserStore as _,
 };
@@ -373,27 +373,45 @@ impl<S: Stores> Service<S> {
         let now = self.auth.now();
         // Every access token issued before this has expired, on any instance's clock.
         let access_gone = now - self.tokens.settings().access_ttl - LEEWAY;
-        if let Err(e) = store.denylist().purge_denied(now - LEEWAY).await {
+        if let Err(e) = batches(|| store.denylist().purge_denied(now - LEEWAY)).await {
             tracing::warn!(error = %e, "purging the access-token denylist failed");
         }
-        if let Err(e) = store.refresh().purge_access(access_gone).await {
+        if let Err(e) = batches(|| store.refresh().purge_access(access_gone)).await {
             tracing::warn!(error = %e, "purging the records of expired access tokens failed");
         }
         // A family past its end issues nothing more, but an access token it issued in its last
         // second lives `access_ttl` after it, and revoking the family's refresh token (RFC 7009)
         // must still reach that token until it expires: the family stays as long.
-        match store.refresh().purge_families(access_gone).await {
+        match batches(|| store.refresh().purge_families(access_gone)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(target: "audit", event = "refresh_families_purged", count = n),
             Err(e) => tracing::warn!(error = %e, "purging ended refresh families failed"),
         }
-        if let Err(e) = store.clients().purge_codes(now).await {
+        if let Err(e) = batches(|| store.clients().purge_codes(now)).await {
             tracing::warn!(error = %e, "purging expired authorization codes failed");
         }
-        match store.sessions().purge_expired_sessions(now).await {
+        match batches(|| store.sessions().purge_expired_sessions(now)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
             Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+    }
+}
+
+/// A purge to its end, batch by batch (each call a write of its own, under the store's write
+/// timeout: [`Purged`]); how many were removed. A failure ends it, keeping the batches done
+/// (the next purge goes on from there).
+async fn batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Purged, StoreError>>,
+{
+    let mut removed = 0u64;
+    loop {
+        let done = batch().await?;
+        removed = removed.saturating_add(done.removed);
+        if !done.more {
+            return Ok(removed);
         }
     }
 }

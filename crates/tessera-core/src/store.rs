@@ -56,6 +56,29 @@ pub enum StoreError {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What one call of a purge did. A call removes at most a batch (a store's own size, such as
+/// 500 rows), so that a write takes the store's lock, and the store's write timeout bounds it,
+/// for a batch and not for a backlog (a mass expiry after an outage or a bulk load; an upgrade's
+/// first purge of every family ever ended): the caller calls again while there is `more`, each
+/// call a write of its own. A backlog cut short by a failure keeps the batches done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// What this call removed.
+    pub removed: u64,
+    /// Whether it stopped at its batch, with more perhaps left to remove.
+    pub more: bool,
+}
+
+impl Purged {
+    /// `removed` of a batch of `batch`: more may be left when the batch was full.
+    pub fn of(removed: u64, taken: u64, batch: u64) -> Purged {
+        Purged {
+            removed,
+            more: taken >= batch,
+        }
+    }
+}
+
 /// Where users live.
 pub trait UserStore: Send + Sync + 'static {
     /// Adds a user; [`StoreError::Conflict`] if the username is taken.
@@ -125,9 +148,9 @@ pub trait SessionStore: Send + Sync + 'static {
         user_id: &str,
         except: Option<&TokenHash>,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Removes sessions no longer alive at `now` (idle or absolute expiry); for stores
-    /// without native expiry.
-    fn purge_expired_sessions(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Removes sessions no longer alive at `now` (idle or absolute expiry), at most a batch
+    /// ([`Purged`]); for stores without native expiry.
+    fn purge_expired_sessions(&self, now: i64) -> impl Future<Output = StoreResult<Purged>> + Send;
     /// How many sessions exist (for the active-sessions gauge).
     fn count_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;
 }
@@ -208,11 +231,14 @@ pub trait RefreshStore: Send + Sync + 'static {
         client_id: &str,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<(String, i64)>>> + Send;
-    /// Forgets the access tokens recorded as issued before `before` (expired); how many.
-    fn purge_access(&self, before: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Forgets the access tokens recorded as issued before `before` (expired), at most a batch
+    /// ([`Purged`]).
+    fn purge_access(&self, before: i64) -> impl Future<Output = StoreResult<Purged>> + Send;
     /// Removes the families whose absolute end (`family_expires_at`) is at or before `before`,
-    /// with every token of them, used or not: none can be honoured again. How many families.
-    fn purge_families(&self, before: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// with every token of them, used or not: none can be honoured again. At most a batch of
+    /// families ([`Purged`]: how many were removed; one that still has a token to honour gets
+    /// that token's end instead, and counts towards the batch, not the removed).
+    fn purge_families(&self, before: i64) -> impl Future<Output = StoreResult<Purged>> + Send;
     /// When (seconds) this process last saw the store come back after it could not be reached,
     /// if it ever did. A rotation whose answer was lost with the store (its commit reached the
     /// database, the acknowledgement did not) is retried once the store is back: the grace
@@ -407,8 +433,8 @@ pub trait DenylistStore: Send + Sync + 'static {
             Ok(())
         }
     }
-    /// Forgets entries whose tokens have expired by `now`.
-    fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Forgets entries whose tokens have expired by `now`, at most a batch ([`Purged`]).
+    fn purge_denied(&self, now: i64) -> impl Future<Output = StoreResult<Purged>> + Send;
 }
 
 /// Where [`DenylistStore::each_denied`] hands what it reads.
@@ -487,8 +513,8 @@ pub trait ClientStore: Send + Sync + 'static {
         refresh: &TokenHash,
         record: &RefreshRecord,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Forgets codes that expired before `now`; how many.
-    fn purge_codes(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Forgets codes that expired before `now`, at most a batch ([`Purged`]).
+    fn purge_codes(&self, now: i64) -> impl Future<Output = StoreResult<Purged>> + Send;
     /// Records (or replaces) `user_id`'s consent to `consent.client_id`.
     fn set_consent(
         &self,

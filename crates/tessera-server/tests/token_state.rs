@@ -79,7 +79,7 @@ impl SessionStore for Flaky {
         self.check()?;
         self.store.delete_sessions_of(u, e).await
     }
-    async fn purge_expired_sessions(&self, n: i64) -> StoreResult<u64> {
+    async fn purge_expired_sessions(&self, n: i64) -> StoreResult<tessera_core::Purged> {
         self.store.purge_expired_sessions(n).await
     }
     async fn count_sessions(&self) -> StoreResult<u64> {
@@ -97,7 +97,7 @@ impl DenylistStore for Flaky {
     async fn denied_access(&self, n: i64) -> StoreResult<tessera_core::Denied> {
         self.store.denied_access(n).await
     }
-    async fn purge_denied(&self, n: i64) -> StoreResult<u64> {
+    async fn purge_denied(&self, n: i64) -> StoreResult<tessera_core::Purged> {
         self.store.purge_denied(n).await
     }
 }

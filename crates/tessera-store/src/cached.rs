@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tessera_core::{
-    Change, Client, ClientStore, CodeRecord, Consent, RefreshRecord, Session, SessionStore,
+    Change, Client, ClientStore, CodeRecord, Consent, Purged, RefreshRecord, Session, SessionStore,
     StoreResult, Stores, TokenHash, User, UserStore,
 };
 
@@ -279,7 +279,7 @@ impl<T: Stores> SessionStore for CachedStore<T> {
         r
     }
 
-    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<Purged> {
         let r = self.inner.sessions().purge_expired_sessions(now).await;
         self.evict_sessions();
         r
@@ -385,7 +385,7 @@ impl<T: Stores> ClientStore for CachedStore<T> {
             .await
     }
 
-    async fn purge_codes(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_codes(&self, now: i64) -> StoreResult<Purged> {
         self.inner.clients().purge_codes(now).await
     }
 

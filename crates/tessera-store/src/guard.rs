@@ -444,7 +444,7 @@ guarded!(SessionStore {
     Write fn delete_session(&self, hash: &TokenHash) -> StoreResult<bool>;
     Read fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(TokenHash, Session)>>;
     Write fn delete_sessions_of(&self, user_id: &str, except: Option<&TokenHash>) -> StoreResult<u64>;
-    Write fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+    Write fn purge_expired_sessions(&self, now: i64) -> StoreResult<tessera_core::Purged>;
     Read fn count_sessions(&self) -> StoreResult<u64>;
 });
 
@@ -462,8 +462,8 @@ guarded!(RefreshStore {
     Write fn revoke_family(&self, family: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<Vec<(String, i64)>>;
     Write fn revoke_families_of(&self, user_id: &str, revocation: &FamilyRevocation<'_>) -> StoreResult<(u64, Vec<(String, i64)>)>;
     Read fn live_families(&self, user_id: &str, client_id: &str, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    Write fn purge_access(&self, before: i64) -> StoreResult<u64>;
-    Write fn purge_families(&self, before: i64) -> StoreResult<u64>;
+    Write fn purge_access(&self, before: i64) -> StoreResult<tessera_core::Purged>;
+    Write fn purge_families(&self, before: i64) -> StoreResult<tessera_core::Purged>;
 } extra {
     fn back_since(&self) -> Option<i64> {
         self.circuit.back_since()
@@ -475,7 +475,7 @@ guarded!(DenylistStore {
     Read fn denied_access(&self, now: i64) -> StoreResult<tessera_core::Denied>;
     Read fn denied_since(&self, since: i64, now: i64) -> StoreResult<tessera_core::Denied>;
     Read fn each_denied(&self, now: i64, sink: &mut dyn tessera_core::DeniedSink) -> StoreResult<()>;
-    Write fn purge_denied(&self, now: i64) -> StoreResult<u64>;
+    Write fn purge_denied(&self, now: i64) -> StoreResult<tessera_core::Purged>;
 });
 
 guarded!(ThrottleStore {
@@ -492,7 +492,7 @@ guarded!(ClientStore {
     Write fn use_code(&self, hash: &TokenHash, at: i64) -> StoreResult<Option<(CodeRecord, bool)>>;
     Read fn code(&self, hash: &TokenHash) -> StoreResult<Option<(CodeRecord, bool)>>;
     Write fn redeem_code(&self, hash: &TokenHash, at: i64, refresh: &TokenHash, record: &RefreshRecord) -> StoreResult<bool>;
-    Write fn purge_codes(&self, now: i64) -> StoreResult<u64>;
+    Write fn purge_codes(&self, now: i64) -> StoreResult<tessera_core::Purged>;
     Write fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()>;
     Read fn consents_of(&self, user_id: &str) -> StoreResult<Vec<Consent>>;
     Write fn delete_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool>;

@@ -5,10 +5,18 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 use tessera_core::{
-    Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore,
+    Client, ClientStore, CodeRecord, Consent, DenylistStore, FamilyRevocation, KeyStore, Purged,
     RefreshRecord, RefreshStore, Session, SessionStore, StoreError, StoreResult, StoredKey,
     TokenHash, User, UserStore,
 };
+
+/// A purge of memory: everything in one call (no store's lock, no timeout to bound).
+fn all(removed: u64) -> Purged {
+    Purged {
+        removed,
+        more: false,
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -256,7 +264,7 @@ impl SessionStore for MemoryStore {
         Ok(n)
     }
 
-    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<Purged> {
         let mut g = self.write();
         let dead: Vec<TokenHash> = g
             .sessions
@@ -270,7 +278,7 @@ impl SessionStore for MemoryStore {
                 n += 1;
             }
         }
-        Ok(n)
+        Ok(all(n))
     }
 
     async fn count_sessions(&self) -> StoreResult<u64> {
@@ -411,14 +419,14 @@ impl RefreshStore for MemoryStore {
         Ok(out)
     }
 
-    async fn purge_access(&self, before: i64) -> StoreResult<u64> {
+    async fn purge_access(&self, before: i64) -> StoreResult<Purged> {
         let mut g = self.write();
         let n = g.access.len();
         g.access.retain(|_, (_, issued)| *issued >= before);
-        Ok((n - g.access.len()) as u64)
+        Ok(all((n - g.access.len()) as u64))
     }
 
-    async fn purge_families(&self, before: i64) -> StoreResult<u64> {
+    async fn purge_families(&self, before: i64) -> StoreResult<Purged> {
         let mut g = self.write();
         let mut ended = HashSet::new();
         g.refresh.retain(|_, r| {
@@ -431,7 +439,7 @@ impl RefreshStore for MemoryStore {
         for family in &ended {
             g.families.remove(family);
         }
-        Ok(ended.len() as u64)
+        Ok(all(ended.len() as u64))
     }
 }
 
@@ -461,11 +469,11 @@ impl DenylistStore for MemoryStore {
             .collect())
     }
 
-    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_denied(&self, now: i64) -> StoreResult<Purged> {
         let mut g = self.write();
         let before = g.denied.len();
         g.denied.retain(|_, (e, _)| *e > now);
-        Ok((before - g.denied.len()) as u64)
+        Ok(all((before - g.denied.len()) as u64))
     }
 }
 
@@ -547,11 +555,11 @@ impl ClientStore for MemoryStore {
         Ok(true)
     }
 
-    async fn purge_codes(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_codes(&self, now: i64) -> StoreResult<Purged> {
         let mut g = self.write();
         let before = g.codes.len();
         g.codes.retain(|_, (r, _)| r.expires_at > now);
-        Ok((before - g.codes.len()) as u64)
+        Ok(all((before - g.codes.len()) as u64))
     }
 
     async fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {

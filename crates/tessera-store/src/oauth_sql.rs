@@ -139,13 +139,15 @@ macro_rules! client_store_sql {
                 Ok(true)
             }
 
-            async fn purge_codes(&self, now: i64) -> tessera_core::StoreResult<u64> {
-                let r = sqlx::query("DELETE FROM oauth_codes WHERE expires_at <= $1")
+            async fn purge_codes(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
+                let n = sqlx::query(crate::sql::PURGE_CODES)
                     .bind(now)
+                    .bind(crate::sql::PURGE_BATCH)
                     .execute(self.writes())
                     .await
-                    .map_err(unavailable)?;
-                Ok(r.rows_affected())
+                    .map_err(unavailable)?
+                    .rows_affected();
+                Ok(crate::sql::purged(n, n))
             }
 
             async fn set_consent(

@@ -19,7 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde_json::Value;
 use tessera_core::{
-    Change, DenylistStore, Session, SessionStore, StoreError, StoreResult, ThrottlePolicy,
+    Change, DenylistStore, Purged, Session, SessionStore, StoreError, StoreResult, ThrottlePolicy,
     ThrottleStore, TokenHash,
 };
 use tessera_jose::Clock;
@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 /// answer makes requests fail in this time, never hang.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Sessions purged per script call, so that no call blocks Redis for long.
-const PURGE_BATCH: usize = 500;
+const PURGE_BATCH: u64 = 500;
 /// Session reads sent in one pipeline at most (see [`SessionReads`]).
 const READ_BATCH: usize = 256;
 
@@ -718,24 +718,18 @@ impl SessionStore for RedisStore {
         Ok(n)
     }
 
-    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<Purged> {
         let mut c = self.conn.clone();
-        let mut total = 0;
-        loop {
-            let (n, seen): (u64, usize) = PURGE
-                .key(self.sessions_index())
-                .arg(now)
-                .arg(format!("{}:s:", self.prefix))
-                .arg(format!("{}:u:", self.prefix))
-                .arg(PURGE_BATCH)
-                .invoke_async(&mut c)
-                .await
-                .map_err(unavailable)?;
-            total += n;
-            if seen < PURGE_BATCH {
-                return Ok(total);
-            }
-        }
+        let (n, seen): (u64, u64) = PURGE
+            .key(self.sessions_index())
+            .arg(now)
+            .arg(format!("{}:s:", self.prefix))
+            .arg(format!("{}:u:", self.prefix))
+            .arg(PURGE_BATCH)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(Purged::of(n, seen, PURGE_BATCH))
     }
 
     async fn count_sessions(&self) -> StoreResult<u64> {
@@ -777,11 +771,17 @@ impl DenylistStore for RedisStore {
         Ok(rows.iter().map(|(j, e)| (j, *e as i64)).collect())
     }
 
-    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_denied(&self, now: i64) -> StoreResult<Purged> {
+        // One command (a range of the index): Redis removes a backlog at once.
         let mut c = self.conn.clone();
-        c.zrembyscore(self.denylist_index(), "-inf", now)
+        let removed = c
+            .zrembyscore(self.denylist_index(), "-inf", now)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(Purged {
+            removed,
+            more: false,
+        })
     }
 }
 

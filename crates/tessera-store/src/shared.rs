@@ -5,7 +5,9 @@
 //! or Redis's own store, untouched, but for the denylist's reading of what an earlier version
 //! kept in Redis.
 
-use tessera_core::{Change, DenylistStore, SessionStore, StoreResult, Stores, ThrottleStore};
+use tessera_core::{
+    Change, DenylistStore, Purged, SessionStore, StoreResult, Stores, ThrottleStore,
+};
 
 use crate::RedisStore;
 use crate::guard::Announcer;
@@ -137,7 +139,7 @@ impl<D: Stores, R: ClusterRedis> DenylistStore for SharedStore<D, R> {
         self.db.denylist().denied_since(since, now).await
     }
 
-    async fn purge_denied(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_denied(&self, now: i64) -> StoreResult<Purged> {
         if let Err(e) = self.redis.purge_denied(now).await {
             tracing::debug!(error = %e, "purging Redis's denylist failed");
         }

@@ -42,6 +42,19 @@ pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE token_hash I
 /// cut short (the store's write timeout) keeps the batches it committed.
 pub(crate) const PURGE_BATCH: i64 = 500;
 
+/// A batch of a purge that removed `removed` of the `taken` it found (`PURGE_BATCH` at most).
+pub(crate) fn purged(removed: u64, taken: u64) -> tessera_core::Purged {
+    tessera_core::Purged::of(removed, taken, PURGE_BATCH.unsigned_abs())
+}
+
+/// The purges of what ends by a time `$1`, `$2` rows at most, found by the time's index; as
+/// `PURGE_SESSIONS`, the condition is checked again on each row removed (PostgreSQL's subquery
+/// may see a row a concurrent write has since changed: a denylist entry extended meanwhile
+/// stays).
+pub(crate) const PURGE_ACCESS: &str = "DELETE FROM refresh_access WHERE jti IN (SELECT jti FROM refresh_access WHERE issued_at < $1 LIMIT $2) AND issued_at < $1";
+pub(crate) const PURGE_DENIED: &str = "DELETE FROM access_denylist WHERE jti IN (SELECT jti FROM access_denylist WHERE expires_at <= $1 LIMIT $2) AND expires_at <= $1";
+pub(crate) const PURGE_CODES: &str = "DELETE FROM oauth_codes WHERE code_hash IN (SELECT code_hash FROM oauth_codes WHERE expires_at <= $1 LIMIT $2) AND expires_at <= $1";
+
 /// Denylist entries a page of [`tessera_core::DenylistStore::each_denied`] reads (the backend's
 /// `DENIED_PAGE`): about 50 KB aggregated, below the size from which glibc maps (and, once one
 /// such buffer is freed, keeps up to twice its size of freed memory in the heap).
@@ -305,22 +318,15 @@ macro_rules! sql_store {
                 Ok(r.rows_affected())
             }
 
-            async fn purge_expired_sessions(&self, now: i64) -> tessera_core::StoreResult<u64> {
-                let batch = u64::try_from(crate::sql::PURGE_BATCH).unwrap_or(u64::MAX);
-                let mut removed = 0;
-                loop {
-                    let n = sqlx::query(crate::sql::PURGE_SESSIONS)
-                        .bind(now)
-                        .bind(crate::sql::PURGE_BATCH)
-                        .execute(self.writes())
-                        .await
-                        .map_err(unavailable)?
-                        .rows_affected();
-                    removed += n;
-                    if n < batch {
-                        return Ok(removed);
-                    }
-                }
+            async fn purge_expired_sessions(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
+                let n = sqlx::query(crate::sql::PURGE_SESSIONS)
+                    .bind(now)
+                    .bind(crate::sql::PURGE_BATCH)
+                    .execute(self.writes())
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                Ok(crate::sql::purged(n, n))
             }
 
             async fn count_sessions(&self) -> tessera_core::StoreResult<u64> {
@@ -388,7 +394,7 @@ pub(crate) mod plans {
 
     /// Every statement of the purges with its parameters; `ended` is the backend's
     /// `ENDED_FAMILIES`.
-    pub(crate) fn purges(ended: &'static str) -> [(&'static str, &'static [Param]); 6] {
+    pub(crate) fn purges(ended: &'static str) -> [(&'static str, &'static [Param]); 9] {
         use Param::{Int, Text};
         let [tokens, ends, family, mend] = super::PURGE_FAMILY;
         [
@@ -398,6 +404,9 @@ pub(crate) mod plans {
             (ends, &[Text]),
             (family, &[Text]),
             (mend, &[Text, Int]),
+            (super::PURGE_ACCESS, &[Int, Int]),
+            (super::PURGE_DENIED, &[Int, Int]),
+            (super::PURGE_CODES, &[Int, Int]),
         ]
     }
 }

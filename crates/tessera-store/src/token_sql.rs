@@ -321,22 +321,24 @@ macro_rules! token_store_sql {
                 Ok(rows)
             }
 
-            async fn purge_access(&self, before: i64) -> tessera_core::StoreResult<u64> {
-                let r = sqlx::query("DELETE FROM refresh_access WHERE issued_at < $1")
+            async fn purge_access(&self, before: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
+                let n = sqlx::query(crate::sql::PURGE_ACCESS)
                     .bind(before)
+                    .bind(crate::sql::PURGE_BATCH)
                     .execute(self.writes())
                     .await
-                    .map_err(unavailable)?;
-                Ok(r.rows_affected())
+                    .map_err(unavailable)?
+                    .rows_affected();
+                Ok(crate::sql::purged(n, n))
             }
 
-            async fn purge_families(&self, before: i64) -> tessera_core::StoreResult<u64> {
+            async fn purge_families(&self, before: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
                 let [tokens, ends, family, mend] = crate::sql::PURGE_FAMILY;
                 let mut removed = 0;
-                loop {
-                    // One batch a transaction, the families' rows taken first (as every other
+                {
+                    // One batch, one transaction, the families' rows taken first (as every other
                     // change of a family takes them). Each family taken is removed or gets a
-                    // later end, so every batch shrinks what is left and the loop ends.
+                    // later end, so every batch shrinks what is left and the caller's loop ends.
                     let mut tx = self.writes().begin().await.map_err(unavailable)?;
                     let ended: Vec<(String,)> = sqlx::query_as(ENDED_FAMILIES)
                         .bind(before)
@@ -364,9 +366,7 @@ macro_rules! token_store_sql {
                         removed += u64::from(left.is_none());
                     }
                     tx.commit().await.map_err(unavailable)?;
-                    if i64::try_from(ended.len()).unwrap_or(i64::MAX) < crate::sql::PURGE_BATCH {
-                        return Ok(removed);
-                    }
+                    Ok(crate::sql::purged(removed, ended.len() as u64))
                 }
             }
         }
@@ -460,13 +460,15 @@ macro_rules! token_store_sql {
                 Ok(denied)
             }
 
-            async fn purge_denied(&self, now: i64) -> tessera_core::StoreResult<u64> {
-                let r = sqlx::query("DELETE FROM access_denylist WHERE expires_at <= $1")
+            async fn purge_denied(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
+                let n = sqlx::query(crate::sql::PURGE_DENIED)
                     .bind(now)
+                    .bind(crate::sql::PURGE_BATCH)
                     .execute(self.writes())
                     .await
-                    .map_err(unavailable)?;
-                Ok(r.rows_affected())
+                    .map_err(unavailable)?
+                    .rows_affected();
+                Ok(crate::sql::purged(n, n))
             }
         }
     };

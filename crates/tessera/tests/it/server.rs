@@ -573,3 +573,86 @@ fn interop_node_jose_and_openid_client() {
     run_check(Path::new("node"), &all);
     assert!(server.stop().success());
 }
+
+/// A mass expiry (the sessions of an outage, of a bulk load, all idle past their end at once)
+/// goes at the first purge however large it is: each batch of the purge is a write of its own
+/// under the write timeout, so a backlog that takes longer than that timeout is not cut short
+/// at it (and taken up a minute later, to be cut again), and no store timeout is counted.
+#[test]
+fn a_mass_expiry_of_sessions_goes_at_the_first_purge_whatever_its_size() {
+    let dir = Dir::new("mass-expiry");
+    let data = dir.0.join("data");
+    let d = data.to_str().unwrap();
+    let o = tessera(&["migrate", "--data-dir", d], &[], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tessera(
+        &["user", "add", "ann", "--password-stdin", "--data-dir", d],
+        &[],
+        Some(PW),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n: u32 = 80_000;
+    let db = format!("sqlite://{}", data.join("tessera.db").display());
+    let count = |db: String| async move {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    };
+    crate::fleet::block_on(async {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        let user: String = sqlx::query_scalar("SELECT id FROM users")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        for i in 0..n {
+            // Seen last at 0, idle for 30 minutes: long past its end.
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, handle, user_id, created_at, last_seen_at, \
+                 expires_at, idle_timeout, data) VALUES ($1, $2, $3, 0, 0, 4000000000, 1800, '{}')",
+            )
+            // Hashes in no order (as real ones): each removal its own place in the index.
+            .bind(format!(
+                "{:064x}",
+                u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            ))
+            .bind(format!("ses_{i}"))
+            .bind(&user)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        pool.close().await;
+    });
+    let started = Instant::now();
+    let server = Server::start_as(&data, &[("TESSERA_STORES_WRITE_TIMEOUT", "500ms")], "http");
+    // The next purge is a minute after the first.
+    let deadline = started + Duration::from_secs(45);
+    loop {
+        let left = crate::fleet::block_on(count(db.clone()));
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} of {n} sessions left after {:?}: {}",
+            started.elapsed(),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("{n} expired sessions purged within {:?}", started.elapsed());
+    assert_eq!(server.metric("tessera_active_sessions"), 0.0);
+    let log = server.log();
+    assert!(!log.contains("purging expired sessions failed"), "{log}");
+    assert!(
+        log.contains("\"sessions_purged\"") || log.contains("sessions_purged"),
+        "{log}"
+    );
+    assert!(server.stop().success());
+}
