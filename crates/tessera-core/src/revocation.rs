@@ -611,7 +611,8 @@ mod tests {
             assert!(d.refuses(&c), "{id}");
         }
         assert!(d.session_revoked("s"));
-        // A cursor given before the renumbering resumes where it was.
+        // A cursor into the renumbered log (j5's, numbered past 2^32 in the feed) resumes where
+        // it was.
         let (cursor, _) = &feed[4];
         assert_eq!(d.since(Some(cursor), 100).len(), 8);
         // Expiries leave as before: j1..j11 end at 1_001..1_011.

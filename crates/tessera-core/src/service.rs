@@ -308,6 +308,9 @@ impl<S: Stores> Service<S> {
             let s = self.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every.purge);
+                // A backlog's purge may outlast the period: the next starts a period after it
+                // ends, not at once to catch up.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     s.purge().await;
@@ -373,45 +376,58 @@ impl<S: Stores> Service<S> {
         let now = self.auth.now();
         // Every access token issued before this has expired, on any instance's clock.
         let access_gone = now - self.tokens.settings().access_ttl - LEEWAY;
-        if let Err(e) = batches(|| store.denylist().purge_denied(now - LEEWAY)).await {
+        if let (_, Some(e)) = batches(|| store.denylist().purge_denied(now - LEEWAY)).await {
             tracing::warn!(error = %e, "purging the access-token denylist failed");
         }
-        if let Err(e) = batches(|| store.refresh().purge_access(access_gone)).await {
+        if let (_, Some(e)) = batches(|| store.refresh().purge_access(access_gone)).await {
             tracing::warn!(error = %e, "purging the records of expired access tokens failed");
         }
         // A family past its end issues nothing more, but an access token it issued in its last
         // second lives `access_ttl` after it, and revoking the family's refresh token (RFC 7009)
         // must still reach that token until it expires: the family stays as long.
-        match batches(|| store.refresh().purge_families(access_gone)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(target: "audit", event = "refresh_families_purged", count = n),
-            Err(e) => tracing::warn!(error = %e, "purging ended refresh families failed"),
+        let (n, failed) = batches(|| store.refresh().purge_families(access_gone)).await;
+        if n > 0 {
+            tracing::info!(target: "audit", event = "refresh_families_purged", count = n);
         }
-        if let Err(e) = batches(|| store.clients().purge_codes(now)).await {
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "purging ended refresh families failed");
+        }
+        if let (_, Some(e)) = batches(|| store.clients().purge_codes(now)).await {
             tracing::warn!(error = %e, "purging expired authorization codes failed");
         }
-        match batches(|| store.sessions().purge_expired_sessions(now)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(target: "audit", event = "sessions_purged", count = n),
-            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        let (n, failed) = batches(|| store.sessions().purge_expired_sessions(now)).await;
+        if n > 0 {
+            tracing::info!(target: "audit", event = "sessions_purged", count = n);
+        }
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "purging expired sessions failed");
         }
     }
 }
 
+/// The most batches one purge takes (5 million rows, of 500): a store that kept saying there
+/// is more would hold the purge task otherwise; what is left goes at the next purge.
+const MAX_BATCHES: u32 = 10_000;
+
 /// A purge to its end, batch by batch (each call a write of its own, under the store's write
-/// timeout: [`Purged`]); how many were removed. A failure ends it, keeping the batches done
-/// (the next purge goes on from there).
-async fn batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+/// timeout: [`Purged`]): how many were removed, and the failure that ended it early if one did
+/// (the batches done stay done; the next purge goes on from there).
+async fn batches<F, Fut>(mut batch: F) -> (u64, Option<StoreError>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Purged, StoreError>>,
 {
     let mut removed = 0u64;
-    loop {
-        let done = batch().await?;
-        removed = removed.saturating_add(done.removed);
-        if !done.more {
-            return Ok(removed);
+    for _ in 0..MAX_BATCHES {
+        match batch().await {
+            Ok(done) => {
+                removed = removed.saturating_add(done.removed);
+                if !done.more {
+                    break;
+                }
+            }
+            Err(e) => return (removed, Some(e)),
         }
     }
+    (removed, None)
 }

@@ -281,7 +281,11 @@ impl<T: Stores> SessionStore for CachedStore<T> {
 
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<Purged> {
         let r = self.inner.sessions().purge_expired_sessions(now).await;
-        self.evict_sessions();
+        // Not after a batch that removed nothing: a purge is a call a batch, and a backlog's
+        // thousands of calls would empty the cache as often.
+        if !matches!(r, Ok(Purged { removed: 0, .. })) {
+            self.evict_sessions();
+        }
         r
     }
 

@@ -29,20 +29,23 @@ use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// Removes up to `$2` sessions past their absolute or their idle end (`$1` now); the purge
-/// repeats it until fewer go. Each half of the condition is an index search
+/// calls again while a batch was full (`tessera_core::Purged`). Each half of the condition is an index search
 /// (`sessions_by_expiry`, `sessions_by_idle_end`, whose expression this must keep as written): a
 /// purge costs what it removes, not the sessions held. The condition is said again outside the
 /// batch so that PostgreSQL checks it anew on a row another transaction changed meanwhile.
 pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1 LIMIT $2) AND (expires_at <= $1 OR last_seen_at + idle_timeout <= $1)";
 
-/// How many sessions one statement of the purge removes, or ended refresh families one
-/// transaction takes: the write lock is held for a batch, not for a backlog (a mass expiry after
-/// an outage or a bulk load; the first family purge after an upgrade has every family ever
-/// ended: 10^6 sessions took 10 s in one statement, five times the write timeout), and a purge
-/// cut short (the store's write timeout) keeps the batches it committed.
+/// How many rows (sessions, denylist entries, records of access tokens, codes) one statement of
+/// a purge removes, or ended refresh families one transaction takes, a call each: the write lock
+/// is held, and the write timeout runs, for a batch, not for a backlog (a mass expiry after an
+/// outage or a bulk load; the first family purge after an upgrade has every family ever ended:
+/// 10^6 sessions took 10 s in one statement, five times the write timeout), and a purge cut short
+/// keeps the batches it committed.
 pub(crate) const PURGE_BATCH: i64 = 500;
 
-/// A batch of a purge that removed `removed` of the `taken` it found (`PURGE_BATCH` at most).
+/// A batch of a purge that removed `removed` of the `taken` it found (`PURGE_BATCH` at most;
+/// a single `DELETE` tells only what it removed, so a batch short of rows a concurrent write
+/// kept, or another instance's purge took, ends the purge early: the rest goes the next minute).
 pub(crate) fn purged(removed: u64, taken: u64) -> tessera_core::Purged {
     tessera_core::Purged::of(removed, taken, PURGE_BATCH.unsigned_abs())
 }

@@ -720,6 +720,31 @@ mod tests {
         assert_eq!(left, [format!("ses_{n}")]);
     }
 
+    /// The denylist, the records of access tokens and the codes go a batch a call too: a mass
+    /// expiry of any of them holds the write lock (and the write timeout runs) for a batch.
+    #[tokio::test]
+    async fn every_purge_goes_batch_by_batch() {
+        use tessera_core::{ClientStore, DenylistStore};
+        let store = super::SqliteStore::open("sqlite::memory:").await.unwrap();
+        let n = 2 * crate::sql::PURGE_BATCH + 1;
+        let rows = "WITH RECURSIVE i(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM i WHERE k < $1)";
+        for insert in [
+            "INSERT INTO access_denylist (jti, expires_at, added_at) SELECT 'jti' || k, 900, 10 FROM i",
+            "INSERT INTO refresh_access (jti, family, issued_at) SELECT 'jti' || k, 'fam_a', 900 FROM i",
+            "INSERT INTO oauth_codes (code_hash, record, expires_at) SELECT 'code' || k, '{}', 900 FROM i",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{rows} {insert}")))
+                .bind(n)
+                .execute(&store.writes)
+                .await
+                .unwrap();
+        }
+        let all = (3, u64::try_from(n).unwrap());
+        assert_eq!(calls(|| store.purge_denied(1_000)).await, all);
+        assert_eq!(calls(|| store.purge_access(1_000)).await, all);
+        assert_eq!(calls(|| store.purge_codes(1_000)).await, all);
+    }
+
     /// A family made by a version before migration 9 has no end in its row (0) while its tokens
     /// live (instances rolled one by one after `tessera migrate`): the purge gives it its
     /// tokens' end and leaves it, instead of failing on the foreign key every minute (or
