@@ -140,14 +140,7 @@ macro_rules! client_store_sql {
             }
 
             async fn purge_codes(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
-                let n = sqlx::query(crate::sql::PURGE_CODES)
-                    .bind(now)
-                    .bind(crate::sql::PURGE_BATCH)
-                    .execute(self.writes())
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                Ok(crate::sql::purged(n, n))
+                self.purge_batch(crate::sql::PURGE_CODES, now).await
             }
 
             async fn set_consent(

@@ -110,6 +110,22 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// One batch of a purge by `sql` (one statement: `$1` the time, `$2` the batch).
+            async fn purge_batch(
+                &self,
+                sql: &'static str,
+                until: i64,
+            ) -> tessera_core::StoreResult<tessera_core::Purged> {
+                let n = sqlx::query(sql)
+                    .bind(until)
+                    .bind(crate::sql::PURGE_BATCH)
+                    .execute(self.writes())
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                Ok(crate::sql::purged(n, n))
+            }
+
             /// Moves the revocation generation (see the module's list of the writes that do);
             /// called after the change it announces has been committed.
             async fn bump_generation(&self) -> tessera_core::StoreResult<()> {
@@ -322,14 +338,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_expired_sessions(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
-                let n = sqlx::query(crate::sql::PURGE_SESSIONS)
-                    .bind(now)
-                    .bind(crate::sql::PURGE_BATCH)
-                    .execute(self.writes())
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                Ok(crate::sql::purged(n, n))
+                self.purge_batch(crate::sql::PURGE_SESSIONS, now).await
             }
 
             async fn count_sessions(&self) -> tessera_core::StoreResult<u64> {

@@ -322,14 +322,7 @@ macro_rules! token_store_sql {
             }
 
             async fn purge_access(&self, before: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
-                let n = sqlx::query(crate::sql::PURGE_ACCESS)
-                    .bind(before)
-                    .bind(crate::sql::PURGE_BATCH)
-                    .execute(self.writes())
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                Ok(crate::sql::purged(n, n))
+                self.purge_batch(crate::sql::PURGE_ACCESS, before).await
             }
 
             async fn purge_families(&self, before: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
@@ -461,14 +454,7 @@ macro_rules! token_store_sql {
             }
 
             async fn purge_denied(&self, now: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
-                let n = sqlx::query(crate::sql::PURGE_DENIED)
-                    .bind(now)
-                    .bind(crate::sql::PURGE_BATCH)
-                    .execute(self.writes())
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected();
-                Ok(crate::sql::purged(n, n))
+                self.purge_batch(crate::sql::PURGE_DENIED, now).await
             }
         }
     };
