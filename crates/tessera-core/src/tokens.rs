@@ -257,7 +257,9 @@ impl<S: Stores> Tokens<S> {
     ) -> Result<(String, String, i64), GrantError> {
         let ring = self.keys.ring();
         let signer = ring.signer.as_ref().ok_or(GrantError::Unavailable)?;
-        let jti = g.jti.map_or_else(|| random_id(""), str::to_owned);
+        let jti = g
+            .jti
+            .map_or_else(|| crate::token::token_id(now), str::to_owned);
         let ttl = g
             .ttl
             .map_or(self.settings.access_ttl, |t| {
@@ -351,7 +353,7 @@ impl<S: Stores> Tokens<S> {
             created_at: now,
             expires_at: now + CODE_TTL,
             family: random_id("fam_"),
-            access_jti: random_id(""),
+            access_jti: crate::token::token_id(now),
         };
         self.store
             .clients()
