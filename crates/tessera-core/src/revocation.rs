@@ -218,6 +218,7 @@ impl Held {
             tracing::error!("the denylist's log is full; a revocation could not be held in memory");
             return false;
         }
+        let held = held_exp(exp);
         let want = match RevocationKey::parse(key) {
             RevocationKey::Subject(sub, at) => {
                 match self.subjects.get_mut(sub) {
@@ -230,7 +231,7 @@ impl Held {
                         self.subjects.insert(sub.to_owned(), (at, exp));
                     }
                 }
-                self.push(key, held_exp(exp));
+                self.push(key, held);
                 return true;
             }
             other => other,
@@ -247,7 +248,7 @@ impl Held {
             let Some(i) = position(log, *slot.get()) else {
                 return false;
             };
-            if log[i].exp >= held_exp(exp) {
+            if log[i].exp >= held {
                 return false;
             }
             // Extended: the feed carries it again under a new number; the old entry goes.
@@ -255,7 +256,7 @@ impl Held {
             log[i].exp = SUPERSEDED;
             *dead += log[i].len as usize;
         }
-        let Some(seq) = self.push(key, held_exp(exp)) else {
+        let Some(seq) = self.push(key, held) else {
             return false;
         };
         let (index, rehash) = self.index_mut();

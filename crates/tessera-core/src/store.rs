@@ -70,6 +70,14 @@ pub struct Purged {
 }
 
 impl Purged {
+    /// `removed`, and nothing left (a store that removes everything in one call).
+    pub fn all(removed: u64) -> Purged {
+        Purged {
+            removed,
+            more: false,
+        }
+    }
+
     /// `removed` of a batch of `batch`: more may be left when the batch was full.
     pub fn of(removed: u64, taken: u64, batch: u64) -> Purged {
         Purged {

@@ -10,14 +10,6 @@ use tessera_core::{
     TokenHash, User, UserStore,
 };
 
-/// A purge of memory: everything in one call (no store's lock, no timeout to bound).
-fn all(removed: u64) -> Purged {
-    Purged {
-        removed,
-        more: false,
-    }
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     users: HashMap<String, User>,
@@ -278,7 +270,7 @@ impl SessionStore for MemoryStore {
                 n += 1;
             }
         }
-        Ok(all(n))
+        Ok(Purged::all(n))
     }
 
     async fn count_sessions(&self) -> StoreResult<u64> {
@@ -423,7 +415,7 @@ impl RefreshStore for MemoryStore {
         let mut g = self.write();
         let n = g.access.len();
         g.access.retain(|_, (_, issued)| *issued >= before);
-        Ok(all((n - g.access.len()) as u64))
+        Ok(Purged::all((n - g.access.len()) as u64))
     }
 
     async fn purge_families(&self, before: i64) -> StoreResult<Purged> {
@@ -439,7 +431,7 @@ impl RefreshStore for MemoryStore {
         for family in &ended {
             g.families.remove(family);
         }
-        Ok(all(ended.len() as u64))
+        Ok(Purged::all(ended.len() as u64))
     }
 }
 
@@ -473,7 +465,7 @@ impl DenylistStore for MemoryStore {
         let mut g = self.write();
         let before = g.denied.len();
         g.denied.retain(|_, (e, _)| *e > now);
-        Ok(all((before - g.denied.len()) as u64))
+        Ok(Purged::all((before - g.denied.len()) as u64))
     }
 }
 
@@ -559,7 +551,7 @@ impl ClientStore for MemoryStore {
         let mut g = self.write();
         let before = g.codes.len();
         g.codes.retain(|_, (r, _)| r.expires_at > now);
-        Ok(all((before - g.codes.len()) as u64))
+        Ok(Purged::all((before - g.codes.len()) as u64))
     }
 
     async fn set_consent(&self, user_id: &str, consent: &Consent) -> StoreResult<()> {

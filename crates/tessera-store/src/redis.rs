@@ -778,10 +778,7 @@ impl DenylistStore for RedisStore {
             .zrembyscore(self.denylist_index(), "-inf", now)
             .await
             .map_err(unavailable)?;
-        Ok(Purged {
-            removed,
-            more: false,
-        })
+        Ok(Purged::all(removed))
     }
 }
 

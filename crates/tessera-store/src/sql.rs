@@ -29,9 +29,9 @@ use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// Removes up to `$2` sessions past their absolute or their idle end (`$1` now); the purge
-/// calls again while a batch was full (`tessera_core::Purged`). Each half of the condition is an index search
-/// (`sessions_by_expiry`, `sessions_by_idle_end`, whose expression this must keep as written): a
-/// purge costs what it removes, not the sessions held. The condition is said again outside the
+/// calls again while a batch was full (`tessera_core::Purged`). Each half of the condition is an
+/// index search (`sessions_by_expiry`, `sessions_by_idle_end`, whose expression this must keep
+/// as written): a purge costs what it removes, not the sessions held. The condition is said again outside the
 /// batch so that PostgreSQL checks it anew on a row another transaction changed meanwhile.
 pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1 LIMIT $2) AND (expires_at <= $1 OR last_seen_at + idle_timeout <= $1)";
 

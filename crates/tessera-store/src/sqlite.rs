@@ -145,7 +145,7 @@ impl SqliteStore {
         let checkpointer = file.then(|| {
             let (written, rx) = tokio::sync::mpsc::channel(1);
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            let task = tokio::spawn(checkpoints(reading.clone(), writes.clone(), rx, stopped));
+            let task = tokio::spawn(checkpoints(reading.clone(), rx, stopped));
             Arc::new(Checkpointer {
                 written,
                 stop,
@@ -241,7 +241,6 @@ const WRITER_CHECKPOINTS_AT: u32 = 20_000;
 /// written.
 async fn checkpoints(
     options: SqliteConnectOptions,
-    writes: SqlitePool,
     mut written: tokio::sync::mpsc::Receiver<()>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -257,7 +256,6 @@ async fn checkpoints(
             let next = tokio::select! {
                 next = written.recv() => Some(next),
                 _ = stop.wait_for(|s| *s) => break,
-                () = writes.close_event() => break,
                 () = tokio::time::sleep(KEEP_CHECKPOINTER), if conn.is_some() => None,
             };
             match next {
@@ -277,7 +275,6 @@ async fn checkpoints(
         tokio::select! {
             () = tokio::time::sleep(CHECKPOINT_AFTER) => {}
             _ = stop.wait_for(|s| *s) => break,
-            () = writes.close_event() => break,
         }
         let done = async {
             let c = match &mut conn {

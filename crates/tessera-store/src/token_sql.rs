@@ -328,39 +328,37 @@ macro_rules! token_store_sql {
             async fn purge_families(&self, before: i64) -> tessera_core::StoreResult<tessera_core::Purged> {
                 let [tokens, ends, family, mend] = crate::sql::PURGE_FAMILY;
                 let mut removed = 0;
-                {
-                    // One batch, one transaction, the families' rows taken first (as every other
-                    // change of a family takes them). Each family taken is removed or gets a
-                    // later end, so every batch shrinks what is left and the caller's loop ends.
-                    let mut tx = self.writes().begin().await.map_err(unavailable)?;
-                    let ended: Vec<(String,)> = sqlx::query_as(ENDED_FAMILIES)
+                // One batch, one transaction, the families' rows taken first (as every other
+                // change of a family takes them). Each family taken is removed or gets a
+                // later end, so every batch shrinks what is left and the caller's loop ends.
+                let mut tx = self.writes().begin().await.map_err(unavailable)?;
+                let ended: Vec<(String,)> = sqlx::query_as(ENDED_FAMILIES)
+                    .bind(before)
+                    .bind(crate::sql::PURGE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                for (f,) in &ended {
+                    sqlx::query(tokens)
+                        .bind(f)
                         .bind(before)
-                        .bind(crate::sql::PURGE_BATCH)
-                        .fetch_all(&mut *tx)
+                        .execute(&mut *tx)
                         .await
                         .map_err(unavailable)?;
-                    for (f,) in &ended {
-                        sqlx::query(tokens)
-                            .bind(f)
-                            .bind(before)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(unavailable)?;
-                        let left: Option<i64> = sqlx::query_scalar(ends)
-                            .bind(f)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(unavailable)?;
-                        let q = match left {
-                            None => sqlx::query(family).bind(f),
-                            Some(end) => sqlx::query(mend).bind(f).bind(end),
-                        };
-                        q.execute(&mut *tx).await.map_err(unavailable)?;
-                        removed += u64::from(left.is_none());
-                    }
-                    tx.commit().await.map_err(unavailable)?;
-                    Ok(crate::sql::purged(removed, ended.len() as u64))
+                    let left: Option<i64> = sqlx::query_scalar(ends)
+                        .bind(f)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    let q = match left {
+                        None => sqlx::query(family).bind(f),
+                        Some(end) => sqlx::query(mend).bind(f).bind(end),
+                    };
+                    q.execute(&mut *tx).await.map_err(unavailable)?;
+                    removed += u64::from(left.is_none());
                 }
+                tx.commit().await.map_err(unavailable)?;
+                Ok(crate::sql::purged(removed, ended.len() as u64))
             }
         }
 
