@@ -735,10 +735,21 @@ mod tests {
         // One running, one waiting: the third is refused at once.
         let (a, b) = (pool.clone(), pool.clone());
         let (ha, hb) = (h.clone(), h.clone());
+        // Each in line before the next comes (waited for, not slept for: a busy machine ran
+        // a spawned task later than 5 ms).
+        let in_line = |n| {
+            let pool = pool.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while pool.in_line() < n && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
         let first = tokio::spawn(async move { a.verify("x", Some(&ha)).await });
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        in_line(1).await;
         let second = tokio::spawn(async move { b.verify("y", Some(&hb)).await });
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        in_line(2).await;
         assert_eq!(pool.in_line(), 2);
         assert_eq!(pool.verify("z", Some(&h)).await, Err(PasswordError::Busy));
         // The waiting caller goes away: its hash never runs.
