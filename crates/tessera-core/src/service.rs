@@ -75,6 +75,26 @@ pub struct Service<S> {
     pub keys: Arc<KeyManager<S>>,
     /// Access tokens and sessions revoked before their expiry.
     pub denylist: Arc<Denylist>,
+    /// The last count of the stored sessions, and when it was taken.
+    counted: Arc<SessionCount>,
+}
+
+/// The sessions in the store, counted at most once every [`SessionCount::EVERY`] seconds and
+/// by one caller at a time (counting a large store is a scan; `/metrics` is open).
+struct SessionCount {
+    clock: Arc<dyn Clock>,
+    last: tokio::sync::Mutex<Option<(i64, u64)>>,
+}
+
+impl SessionCount {
+    /// How long a count stands (a scrape interval is 15 s or more).
+    const EVERY: i64 = 10;
+}
+
+impl std::fmt::Debug for SessionCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCount").finish_non_exhaustive()
+    }
 }
 
 impl<S> Clone for Service<S> {
@@ -84,6 +104,7 @@ impl<S> Clone for Service<S> {
             tokens: Arc::clone(&self.tokens),
             keys: Arc::clone(&self.keys),
             denylist: Arc::clone(&self.denylist),
+            counted: Arc::clone(&self.counted),
         }
     }
 }
@@ -148,7 +169,7 @@ impl<S: Stores + Clone> Service<S> {
             settings.session,
             Throttle::new(settings.throttle),
             devices,
-            clock,
+            Arc::clone(&clock),
             Arc::clone(&denylist),
         );
         Ok(Service {
@@ -156,6 +177,10 @@ impl<S: Stores + Clone> Service<S> {
             tokens: Arc::new(tokens),
             keys,
             denylist,
+            counted: Arc::new(SessionCount {
+                clock,
+                last: tokio::sync::Mutex::new(None),
+            }),
         })
     }
 }
@@ -204,9 +229,19 @@ impl<S: Stores> Service<S> {
             .await
     }
 
-    /// Sessions held in the store (live, and expired but not yet purged).
+    /// Sessions held in the store (live, and expired but not yet purged), as counted at most
+    /// ten seconds ago (by the service's clock): callers at once wait for one count.
     pub async fn stored_sessions(&self) -> StoreResult<u64> {
-        self.auth.store().sessions().count_sessions().await
+        let mut last = self.counted.last.lock().await;
+        let now = self.counted.clock.now();
+        if let Some((at, n)) = *last
+            && (at..at + SessionCount::EVERY).contains(&now)
+        {
+            return Ok(n);
+        }
+        let n = self.auth.store().sessions().count_sessions().await?;
+        *last = Some((now, n));
+        Ok(n)
     }
 
     /// Whether the store of users answers.
