@@ -26,7 +26,8 @@
 #   catches up with every revocation in force (time, count, its memory growth; targets < 2 s and
 #   < 20 MB at 10^5), then REVOKED (200) revocations are timed from the RFC 7009 request to the
 #   follower's refusal (target p99 < 1 s).
-# The data: users, live sessions, refresh-token families and denylisted jtis inserted in bulk
+# The data: users, live sessions, refresh-token families (each with its live token and the record
+# of its last access token) and denylisted jtis inserted in bulk
 # (python's sqlite3, one transaction) beside the `bench` user and the `rs` client, made by the
 # CLI. RSS(large) − RSS(small) over the denylist entries added is printed as the memory per entry
 # (an upper bound: SQLite's page cache grows with the data too).
@@ -88,7 +89,7 @@ TESSERA_MASTER_KEY=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
 export RUST_LOG=warn TESSERA_SESSION_CACHE_TTL=0s
 
 # load DIR USERS SESSIONS DENIED [CACHED]: a data directory with that many users, live sessions,
-# refresh families (one live token each) and denylisted access-token ids (in force for the next
+# refresh families (one live token and one recorded access token each) and denylisted access-token ids (in force for the next
 # hour), besides `bench` and the confidential client `rs` (its secret in DIR/secret), made by the
 # CLI. With CACHED, sessions 0..CACHED (each of its own user) and CACHED..2 CACHED (all of user 0)
 # get real tokens, their cookies in DIR/distinct and DIR/one.
@@ -133,6 +134,14 @@ c.executemany("INSERT INTO refresh_tokens (token_hash, family, user_id, client_i
               " VALUES (?,?,?,'tessera','',?,?,?,NULL,NULL)",
               ((os.urandom(32).hex(), f"fam_load{i}", user(i), now, now + 86400, now + 30 * 86400)
                for i in range(sessions)))
+# Each family's last access token, recorded as tessera records it (so that revoking the family
+# refuses it): its id in tessera's form, the issue second in an ASCII-ordered base64url then 96
+# random bits, issued at the load (kept for the access tokens' 15 minutes, which the rate rows
+# run within; the purge forgets them after).
+SORTED = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+second = "".join(SORTED[(now >> (6 * k)) & 63] for k in range(5, -1, -1))
+c.executemany("INSERT INTO refresh_access (jti, family, issued_at) VALUES (?,?,?)",
+              ((second + b64(os.urandom(12)), f"fam_load{i}", now) for i in range(sessions)))
 c.executemany("INSERT INTO access_denylist (jti, expires_at, added_at) VALUES (?,?,?)",
               ((f"jti_load{i}", now + 3600, now) for i in range(denied)))
 c.commit()
