@@ -42,6 +42,10 @@ pub struct TokenSettings {
     pub leeway: i64,
     /// How many verified access tokens to remember (0: verify every time).
     pub verified_cache: usize,
+    /// Whether new refresh tokens carry their issue time ([`Token::refresh`]), or are of the
+    /// form versions before issued ([`Token::generate`]), which those versions can read: for a
+    /// rolling upgrade from them. Both forms are read either way.
+    pub timed_refresh: bool,
 }
 
 /// A token response.
@@ -407,7 +411,7 @@ impl<S: Stores> Tokens<S> {
         }
         let s = &self.settings;
         let family_expires_at = now + s.refresh_absolute;
-        let refresh = Token::generate(Kind::Refresh);
+        let refresh = self.new_refresh(now);
         let aud = self.audience_for(client, None)?;
         let grant = AccessGrant {
             aud: Some(aud),
@@ -480,7 +484,7 @@ impl<S: Stores> Tokens<S> {
             used_at: None,
             access_jti: None,
         };
-        let refresh = Token::generate(Kind::Refresh);
+        let refresh = self.new_refresh(now);
         let hash = refresh.hash();
         let (access, jti, _) = self
             .sign_access(AccessGrant::new(&user.id, &s.client_id, &s.scope), now)
@@ -505,6 +509,15 @@ impl<S: Stores> Tokens<S> {
             expires_in: s.access_ttl,
             scope: s.scope.clone(),
         })
+    }
+
+    /// A new refresh token, of the form the settings ask for.
+    fn new_refresh(&self, now: i64) -> Token {
+        if self.settings.timed_refresh {
+            Token::refresh(now)
+        } else {
+            Token::generate(Kind::Refresh)
+        }
     }
 
     /// `grant_type=refresh_token` for `client_id`: rotates the token. A used token presented
@@ -561,8 +574,15 @@ impl<S: Stores> Tokens<S> {
             }
             Some(client)
         };
-        let successor = Token::derived(Kind::Refresh, &self.successor, token.expose());
-        let succ_hash = successor.hash();
+        let [timed, untimed] = [
+            Token::successor(&self.successor, token.expose(), now),
+            Token::derived(Kind::Refresh, &self.successor, token.expose()),
+        ];
+        let mut successor = if self.settings.timed_refresh {
+            timed
+        } else {
+            untimed
+        };
         let aud = match &client {
             Some(c) => Some(self.audience_for(c, None)?),
             None => None,
@@ -583,7 +603,7 @@ impl<S: Stores> Tokens<S> {
         let won = self
             .store
             .refresh()
-            .rotate_refresh(&hash, now, &succ_hash, &succ_record)
+            .rotate_refresh(&hash, now, &successor.hash(), &succ_record)
             .await
             .map_err(unavailable)?;
         if !won {
@@ -598,12 +618,29 @@ impl<S: Stores> Tokens<S> {
                 Some((_, true)) | None => return Err(GrantError::InvalidGrant),
                 Some((r, false)) => r.used_at.unwrap_or(now),
             };
-            let successor_state = self
-                .store
-                .refresh()
-                .refresh_token(&succ_hash)
-                .await
-                .map_err(unavailable)?;
+            // The successor the winning rotation stored, of either form (an instance of another
+            // version or setting may have rotated it): the timed one issued at the token's use.
+            // The form this instance issues is asked for first, the other only if it is not there.
+            let mut candidates = [
+                Token::successor(&self.successor, token.expose(), used_at),
+                Token::derived(Kind::Refresh, &self.successor, token.expose()),
+            ];
+            if !self.settings.timed_refresh {
+                candidates.reverse();
+            }
+            let mut successor_state = None;
+            for candidate in candidates {
+                successor_state = self
+                    .store
+                    .refresh()
+                    .refresh_token(&candidate.hash())
+                    .await
+                    .map_err(unavailable)?;
+                if successor_state.is_some() {
+                    successor = candidate;
+                    break;
+                }
+            }
             let successor_unused = successor_state
                 .as_ref()
                 .is_none_or(|(r, fam_revoked)| r.used_at.is_none() && !fam_revoked);

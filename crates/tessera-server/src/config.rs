@@ -320,6 +320,10 @@ pub struct TokenConfig {
     /// What introspection answers for an access token while this instance's denylist may be
     /// stale (its change feed lost): `closed` (inactive) or `open` (judge by the last copy).
     pub introspection_stale_denylist: String,
+    /// The form of new refresh tokens: `timed` (they carry their issue time and are stored in
+    /// its order) or `untimed` (53 characters, the form versions before 2026-12-06 issued and
+    /// read: for a rolling upgrade from them). Both are read either way.
+    pub refresh_token_form: String,
 }
 
 impl Default for TokenConfig {
@@ -339,6 +343,7 @@ impl Default for TokenConfig {
             max_refresh_families: 100,
             verified_cache_size: 50_000,
             introspection_stale_denylist: "closed".into(),
+            refresh_token_form: "timed".into(),
         }
     }
 }
@@ -501,6 +506,9 @@ impl Config {
             return Err(bad(
                 "tokens.introspection_stale_denylist is `closed` or `open`",
             ));
+        }
+        if !matches!(self.tokens.refresh_token_form.as_str(), "timed" | "untimed") {
+            return Err(bad("tokens.refresh_token_form is `timed` or `untimed`"));
         }
         let c = &self.connections;
         if c.header_read_timeout.0.is_zero()
@@ -695,10 +703,16 @@ mod tests {
                     "TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST".to_owned(),
                     "open".to_owned(),
                 ),
+                (
+                    "TESSERA_TOKENS_REFRESH_TOKEN_FORM".to_owned(),
+                    "untimed".to_owned(),
+                ),
             ],
         )
         .unwrap();
         assert_eq!(c.tokens.introspection_stale_denylist, "open");
+        assert_eq!(c.tokens.refresh_token_form, "untimed");
+        assert_eq!(Config::default().tokens.refresh_token_form, "timed");
         assert_eq!(
             Config::default().tokens.introspection_stale_denylist,
             "closed"
@@ -709,6 +723,7 @@ mod tests {
             ("TESSERA_INSTANCE_NAME", ""),
             ("TESSERA_INSTANCE_NAME", "bad\nname"),
             ("TESSERA_TOKENS_INTROSPECTION_STALE_DENYLIST", "maybe"),
+            ("TESSERA_TOKENS_REFRESH_TOKEN_FORM", "plain"),
             ("TESSERA_TOKENS_MAX_REFRESH_FAMILIES", "0"),
             ("TESSERA_ISSUER", "http://localhost:80@evil.example"),
             ("TESSERA_ISSUER", "https://user:pass@auth.example"),

@@ -265,6 +265,7 @@ pub fn service_settings(config: &Config) -> Result<ServiceSettings, ConfigError>
             max_refresh_families: k.max_refresh_families,
             leeway: LEEWAY,
             verified_cache: k.verified_cache_size,
+            timed_refresh: k.refresh_token_form == "timed",
         },
         algorithm,
         vault: None,

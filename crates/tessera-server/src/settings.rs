@@ -242,6 +242,11 @@ pub const SETTINGS: &[Setting] = &[
         "closed or open: while the denylist cannot be read, introspection calls access tokens inactive, or judges them by its last copy",
     ),
     s(
+        "tokens.refresh_token_form",
+        Text,
+        "timed or untimed: new refresh tokens carry their issue time (stored in its order), or are of the form versions before 2026-12-06 read, for a rolling upgrade from them; both are read",
+    ),
+    s(
         "connections.header_read_timeout",
         Text,
         "complete headers due after connecting or a request's first byte",

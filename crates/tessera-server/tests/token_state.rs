@@ -115,7 +115,15 @@ impl Announcer for Flaky {
 type State = AppState<SharedStore<MemoryStore, Flaky>>;
 
 async fn instance(db: &MemoryStore, redis: &Flaky, clock: &ManualClock) -> State {
-    let mut config = Config::default();
+    instance_with(Config::default(), db, redis, clock).await
+}
+
+async fn instance_with(
+    mut config: Config,
+    db: &MemoryStore,
+    redis: &Flaky,
+    clock: &ManualClock,
+) -> State {
     config.password.hash_concurrency = 2;
     let shared = SharedStore::new(db.clone(), redis.clone());
     tessera_server::build(
@@ -281,6 +289,133 @@ async fn access_token_ids_begin_with_their_issue_time() {
         assert_eq!(jti[..6], tessera_core::token::token_id(*iat)[..6], "{jti}");
     }
     assert!(ids[0].0 < ids[1].0, "{ids:?}");
+}
+
+/// A refresh token carries its issue second, and the store keeps it under that time first
+/// (then 224 bits of its SHA-256): each rotation's successor goes to the end of the table's
+/// index, not to a random page of it. At login and at a rotation.
+#[tokio::test]
+async fn refresh_tokens_are_stored_in_the_order_of_their_issue() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let state = instance(&db, &redis, &clock).await;
+    let user = state.auth.create_user("fay", PW).await.unwrap();
+    let first = state.tokens.issue_for_login(&user).await.unwrap();
+    clock.advance(1);
+    let client = state.tokens.settings().client_id.clone();
+    let second = state
+        .tokens
+        .refresh(first.refresh_token.expose(), &client)
+        .await
+        .unwrap();
+    let keys: Vec<String> = [&first, &second]
+        .iter()
+        .map(|issued| {
+            Token::parse(Kind::Refresh, issued.refresh_token.expose())
+                .unwrap()
+                .hash()
+                .to_hex()
+        })
+        .collect();
+    assert_eq!(keys[0][..8], format!("{T0:08x}"));
+    assert_eq!(keys[1][..8], format!("{:08x}", T0 + 1));
+    let (record, revoked) = db
+        .refresh_token(&TokenHash::from_hex(&keys[1]).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!revoked && record.used_at.is_none() && record.created_at == T0 + 1);
+}
+
+/// Refresh tokens issued by versions before (53 characters, no time, stored under their
+/// SHA-256) keep working: one rotates, to a successor of the new form; and a retry of one that
+/// an older version rotated (its successor of the old form) gets that successor.
+#[tokio::test]
+async fn refresh_tokens_of_the_earlier_form_rotate_and_retry() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let state = instance(&db, &redis, &clock).await;
+    let user = state.auth.create_user("gus", PW).await.unwrap();
+    let client = state.tokens.settings().client_id.clone();
+    let record = |family: &str| tessera_core::RefreshRecord {
+        family: family.into(),
+        user_id: user.id.clone(),
+        client_id: client.clone(),
+        scope: state.tokens.settings().scope.clone(),
+        created_at: T0,
+        expires_at: T0 + 3600,
+        family_expires_at: T0 + 86_400,
+        used_at: None,
+        access_jti: None,
+    };
+    let old = Token::generate(Kind::Refresh);
+    db.create_refresh(&old.hash(), &record("fam_old"))
+        .await
+        .unwrap();
+    let next = state.tokens.refresh(old.expose(), &client).await.unwrap();
+    assert_eq!(
+        next.refresh_token.expose().len(),
+        tessera_core::token::TIMED_LEN
+    );
+    state
+        .tokens
+        .refresh(next.refresh_token.expose(), &client)
+        .await
+        .unwrap();
+    // Rotated by an older version: its successor derived without a time.
+    let rotated = Token::generate(Kind::Refresh);
+    db.create_refresh(&rotated.hash(), &record("fam_rotated"))
+        .await
+        .unwrap();
+    let key = MasterKey::from_bytes(&[42u8; 32])
+        .unwrap()
+        .derive("refresh-token-successor");
+    let its_successor = Token::derived(Kind::Refresh, &key, rotated.expose());
+    assert!(
+        db.rotate_refresh(
+            &rotated.hash(),
+            T0,
+            &its_successor.hash(),
+            &tessera_core::RefreshRecord {
+                created_at: T0,
+                ..record("fam_rotated")
+            },
+        )
+        .await
+        .unwrap()
+    );
+    clock.advance(2);
+    let retried = state
+        .tokens
+        .refresh(rotated.expose(), &client)
+        .await
+        .unwrap();
+    assert_eq!(retried.refresh_token, its_successor);
+}
+
+/// A rolling upgrade from a version that reads only refresh tokens without their time: the new
+/// instances issue that form (`tokens.refresh_token_form = "untimed"`) until every instance
+/// reads both, and a token of either form rotates on an instance of either setting.
+#[tokio::test]
+async fn untimed_instances_issue_the_earlier_form_and_read_both() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let mut config = Config::default();
+    config.tokens.refresh_token_form = "untimed".into();
+    let untimed = instance_with(config, &db, &redis, &clock).await;
+    let timed = instance(&db, &redis, &clock).await;
+    let user = untimed.auth.create_user("hal", PW).await.unwrap();
+    let client = untimed.tokens.settings().client_id.clone();
+    let mut presented = untimed.tokens.issue_for_login(&user).await.unwrap();
+    let mut forms = vec![presented.refresh_token.expose().len()];
+    for next in [&timed, &untimed, &timed] {
+        clock.advance(1);
+        presented = next
+            .tokens
+            .refresh(presented.refresh_token.expose(), &client)
+            .await
+            .unwrap();
+        forms.push(presented.refresh_token.expose().len());
+    }
+    use tessera_core::token::{LEN, TIMED_LEN};
+    assert_eq!(forms, [LEN, TIMED_LEN, LEN, TIMED_LEN]);
 }
 
 /// `/metrics` is open to anyone who reaches the server, and counting the sessions of a large
