@@ -83,7 +83,10 @@ pub struct Service<S> {
 /// by one caller at a time (counting a large store is a scan; `/metrics` is open).
 struct SessionCount {
     clock: Arc<dyn Clock>,
-    last: tokio::sync::Mutex<Option<(i64, u64)>>,
+    /// The last count (or its failure) and when it was taken.
+    last: std::sync::Mutex<Option<(i64, StoreResult<u64>)>>,
+    /// Held by the caller counting.
+    counting: tokio::sync::Mutex<()>,
 }
 
 impl SessionCount {
@@ -179,7 +182,8 @@ impl<S: Stores + Clone> Service<S> {
             denylist,
             counted: Arc::new(SessionCount {
                 clock,
-                last: tokio::sync::Mutex::new(None),
+                last: std::sync::Mutex::new(None),
+                counting: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -229,19 +233,29 @@ impl<S: Stores> Service<S> {
             .await
     }
 
-    /// Sessions held in the store (live, and expired but not yet purged), as counted at most
-    /// ten seconds ago (by the service's clock): callers at once wait for one count.
+    /// Sessions held in the store (live, and expired but not yet purged), as counted (or as
+    /// failing to be counted) at most ten seconds ago by the service's clock. One caller counts
+    /// at a time, and none waits for it: while a count is under way, the others get the last
+    /// one (none yet: unavailable).
     pub async fn stored_sessions(&self) -> StoreResult<u64> {
-        let mut last = self.counted.last.lock().await;
-        let now = self.counted.clock.now();
-        if let Some((at, n)) = *last
-            && (at..at + SessionCount::EVERY).contains(&now)
+        let c = &*self.counted;
+        let last = || c.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = c.clock.now();
+        let fresh = |at: i64| (at..at + SessionCount::EVERY).contains(&now);
+        let Ok(_counting) = c.counting.try_lock() else {
+            return last().map_or_else(
+                || Err(StoreError::Unavailable("sessions being counted".into())),
+                |(_, n)| n,
+            );
+        };
+        if let Some((at, n)) = last()
+            && fresh(at)
         {
-            return Ok(n);
+            return n;
         }
-        let n = self.auth.store().sessions().count_sessions().await?;
-        *last = Some((now, n));
-        Ok(n)
+        let n = self.auth.store().sessions().count_sessions().await;
+        *c.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, n.clone()));
+        n
     }
 
     /// Whether the store of users answers.
