@@ -51,12 +51,14 @@ const TIME: usize = 6;
 /// Total length of a timed refresh token: prefix, time, body, checksum.
 pub const TIMED_LEN: usize = 4 + TIME + BODY + CHECK;
 
-/// The SHA-256 of a token: what stores keep and look up.
+/// The key of a token: what stores keep and look up. The SHA-256 of the token; for a refresh
+/// token that carries its issue time, that time then 224 bits of the SHA-256 ([`Token::hash`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
-    /// Lowercase hex, for SQL keys and logs (a hash reveals nothing usable).
+    /// Lowercase hex, for SQL keys and logs (a key reveals nothing usable: a hash, and for a
+    /// timed refresh token the second it was issued).
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         for b in self.0 {
@@ -87,7 +89,8 @@ impl TokenHash {
 
 impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenHash({}…)", &self.to_hex()[..12])
+        // The end: hash bits whatever the kind (a timed key begins with its issue second).
+        write!(f, "TokenHash(…{})", &self.to_hex()[52..])
     }
 }
 

@@ -574,14 +574,10 @@ impl<S: Stores> Tokens<S> {
             }
             Some(client)
         };
-        let [timed, untimed] = [
-            Token::successor(&self.successor, token.expose(), now),
-            Token::derived(Kind::Refresh, &self.successor, token.expose()),
-        ];
         let mut successor = if self.settings.timed_refresh {
-            timed
+            Token::successor(&self.successor, token.expose(), now)
         } else {
-            untimed
+            Token::derived(Kind::Refresh, &self.successor, token.expose())
         };
         let aud = match &client {
             Some(c) => Some(self.audience_for(c, None)?),
