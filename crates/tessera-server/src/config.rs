@@ -321,7 +321,7 @@ pub struct TokenConfig {
     /// stale (its change feed lost): `closed` (inactive) or `open` (judge by the last copy).
     pub introspection_stale_denylist: String,
     /// The form of new refresh tokens: `timed` (they carry their issue time and are stored in
-    /// its order) or `untimed` (53 characters, the form versions before 2026-12-06 issued and
+    /// its order) or `untimed` (53 characters, the form versions before commit 1b94eb7 issued and
     /// read: for a rolling upgrade from them). Both are read either way.
     pub refresh_token_form: String,
 }

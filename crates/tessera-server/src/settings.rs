@@ -244,7 +244,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "tokens.refresh_token_form",
         Text,
-        "timed or untimed: new refresh tokens carry their issue time (stored in its order), or are of the form versions before 2026-12-06 read, for a rolling upgrade from them; both are read",
+        "timed or untimed: new refresh tokens carry their issue time (stored in its order), or are of the form versions before commit 1b94eb7 read, for a rolling upgrade from them; both are read",
     ),
     s(
         "connections.header_read_timeout",
