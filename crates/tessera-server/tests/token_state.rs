@@ -263,15 +263,13 @@ async fn readiness_does_not_wait_for_the_sessions_to_be_counted() {
     assert_eq!(ready["status"], "ready", "{ready}");
 }
 
-/// An access token's `jti` begins with its issue time (the six characters of
-/// `tessera_core::token::token_id`), so that ids issued later sort after and the records keyed by
-/// them (a family's access tokens, the denylist) grow at one end of their indexes: at login and
-/// at a rotation.
-#[tokio::test]
-async fn access_token_ids_begin_with_their_issue_time() {
-    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
-    let state = instance(&db, &redis, &clock).await;
-    let user = state.auth.create_user("erin", PW).await.unwrap();
+/// A new user's login at the clock's time, and a rotation of its refresh token a second later.
+async fn login_then_rotate(
+    state: &State,
+    clock: &ManualClock,
+    name: &str,
+) -> (tessera_core::Issued, tessera_core::Issued) {
+    let user = state.auth.create_user(name, PW).await.unwrap();
     let first = state.tokens.issue_for_login(&user).await.unwrap();
     clock.advance(1);
     let client = state.tokens.settings().client_id.clone();
@@ -280,6 +278,18 @@ async fn access_token_ids_begin_with_their_issue_time() {
         .refresh(first.refresh_token.expose(), &client)
         .await
         .unwrap();
+    (first, second)
+}
+
+/// An access token's `jti` begins with its issue time (the six characters of
+/// `tessera_core::token::token_id`), so that ids issued later sort after and the records keyed by
+/// them (a family's access tokens, the denylist) grow at one end of their indexes: at login and
+/// at a rotation.
+#[tokio::test]
+async fn access_token_ids_begin_with_their_issue_time() {
+    let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
+    let state = instance(&db, &redis, &clock).await;
+    let (first, second) = login_then_rotate(&state, &clock, "erin").await;
     let ids: Vec<(String, i64)> = [&first, &second]
         .iter()
         .map(|issued| {
@@ -302,15 +312,7 @@ async fn access_token_ids_begin_with_their_issue_time() {
 async fn refresh_tokens_are_stored_in_the_order_of_their_issue() {
     let (db, redis, clock) = (MemoryStore::new(), Flaky::default(), ManualClock::new(T0));
     let state = instance(&db, &redis, &clock).await;
-    let user = state.auth.create_user("fay", PW).await.unwrap();
-    let first = state.tokens.issue_for_login(&user).await.unwrap();
-    clock.advance(1);
-    let client = state.tokens.settings().client_id.clone();
-    let second = state
-        .tokens
-        .refresh(first.refresh_token.expose(), &client)
-        .await
-        .unwrap();
+    let (first, second) = login_then_rotate(&state, &clock, "fay").await;
     let keys: Vec<String> = [&first, &second]
         .iter()
         .map(|issued| {
