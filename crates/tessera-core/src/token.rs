@@ -121,54 +121,39 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl Token {
-    /// A new random token of `kind`.
-    pub fn generate(kind: Kind) -> Token {
-        let body = b64::encode(&random_bytes::<RANDOM>());
-        let check = checksum(kind.prefix(), &body);
-        Token {
-            kind,
-            value: format!("{}{body}{check}", kind.prefix()),
-        }
-    }
-
-    /// A token of `kind` derived from `from` under `key`: unpredictable without the key, and
-    /// the same every time (a rotated refresh token's successor, reproducible for a retry). Without
-    /// an issue time: the form versions before issued successors in.
-    pub fn derived(kind: Kind, key: &aws_lc_rs::hmac::Key, from: &str) -> Token {
-        let tag = aws_lc_rs::hmac::sign(key, from.as_bytes());
-        let body = b64::encode(tag.as_ref());
-        let check = checksum(kind.prefix(), &body);
-        Token {
-            kind,
-            value: format!("{}{body}{check}", kind.prefix()),
-        }
-    }
-
-    /// A new refresh token issued at `now` (Unix seconds): 256 random bits after its issue time.
-    pub fn refresh(now: i64) -> Token {
-        Token::timed(now, &b64::encode(&random_bytes::<RANDOM>()))
-    }
-
-    /// The successor of refresh token `from`, issued at `at`: its 256 bits derived from `from`
-    /// under `key` as [`Token::derived`]'s, so that a retry given the same time (the stored time
-    /// of the rotation) gets the same token.
-    pub fn successor(key: &aws_lc_rs::hmac::Key, from: &str, at: i64) -> Token {
-        let tag = aws_lc_rs::hmac::sign(key, from.as_bytes());
-        Token::timed(at, &b64::encode(tag.as_ref()))
-    }
-
-    fn timed(now: i64, body: &str) -> Token {
-        let prefix = Kind::Refresh.prefix();
+    /// The token of `kind` made of `body` (base64url), after its issue time `at` (Unix seconds)
+    /// if it carries one, with the checksum of both.
+    fn assemble(kind: Kind, at: Option<i64>, body: &str) -> Token {
+        let prefix = kind.prefix();
         let mut value = String::with_capacity(TIMED_LEN);
         value.push_str(prefix);
-        value.push_str(&sorted_time(now));
+        if let Some(at) = at {
+            value.push_str(&sorted_time(at));
+        }
         value.push_str(body);
         let check = checksum(prefix, &value[prefix.len()..]);
         value.push_str(&check);
-        Token {
-            kind: Kind::Refresh,
-            value,
-        }
+        Token { kind, value }
+    }
+
+    /// A new random token of `kind`.
+    pub fn generate(kind: Kind) -> Token {
+        Token::assemble(kind, None, &b64::encode(&random_bytes::<RANDOM>()))
+    }
+
+    /// A new refresh token: 256 random bits, after its issue time `at` if given (without it,
+    /// the form versions before issued).
+    pub fn refresh(at: Option<i64>) -> Token {
+        Token::assemble(Kind::Refresh, at, &b64::encode(&random_bytes::<RANDOM>()))
+    }
+
+    /// The successor of refresh token `from`: 256 bits derived from `from` under `key`,
+    /// unpredictable without the key and the same every time, after its issue time `at` if
+    /// given (the stored time of the rotation, so that a retry gets the same token; without it,
+    /// the form versions before issued).
+    pub fn successor(key: &aws_lc_rs::hmac::Key, from: &str, at: Option<i64>) -> Token {
+        let tag = aws_lc_rs::hmac::sign(key, from.as_bytes());
+        Token::assemble(Kind::Refresh, at, &b64::encode(tag.as_ref()))
     }
 
     /// Checks the shape and checksum of a presented token of `kind`: no store is asked for a
@@ -374,7 +359,7 @@ mod tests {
     /// predecessor, and differs from one of another time.
     #[test]
     fn refresh_tokens_carry_their_time_and_key_in_its_order() {
-        let t = Token::refresh(1_800_000_000);
+        let t = Token::refresh(Some(1_800_000_000));
         assert_eq!(t.expose().len(), TIMED_LEN);
         assert!(t.expose().starts_with("tsr_"));
         assert_eq!(Token::parse(Kind::Refresh, t.expose()), Some(t.clone()));
@@ -393,16 +378,22 @@ mod tests {
         );
         let mut keys: Vec<TokenHash> = [1, 63, 64, 4_096, 1_800_000_000, u32::MAX.into()]
             .into_iter()
-            .map(|at| Token::refresh(at).hash())
+            .map(|at| Token::refresh(Some(at)).hash())
             .collect();
         let issued = keys.clone();
         keys.sort();
         assert_eq!(keys, issued);
-        assert_eq!(Token::refresh(1 << 40).hash().0[..4], [0xff; 4]);
+        assert_eq!(Token::refresh(Some(1 << 40)).hash().0[..4], [0xff; 4]);
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[7; 32]);
-        let next = Token::successor(&key, t.expose(), 1_800_000_005);
-        assert_eq!(next, Token::successor(&key, t.expose(), 1_800_000_005));
-        assert_ne!(next, Token::successor(&key, t.expose(), 1_800_000_006));
+        let next = Token::successor(&key, t.expose(), Some(1_800_000_005));
+        assert_eq!(
+            next,
+            Token::successor(&key, t.expose(), Some(1_800_000_005))
+        );
+        assert_ne!(
+            next,
+            Token::successor(&key, t.expose(), Some(1_800_000_006))
+        );
         assert_eq!(
             Token::parse(Kind::Refresh, next.expose()),
             Some(next.clone())
@@ -415,10 +406,7 @@ mod tests {
     #[test]
     fn refresh_tokens_without_their_time_are_read_as_before() {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[7; 32]);
-        for t in [
-            Token::generate(Kind::Refresh),
-            Token::derived(Kind::Refresh, &key, "tsr_x"),
-        ] {
+        for t in [Token::refresh(None), Token::successor(&key, "tsr_x", None)] {
             assert_eq!(t.expose().len(), LEN);
             assert_eq!(Token::parse(Kind::Refresh, t.expose()), Some(t.clone()));
             assert_eq!(t.hash(), Token::hash_of(t.expose()));

@@ -43,7 +43,7 @@ pub struct TokenSettings {
     /// How many verified access tokens to remember (0: verify every time).
     pub verified_cache: usize,
     /// Whether new refresh tokens carry their issue time ([`Token::refresh`]), or are of the
-    /// form versions before issued ([`Token::generate`]), which those versions can read: for a
+    /// form versions before issued, which those versions can read: for a
     /// rolling upgrade from them. Both forms are read either way.
     pub timed_refresh: bool,
 }
@@ -513,11 +513,7 @@ impl<S: Stores> Tokens<S> {
 
     /// A new refresh token, of the form the settings ask for.
     fn new_refresh(&self, now: i64) -> Token {
-        if self.settings.timed_refresh {
-            Token::refresh(now)
-        } else {
-            Token::generate(Kind::Refresh)
-        }
+        Token::refresh(self.settings.timed_refresh.then_some(now))
     }
 
     /// `grant_type=refresh_token` for `client_id`: rotates the token. A used token presented
@@ -574,11 +570,8 @@ impl<S: Stores> Tokens<S> {
             }
             Some(client)
         };
-        let mut successor = if self.settings.timed_refresh {
-            Token::successor(&self.successor, token.expose(), now)
-        } else {
-            Token::derived(Kind::Refresh, &self.successor, token.expose())
-        };
+        let timed = self.settings.timed_refresh;
+        let mut successor = Token::successor(&self.successor, token.expose(), timed.then_some(now));
         let aud = match &client {
             Some(c) => Some(self.audience_for(c, None)?),
             None => None,
@@ -617,15 +610,10 @@ impl<S: Stores> Tokens<S> {
             // The successor the winning rotation stored, of either form (an instance of another
             // version or setting may have rotated it): the timed one issued at the token's use.
             // The form this instance issues is asked for first, the other only if it is not there.
-            let mut candidates = [
-                Token::successor(&self.successor, token.expose(), used_at),
-                Token::derived(Kind::Refresh, &self.successor, token.expose()),
-            ];
-            if !self.settings.timed_refresh {
-                candidates.reverse();
-            }
             let mut successor_state = None;
-            for candidate in candidates {
+            for form in [timed, !timed] {
+                let candidate =
+                    Token::successor(&self.successor, token.expose(), form.then_some(used_at));
                 successor_state = self
                     .store
                     .refresh()

@@ -374,7 +374,7 @@ async fn refresh_tokens_of_the_earlier_form_rotate_and_retry() {
     let key = MasterKey::from_bytes(&[42u8; 32])
         .unwrap()
         .derive("refresh-token-successor");
-    let its_successor = Token::derived(Kind::Refresh, &key, rotated.expose());
+    let its_successor = Token::successor(&key, rotated.expose(), None);
     assert!(
         db.rotate_refresh(
             &rotated.hash(),
