@@ -84,9 +84,19 @@ fn key_of<'a>(keys: &'a str, e: &Entry) -> &'a str {
         .unwrap_or_default()
 }
 
-/// Where the entry with sequence number `seq` is in the log.
+/// Where the entry with sequence number `seq` is in the log. The numbers ascend with gaps where
+/// entries left, so it is at most `seq - first` places in, and at least that less the gaps: one
+/// place when there are none (a reload), and a search of no more than the gaps otherwise.
 fn position(log: &[Entry], seq: u32) -> Option<usize> {
-    log.binary_search_by_key(&seq, |e| e.seq).ok()
+    let (first, last) = (log.first()?.seq, log.last()?.seq);
+    let most = usize::try_from(seq.checked_sub(first)?).ok()?;
+    let gaps = usize::try_from(last - first).ok()? - (log.len() - 1);
+    let least = most.saturating_sub(gaps);
+    let within = log.get(least..=most.min(log.len() - 1))?;
+    within
+        .binary_search_by_key(&seq, |e| e.seq)
+        .ok()
+        .map(|i| least + i)
 }
 
 /// The index's hash of a token or session revocation (subjects are not in the index).
@@ -542,6 +552,35 @@ impl Denylist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry is found by its number whatever the gaps left before, after or among the
+    /// entries held (a search bounded by the gaps), and a number not held is not found.
+    #[test]
+    fn log_positions_are_found_across_gaps() {
+        let entry = |seq| Entry {
+            seq,
+            exp: 1,
+            start: 0,
+            len: 0,
+        };
+        let sets: [&[u32]; 5] = [
+            &[],
+            &[7],
+            &[0, 1, 2, 3, 4, 5],
+            &[3, 4, 9, 10, 11, 40, 41, 42, 100],
+            &[0, 50, 51, 52, 53, 54, 55, 56, u32::MAX],
+        ];
+        for seqs in sets {
+            let log: Vec<Entry> = seqs.iter().map(|&s| entry(s)).collect();
+            for probe in (0..120).chain([u32::MAX - 1, u32::MAX]) {
+                assert_eq!(
+                    position(&log, probe),
+                    seqs.iter().position(|&s| s == probe),
+                    "{probe} in {seqs:?}"
+                );
+            }
+        }
+    }
 
     /// A reload in pages makes room for all of it when the store says how much, and keeps that
     /// room through the pages: grown page by page instead, each larger copy would be a freed

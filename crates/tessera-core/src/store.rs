@@ -270,76 +270,75 @@ pub struct FamilyRevocation<'a> {
 }
 
 /// Denylist entries as a store reads them, `(key, exp)` with keys in
-/// [`tessera_jose::Revocation::key`]'s form, held as one string in the form SQL aggregates them
-/// to (`EXP LEN KEY` for each entry, end to end, `LEN` the key's length in characters, so that a
-/// key may hold any character). A reload of 10^5 entries is the one string the database sent,
-/// not an allocation per entry (each of which the allocator would keep after the reload).
+/// [`tessera_jose::Revocation::key`]'s form: every key end to end in one string, and each entry's
+/// end in it beside its `exp`. SQL reads a page of them as three aggregated columns
+/// ([`Denied::from_columns`]), so that a key may hold any character and a reload of 10^5 entries
+/// is a few allocations a page, not one per entry (each of which the allocator would keep after
+/// the reload).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Denied {
-    list: String,
-    len: usize,
-    key_bytes: usize,
-}
-
-/// One entry of a [`Denied`] list and the rest of it; `None` when malformed.
-fn next_denied(list: &str) -> Option<((&str, i64), &str)> {
-    let (exp, r) = list.split_once(' ')?;
-    let (len, r) = r.split_once(' ')?;
-    let exp: i64 = exp.parse().ok()?;
-    let len: usize = len.parse().ok()?;
-    let end = match r.char_indices().nth(len) {
-        Some((i, _)) => i,
-        None if r.chars().count() == len => r.len(),
-        None => return None,
-    };
-    Some(((&r[..end], exp), &r[end..]))
+    keys: String,
+    /// Each entry: where its key ends in `keys`, and its `exp`.
+    entries: Vec<(usize, i64)>,
 }
 
 impl Denied {
-    /// Reads the aggregate form; `None` if it is malformed.
-    pub fn from_list(list: String) -> Option<Denied> {
-        let (mut len, mut key_bytes, mut rest) = (0, 0, list.as_str());
-        while !rest.is_empty() {
-            let ((key, _), r) = next_denied(rest)?;
-            len += 1;
-            key_bytes += key.len();
-            rest = r;
+    /// Reads a page as SQL aggregates it: the entries' `exp`s (`exps`) and their keys' lengths
+    /// in bytes (`lens`), each in decimal, separated by single spaces, and the keys end to end
+    /// (`keys`); all three empty for no entry. `None` if they do not agree.
+    pub fn from_columns(exps: &str, lens: &str, keys: String) -> Option<Denied> {
+        let mut entries = Vec::new();
+        if !(exps.is_empty() && lens.is_empty()) {
+            entries.reserve_exact(lens.bytes().filter(|&b| b == b' ').count() + 1);
+            let mut exps = exps.split(' ');
+            let mut lens = lens.split(' ');
+            let mut end = 0usize;
+            loop {
+                match (exps.next(), lens.next()) {
+                    (Some(exp), Some(len)) => {
+                        end = end.checked_add(len.parse().ok()?)?;
+                        // Beyond the keys, or within a character: not what was sent.
+                        if !keys.is_char_boundary(end) {
+                            return None;
+                        }
+                        entries.push((end, exp.parse().ok()?));
+                    }
+                    (None, None) => break,
+                    _ => return None,
+                }
+            }
         }
-        Some(Denied {
-            list,
-            len,
-            key_bytes,
-        })
+        let ends = entries.last().map_or(0, |&(end, _)| end);
+        (ends == keys.len()).then_some(Denied { keys, entries })
     }
 
     /// Adds `key` until `exp`.
     pub fn push(&mut self, key: &str, exp: i64) {
-        use std::fmt::Write as _;
-        let _ = write!(self.list, "{exp} {} {key}", key.chars().count());
-        self.len += 1;
-        self.key_bytes += key.len();
+        self.keys.push_str(key);
+        self.entries.push((self.keys.len(), exp));
     }
 
     /// How many entries.
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.entries.is_empty()
     }
 
     /// The bytes of all the keys.
     pub fn key_bytes(&self) -> usize {
-        self.key_bytes
+        self.keys.len()
     }
 
     /// Each `(key, exp)`, in the order added.
     pub fn iter(&self) -> DeniedIter<'_> {
         DeniedIter {
-            rest: &self.list,
-            left: self.len,
+            keys: &self.keys,
+            start: 0,
+            entries: self.entries.iter(),
         }
     }
 
@@ -352,23 +351,24 @@ impl Denied {
 /// The entries of a [`Denied`] list, in order.
 #[derive(Debug, Clone)]
 pub struct DeniedIter<'a> {
-    rest: &'a str,
-    left: usize,
+    keys: &'a str,
+    start: usize,
+    entries: std::slice::Iter<'a, (usize, i64)>,
 }
 
 impl<'a> Iterator for DeniedIter<'a> {
     type Item = (&'a str, i64);
 
     fn next(&mut self) -> Option<(&'a str, i64)> {
-        // Read once already, when the list was made: never malformed here.
-        let (entry, rest) = next_denied(self.rest)?;
-        self.rest = rest;
-        self.left = self.left.saturating_sub(1);
-        Some(entry)
+        let &(end, exp) = self.entries.next()?;
+        // Ends ascend on character boundaries (checked when the list was made).
+        let key = self.keys.get(self.start..end).unwrap_or_default();
+        self.start = end;
+        Some((key, exp))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        self.entries.size_hint()
     }
 }
 
@@ -387,9 +387,10 @@ impl DeniedSink for Denied {
     fn expect(&mut self, _entries: usize, _key_bytes: usize) {}
 
     fn page(&mut self, page: &Denied) {
-        self.list.push_str(&page.list);
-        self.len += page.len;
-        self.key_bytes += page.key_bytes;
+        let base = self.keys.len();
+        self.keys.push_str(&page.keys);
+        self.entries
+            .extend(page.entries.iter().map(|&(end, exp)| (base + end, exp)));
     }
 }
 
@@ -674,7 +675,7 @@ pub enum Change {
 
 #[cfg(test)]
 mod tests {
-    use super::Denied;
+    use super::{Denied, DeniedSink};
 
     #[test]
     fn denied_lists_round_trip_any_key() {
@@ -687,9 +688,37 @@ mod tests {
             entries.iter().map(|(k, _)| k.len()).sum::<usize>()
         );
         assert_eq!(d.iter().collect::<Vec<_>>(), entries);
-        let again = Denied::from_list(d.list.clone()).unwrap();
-        assert_eq!(again, d);
-        assert!(Denied::from_list("1 5 abc".into()).is_none());
         assert!(Denied::default().iter().next().is_none());
+        let mut both = d.clone();
+        DeniedSink::page(&mut both, &d);
+        assert_eq!(both.iter().skip(4).collect::<Vec<_>>(), entries);
+    }
+
+    #[test]
+    fn denied_columns_read_any_key() {
+        let read = |exps, lens, keys: &str| Denied::from_columns(exps, lens, keys.to_owned());
+        let d = read("100 -5 7 0", "5 9 5 0", "jti_1sid:a b\ncé€").unwrap();
+        assert_eq!(
+            d.iter().collect::<Vec<_>>(),
+            [("jti_1", 100), ("sid:a b\nc", -5), ("é€", 7), ("", 0)]
+        );
+        assert_eq!(d.key_bytes(), 19);
+        assert_eq!(read("", "", ""), Some(Denied::default()));
+        assert_eq!(read("5", "0", "").unwrap().to_vec(), [(String::new(), 5)]);
+        // Counts, lengths and keys that disagree, a length within a character, bad numbers.
+        for (exps, lens, keys) in [
+            ("1 2", "1", "a"),
+            ("1", "1 1", "ab"),
+            ("1", "2", "a"),
+            ("1", "1", "ab"),
+            ("1", "1", "é"),
+            ("x", "1", "a"),
+            ("1", "-1", "a"),
+            ("1", "", "a"),
+            ("", "1", "a"),
+            ("1 ", "1 ", "a"),
+        ] {
+            assert_eq!(read(exps, lens, keys), None, "{exps:?} {lens:?} {keys:?}");
+        }
     }
 }

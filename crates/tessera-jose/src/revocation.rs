@@ -59,17 +59,20 @@ pub enum RevocationKey<'a> {
 impl<'a> RevocationKey<'a> {
     /// Reads `sid:ID`, `sub:AT:ID`, or else a bare token id.
     pub fn parse(key: &'a str) -> RevocationKey<'a> {
-        if let Some(sid) = key.strip_prefix("sid:") {
-            return RevocationKey::Session(sid);
+        // The prefixes matched byte by byte: a reload parses 10^5 keys, several times each, and
+        // `strip_prefix` compares by a call to `memcmp`.
+        let rest = key.get(4..).unwrap_or_default();
+        match key.as_bytes() {
+            [b's', b'i', b'd', b':', ..] => RevocationKey::Session(rest),
+            [b's', b'u', b'b', b':', ..] => match rest
+                .split_once(':')
+                .and_then(|(at, sub)| Some((at.parse().ok()?, sub)))
+            {
+                Some((at, sub)) => RevocationKey::Subject(sub, at),
+                None => RevocationKey::Token(key),
+            },
+            _ => RevocationKey::Token(key),
         }
-        if let Some((at, sub)) = key
-            .strip_prefix("sub:")
-            .and_then(|rest| rest.split_once(':'))
-            .and_then(|(at, sub)| Some((at.parse().ok()?, sub)))
-        {
-            return RevocationKey::Subject(sub, at);
-        }
-        RevocationKey::Token(key)
     }
 
     /// The revocation it names.
@@ -275,6 +278,13 @@ mod tests {
         for odd in ["sub:x", "sub:", "sid", "sub:x:y"] {
             assert_eq!(Revocation::from_key(odd), Revocation::Token(odd.into()));
         }
+        assert_eq!(RevocationKey::parse("sid:"), RevocationKey::Session(""));
+        assert_eq!(
+            RevocationKey::parse("sub:5:"),
+            RevocationKey::Subject("", 5)
+        );
+        assert_eq!(RevocationKey::parse("sid:é"), RevocationKey::Session("é"));
+        assert_eq!(RevocationKey::parse("éd:x"), RevocationKey::Token("éd:x"));
     }
 
     #[test]

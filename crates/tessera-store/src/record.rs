@@ -128,41 +128,17 @@ pub(crate) fn refresh(row: &impl Columns) -> Result<(RefreshRecord, bool), sqlx:
     ))
 }
 
-/// Reads a page of the denylist as the backend's `DENIED_PAGE` aggregates it: `EXP LEN KEY` for
-/// each entry, one after the other, `LEN` the key's length in characters (so a key may hold any
-/// character, spaces and newlines too).
-pub(crate) fn denied_snapshot(list: String) -> Result<tessera_core::Denied, sqlx::Error> {
-    tessera_core::Denied::from_list(list)
-        .ok_or_else(|| sqlx::Error::Decode("malformed denylist snapshot".into()))
+/// Reads a page of the denylist as the backend's `DENIED_PAGE` aggregates it
+/// ([`tessera_core::Denied::from_columns`]: `exps`, `lens`, `keys`; each NULL for no entry).
+pub(crate) fn denied_page(row: &impl Columns) -> Result<tessera_core::Denied, sqlx::Error> {
+    let exps = row.maybe_text("exps")?.unwrap_or_default();
+    let lens = row.maybe_text("lens")?.unwrap_or_default();
+    let keys = row.maybe_text("keys")?.unwrap_or_default();
+    tessera_core::Denied::from_columns(&exps, &lens, keys)
+        .ok_or_else(|| sqlx::Error::Decode("malformed denylist page".into()))
 }
 
 /// A denylist entry `(jti, expires_at)`.
 pub(crate) fn denied(row: &impl Columns) -> Result<(String, i64), sqlx::Error> {
     Ok((row.text("jti")?, row.int("expires_at")?))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_denylist_snapshot_reads_any_key() {
-        let got = super::denied_snapshot("100 3 abc2000 9 sid:a b\nc5 0 ".into())
-            .unwrap()
-            .to_vec();
-        assert_eq!(
-            got,
-            vec![
-                ("abc".to_owned(), 100),
-                ("sid:a b\nc".to_owned(), 2000),
-                (String::new(), 5)
-            ]
-        );
-        assert!(super::denied_snapshot(String::new()).unwrap().is_empty());
-        assert_eq!(
-            super::denied_snapshot("7 2 é€".into()).unwrap().to_vec(),
-            vec![("é€".to_owned(), 7)]
-        );
-        for bad in ["100", "100 3", "100 3 ab", "x 1 a", "1 y a", "1 -1 a"] {
-            assert!(super::denied_snapshot(bad.into()).is_err(), "{bad:?}");
-        }
-    }
 }

@@ -408,7 +408,7 @@ macro_rules! token_store_sql {
                 sink.expect(size("n")?, size("key_bytes")?);
                 let mut after = DENIED_FROM.to_owned();
                 loop {
-                    // One row a page, the page's entries aggregated (`record::denied_snapshot`):
+                    // One row a page, the page's entries aggregated (`record::denied_page`):
                     // a row per entry costs a hand-off from SQLite's worker thread each, which
                     // was most of a start with 10^5 revocations in force.
                     let row = sqlx::query(DENIED_PAGE)
@@ -418,9 +418,7 @@ macro_rules! token_store_sql {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(unavailable)?;
-                    let list = row.maybe_text("list").map_err(unavailable)?;
-                    let page = crate::record::denied_snapshot(list.unwrap_or_default())
-                        .map_err(unavailable)?;
+                    let page = crate::record::denied_page(&row).map_err(unavailable)?;
                     sink.page(&page);
                     match row.maybe_text("last").map_err(unavailable)? {
                         Some(last) if row.int("n").map_err(unavailable)? == crate::sql::DENIED_PAGE_SIZE => {
