@@ -86,11 +86,14 @@ fn key_of<'a>(keys: &'a str, e: &Entry) -> &'a str {
 
 /// Where the entry with sequence number `seq` is in the log. The numbers ascend with gaps where
 /// entries left, so it is at most `seq - first` places in, and at least that less the gaps: one
-/// place when there are none (a reload), and a search of no more than the gaps otherwise.
+/// place when there are none (a reload), and a search of the gaps and one more otherwise.
 fn position(log: &[Entry], seq: u32) -> Option<usize> {
     let (first, last) = (log.first()?.seq, log.last()?.seq);
     let most = usize::try_from(seq.checked_sub(first)?).ok()?;
-    let gaps = usize::try_from(last - first).ok()? - (log.len() - 1);
+    // Checked: a log out of order (never made) finds nothing rather than panics.
+    let gaps = usize::try_from(last.checked_sub(first)?)
+        .ok()?
+        .checked_sub(log.len() - 1)?;
     let least = most.saturating_sub(gaps);
     let within = log.get(least..=most.min(log.len() - 1))?;
     within

@@ -271,10 +271,9 @@ pub struct FamilyRevocation<'a> {
 
 /// Denylist entries as a store reads them, `(key, exp)` with keys in
 /// [`tessera_jose::Revocation::key`]'s form: every key end to end in one string, and each entry's
-/// end in it beside its `exp`. SQL reads a page of them as three aggregated columns
-/// ([`Denied::from_columns`]), so that a key may hold any character and a reload of 10^5 entries
-/// is a few allocations a page, not one per entry (each of which the allocator would keep after
-/// the reload).
+/// end in it beside its `exp`. SQL sends a page of them as one aggregated string
+/// ([`Denied::from_list`]), read once into this form: a reload of 10^5 entries is a few
+/// allocations a page, not one per entry (each of which the allocator would keep after it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Denied {
     keys: String,
@@ -282,34 +281,46 @@ pub struct Denied {
     entries: Vec<(usize, i64)>,
 }
 
+/// A decimal number up to the next space, and what follows that space; `None` when malformed.
+fn number<T: std::str::FromStr>(list: &str) -> Option<(T, &str)> {
+    let space = list.bytes().position(|b| b == b' ')?;
+    Some((list[..space].parse().ok()?, &list[space + 1..]))
+}
+
+/// The first `chars` characters of `list`, and the rest; `None` if it is shorter.
+fn take_chars(list: &str, chars: usize) -> Option<(&str, &str)> {
+    let end = match list.as_bytes().get(..chars) {
+        // All ASCII: as many bytes (the keys tessera makes).
+        Some(head) if head.is_ascii() => chars,
+        _ => match list.char_indices().nth(chars) {
+            Some((i, _)) => i,
+            None if list.chars().count() == chars => list.len(),
+            None => return None,
+        },
+    };
+    Some(list.split_at(end))
+}
+
 impl Denied {
-    /// Reads a page as SQL aggregates it: the entries' `exp`s (`exps`) and their keys' lengths
-    /// in bytes (`lens`), each in decimal, separated by single spaces, and the keys end to end
-    /// (`keys`); all three empty for no entry. `None` if they do not agree.
-    pub fn from_columns(exps: &str, lens: &str, keys: String) -> Option<Denied> {
-        let mut entries = Vec::new();
-        if !(exps.is_empty() && lens.is_empty()) {
-            entries.reserve_exact(lens.bytes().filter(|&b| b == b' ').count() + 1);
-            let mut exps = exps.split(' ');
-            let mut lens = lens.split(' ');
-            let mut end = 0usize;
-            loop {
-                match (exps.next(), lens.next()) {
-                    (Some(exp), Some(len)) => {
-                        end = end.checked_add(len.parse().ok()?)?;
-                        // Beyond the keys, or within a character: not what was sent.
-                        if !keys.is_char_boundary(end) {
-                            return None;
-                        }
-                        entries.push((end, exp.parse().ok()?));
-                    }
-                    (None, None) => break,
-                    _ => return None,
-                }
-            }
+    /// Reads a page in the form SQL aggregates it to: `EXP LEN KEY` for each entry, end to
+    /// end, `EXP` and `LEN` in decimal, `LEN` the key's length in characters (whatever the
+    /// database's encoding), so that a key may hold any character. `None` if it is malformed.
+    pub fn from_list(list: &str) -> Option<Denied> {
+        // At least two spaces an entry.
+        let most = list.bytes().filter(|&b| b == b' ').count() / 2;
+        let mut d = Denied {
+            keys: String::with_capacity(list.len()),
+            entries: Vec::with_capacity(most),
+        };
+        let mut rest = list;
+        while !rest.is_empty() {
+            let (exp, r) = number(rest)?;
+            let (chars, r) = number(r)?;
+            let (key, r) = take_chars(r, chars)?;
+            d.push(key, exp);
+            rest = r;
         }
-        let ends = entries.last().map_or(0, |&(end, _)| end);
-        (ends == keys.len()).then_some(Denied { keys, entries })
+        Some(d)
     }
 
     /// Adds `key` until `exp`.
@@ -695,30 +706,23 @@ mod tests {
     }
 
     #[test]
-    fn denied_columns_read_any_key() {
-        let read = |exps, lens, keys: &str| Denied::from_columns(exps, lens, keys.to_owned());
-        let d = read("100 -5 7 0", "5 9 5 0", "jti_1sid:a b\ncé€").unwrap();
+    fn denied_lists_read_any_key() {
+        let d = Denied::from_list("100 5 jti_1-5 9 sid:a b\nc7 2 é€0 0 ").unwrap();
         assert_eq!(
             d.iter().collect::<Vec<_>>(),
             [("jti_1", 100), ("sid:a b\nc", -5), ("é€", 7), ("", 0)]
         );
         assert_eq!(d.key_bytes(), 19);
-        assert_eq!(read("", "", ""), Some(Denied::default()));
-        assert_eq!(read("5", "0", "").unwrap().to_vec(), [(String::new(), 5)]);
-        // Counts, lengths and keys that disagree, a length within a character, bad numbers.
-        for (exps, lens, keys) in [
-            ("1 2", "1", "a"),
-            ("1", "1 1", "ab"),
-            ("1", "2", "a"),
-            ("1", "1", "ab"),
-            ("1", "1", "é"),
-            ("x", "1", "a"),
-            ("1", "-1", "a"),
-            ("1", "", "a"),
-            ("", "1", "a"),
-            ("1 ", "1 ", "a"),
+        assert_eq!(Denied::from_list(""), Some(Denied::default()));
+        // A length in characters, past ASCII at any point of the key.
+        assert_eq!(
+            Denied::from_list("1 3 aé€2 1 b").unwrap().to_vec(),
+            [("aé€".to_owned(), 1), ("b".to_owned(), 2)]
+        );
+        for bad in [
+            "100", "100 3", "100 3 ab", "x 1 a", "1 y a", "1 -1 a", "1 1", "1 2 é", " 1 a", "1  a",
         ] {
-            assert_eq!(read(exps, lens, keys), None, "{exps:?} {lens:?} {keys:?}");
+            assert_eq!(Denied::from_list(bad), None, "{bad:?}");
         }
     }
 }

@@ -148,9 +148,8 @@ impl PostgresStore {
 const ENDED_FAMILIES: &str = "SELECT family FROM refresh_families WHERE expires_at <= $1 ORDER BY expires_at, family LIMIT $2 FOR UPDATE SKIP LOCKED";
 
 /// A page of the denylist entries in force at `$1`: up to `$3` after key `$2` in the primary
-/// key's order, aggregated into three columns (`record::denied_page`; the aggregates take the
-/// rows together, so in the same order), with the page's last key and its size.
-const DENIED_PAGE: &str = "SELECT string_agg(expires_at::text, ' ') AS exps, string_agg(octet_length(jti)::text, ' ') AS lens, string_agg(jti, '') AS keys, max(jti) AS last, count(*) AS n FROM (SELECT expires_at, jti FROM access_denylist WHERE jti >= $2 AND (jti > $2 OR $2 = '') AND expires_at > $1 ORDER BY jti LIMIT $3) p";
+/// key's order, aggregated (`record::denied_page`), with the page's last key and its size.
+const DENIED_PAGE: &str = "SELECT string_agg(expires_at::text || ' ' || length(jti)::text || ' ' || jti, '') AS list, max(jti) AS last, count(*) AS n FROM (SELECT expires_at, jti FROM access_denylist WHERE jti >= $2 AND (jti > $2 OR $2 = '') AND expires_at > $1 ORDER BY jti LIMIT $3) p";
 
 /// Where the first page begins: before every key (the empty key included, by `DENIED_PAGE`).
 const DENIED_FROM: &str = "";

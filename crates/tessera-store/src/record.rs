@@ -129,12 +129,10 @@ pub(crate) fn refresh(row: &impl Columns) -> Result<(RefreshRecord, bool), sqlx:
 }
 
 /// Reads a page of the denylist as the backend's `DENIED_PAGE` aggregates it
-/// ([`tessera_core::Denied::from_columns`]: `exps`, `lens`, `keys`; each NULL for no entry).
+/// ([`tessera_core::Denied::from_list`]; NULL for no entry).
 pub(crate) fn denied_page(row: &impl Columns) -> Result<tessera_core::Denied, sqlx::Error> {
-    let exps = row.maybe_text("exps")?.unwrap_or_default();
-    let lens = row.maybe_text("lens")?.unwrap_or_default();
-    let keys = row.maybe_text("keys")?.unwrap_or_default();
-    tessera_core::Denied::from_columns(&exps, &lens, keys)
+    let list = row.maybe_text("list")?.unwrap_or_default();
+    tessera_core::Denied::from_list(&list)
         .ok_or_else(|| sqlx::Error::Decode("malformed denylist page".into()))
 }
 

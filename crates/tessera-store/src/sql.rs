@@ -59,9 +59,9 @@ pub(crate) const PURGE_DENIED: &str = "DELETE FROM access_denylist WHERE jti IN 
 pub(crate) const PURGE_CODES: &str = "DELETE FROM oauth_codes WHERE code_hash IN (SELECT code_hash FROM oauth_codes WHERE expires_at <= $1 LIMIT $2) AND expires_at <= $1";
 
 /// Denylist entries a page of [`tessera_core::DenylistStore::each_denied`] reads (the backend's
-/// `DENIED_PAGE`): about 50 KB in all, the aggregates and what is read from them, each below the
-/// size from which glibc maps (and, once one such buffer is freed, keeps up to twice its size of
-/// freed memory in the heap).
+/// `DENIED_PAGE`): about 50 KB aggregated, and as much read from it, each below the size from
+/// which glibc maps (and, once one such buffer is freed, keeps up to twice its size of freed
+/// memory in the heap).
 pub(crate) const DENIED_PAGE_SIZE: i64 = 1000;
 
 /// The purge of one ended family (`$1`; `$2` the bound, then the end found), after the backend's

@@ -315,9 +315,8 @@ const ENDED_FAMILIES: &str = "SELECT family FROM refresh_families WHERE expires_
 
 /// A page of the denylist entries in force at `$1`: up to `$3` after rowid `$2` in the table's
 /// order (a range of the table, no sort; `+` keeps the expiry index out of it), aggregated
-/// into three columns (`record::denied_page`; the aggregates take the rows together, so in the
-/// same order), with the page's last rowid and its size.
-const DENIED_PAGE: &str = "SELECT group_concat(expires_at, ' ') AS exps, group_concat(length(CAST(jti AS BLOB)), ' ') AS lens, group_concat(jti, '') AS keys, CAST(max(r) AS TEXT) AS last, count(*) AS n FROM (SELECT rowid AS r, expires_at, jti FROM access_denylist WHERE rowid > CAST($2 AS INTEGER) AND +expires_at > $1 ORDER BY rowid LIMIT $3)";
+/// (`record::denied_page`), with the page's last rowid and its size.
+const DENIED_PAGE: &str = "SELECT group_concat(expires_at || ' ' || length(jti) || ' ' || jti, '') AS list, CAST(max(r) AS TEXT) AS last, count(*) AS n FROM (SELECT rowid AS r, expires_at, jti FROM access_denylist WHERE rowid > CAST($2 AS INTEGER) AND +expires_at > $1 ORDER BY rowid LIMIT $3)";
 
 /// Where the first page begins: before every rowid.
 const DENIED_FROM: &str = "-9223372036854775808";
