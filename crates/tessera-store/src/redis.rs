@@ -2,7 +2,9 @@
 //! and the pub/sub channel that carries [`Change`]s between the instances of a cluster.
 //!
 //! Keys, under a configurable prefix `P`:
-//! - `P:s:HASH` a session (a hash of its fields), expiring when the session would end;
+//! - `P:s:HASH` a session (a hash of its fields), expiring when the session would end: `fixed`
+//!   (the fields that never change, one JSON array), `last_seen_at` and `data`, read together,
+//!   and beside them each field alone, the form versions before `fixed` read and write;
 //! - `P:u:USER` the set of a user's session hashes, expiring with the last of them;
 //! - `P:sx` every session hash scored by when it ends (purging, counting);
 //! - `P:d:JTI` a denylisted access token, expiring a leeway after the token;
@@ -273,6 +275,59 @@ mod wire_tests {
     }
 }
 
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    fn values(v: [Option<&str>; 3]) -> Vec<Option<String>> {
+        v.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn sessions_are_read_from_fixed_and_the_fields_that_change() {
+        let s = Session {
+            handle: "ses_1".into(),
+            user_id: "usr \"1\" é".into(),
+            created_at: 1_000,
+            last_seen_at: 1_500,
+            expires_at: 44_200,
+            idle_timeout: 1_800,
+            user_agent: None,
+            ip: Some("2001:db8::1".into()),
+            data: serde_json::json!({"a": [1, 2]}),
+        };
+        let fixed = fixed_field(&s);
+        let read = found(values([Some(&fixed), Some("1500"), Some(r#"{"a":[1,2]}"#)])).unwrap();
+        assert!(matches!(read, Found::Session(r) if *r == s));
+        assert!(matches!(
+            found(values([None, None, None])).unwrap(),
+            Found::Nothing
+        ));
+        assert!(matches!(
+            found(values([None, Some("1500"), Some("{}")])).unwrap(),
+            Found::Earlier
+        ));
+        for bad in [
+            [Some(fixed.as_str()), None, Some("{}")],
+            [Some(fixed.as_str()), Some("1500"), None],
+            [None, None, Some("{}")],
+            [None, Some("1500"), None],
+            [Some(fixed.as_str()), Some("soon"), Some("{}")],
+            [Some(fixed.as_str()), Some("1500"), Some("{")],
+            [Some("[]"), Some("1500"), Some("{}")],
+            [Some(r#"["ses_1","usr",1,2]"#), Some("1500"), Some("{}")],
+            [
+                Some(r#"["s","u",1,2,3,null,null,4]"#),
+                Some("1500"),
+                Some("{}"),
+            ],
+        ] {
+            assert!(found(values(bad)).is_err(), "{bad:?}");
+        }
+        assert!(found(vec![None, None]).is_err());
+    }
+}
+
 async fn subscribe(
     client: &redis::Client,
     channel: &str,
@@ -453,6 +508,7 @@ fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
         ("expires_at", s.expires_at.to_string()),
         ("idle_timeout", s.idle_timeout.to_string()),
         ("data", s.data.to_string()),
+        ("fixed", fixed_field(s)),
     ];
     if let Some(ua) = &s.user_agent {
         f.push(("user_agent", ua.clone()));
@@ -463,7 +519,72 @@ fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
     f
 }
 
-/// The fields read back, in this order, with one HMGET (no field names in the reply).
+/// A session's fields that never change, as one value: a JSON array of `handle`, `user_id`,
+/// `created_at`, `expires_at`, `idle_timeout`, `user_agent`, `ip` (the last two may be null).
+/// Read with the two that change, a session is three values to parse instead of nine.
+fn fixed_field(s: &Session) -> String {
+    serde_json::to_string(&(
+        &s.handle,
+        &s.user_id,
+        s.created_at,
+        s.expires_at,
+        s.idle_timeout,
+        &s.user_agent,
+        &s.ip,
+    ))
+    .unwrap_or_default()
+}
+
+type Fixed = (
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
+/// What a session read asks for, in this order, with one HMGET (no field names in the reply).
+const READ_FIELDS: [&str; 3] = ["fixed", "last_seen_at", "data"];
+
+/// A session as [`READ_FIELDS`] found it.
+enum Found {
+    Session(Box<Session>),
+    /// No such key.
+    Nothing,
+    /// A session written by a version before `fixed`: read its fields one by one.
+    Earlier,
+}
+
+fn found(values: Vec<Option<String>>) -> StoreResult<Found> {
+    let Ok([fixed, last_seen_at, data]) = <[Option<String>; 3]>::try_from(values) else {
+        return Err(corrupt("session"));
+    };
+    let (fixed, last_seen_at, data) = match (fixed, last_seen_at, data) {
+        (Some(f), Some(l), Some(d)) => (f, l, d),
+        (None, None, None) => return Ok(Found::Nothing),
+        // Every version writes `last_seen_at` and `data` with the session.
+        (None, Some(_), Some(_)) => return Ok(Found::Earlier),
+        _ => return Err(corrupt("session")),
+    };
+    let (handle, user_id, created_at, expires_at, idle_timeout, user_agent, ip): Fixed =
+        serde_json::from_str(&fixed).map_err(|_| corrupt("session"))?;
+    Ok(Found::Session(Box::new(Session {
+        handle,
+        user_id,
+        created_at,
+        last_seen_at: last_seen_at.parse().map_err(|_| corrupt("session"))?,
+        expires_at,
+        idle_timeout,
+        user_agent,
+        ip,
+        data: serde_json::from_str(&data).map_err(|_| corrupt("session data"))?,
+    })))
+}
+
+/// The fields a session is read by when it has no `fixed` (written by a version before it), in
+/// this order, with one HMGET.
 const SESSION_FIELDS: [&str; 9] = [
     "handle",
     "user_id",
@@ -495,7 +616,7 @@ type Read = (String, oneshot::Sender<StoreResult<Vec<Option<String>>>>);
 struct SessionReads(Arc<OnceLock<Option<UnboundedSender<Read>>>>);
 
 impl SessionReads {
-    /// `HMGET key SESSION_FIELDS`, in the next batch.
+    /// `HMGET key READ_FIELDS`, in the next batch.
     async fn hmget(
         &self,
         conn: &ConnectionManager,
@@ -523,7 +644,7 @@ impl SessionReads {
             }
         }
         let mut c = conn.clone();
-        c.hmget(key, &SESSION_FIELDS[..]).await.map_err(unavailable)
+        c.hmget(key, &READ_FIELDS[..]).await.map_err(unavailable)
     }
 }
 
@@ -543,7 +664,7 @@ async fn gather_reads(conn: ConnectionManager, mut queue: UnboundedReceiver<Read
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
             for (key, _) in &batch {
-                pipe.hmget(key, &SESSION_FIELDS[..]);
+                pipe.hmget(key, &READ_FIELDS[..]);
             }
             let answers = pipe
                 .query_async::<Vec<Vec<Option<String>>>>(&mut c)
@@ -624,7 +745,19 @@ impl SessionStore for RedisStore {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let key = self.key("s", &hash.to_hex());
-        session_from(self.reads.hmget(&self.conn, key).await?)
+        match found(self.reads.hmget(&self.conn, key).await?)? {
+            Found::Session(s) => Ok(Some(*s)),
+            Found::Nothing => Ok(None),
+            Found::Earlier => {
+                let mut c = self.conn.clone();
+                let key = self.key("s", &hash.to_hex());
+                session_from(
+                    c.hmget(key, &SESSION_FIELDS[..])
+                        .await
+                        .map_err(unavailable)?,
+                )
+            }
+        }
     }
 
     async fn touch_session(&self, hash: &TokenHash, last_seen_at: i64) -> StoreResult<()> {
@@ -680,15 +813,31 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for h in &hashes {
-            pipe.hmget(self.key("s", h), &SESSION_FIELDS[..]);
+            pipe.hmget(self.key("s", h), &READ_FIELDS[..]);
         }
         let maps: Vec<Vec<Option<String>>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
+        let mut earlier = Vec::new();
         for (h, m) in hashes.into_iter().zip(maps) {
-            match (TokenHash::from_hex(&h), session_from(m)?) {
-                (Some(hash), Some(s)) => out.push((hash, s)),
+            match (TokenHash::from_hex(&h), found(m)?) {
+                (Some(hash), Found::Session(s)) => out.push((hash, *s)),
+                (Some(hash), Found::Earlier) => earlier.push((hash, h)),
                 _ => gone.push(h),
+            }
+        }
+        if !earlier.is_empty() {
+            let mut pipe = redis::pipe();
+            for (_, h) in &earlier {
+                pipe.hmget(self.key("s", h), &SESSION_FIELDS[..]);
+            }
+            let maps: Vec<Vec<Option<String>>> =
+                pipe.query_async(&mut c).await.map_err(unavailable)?;
+            for ((hash, h), m) in earlier.into_iter().zip(maps) {
+                match session_from(m)? {
+                    Some(s) => out.push((hash, s)),
+                    None => gone.push(h),
+                }
             }
         }
         if !gone.is_empty() {

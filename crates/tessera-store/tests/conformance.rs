@@ -1295,6 +1295,21 @@ mod services {
         .unwrap()
     }
 
+    /// Redis alone, under a fresh prefix (returned, for reading the keys directly).
+    pub async fn redis_alone() -> (RedisStore, String, Cleanup) {
+        let prefix = unique("redis");
+        let store = redis(&prefix);
+        store
+            .ping()
+            .await
+            .expect("Redis at TEST_REDIS_URL (default 127.0.0.1:6379) is required");
+        let cleanup = Cleanup {
+            schema: None,
+            prefix: Some(prefix.clone()),
+        };
+        (store, prefix, cleanup)
+    }
+
     pub async fn postgres_redis() -> (SharedStore<PostgresStore>, Cleanup) {
         let (pg, mut cleanup) = postgres().await;
         let prefix = unique("redis");
@@ -1465,6 +1480,145 @@ async fn redis_feed_carries_changes_and_stays_up() {
     );
     assert_eq!(next(&mut rx).await, Change::Client("svc".into()));
     feed.abort();
+}
+
+/// A session's layout in Redis is what the instances of a cluster share, whatever their version:
+/// this version reads a session the earlier one wrote (its nine fields) and lets it be touched,
+/// listed, given data and ended; it writes beside its own `fixed` field (the fields that never
+/// change, one JSON array, read with `last_seen_at` and `data`) the nine fields the earlier
+/// version reads, and reads what that version writes into a session (`last_seen_at`, `data`).
+#[tokio::test]
+async fn redis_sessions_are_shared_with_the_earlier_layout() {
+    let (store, prefix, _guard) = services::redis_alone().await;
+    let client = redis::Client::open(services::redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    const EARLIER: [&str; 9] = [
+        "handle",
+        "user_id",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "idle_timeout",
+        "data",
+        "user_agent",
+        "ip",
+    ];
+
+    // A session the earlier version made, as its creation script wrote it.
+    let (h, mut s) = session("ses_old", "usr_old", 1_000);
+    let key = format!("{prefix}:s:{}", h.to_hex());
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[
+            ("handle", "ses_old"),
+            ("user_id", "usr_old"),
+            ("created_at", "1000"),
+            ("last_seen_at", "1000"),
+            ("expires_at", "4600"),
+            ("idle_timeout", "600"),
+            ("data", "{}"),
+            ("user_agent", "test/1.0"),
+            ("ip", "192.0.2.7"),
+        ])
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(600)
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    redis::cmd("SADD")
+        .arg(format!("{prefix}:u:usr_old"))
+        .arg(h.to_hex())
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(format!("{prefix}:sx"))
+        .arg(1_600)
+        .arg(h.to_hex())
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(store.session(&h).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.sessions_of("usr_old").await.unwrap(),
+        vec![(h, s.clone())]
+    );
+    store.touch_session(&h, 1_100).await.unwrap();
+    store
+        .set_session_data(&h, &json!({"theme": "dark"}))
+        .await
+        .unwrap();
+    s.last_seen_at = 1_100;
+    s.data = json!({"theme": "dark"});
+    assert_eq!(store.session(&h).await.unwrap(), Some(s.clone()));
+    assert!(store.delete_session(&h).await.unwrap());
+    assert_eq!(store.session(&h).await.unwrap(), None);
+    assert!(store.sessions_of("usr_old").await.unwrap().is_empty());
+
+    // A session this version makes: the earlier version's nine fields, and `fixed`.
+    let (h, mut s) = session("ses_new", "usr_new", 1_000);
+    s.user_agent = Some("Mozilla/5.0 \"quoted\" \\ é".into());
+    s.ip = None;
+    store.create_session(&h, &s).await.unwrap();
+    let key = format!("{prefix}:s:{}", h.to_hex());
+    let earlier: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(&key)
+        .arg(&EARLIER[..])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let some = |v: &str| Some(v.to_string());
+    assert_eq!(
+        earlier,
+        vec![
+            some("ses_new"),
+            some("usr_new"),
+            some("1000"),
+            some("1000"),
+            some("4600"),
+            some("600"),
+            some("{}"),
+            s.user_agent.clone(),
+            None
+        ]
+    );
+    let fixed: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("fixed")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&fixed).unwrap(),
+        json!(["ses_new", "usr_new", 1000, 4600, 600, s.user_agent, null])
+    );
+    // What the earlier version writes into a session: one field each.
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[("last_seen_at", "1200"), ("data", r#"{"n":2}"#)])
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    s.last_seen_at = 1_200;
+    s.data = json!({"n": 2});
+    assert_eq!(store.session(&h).await.unwrap(), Some(s.clone()));
+    assert_eq!(store.sessions_of("usr_new").await.unwrap(), vec![(h, s)]);
+    // A `fixed` that does not parse is an error of the store, never a session.
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg("fixed")
+        .arg("[\"ses_new\"")
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.session(&h).await,
+        Err(StoreError::Unavailable(_))
+    ));
 }
 
 /// A Redis of the test's own (for counts no other test disturbs), stopped when dropped.
