@@ -397,13 +397,20 @@ SQL
   for ((i = ${from:-0}; i < $1; i += 100000)); do
     redis-cli -p "$RPORT" eval "
       local fields = redis.call('HGETALL', KEYS[1])
+      local fixed = redis.call('HGET', KEYS[1], 'fixed')
+      if fixed then fixed = cjson.decode(fixed) end
       local ttl = redis.call('TTL', KEYS[1])
       local ends = redis.call('TIME')[1] + ttl
       for i = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do
         local h = string.format('%064x', i)
         local k = 'scale:s:' .. h
         redis.call('HSET', k, unpack(fields))
-        redis.call('HSET', k, 'handle', 'ses_load' .. i, 'user_id', 'usr_load' .. i)
+        if fixed then
+          fixed[1], fixed[2] = 'ses_load' .. i, 'usr_load' .. i
+          redis.call('HSET', k, 'fixed', cjson.encode(fixed))
+        else
+          redis.call('HSET', k, 'handle', 'ses_load' .. i, 'user_id', 'usr_load' .. i)
+        end
         redis.call('EXPIRE', k, ttl)
         redis.call('ZADD', 'scale:sx', ends, h)
       end

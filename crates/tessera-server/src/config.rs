@@ -168,6 +168,10 @@ pub struct SessionConfig {
     pub cache_ttl: Dur,
     /// Live sessions one user may hold; a login past it ends the oldest (0: no bound).
     pub max_per_user: usize,
+    /// How new sessions are laid out in Redis: `compact` (three fields, one of them the fields
+    /// that never change) or `fields` (each field alone, the only form versions before
+    /// 2026-12-06 read: for a rolling upgrade from them). Both are read either way.
+    pub redis_form: String,
 }
 
 impl Default for SessionConfig {
@@ -177,6 +181,7 @@ impl Default for SessionConfig {
             absolute_timeout: Dur(Duration::from_secs(12 * 3600)),
             cache_ttl: Dur(Duration::from_secs(5)),
             max_per_user: 100,
+            redis_form: "compact".into(),
         }
     }
 }
@@ -510,6 +515,9 @@ impl Config {
         if !matches!(self.tokens.refresh_token_form.as_str(), "timed" | "untimed") {
             return Err(bad("tokens.refresh_token_form is `timed` or `untimed`"));
         }
+        if !matches!(self.session.redis_form.as_str(), "compact" | "fields") {
+            return Err(bad("session.redis_form is `compact` or `fields`"));
+        }
         let c = &self.connections;
         if c.header_read_timeout.0.is_zero()
             || c.idle_timeout.0.is_zero()
@@ -707,12 +715,15 @@ mod tests {
                     "TESSERA_TOKENS_REFRESH_TOKEN_FORM".to_owned(),
                     "untimed".to_owned(),
                 ),
+                ("TESSERA_SESSION_REDIS_FORM".to_owned(), "fields".to_owned()),
             ],
         )
         .unwrap();
         assert_eq!(c.tokens.introspection_stale_denylist, "open");
         assert_eq!(c.tokens.refresh_token_form, "untimed");
         assert_eq!(Config::default().tokens.refresh_token_form, "timed");
+        assert_eq!(c.session.redis_form, "fields");
+        assert_eq!(Config::default().session.redis_form, "compact");
         assert_eq!(
             Config::default().tokens.introspection_stale_denylist,
             "closed"

@@ -150,6 +150,11 @@ pub const SETTINGS: &[Setting] = &[
         Number,
         "live sessions a user may hold; a login past it ends the oldest (0: no bound)",
     ),
+    s(
+        "session.redis_form",
+        Text,
+        "compact or fields: new sessions in Redis hold three fields, or each field alone, the form versions before 2026-12-06 read, for a rolling upgrade from them; both are read",
+    ),
     s("password.min_length", Number, "at least 8"),
     s("password.memory_kib", Number, "Argon2id m (at least 19456)"),
     s("password.iterations", Number, "Argon2id t (at least 2)"),

@@ -36,7 +36,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
-pub use redis::RedisStore;
+pub use redis::{RedisStore, SessionForm};
 #[cfg(feature = "redis")]
 pub use shared::{ClusterRedis, SharedStore};
 #[cfg(feature = "sqlite")]

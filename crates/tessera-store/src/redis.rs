@@ -2,9 +2,10 @@
 //! and the pub/sub channel that carries [`Change`]s between the instances of a cluster.
 //!
 //! Keys, under a configurable prefix `P`:
-//! - `P:s:HASH` a session (a hash of its fields), expiring when the session would end: `fixed`
-//!   (the fields that never change, one JSON array), `last_seen_at` and `data`, read together,
-//!   and beside them each field alone, the form versions before `fixed` read and write;
+//! - `P:s:HASH` a session, expiring when the session would end: a hash of `fixed` (the fields
+//!   that never change, one JSON array), `last_seen_at` and `data` ([`SessionForm::Compact`]), or
+//!   of each field alone, the form versions before 2026-12-06 read and write
+//!   ([`SessionForm::Fields`]); both are read, whichever is written;
 //! - `P:u:USER` the set of a user's session hashes, expiring with the last of them;
 //! - `P:sx` every session hash scored by when it ends (purging, counting);
 //! - `P:d:JTI` a denylisted access token, expiring a leeway after the token;
@@ -44,7 +45,21 @@ pub struct RedisStore {
     prefix: Arc<str>,
     clock: Arc<dyn Clock>,
     leeway: i64,
+    form: SessionForm,
     reads: SessionReads,
+}
+
+/// How new sessions are laid out in Redis. Either is read whatever this is, so instances of
+/// either setting share sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionForm {
+    /// `fixed`, `last_seen_at`, `data`: a read parses three values, and a session holds three
+    /// fields.
+    #[default]
+    Compact,
+    /// Each field alone, the only form versions before 2026-12-06 read: for a rolling upgrade
+    /// from them.
+    Fields,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -90,8 +105,23 @@ impl RedisStore {
             prefix: prefix.into(),
             clock,
             leeway,
-            reads: SessionReads::default(),
+            form: SessionForm::Compact,
+            reads: SessionReads::new(COMPACT_READ),
         })
+    }
+
+    /// The store, writing new sessions in `form` (reads find either).
+    #[must_use]
+    pub fn writing(self, form: SessionForm) -> RedisStore {
+        let reads = match form {
+            SessionForm::Compact => COMPACT_READ,
+            SessionForm::Fields => FIELDS_READ,
+        };
+        RedisStore {
+            form,
+            reads: SessionReads::new(reads),
+            ..self
+        }
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -279,12 +309,20 @@ mod wire_tests {
 mod session_tests {
     use super::*;
 
-    fn values(v: [Option<&str>; 3]) -> Vec<Option<String>> {
+    fn values<const N: usize>(v: [Option<&str>; N]) -> Vec<Option<String>> {
         v.iter().map(|v| v.map(str::to_string)).collect()
     }
 
+    fn read(v: Vec<Option<String>>) -> Option<Session> {
+        match found(v).unwrap() {
+            Found::Session(s) => Some(*s),
+            Found::Nothing => None,
+            Found::Other => panic!("of the other form"),
+        }
+    }
+
     #[test]
-    fn sessions_are_read_from_fixed_and_the_fields_that_change() {
+    fn sessions_are_read_in_either_form_by_either_read() {
         let s = Session {
             handle: "ses_1".into(),
             user_id: "usr \"1\" é".into(),
@@ -297,16 +335,40 @@ mod session_tests {
             data: serde_json::json!({"a": [1, 2]}),
         };
         let fixed = fixed_field(&s);
-        let read = found(values([Some(&fixed), Some("1500"), Some(r#"{"a":[1,2]}"#)])).unwrap();
-        assert!(matches!(read, Found::Session(r) if *r == s));
-        assert!(matches!(
-            found(values([None, None, None])).unwrap(),
-            Found::Nothing
-        ));
+        let data = r#"{"a":[1,2]}"#;
+        // Compact, by each read.
+        assert_eq!(
+            read(values([Some(&fixed), Some("1500"), Some(data)])),
+            Some(s.clone())
+        );
+        let mut ten = [None; 10];
+        ten[9] = Some(fixed.as_str());
+        ten[3] = Some("1500");
+        ten[6] = Some(data);
+        assert_eq!(read(values(ten)), Some(s.clone()));
+        // Each field alone, by the read of that form; the compact read sends it there.
+        let (created, expires, idle) = ("1000", "44200", "1800");
+        let alone = [
+            Some("ses_1"),
+            Some(s.user_id.as_str()),
+            Some(created),
+            Some("1500"),
+            Some(expires),
+            Some(idle),
+            Some(data),
+            None,
+            Some("2001:db8::1"),
+            None,
+        ];
+        assert_eq!(read(values(alone)), Some(s.clone()));
         assert!(matches!(
             found(values([None, Some("1500"), Some("{}")])).unwrap(),
-            Found::Earlier
+            Found::Other
         ));
+        // Nothing there.
+        assert_eq!(read(values([None, None, None])), None);
+        assert_eq!(read(values([None; 10])), None);
+
         for bad in [
             [Some(fixed.as_str()), None, Some("{}")],
             [Some(fixed.as_str()), Some("1500"), None],
@@ -322,6 +384,15 @@ mod session_tests {
                 Some("{}"),
             ],
         ] {
+            assert!(found(values(bad)).is_err(), "{bad:?}");
+        }
+        let mut no_data = ten;
+        no_data[6] = None;
+        let mut half = alone;
+        half[2] = None;
+        let mut stray = [None; 10];
+        stray[3] = Some("1500");
+        for bad in [no_data, half, stray] {
             assert!(found(values(bad)).is_err(), "{bad:?}");
         }
         assert!(found(vec![None, None]).is_err());
@@ -360,8 +431,12 @@ return 1",
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout', 'user_id')
-if not f[1] then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout', 'user_id', 'fixed')
+if not f[1] then
+  if not f[4] then return 0 end
+  local x = cjson.decode(f[4])
+  f = {x[4], x[5], x[2]}
+end
 local ends = math.min(tonumber(f[1]), tonumber(ARGV[1]) + tonumber(f[2]))
 redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
 local ttl = math.max(1, ends - tonumber(ARGV[2]))
@@ -383,17 +458,26 @@ return 1",
     )
 });
 
+/// A session's user id, in either form (Lua, prepended to the scripts that need it).
+const USER_OF: &str = r"
+local function user_of(k)
+  local f = redis.call('HMGET', k, 'user_id', 'fixed')
+  if f[1] then return f[1] end
+  if f[2] then return cjson.decode(f[2])[2] end
+  return nil
+end";
+
 /// Ends one session. KEYS: session, index. ARGV: hash, user-set key prefix.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local u = redis.call('HGET', KEYS[1], 'user_id')
+    Script::new(&format!(
+        r"{USER_OF}
+local u = user_of(KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if not u then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[2] .. u, ARGV[1])
-return 1",
-    )
+return 1"
+    ))
 });
 
 /// Ends a user's sessions but one. KEYS: user set, index. ARGV: kept hash or '', session key
@@ -416,20 +500,20 @@ return n",
 /// Removes up to ARGV[4] sessions that ended by ARGV[1]. KEYS: index. ARGV: now, session key
 /// prefix, user-set key prefix, batch.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{USER_OF}
 local n = 0
 local hs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
 for _, h in ipairs(hs) do
-  local u = redis.call('HGET', ARGV[2] .. h, 'user_id')
+  local u = user_of(ARGV[2] .. h)
   if u then
     n = n + redis.call('DEL', ARGV[2] .. h)
     redis.call('SREM', ARGV[3] .. u, h)
   end
   redis.call('ZREM', KEYS[1], h)
 end
-return {n, #hs}",
-    )
+return {{n, #hs}}"
+    ))
 });
 
 /// Denylists a jti, never shortening an entry. KEYS: entry, index. ARGV: jti, exp, ttl.
@@ -499,7 +583,14 @@ return 0",
     )
 });
 
-fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
+fn session_fields(s: &Session, form: SessionForm) -> Vec<(&'static str, String)> {
+    if form == SessionForm::Compact {
+        return vec![
+            ("fixed", fixed_field(s)),
+            ("last_seen_at", s.last_seen_at.to_string()),
+            ("data", s.data.to_string()),
+        ];
+    }
     let mut f = vec![
         ("handle", s.handle.clone()),
         ("user_id", s.user_id.clone()),
@@ -508,7 +599,6 @@ fn session_fields(s: &Session) -> Vec<(&'static str, String)> {
         ("expires_at", s.expires_at.to_string()),
         ("idle_timeout", s.idle_timeout.to_string()),
         ("data", s.data.to_string()),
-        ("fixed", fixed_field(s)),
     ];
     if let Some(ua) = &s.user_agent {
         f.push(("user_agent", ua.clone()));
@@ -545,47 +635,16 @@ type Fixed = (
     Option<String>,
 );
 
-/// What a session read asks for, in this order, with one HMGET (no field names in the reply).
-const READ_FIELDS: [&str; 3] = ["fixed", "last_seen_at", "data"];
+/// How a session is read (one HMGET, no field names in the reply): the fields asked for, in
+/// this order, the first ones those of the form it looks for first.
+type ReadFields = &'static [&'static str];
 
-/// A session as [`READ_FIELDS`] found it.
-enum Found {
-    Session(Box<Session>),
-    /// No such key.
-    Nothing,
-    /// A session written by a version before `fixed`: read its fields one by one.
-    Earlier,
-}
+/// The compact form's fields; a session of the other form answers `nil` for `fixed`.
+const COMPACT_READ: ReadFields = &["fixed", "last_seen_at", "data"];
 
-fn found(values: Vec<Option<String>>) -> StoreResult<Found> {
-    let Ok([fixed, last_seen_at, data]) = <[Option<String>; 3]>::try_from(values) else {
-        return Err(corrupt("session"));
-    };
-    let (fixed, last_seen_at, data) = match (fixed, last_seen_at, data) {
-        (Some(f), Some(l), Some(d)) => (f, l, d),
-        (None, None, None) => return Ok(Found::Nothing),
-        // Every version writes `last_seen_at` and `data` with the session.
-        (None, Some(_), Some(_)) => return Ok(Found::Earlier),
-        _ => return Err(corrupt("session")),
-    };
-    let (handle, user_id, created_at, expires_at, idle_timeout, user_agent, ip): Fixed =
-        serde_json::from_str(&fixed).map_err(|_| corrupt("session"))?;
-    Ok(Found::Session(Box::new(Session {
-        handle,
-        user_id,
-        created_at,
-        last_seen_at: last_seen_at.parse().map_err(|_| corrupt("session"))?,
-        expires_at,
-        idle_timeout,
-        user_agent,
-        ip,
-        data: serde_json::from_str(&data).map_err(|_| corrupt("session data"))?,
-    })))
-}
-
-/// The fields a session is read by when it has no `fixed` (written by a version before it), in
-/// this order, with one HMGET.
-const SESSION_FIELDS: [&str; 9] = [
+/// Each field alone, then `fixed` (a compact session answers it and its `last_seen_at` and
+/// `data`, `nil` for the rest): either form in one read.
+const FIELDS_READ: ReadFields = &[
     "handle",
     "user_id",
     "created_at",
@@ -595,7 +654,60 @@ const SESSION_FIELDS: [&str; 9] = [
     "data",
     "user_agent",
     "ip",
+    "fixed",
 ];
+
+/// A session as a read found it.
+enum Found {
+    Session(Box<Session>),
+    /// No such key.
+    Nothing,
+    /// Not of the form asked for ([`COMPACT_READ`] met a session of each field alone): read
+    /// again with [`FIELDS_READ`].
+    Other,
+}
+
+/// Reads what [`COMPACT_READ`] or [`FIELDS_READ`] (by how many there are) answered.
+fn found(values: Vec<Option<String>>) -> StoreResult<Found> {
+    match values.len() {
+        3 => {
+            let mut v = values.into_iter();
+            match (v.next().flatten(), v.next().flatten(), v.next().flatten()) {
+                (Some(f), Some(l), Some(d)) => compact(&f, &l, &d),
+                (None, None, None) => Ok(Found::Nothing),
+                // Both forms hold `last_seen_at` and `data`.
+                (None, Some(_), Some(_)) => Ok(Found::Other),
+                _ => Err(corrupt("session")),
+            }
+        }
+        10 => match (&values[0], &values[9], &values[3], &values[6]) {
+            (Some(_), _, _, _) => {
+                Ok(fields(values)?.map_or(Found::Nothing, |s| Found::Session(Box::new(s))))
+            }
+            (None, Some(f), Some(l), Some(d)) => compact(f, l, d),
+            (None, None, None, None) => Ok(Found::Nothing),
+            _ => Err(corrupt("session")),
+        },
+        _ => Err(corrupt("session")),
+    }
+}
+
+/// A compact session: `fixed`, `last_seen_at`, `data`.
+fn compact(fixed: &str, last_seen_at: &str, data: &str) -> StoreResult<Found> {
+    let (handle, user_id, created_at, expires_at, idle_timeout, user_agent, ip): Fixed =
+        serde_json::from_str(fixed).map_err(|_| corrupt("session"))?;
+    Ok(Found::Session(Box::new(Session {
+        handle,
+        user_id,
+        created_at,
+        last_seen_at: last_seen_at.parse().map_err(|_| corrupt("session"))?,
+        expires_at,
+        idle_timeout,
+        user_agent,
+        ip,
+        data: serde_json::from_str(data).map_err(|_| corrupt("session data"))?,
+    })))
+}
 
 /// A session read waiting for its batch: the key, and where its fields go.
 type Read = (String, oneshot::Sender<StoreResult<Vec<Option<String>>>>);
@@ -612,21 +724,31 @@ type Read = (String, oneshot::Sender<StoreResult<Vec<Option<String>>>>);
 /// queue, which tokio runs only after the other ready tasks and the I/O driver: every request
 /// that became ready in that turn has queued its read by then. The cost is that hop: with one
 /// request at a time, p50 116 µs instead of 109 µs.
-#[derive(Clone, Default)]
-struct SessionReads(Arc<OnceLock<Option<UnboundedSender<Read>>>>);
+#[derive(Clone)]
+struct SessionReads {
+    fields: ReadFields,
+    queue: Arc<OnceLock<Option<UnboundedSender<Read>>>>,
+}
 
 impl SessionReads {
-    /// `HMGET key READ_FIELDS`, in the next batch.
+    fn new(fields: ReadFields) -> SessionReads {
+        SessionReads {
+            fields,
+            queue: Arc::default(),
+        }
+    }
+
+    /// `HMGET key fields`, in the next batch.
     async fn hmget(
         &self,
         conn: &ConnectionManager,
         mut key: String,
     ) -> StoreResult<Vec<Option<String>>> {
         // Started on first use, on the runtime of the caller (a store opened outside one).
-        let queue = self.0.get_or_init(|| {
+        let queue = self.queue.get_or_init(|| {
             let handle = tokio::runtime::Handle::try_current().ok()?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            handle.spawn(gather_reads(conn.clone(), rx));
+            handle.spawn(gather_reads(conn.clone(), self.fields, rx));
             Some(tx)
         });
         if let Some(queue) = queue {
@@ -644,13 +766,17 @@ impl SessionReads {
             }
         }
         let mut c = conn.clone();
-        c.hmget(key, &READ_FIELDS[..]).await.map_err(unavailable)
+        c.hmget(key, self.fields).await.map_err(unavailable)
     }
 }
 
 /// The gathering task: until every [`SessionReads`] handle is gone, takes what is queued after
 /// one turn of the scheduler and sends it as one pipeline (several in flight at once).
-async fn gather_reads(conn: ConnectionManager, mut queue: UnboundedReceiver<Read>) {
+async fn gather_reads(
+    conn: ConnectionManager,
+    fields: ReadFields,
+    mut queue: UnboundedReceiver<Read>,
+) {
     while let Some(first) = queue.recv().await {
         tokio::task::yield_now().await;
         let mut batch = vec![first];
@@ -664,7 +790,7 @@ async fn gather_reads(conn: ConnectionManager, mut queue: UnboundedReceiver<Read
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
             for (key, _) in &batch {
-                pipe.hmget(key, &READ_FIELDS[..]);
+                pipe.hmget(key, fields);
             }
             let answers = pipe
                 .query_async::<Vec<Vec<Option<String>>>>(&mut c)
@@ -693,7 +819,8 @@ async fn gather_reads(conn: ConnectionManager, mut queue: UnboundedReceiver<Read
     }
 }
 
-fn session_from(values: Vec<Option<String>>) -> StoreResult<Option<Session>> {
+/// A session of each field alone, from the first nine of [`FIELDS_READ`].
+fn fields(values: Vec<Option<String>>) -> StoreResult<Option<Session>> {
     let mut v = values.into_iter();
     let mut next = || v.next().flatten();
     let Some(handle) = next() else {
@@ -731,7 +858,7 @@ impl SessionStore for RedisStore {
             .arg(&hex)
             .arg(ttl)
             .arg(s.ends_at());
-        for (k, v) in session_fields(s) {
+        for (k, v) in session_fields(s, self.form) {
             inv.arg(k).arg(v);
         }
         let mut c = self.conn.clone();
@@ -745,18 +872,15 @@ impl SessionStore for RedisStore {
 
     async fn session(&self, hash: &TokenHash) -> StoreResult<Option<Session>> {
         let key = self.key("s", &hash.to_hex());
-        match found(self.reads.hmget(&self.conn, key).await?)? {
+        let mut read = found(self.reads.hmget(&self.conn, key).await?)?;
+        if let Found::Other = read {
+            let mut c = self.conn.clone();
+            let key = self.key("s", &hash.to_hex());
+            read = found(c.hmget(key, FIELDS_READ).await.map_err(unavailable)?)?;
+        }
+        match read {
             Found::Session(s) => Ok(Some(*s)),
-            Found::Nothing => Ok(None),
-            Found::Earlier => {
-                let mut c = self.conn.clone();
-                let key = self.key("s", &hash.to_hex());
-                session_from(
-                    c.hmget(key, &SESSION_FIELDS[..])
-                        .await
-                        .map_err(unavailable)?,
-                )
-            }
+            Found::Nothing | Found::Other => Ok(None),
         }
     }
 
@@ -811,33 +935,18 @@ impl SessionStore for RedisStore {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
+        // Either form in one read: this is not a hot path.
         let mut pipe = redis::pipe();
         for h in &hashes {
-            pipe.hmget(self.key("s", h), &READ_FIELDS[..]);
+            pipe.hmget(self.key("s", h), FIELDS_READ);
         }
         let maps: Vec<Vec<Option<String>>> = pipe.query_async(&mut c).await.map_err(unavailable)?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
-        let mut earlier = Vec::new();
         for (h, m) in hashes.into_iter().zip(maps) {
             match (TokenHash::from_hex(&h), found(m)?) {
                 (Some(hash), Found::Session(s)) => out.push((hash, *s)),
-                (Some(hash), Found::Earlier) => earlier.push((hash, h)),
                 _ => gone.push(h),
-            }
-        }
-        if !earlier.is_empty() {
-            let mut pipe = redis::pipe();
-            for (_, h) in &earlier {
-                pipe.hmget(self.key("s", h), &SESSION_FIELDS[..]);
-            }
-            let maps: Vec<Vec<Option<String>>> =
-                pipe.query_async(&mut c).await.map_err(unavailable)?;
-            for ((hash, h), m) in earlier.into_iter().zip(maps) {
-                match session_from(m)? {
-                    Some(s) => out.push((hash, s)),
-                    None => gone.push(h),
-                }
             }
         }
         if !gone.is_empty() {

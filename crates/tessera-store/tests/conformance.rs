@@ -1167,6 +1167,10 @@ suite!(
 );
 suite!(postgres, services::postgres().await);
 suite!(postgres_redis, services::postgres_redis().await);
+suite!(
+    postgres_redis_fields,
+    services::postgres_redis_writing(tessera_store::SessionForm::Fields).await
+);
 suite!(cached_postgres_redis, {
     let (s, guard) = services::postgres_redis().await;
     (
@@ -1311,9 +1315,16 @@ mod services {
     }
 
     pub async fn postgres_redis() -> (SharedStore<PostgresStore>, Cleanup) {
+        postgres_redis_writing(tessera_store::SessionForm::default()).await
+    }
+
+    /// [`postgres_redis`], its Redis writing sessions in `form`.
+    pub async fn postgres_redis_writing(
+        form: tessera_store::SessionForm,
+    ) -> (SharedStore<PostgresStore>, Cleanup) {
         let (pg, mut cleanup) = postgres().await;
         let prefix = unique("redis");
-        let redis = redis(&prefix);
+        let redis = redis(&prefix).writing(form);
         redis
             .ping()
             .await
@@ -1482,14 +1493,17 @@ async fn redis_feed_carries_changes_and_stays_up() {
     feed.abort();
 }
 
-/// A session's layout in Redis is what the instances of a cluster share, whatever their version:
-/// this version reads a session the earlier one wrote (its nine fields) and lets it be touched,
-/// listed, given data and ended; it writes beside its own `fixed` field (the fields that never
-/// change, one JSON array, read with `last_seen_at` and `data`) the nine fields the earlier
-/// version reads, and reads what that version writes into a session (`last_seen_at`, `data`).
+/// A session's layout in Redis is what the instances of a cluster share, whatever their version
+/// or setting. The compact form (the default) holds three fields; `SessionForm::Fields` writes
+/// each field alone, as versions before it did and as they alone read. Whichever wrote a
+/// session, a store of either setting reads it, lists it, touches it, gives it data, ends it and
+/// purges it (the scripts find its user in either form), and reads what an earlier version
+/// writes into it (`last_seen_at`, `data`).
 #[tokio::test]
-async fn redis_sessions_are_shared_with_the_earlier_layout() {
-    let (store, prefix, _guard) = services::redis_alone().await;
+async fn redis_sessions_are_shared_across_forms_and_versions() {
+    use tessera_store::SessionForm;
+    let (compact, prefix, _guard) = services::redis_alone().await;
+    let fields = services::redis(&prefix).writing(SessionForm::Fields);
     let client = redis::Client::open(services::redis_url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     const EARLIER: [&str; 9] = [
@@ -1503,122 +1517,197 @@ async fn redis_sessions_are_shared_with_the_earlier_layout() {
         "user_agent",
         "ip",
     ];
-
-    // A session the earlier version made, as its creation script wrote it.
-    let (h, mut s) = session("ses_old", "usr_old", 1_000);
-    let key = format!("{prefix}:s:{}", h.to_hex());
-    redis::cmd("HSET")
-        .arg(&key)
-        .arg(&[
-            ("handle", "ses_old"),
-            ("user_id", "usr_old"),
-            ("created_at", "1000"),
-            ("last_seen_at", "1000"),
-            ("expires_at", "4600"),
-            ("idle_timeout", "600"),
-            ("data", "{}"),
-            ("user_agent", "test/1.0"),
-            ("ip", "192.0.2.7"),
-        ])
-        .exec_async(&mut c)
-        .await
-        .unwrap();
-    redis::cmd("EXPIRE")
-        .arg(&key)
-        .arg(600)
-        .exec_async(&mut c)
-        .await
-        .unwrap();
-    redis::cmd("SADD")
-        .arg(format!("{prefix}:u:usr_old"))
-        .arg(h.to_hex())
-        .exec_async(&mut c)
-        .await
-        .unwrap();
-    redis::cmd("ZADD")
-        .arg(format!("{prefix}:sx"))
-        .arg(1_600)
-        .arg(h.to_hex())
-        .exec_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(store.session(&h).await.unwrap(), Some(s.clone()));
-    assert_eq!(
-        store.sessions_of("usr_old").await.unwrap(),
-        vec![(h, s.clone())]
-    );
-    store.touch_session(&h, 1_100).await.unwrap();
-    store
-        .set_session_data(&h, &json!({"theme": "dark"}))
-        .await
-        .unwrap();
-    s.last_seen_at = 1_100;
-    s.data = json!({"theme": "dark"});
-    assert_eq!(store.session(&h).await.unwrap(), Some(s.clone()));
-    assert!(store.delete_session(&h).await.unwrap());
-    assert_eq!(store.session(&h).await.unwrap(), None);
-    assert!(store.sessions_of("usr_old").await.unwrap().is_empty());
-
-    // A session this version makes: the earlier version's nine fields, and `fixed`.
-    let (h, mut s) = session("ses_new", "usr_new", 1_000);
-    s.user_agent = Some("Mozilla/5.0 \"quoted\" \\ é".into());
-    s.ip = None;
-    store.create_session(&h, &s).await.unwrap();
-    let key = format!("{prefix}:s:{}", h.to_hex());
-    let earlier: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(&key)
-        .arg(&EARLIER[..])
-        .query_async(&mut c)
-        .await
-        .unwrap();
     let some = |v: &str| Some(v.to_string());
+    let lc = c.clone();
+    let layout = async |h: &TokenHash| -> Vec<String> {
+        let mut names: Vec<String> = redis::cmd("HKEYS")
+            .arg(format!("{prefix}:s:{}", h.to_hex()))
+            .query_async(&mut lc.clone())
+            .await
+            .unwrap();
+        names.sort();
+        names
+    };
+
+    // A session an earlier version made, as its creation script wrote it.
+    let user = "usr \"q\" é";
+    let (old, mut s) = session("ses_old", user, 1_000);
+    {
+        let key = format!("{prefix}:s:{}", old.to_hex());
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(&[
+                ("handle", "ses_old"),
+                ("user_id", user),
+                ("created_at", "1000"),
+                ("last_seen_at", "1000"),
+                ("expires_at", "4600"),
+                ("idle_timeout", "600"),
+                ("data", "{}"),
+                ("user_agent", "test/1.0"),
+                ("ip", "192.0.2.7"),
+            ])
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(600)
+            .cmd("SADD")
+            .arg(format!("{prefix}:u:{user}"))
+            .arg(old.to_hex())
+            .cmd("ZADD")
+            .arg(format!("{prefix}:sx"))
+            .arg(1_600)
+            .arg(old.to_hex())
+            .exec_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // This version's: one of each setting.
+    let (new_compact, mut a) = session("ses_a", user, 1_000);
+    a.user_agent = Some("Mozilla/5.0 \"quoted\" \\ é".into());
+    a.ip = None;
+    compact.create_session(&new_compact, &a).await.unwrap();
+    let (new_fields, mut b) = session("ses_b", user, 1_000);
+    b.data = json!({"k": [1, "é"]});
+    fields.create_session(&new_fields, &b).await.unwrap();
+
     assert_eq!(
-        earlier,
-        vec![
-            some("ses_new"),
-            some("usr_new"),
-            some("1000"),
-            some("1000"),
-            some("4600"),
-            some("600"),
-            some("{}"),
-            s.user_agent.clone(),
-            None
-        ]
+        layout(&new_compact).await,
+        ["data", "fixed", "last_seen_at"]
     );
+    let mut earlier_names: Vec<String> = EARLIER.iter().map(|n| n.to_string()).collect();
+    earlier_names.sort();
+    assert_eq!(layout(&new_fields).await, earlier_names);
+    assert_eq!(layout(&old).await, earlier_names);
+    let key = |h: &TokenHash| format!("{prefix}:s:{}", h.to_hex());
     let fixed: String = redis::cmd("HGET")
-        .arg(&key)
+        .arg(key(&new_compact))
         .arg("fixed")
         .query_async(&mut c)
         .await
         .unwrap();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&fixed).unwrap(),
-        json!(["ses_new", "usr_new", 1000, 4600, 600, s.user_agent, null])
+        json!(["ses_a", user, 1000, 4600, 600, a.user_agent, null])
     );
-    // What the earlier version writes into a session: one field each.
+    // What an earlier version reads of a session of `Fields`: everything, each field alone.
+    let earlier: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(key(&new_fields))
+        .arg(&EARLIER[..])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        earlier,
+        vec![
+            some("ses_b"),
+            some(user),
+            some("1000"),
+            some("1000"),
+            some("4600"),
+            some("600"),
+            some(r#"{"k":[1,"é"]}"#),
+            some("test/1.0"),
+            some("192.0.2.7")
+        ]
+    );
+
+    // Each store reads and lists the three.
+    let listed = |mut v: Vec<(TokenHash, Session)>| {
+        v.sort_by(|x, y| x.1.handle.cmp(&y.1.handle));
+        v
+    };
+    for store in [&compact, &fields] {
+        assert_eq!(store.session(&old).await.unwrap(), Some(s.clone()));
+        assert_eq!(store.session(&new_compact).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.session(&new_fields).await.unwrap(), Some(b.clone()));
+        assert_eq!(
+            listed(store.sessions_of(user).await.unwrap()),
+            vec![
+                (new_compact, a.clone()),
+                (new_fields, b.clone()),
+                (old, s.clone())
+            ]
+        );
+    }
+    // Touched and given data by the store of the other setting, and by an earlier version
+    // (one field each).
+    fields.touch_session(&new_compact, 1_100).await.unwrap();
+    assert!(
+        fields
+            .set_session_data(&new_compact, &json!({"theme": "dark"}))
+            .await
+            .unwrap()
+    );
+    compact.touch_session(&new_fields, 1_200).await.unwrap();
+    compact.touch_session(&old, 1_300).await.unwrap();
     redis::cmd("HSET")
-        .arg(&key)
-        .arg(&[("last_seen_at", "1200"), ("data", r#"{"n":2}"#)])
+        .arg(key(&old))
+        .arg(&[("data", r#"{"n":2}"#)])
         .exec_async(&mut c)
         .await
         .unwrap();
-    s.last_seen_at = 1_200;
+    a.last_seen_at = 1_100;
+    a.data = json!({"theme": "dark"});
+    b.last_seen_at = 1_200;
+    s.last_seen_at = 1_300;
     s.data = json!({"n": 2});
-    assert_eq!(store.session(&h).await.unwrap(), Some(s.clone()));
-    assert_eq!(store.sessions_of("usr_new").await.unwrap(), vec![(h, s)]);
+    for store in [&compact, &fields] {
+        assert_eq!(store.session(&new_compact).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.session(&new_fields).await.unwrap(), Some(b.clone()));
+        assert_eq!(store.session(&old).await.unwrap(), Some(s.clone()));
+    }
+    // A touch moves the expiry of a compact session too (its ends: 1_100 + 600 idle).
+    let ends: f64 = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:sx"))
+        .arg(new_compact.to_hex())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ends, 1_700.0);
+
+    // Ended one by one, across settings: gone from the user's set too.
+    assert!(fields.delete_session(&new_compact).await.unwrap());
+    assert!(compact.delete_session(&old).await.unwrap());
+    assert_eq!(compact.session(&new_compact).await.unwrap(), None);
+    assert_eq!(fields.session(&old).await.unwrap(), None);
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}:u:{user}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(members, vec![new_fields.to_hex()]);
+
+    // Purged: a compact session and one of each field alone, both ended by 5_000.
+    let (p, mut ps) = session("ses_p", user, 1_000);
+    ps.user_agent = None;
+    compact.create_session(&p, &ps).await.unwrap();
+    let purged = compact.purge_expired_sessions(5_000).await.unwrap();
+    assert_eq!((purged.removed, purged.more), (2, false));
+    assert_eq!(compact.count_sessions().await.unwrap(), 0);
+    let left: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}:u:{user}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!left, "the user's set is emptied");
+
     // A `fixed` that does not parse is an error of the store, never a session.
+    compact.create_session(&p, &ps).await.unwrap();
     redis::cmd("HSET")
-        .arg(&key)
+        .arg(key(&p))
         .arg("fixed")
-        .arg("[\"ses_new\"")
+        .arg("[\"ses_p\"")
         .exec_async(&mut c)
         .await
         .unwrap();
-    assert!(matches!(
-        store.session(&h).await,
-        Err(StoreError::Unavailable(_))
-    ));
+    for store in [&compact, &fields] {
+        assert!(matches!(
+            store.session(&p).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
 }
 
 /// A Redis of the test's own (for counts no other test disturbs), stopped when dropped.

@@ -307,12 +307,17 @@ where
 
 #[cfg(feature = "redis")]
 fn open_redis(config: &Config, url: &str) -> Result<tessera_store::RedisStore, Failure> {
+    let form = match config.session.redis_form.as_str() {
+        "fields" => tessera_store::SessionForm::Fields,
+        _ => tessera_store::SessionForm::Compact,
+    };
     tessera_store::RedisStore::open(
         url,
         &config.redis_prefix,
         Arc::new(tessera_jose::SystemClock),
         tessera_server::LEEWAY,
     )
+    .map(|r| r.writing(form))
     .map_err(|e| Failure::usage(format!("redis_url: {e}")))
 }
 

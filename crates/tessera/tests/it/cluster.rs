@@ -645,6 +645,85 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
     assert_eq!(me(&direct.url, &s2).0, 401);
 }
 
+/// A rolling upgrade from a version that reads only sessions of each field alone: instances with
+/// `session.redis_form = "fields"` write that form, the others the compact one, and every instance
+/// reads, lists and ends a session whichever made it (the session cache off, so each request
+/// reads Redis).
+#[test]
+fn sessions_of_either_redis_form_are_shared_by_instances_of_either_setting() {
+    let mut shared = Shared::new("form");
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    shared.set("TESSERA_SESSION_CACHE_TTL", "0s");
+    let compact = shared.instance("compact", "http://127.0.0.1:1");
+    shared.set("TESSERA_SESSION_REDIS_FORM", "fields");
+    let fields = shared.instance("fields", "http://127.0.0.1:1");
+    let port = redis_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let layout = |token: &str| -> Vec<String> {
+        let hash = tessera_core::Token::parse(tessera_core::Kind::Session, token)
+            .unwrap()
+            .hash()
+            .to_hex();
+        let o = Command::new("redis-cli")
+            .args(["-p", &port, "HKEYS", &format!("{}:s:{hash}", shared.prefix)])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let mut names: Vec<String> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    };
+    let a = session_login(&compact.url);
+    let b = session_login(&fields.url);
+    // (no User-Agent: the test's client sends none)
+    assert_eq!(layout(&a), ["data", "fixed", "last_seen_at"]);
+    assert_eq!(
+        layout(&b),
+        [
+            "created_at",
+            "data",
+            "expires_at",
+            "handle",
+            "idle_timeout",
+            "ip",
+            "last_seen_at",
+            "user_id"
+        ]
+    );
+    for i in [&compact, &fields] {
+        for token in [&a, &b] {
+            assert_eq!(me(&i.url, token).0, 200, "{} reads {token}", i.url);
+        }
+        let listed = client()
+            .get(format!("{}/auth/sessions", i.url))
+            .bearer_auth(&a)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    }
+    // Each ended by an instance of the other setting: refused everywhere.
+    assert_eq!(logout(&fields.url, &a), 204);
+    assert_eq!(logout(&compact.url, &b), 204);
+    for i in [&compact, &fields] {
+        for token in [&a, &b] {
+            assert_eq!(me(&i.url, token).0, 401);
+        }
+    }
+}
+
 /// With the session cache off, the Redis reads of requests in flight together leave in shared
 /// pipelines: under concurrent load every request is still answered with its own session, and
 /// an unknown token among them with 401.
