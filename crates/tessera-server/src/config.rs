@@ -169,8 +169,8 @@ pub struct SessionConfig {
     /// Live sessions one user may hold; a login past it ends the oldest (0: no bound).
     pub max_per_user: usize,
     /// How new sessions are laid out in Redis: `compact` (three fields, one of them the fields
-    /// that never change) or `fields` (each field alone, the only form versions before
-    /// 2026-12-06 read: for a rolling upgrade from them). Both are read either way.
+    /// that never change) or `fields` (each field alone, the only form versions before commit
+    /// f8b4cdf read: for a rolling upgrade from them). Both are read either way.
     pub redis_form: String,
 }
 

@@ -153,7 +153,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "session.redis_form",
         Text,
-        "compact or fields: new sessions in Redis hold three fields, or each field alone, the form versions before 2026-12-06 read, for a rolling upgrade from them; both are read",
+        "compact or fields: new sessions in Redis hold three fields, or each field alone, the form versions before commit f8b4cdf read, for a rolling upgrade from them; both are read",
     ),
     s("password.min_length", Number, "at least 8"),
     s("password.memory_kib", Number, "Argon2id m (at least 19456)"),

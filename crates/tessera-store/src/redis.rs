@@ -4,7 +4,7 @@
 //! Keys, under a configurable prefix `P`:
 //! - `P:s:HASH` a session, expiring when the session would end: a hash of `fixed` (the fields
 //!   that never change, one JSON array), `last_seen_at` and `data` ([`SessionForm::Compact`]), or
-//!   of each field alone, the form versions before 2026-12-06 read and write
+//!   of each field alone, the form versions before commit f8b4cdf read and write
 //!   ([`SessionForm::Fields`]); both are read, whichever is written;
 //! - `P:u:USER` the set of a user's session hashes, expiring with the last of them;
 //! - `P:sx` every session hash scored by when it ends (purging, counting);
@@ -47,6 +47,8 @@ pub struct RedisStore {
     leeway: i64,
     form: SessionForm,
     reads: SessionReads,
+    /// A compact read that met a session of each field alone reads it again here.
+    fallback: SessionReads,
 }
 
 /// How new sessions are laid out in Redis. Either is read whatever this is, so instances of
@@ -57,8 +59,8 @@ pub enum SessionForm {
     /// fields.
     #[default]
     Compact,
-    /// Each field alone, the only form versions before 2026-12-06 read: for a rolling upgrade
-    /// from them.
+    /// Each field alone, the only form versions before commit f8b4cdf read: for a rolling
+    /// upgrade from them.
     Fields,
 }
 
@@ -107,6 +109,7 @@ impl RedisStore {
             leeway,
             form: SessionForm::Compact,
             reads: SessionReads::new(COMPACT_READ),
+            fallback: SessionReads::new(FIELDS_READ),
         })
     }
 
@@ -334,7 +337,7 @@ mod session_tests {
             ip: Some("2001:db8::1".into()),
             data: serde_json::json!({"a": [1, 2]}),
         };
-        let fixed = fixed_field(&s);
+        let fixed = fixed_field(&s).unwrap();
         let data = r#"{"a":[1,2]}"#;
         // Compact, by each read.
         assert_eq!(
@@ -434,7 +437,9 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout', 'user_id', 'fixed')
 if not f[1] then
   if not f[4] then return 0 end
-  local x = cjson.decode(f[4])
+  local ok, x = pcall(cjson.decode, f[4])
+  if not (ok and type(x) == 'table' and tonumber(x[4]) and tonumber(x[5])
+          and type(x[2]) == 'string') then return 0 end
   f = {x[4], x[5], x[2]}
 end
 local ends = math.min(tonumber(f[1]), tonumber(ARGV[1]) + tonumber(f[2]))
@@ -458,25 +463,29 @@ return 1",
     )
 });
 
-/// A session's user id, in either form (Lua, prepended to the scripts that need it).
+/// A session's user id, in either form, or nil (no such session, or a `fixed` that does not
+/// parse). Lua, prepended to the scripts that need it.
 const USER_OF: &str = r"
 local function user_of(k)
   local f = redis.call('HMGET', k, 'user_id', 'fixed')
   if f[1] then return f[1] end
-  if f[2] then return cjson.decode(f[2])[2] end
+  if f[2] then
+    local ok, x = pcall(cjson.decode, f[2])
+    if ok and type(x) == 'table' and type(x[2]) == 'string' then return x[2] end
+  end
   return nil
 end";
 
-/// Ends one session. KEYS: session, index. ARGV: hash, user-set key prefix.
+/// Ends one session (one whose user cannot be read too). KEYS: session, index. ARGV: hash,
+/// user-set key prefix.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{USER_OF}
 local u = user_of(KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if not u then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[2] .. u, ARGV[1])
-return 1"
+local n = redis.call('DEL', KEYS[1])
+if u then redis.call('SREM', ARGV[2] .. u, ARGV[1]) end
+return n"
     ))
 });
 
@@ -506,10 +515,8 @@ local n = 0
 local hs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
 for _, h in ipairs(hs) do
   local u = user_of(ARGV[2] .. h)
-  if u then
-    n = n + redis.call('DEL', ARGV[2] .. h)
-    redis.call('SREM', ARGV[3] .. u, h)
-  end
+  n = n + redis.call('DEL', ARGV[2] .. h)
+  if u then redis.call('SREM', ARGV[3] .. u, h) end
   redis.call('ZREM', KEYS[1], h)
 end
 return {{n, #hs}}"
@@ -583,13 +590,13 @@ return 0",
     )
 });
 
-fn session_fields(s: &Session, form: SessionForm) -> Vec<(&'static str, String)> {
+fn session_fields(s: &Session, form: SessionForm) -> StoreResult<Vec<(&'static str, String)>> {
     if form == SessionForm::Compact {
-        return vec![
-            ("fixed", fixed_field(s)),
+        return Ok(vec![
+            ("fixed", fixed_field(s)?),
             ("last_seen_at", s.last_seen_at.to_string()),
             ("data", s.data.to_string()),
-        ];
+        ]);
     }
     let mut f = vec![
         ("handle", s.handle.clone()),
@@ -606,13 +613,13 @@ fn session_fields(s: &Session, form: SessionForm) -> Vec<(&'static str, String)>
     if let Some(ip) = &s.ip {
         f.push(("ip", ip.clone()));
     }
-    f
+    Ok(f)
 }
 
 /// A session's fields that never change, as one value: a JSON array of `handle`, `user_id`,
 /// `created_at`, `expires_at`, `idle_timeout`, `user_agent`, `ip` (the last two may be null).
 /// Read with the two that change, a session is three values to parse instead of nine.
-fn fixed_field(s: &Session) -> String {
+fn fixed_field(s: &Session) -> StoreResult<String> {
     serde_json::to_string(&(
         &s.handle,
         &s.user_id,
@@ -622,7 +629,7 @@ fn fixed_field(s: &Session) -> String {
         &s.user_agent,
         &s.ip,
     ))
-    .unwrap_or_default()
+    .map_err(|_| corrupt("session"))
 }
 
 type Fixed = (
@@ -858,7 +865,7 @@ impl SessionStore for RedisStore {
             .arg(&hex)
             .arg(ttl)
             .arg(s.ends_at());
-        for (k, v) in session_fields(s, self.form) {
+        for (k, v) in session_fields(s, self.form)? {
             inv.arg(k).arg(v);
         }
         let mut c = self.conn.clone();
@@ -874,9 +881,9 @@ impl SessionStore for RedisStore {
         let key = self.key("s", &hash.to_hex());
         let mut read = found(self.reads.hmget(&self.conn, key).await?)?;
         if let Found::Other = read {
-            let mut c = self.conn.clone();
+            // (until the sessions an earlier setting wrote have ended: batched too)
             let key = self.key("s", &hash.to_hex());
-            read = found(c.hmget(key, FIELDS_READ).await.map_err(unavailable)?)?;
+            read = found(self.fallback.hmget(&self.conn, key).await?)?;
         }
         match read {
             Found::Session(s) => Ok(Some(*s)),

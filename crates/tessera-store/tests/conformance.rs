@@ -1634,6 +1634,13 @@ async fn redis_sessions_are_shared_across_forms_and_versions() {
     // Touched and given data by the store of the other setting, and by an earlier version
     // (one field each).
     fields.touch_session(&new_compact, 1_100).await.unwrap();
+    // ... which keeps the user's set (600 s left) at least as long as the session (700 s).
+    let set_ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}:u:{user}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!((690..=700).contains(&set_ttl), "{set_ttl}");
     assert!(
         fields
             .set_session_data(&new_compact, &json!({"theme": "dark"}))
@@ -1708,6 +1715,25 @@ async fn redis_sessions_are_shared_across_forms_and_versions() {
             Err(StoreError::Unavailable(_))
         ));
     }
+    // Touched, nothing done; ended, or purged with a good session behind it, all the same.
+    compact.touch_session(&p, 1_100).await.unwrap();
+    assert!(fields.delete_session(&p).await.unwrap());
+    assert_eq!(layout(&p).await, Vec::<String>::new());
+    let (q, qs) = session("ses_q", user, 1_000);
+    compact.create_session(&q, &qs).await.unwrap();
+    redis::cmd("HSET")
+        .arg(key(&q))
+        .arg("fixed")
+        .arg("{}")
+        .exec_async(&mut c)
+        .await
+        .unwrap();
+    let (r, rs) = session("ses_r", user, 1_000);
+    compact.create_session(&r, &rs).await.unwrap();
+    let purged = compact.purge_expired_sessions(5_000).await.unwrap();
+    assert_eq!((purged.removed, purged.more), (2, false));
+    assert_eq!(compact.count_sessions().await.unwrap(), 0);
+    assert_eq!(layout(&q).await, Vec::<String>::new());
 }
 
 /// A Redis of the test's own (for counts no other test disturbs), stopped when dropped.
