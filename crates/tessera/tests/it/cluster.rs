@@ -645,18 +645,25 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
     assert_eq!(me(&direct.url, &s2).0, 401);
 }
 
+/// A cluster's shared stores with the user alice, its instances to start with the session cache
+/// off (every request reads Redis).
+fn alice_with_the_cache_off(name: &str) -> Shared {
+    let mut shared = Shared::new(name);
+    shared.tessera(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PW}\n")),
+    );
+    shared.set("TESSERA_SESSION_CACHE_TTL", "0s");
+    shared
+}
+
 /// A rolling upgrade from a version that reads only sessions of each field alone: instances with
 /// `session.redis_form = "fields"` write that form, the others the compact one, and every instance
 /// reads, lists and ends a session whichever made it (the session cache off, so each request
 /// reads Redis).
 #[test]
 fn sessions_of_either_redis_form_are_shared_by_instances_of_either_setting() {
-    let mut shared = Shared::new("form");
-    shared.tessera(
-        &["user", "add", "alice", "--password-stdin"],
-        Some(&format!("{PW}\n")),
-    );
-    shared.set("TESSERA_SESSION_CACHE_TTL", "0s");
+    let mut shared = alice_with_the_cache_off("form");
     let compact = shared.instance("compact", "http://127.0.0.1:1");
     shared.set("TESSERA_SESSION_REDIS_FORM", "fields");
     let fields = shared.instance("fields", "http://127.0.0.1:1");
@@ -731,12 +738,7 @@ fn sessions_of_either_redis_form_are_shared_by_instances_of_either_setting() {
 /// an unknown token among them with 401.
 #[test]
 fn cache_off_concurrent_requests_each_get_their_own_session() {
-    let mut shared = Shared::new("gather");
-    shared.tessera(
-        &["user", "add", "alice", "--password-stdin"],
-        Some(&format!("{PW}\n")),
-    );
-    shared.set("TESSERA_SESSION_CACHE_TTL", "0s");
+    let shared = alice_with_the_cache_off("gather");
     let i = shared.instance("solo", "http://127.0.0.1:1");
     let handle_of = |token: &str| -> Value {
         client()
