@@ -610,14 +610,8 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
         format!("{}:s:{hash}", shared.prefix)
     };
     let redis_cli = |args: &[&str]| {
-        let port = redis_url()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .to_owned();
         let o = Command::new("redis-cli")
-            .args(["-p", &port])
+            .args(["-p", &redis_port()])
             .args(args)
             .output()
             .unwrap();
@@ -645,6 +639,16 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
     assert_eq!(me(&direct.url, &s2).0, 401);
 }
 
+/// The port of the machine's Redis (`TEST_REDIS_URL`), for `redis-cli -p`.
+fn redis_port() -> String {
+    redis_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// A cluster's shared stores with the user alice, its instances to start with the session cache
 /// off (every request reads Redis).
 fn alice_with_the_cache_off(name: &str) -> Shared {
@@ -667,12 +671,7 @@ fn sessions_of_either_redis_form_are_shared_by_instances_of_either_setting() {
     let compact = shared.instance("compact", "http://127.0.0.1:1");
     shared.set("TESSERA_SESSION_REDIS_FORM", "fields");
     let fields = shared.instance("fields", "http://127.0.0.1:1");
-    let port = redis_url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let port = redis_port();
     let layout = |token: &str| -> Vec<String> {
         let hash = tessera_core::Token::parse(tessera_core::Kind::Session, token)
             .unwrap()
