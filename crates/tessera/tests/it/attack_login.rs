@@ -126,9 +126,15 @@ fn a_burst_of_concurrent_guesses_lets_only_the_free_attempts_reach_the_hash() {
     attempts.insert(50, ("alice".to_owned(), PW.to_owned()));
     let statuses = burst(&s, "127.0.0.1", attempts);
     let checked = count(&statuses, 401) + count(&statuses, 200);
-    assert!(checked <= 5, "{checked} passwords checked: {statuses:?}");
+    // Five free attempts; the right password's success, when it is among them, clears the
+    // account's failures (as below), and guesses still arriving get five more.
+    let allowed = 5 * (1 + count(&statuses, 200));
+    assert!(
+        checked <= allowed,
+        "{checked} passwords checked: {statuses:?}"
+    );
     assert_eq!(checked + count(&statuses, 429), 101, "{statuses:?}");
-    assert!(s.metric("tessera_password_hashes_total") <= 5.0);
+    assert!(s.metric("tessera_password_hashes_total") <= allowed as f64);
     // Unless the right password was among those checked (its success clears the account),
     // the account stays locked for the right password too.
     if count(&statuses, 200) == 0 {
