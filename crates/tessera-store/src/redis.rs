@@ -433,13 +433,13 @@ return 1",
 /// user-set key prefix.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
+        &[
+            FIXED_OF,
+            r"
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'idle_timeout', 'user_id', 'fixed')
 if not f[1] then
-  if not f[4] then return 0 end
-  local ok, x = pcall(cjson.decode, f[4])
-  if not (ok and type(x) == 'table' and tonumber(x[4]) and tonumber(x[5])
-          and type(x[2]) == 'string') then return 0 end
+  local x = fixed_of(f[4])
+  if not (x and tonumber(x[4]) and tonumber(x[5]) and type(x[2]) == 'string') then return 0 end
   f = {x[4], x[5], x[2]}
 end
 local ends = math.min(tonumber(f[1]), tonumber(ARGV[1]) + tonumber(f[2]))
@@ -450,6 +450,8 @@ local users = ARGV[4] .. f[3]
 if redis.call('TTL', users) < ttl then redis.call('EXPIRE', users, ttl) end
 redis.call('ZADD', KEYS[2], ends, ARGV[3])
 return 1",
+        ]
+        .concat(),
     )
 });
 
@@ -463,30 +465,44 @@ return 1",
     )
 });
 
+/// A compact session's `fixed` decoded (a table), or nil: none, or one that does not parse
+/// (only something other than tessera writes one; a script must not fail on it). Lua, prepended
+/// to the scripts that read it.
+const FIXED_OF: &str = r"
+local function fixed_of(s)
+  if not s then return nil end
+  local ok, x = pcall(cjson.decode, s)
+  if ok and type(x) == 'table' then return x end
+  return nil
+end";
+
 /// A session's user id, in either form, or nil (no such session, or a `fixed` that does not
-/// parse). Lua, prepended to the scripts that need it.
+/// parse). Lua, prepended (with [`FIXED_OF`]) to the scripts that need it.
 const USER_OF: &str = r"
 local function user_of(k)
   local f = redis.call('HMGET', k, 'user_id', 'fixed')
   if f[1] then return f[1] end
-  if f[2] then
-    local ok, x = pcall(cjson.decode, f[2])
-    if ok and type(x) == 'table' and type(x[2]) == 'string' then return x[2] end
-  end
+  local x = fixed_of(f[2])
+  if x and type(x[2]) == 'string' then return x[2] end
   return nil
 end";
 
 /// Ends one session (one whose user cannot be read too). KEYS: session, index. ARGV: hash,
 /// user-set key prefix.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{USER_OF}
+    Script::new(
+        &[
+            FIXED_OF,
+            USER_OF,
+            r"
 local u = user_of(KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local n = redis.call('DEL', KEYS[1])
 if u then redis.call('SREM', ARGV[2] .. u, ARGV[1]) end
-return n"
-    ))
+return n",
+        ]
+        .concat(),
+    )
 });
 
 /// Ends a user's sessions but one. KEYS: user set, index. ARGV: kept hash or '', session key
@@ -509,8 +525,11 @@ return n",
 /// Removes up to ARGV[4] sessions that ended by ARGV[1]. KEYS: index. ARGV: now, session key
 /// prefix, user-set key prefix, batch.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{USER_OF}
+    Script::new(
+        &[
+            FIXED_OF,
+            USER_OF,
+            r"
 local n = 0
 local hs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
 for _, h in ipairs(hs) do
@@ -519,8 +538,10 @@ for _, h in ipairs(hs) do
   if u then redis.call('SREM', ARGV[3] .. u, h) end
   redis.call('ZREM', KEYS[1], h)
 end
-return {{n, #hs}}"
-    ))
+return {n, #hs}",
+        ]
+        .concat(),
+    )
 });
 
 /// Denylists a jti, never shortening an entry. KEYS: entry, index. ARGV: jti, exp, ttl.
