@@ -1700,15 +1700,19 @@ async fn redis_sessions_are_shared_across_forms_and_versions() {
         .unwrap();
     assert!(!left, "the user's set is emptied");
 
-    // A `fixed` that does not parse is an error of the store, never a session.
-    compact.create_session(&p, &ps).await.unwrap();
-    redis::cmd("HSET")
-        .arg(key(&p))
-        .arg("fixed")
-        .arg("[\"ses_p\"")
-        .exec_async(&mut c)
-        .await
-        .unwrap();
+    // A compact session whose `fixed` does not parse (only something other than tessera writes
+    // one) is an error of the store, never a session.
+    let corrupted = async |h: &TokenHash, s: &Session, fixed: &str| {
+        compact.create_session(h, s).await.unwrap();
+        redis::cmd("HSET")
+            .arg(key(h))
+            .arg("fixed")
+            .arg(fixed)
+            .exec_async(&mut lc.clone())
+            .await
+            .unwrap();
+    };
+    corrupted(&p, &ps, "[\"ses_p\"").await;
     for store in [&compact, &fields] {
         assert!(matches!(
             store.session(&p).await,
@@ -1720,14 +1724,7 @@ async fn redis_sessions_are_shared_across_forms_and_versions() {
     assert!(fields.delete_session(&p).await.unwrap());
     assert_eq!(layout(&p).await, Vec::<String>::new());
     let (q, qs) = session("ses_q", user, 1_000);
-    compact.create_session(&q, &qs).await.unwrap();
-    redis::cmd("HSET")
-        .arg(key(&q))
-        .arg("fixed")
-        .arg("{}")
-        .exec_async(&mut c)
-        .await
-        .unwrap();
+    corrupted(&q, &qs, "{}").await;
     let (r, rs) = session("ses_r", user, 1_000);
     compact.create_session(&r, &rs).await.unwrap();
     let purged = compact.purge_expired_sessions(5_000).await.unwrap();

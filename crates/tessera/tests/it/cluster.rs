@@ -602,13 +602,6 @@ fn postgres_without_redis_is_a_cluster_too() {
 
 #[test]
 fn session_cache_ttl_zero_reads_redis_on_every_request() {
-    let redis_key = |shared: &Shared, token: &str| {
-        let hash = tessera_core::Token::parse(tessera_core::Kind::Session, token)
-            .unwrap()
-            .hash()
-            .to_hex();
-        format!("{}:s:{hash}", shared.prefix)
-    };
     let redis_cli = |args: &[&str]| {
         let o = Command::new("redis-cli")
             .args(["-p", &redis_port()])
@@ -637,6 +630,15 @@ fn session_cache_ttl_zero_reads_redis_on_every_request() {
     assert_eq!(me(&direct.url, &s2).0, 200);
     redis_cli(&["DEL", &redis_key(&shared, &s2)]);
     assert_eq!(me(&direct.url, &s2).0, 401);
+}
+
+/// The Redis key of the session `token` names.
+fn redis_key(shared: &Shared, token: &str) -> String {
+    let hash = tessera_core::Token::parse(tessera_core::Kind::Session, token)
+        .unwrap()
+        .hash()
+        .to_hex();
+    format!("{}:s:{hash}", shared.prefix)
 }
 
 /// The port of the machine's Redis (`TEST_REDIS_URL`), for `redis-cli -p`.
@@ -673,12 +675,8 @@ fn sessions_of_either_redis_form_are_shared_by_instances_of_either_setting() {
     let fields = shared.instance("fields", "http://127.0.0.1:1");
     let port = redis_port();
     let layout = |token: &str| -> Vec<String> {
-        let hash = tessera_core::Token::parse(tessera_core::Kind::Session, token)
-            .unwrap()
-            .hash()
-            .to_hex();
         let o = Command::new("redis-cli")
-            .args(["-p", &port, "HKEYS", &format!("{}:s:{hash}", shared.prefix)])
+            .args(["-p", &port, "HKEYS", &redis_key(&shared, token)])
             .output()
             .unwrap();
         assert!(o.status.success());
