@@ -336,14 +336,26 @@ pub struct Denylist {
 pub struct Loader<'a> {
     denylist: &'a Denylist,
     now: i64,
+    /// The entries the store said are coming, until the first page sizes their keys.
+    expected: usize,
 }
 
 impl DeniedSink for Loader<'_> {
-    fn expect(&mut self, entries: usize, key_bytes: usize) {
-        self.denylist.held_at(self.now).reserve(entries, key_bytes);
+    fn expect(&mut self, entries: usize) {
+        self.expected = entries;
     }
 
     fn page(&mut self, page: &Denied) {
+        let expected = std::mem::take(&mut self.expected);
+        if expected > 0 {
+            // Room for every key at the first page's mean length and an eighth more (room
+            // never written is never resident); keys longer than that grow the buffer once.
+            let per_key = page.key_bytes().div_ceil(page.len().max(1));
+            let key_bytes = expected.saturating_mul(per_key);
+            self.denylist
+                .held_at(self.now)
+                .reserve(expected, key_bytes.saturating_add(key_bytes / 8));
+        }
         self.denylist.reload(page, self.now);
     }
 }
@@ -424,6 +436,7 @@ impl Denylist {
         Loader {
             denylist: self,
             now,
+            expected: 0,
         }
     }
 
@@ -585,23 +598,42 @@ mod tests {
         }
     }
 
-    /// A reload in pages makes room for all of it when the store says how much, and keeps that
-    /// room through the pages: grown page by page instead, each larger copy would be a freed
-    /// block the allocator keeps (and raises its thresholds for).
+    /// A reload in pages makes room for all of it when the store says how many entries are
+    /// coming, the keys' bytes estimated from the first page, and keeps that room through the
+    /// pages: grown page by page instead, each larger copy would be a freed block the allocator
+    /// keeps (and raises its thresholds for).
     #[test]
     fn a_reload_in_pages_keeps_the_room_it_made() {
         let d = Denylist::new(900);
         let mut loader = d.loader(100);
-        loader.expect(10_000, 100_000);
+        loader.expect(10_000);
         for p in 0..3 {
-            let page: Denied = (0..10).map(|i| (format!("jti-{p}-{i}"), 1_000)).collect();
+            // Keys of 9 bytes.
+            let page: Denied = (0..10).map(|i| (format!("jti-{p}-{i}ab"), 1_000)).collect();
             loader.page(&page);
         }
         let held = d.held.read().unwrap();
         assert_eq!(held.log.len(), 30);
         assert!(held.log.capacity() >= 10_000, "{}", held.log.capacity());
-        assert!(held.keys.capacity() >= 100_000, "{}", held.keys.capacity());
+        assert!(held.keys.capacity() >= 90_000, "{}", held.keys.capacity());
         assert!(held.index.capacity() >= 10_000, "{}", held.index.capacity());
+    }
+
+    /// A store that says nothing (0), or pages after an empty first page, still loads all.
+    #[test]
+    fn a_reload_without_a_count_or_with_an_empty_first_page_loads_everything() {
+        for expected in [0, 50] {
+            let d = Denylist::new(900);
+            let mut loader = d.loader(100);
+            loader.expect(expected);
+            loader.page(&Denied::default());
+            for p in 0..5 {
+                let page: Denied = (0..10).map(|i| (format!("k{p}{i}"), 1_000)).collect();
+                loader.page(&page);
+            }
+            assert_eq!(d.held.read().unwrap().len(), 50);
+            assert!(d.held.read().unwrap().holds(RevocationKey::Token("k49")));
+        }
     }
 
     /// What a revocation costs besides its key: its log entry and its place in the index. At

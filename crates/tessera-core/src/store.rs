@@ -395,7 +395,7 @@ impl<K: AsRef<str>> Extend<(K, i64)> for Denied {
 
 /// Collects every page into one list.
 impl DeniedSink for Denied {
-    fn expect(&mut self, _entries: usize, _key_bytes: usize) {}
+    fn expect(&mut self, _entries: usize) {}
 
     fn page(&mut self, page: &Denied) {
         let base = self.keys.len();
@@ -448,7 +448,7 @@ pub trait DenylistStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         async move {
             let all = self.denied_access(now).await?;
-            sink.expect(all.len(), all.key_bytes());
+            sink.expect(all.len());
             sink.page(&all);
             Ok(())
         }
@@ -459,9 +459,10 @@ pub trait DenylistStore: Send + Sync + 'static {
 
 /// Where [`DenylistStore::each_denied`] hands what it reads.
 pub trait DeniedSink: Send {
-    /// About how many entries, with how many bytes of keys, are coming (a hint, before the
-    /// first page; 0 when not known).
-    fn expect(&mut self, entries: usize, key_bytes: usize);
+    /// About how many entries are coming (a hint, before the first page; 0 when not known).
+    /// Not their keys' bytes: a store counts entries from its expiry index, but would read every
+    /// key to add up their lengths (a sixth of a start with 10^5 revocations in force).
+    fn expect(&mut self, entries: usize);
     /// A page of entries.
     fn page(&mut self, page: &Denied);
 }

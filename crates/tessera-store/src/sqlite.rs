@@ -321,9 +321,9 @@ const DENIED_PAGE: &str = "SELECT group_concat(expires_at || ' ' || length(jti) 
 /// Where the first page begins: before every rowid.
 const DENIED_FROM: &str = "-9223372036854775808";
 
-/// How many denylist entries are in force at `$1` (`n`), with how many bytes of keys: the
-/// room a reload makes first.
-const DENIED_COUNT: &str = "SELECT COUNT(*) AS n, SUM(length(CAST(jti AS BLOB))) AS key_bytes FROM access_denylist WHERE expires_at > $1";
+/// How many denylist entries are in force at `$1` (`n`), counted in the expiry index: the room
+/// a reload makes first.
+const DENIED_COUNT: &str = "SELECT COUNT(*) AS n FROM access_denylist WHERE expires_at > $1";
 
 /// A rotation's writes (see `token_sql::rotate_in_one`), one round trip to the connection's
 /// thread instead of one per statement: the writer is held from `BEGIN` to `COMMIT`, and every
@@ -409,7 +409,7 @@ mod tests {
         #[derive(Default)]
         struct Sizes(Vec<usize>);
         impl tessera_core::DeniedSink for Sizes {
-            fn expect(&mut self, _entries: usize, _key_bytes: usize) {}
+            fn expect(&mut self, _entries: usize) {}
             fn page(&mut self, page: &tessera_core::Denied) {
                 self.0.push(page.len());
             }
@@ -440,6 +440,14 @@ mod tests {
             "{plan:?}"
         );
         assert!(plan.iter().all(|s| !s.contains("TEMP B-TREE")), "{plan:?}");
+        // The count before the pages reads the expiry index alone, not the table.
+        let count = self::plan(&store, super::DENIED_COUNT, &[Param::Int]).await;
+        assert_eq!(
+            count,
+            [
+                "SEARCH access_denylist USING COVERING INDEX access_denylist_by_expiry (expires_at>?)"
+            ]
+        );
     }
 
     /// A file database's connection that read the denylist is closed after it (its page cache

@@ -399,13 +399,8 @@ macro_rules! token_store_sql {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                let size = |column| {
-                    count
-                        .maybe_int(column)
-                        .map(|n| usize::try_from(n.unwrap_or(0)).unwrap_or(0))
-                        .map_err(unavailable)
-                };
-                sink.expect(size("n")?, size("key_bytes")?);
+                let n = count.maybe_int("n").map_err(unavailable)?.unwrap_or(0);
+                sink.expect(usize::try_from(n).unwrap_or(0));
                 let mut after = DENIED_FROM.to_owned();
                 loop {
                     // One row a page, the page's entries aggregated (`record::denied_page`):
