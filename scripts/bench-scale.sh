@@ -9,7 +9,8 @@
 # (1), REPS (3) rounds taking the small and the large set in turn, medians; the large rate within
 # 10 % of the small one is the target of every rate row):
 # - start-up: `tessera serve` on the existing data directory, from exec to the first /healthz
-#   answer (median of 5 starts; target < 100 ms), and its RSS once idle (target < 30 MB), with
+#   answer (median of 5 starts; target < 100 ms; each start printed too, with the CPU it
+#   used and the time it waited for the core), and its RSS once idle (target < 30 MB), with
 #   the anonymous part of it (the rest is the binary's own pages, shared and reclaimable): the
 #   time with the binary in the page cache, as a restart finds it; the RSS after a start with
 #   the page cache dropped (DROP_CACHES=1), since with all of the binary cached each fault maps
@@ -159,14 +160,34 @@ drop_caches() {
   [ "$DROP_CACHES" = 1 ] && sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null || true
 }
 
-# starts DIR N: "ms rss_kib anon_kib", medians of N starts: the time from exec to the first
-# /healthz answer, then RSS and its anonymous part 3 s after.
+# starts DIR N [KIND]: "ms rss_kib anon_kib", medians of N starts (labelled KIND, default warm):
+# the time from exec to the first /healthz answer, then RSS and its anonymous part 3 s after.
+# Each start is also written to $WORK/starts: its time; the CPU the process had used by then
+# (/proc/PID/stat, every thread's, the reload's exited one too, in 10 ms ticks); how long the
+# threads still alive then had waited for the core, runnable (/proc/PID/task/*/schedstat); and
+# the time the hypervisor took from the server core meanwhile (steal, /proc/stat, 10 ms ticks):
+# so that a slow start shows whether it worked more or waited more.
 starts() {
-  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$2" <<'PY'
-import statistics, subprocess, sys, time, urllib.request
-bin_, data, port, cpu, n = sys.argv[1:]
+  python3 - "$BIN" "$1" "$PORT" "$SERVER_CPU" "$2" "$WORK/starts" "${3:-warm}" <<'PY'
+import os, statistics, subprocess, sys, time, urllib.request
+bin_, data, port, cpu, n, log, kind = sys.argv[1:]
+def sched(pid):
+    wait = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                wait += int(f.read().split()[1])
+        except OSError:
+            continue
+    with open(f"/proc/{pid}/stat") as f:
+        ticks = f.read().rsplit(")", 1)[1].split()
+    return (int(ticks[11]) + int(ticks[12])) * 1000 / os.sysconf("SC_CLK_TCK"), wait / 1e6
+def steal():
+    with open("/proc/stat") as f:
+        return next(int(l.split()[8]) for l in f if l.startswith(f"cpu{cpu} "))
 ms, rss, anon = [], [], []
 for _ in range(int(n)):
+    s0 = steal()
     t = time.monotonic()
     p = subprocess.Popen(["taskset", "-c", cpu, bin_, "serve", "--listen", f"127.0.0.1:{port}",
                           "--data-dir", data], stderr=subprocess.DEVNULL)
@@ -180,6 +201,9 @@ for _ in range(int(n)):
                 sys.exit("the server did not answer within 30 s")
             time.sleep(0.002)
     ms.append((time.monotonic() - t) * 1000)
+    run, wait = sched(p.pid)
+    with open(log, "a") as f:
+        f.write(f"{data.rsplit('/', 1)[-1]},{kind} {ms[-1]:.1f} {run:.1f} {wait:.1f} {(steal() - s0) * 10}\n")
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
         st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS", "RssAnon"))}
@@ -201,7 +225,7 @@ startup() {
   echo "$1 $rss $anon" >>"$WORK/warm_rss"
   if [ "$DROP_CACHES" = 1 ]; then
     drop_caches
-    read -r _ rss anon <<<"$(starts "$1" 1)"
+    read -r _ rss anon <<<"$(starts "$1" 1 page-cache-dropped)"
   fi
   echo "$ms $rss $anon"
 }
@@ -437,7 +461,7 @@ grow "$LARGE"
 echo "loaded $LARGE sessions and users into PostgreSQL and Redis in $(($(date +%s) - t3)) s"
 for _ in $(seq "$REPS"); do shared_round large; done
 
-python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" "$WORK/idle" "$IDLE" "$WORK/warm_rss" <<'PY'
+python3 - "$WORK/rows" "$SMALL" "$LARGE" "$DENIED" "$WORK/shared" "$WORK/caches" "$CACHED" "$WORK/idle" "$IDLE" "$WORK/warm_rss" "$WORK/starts" <<'PY'
 import re, statistics, sys
 rows, rates = {}, {}
 for l in open(sys.argv[1]):
@@ -490,6 +514,13 @@ for l in open(sys.argv[10]):
     d, r, a = l.split()
     print(f"RSS with the binary in the page cache ({d.rsplit('/', 1)[-1]} set, median of 5 starts): "
           f"{int(float(r)) / 1024:.1f} MB, {int(float(a)) / 1024:.1f} anonymous")
+starts = {}
+for l in open(sys.argv[11]):
+    d, *v = l.split()
+    starts.setdefault(d, []).append([float(x) for x in v])
+for d, v in starts.items():
+    print(f"starts ({d}) to /healthz (ms: time / CPU used (10 ms ticks) / waited runnable / stolen by the host): "
+          + ", ".join(f"{t:.0f}/{c:.0f}/{w:.0f}/{st:.0f}" for t, c, w, st in v))
 added = max(denied - small_n, 1)
 print(f"memory per denylist entry (RSS slope, an upper bound): {(L[1] - S[1]) * 1024 / added:.0f} bytes"
       f" ({(L[2] - S[2]) * 1024 / added:.0f} anonymous)")
