@@ -331,6 +331,10 @@ pub struct Denylist {
     token_lifetime: i64,
 }
 
+/// The room a reload makes for each key at least: the longest usual kind of key, a person's
+/// subject revoked (`sub:`, the second, `usr_` and the id: 41 bytes), and some.
+const ROOM_PER_KEY: usize = 48;
+
 /// Adds a store's pages to a [`Denylist`] (see [`Denylist::loader`]).
 #[derive(Debug)]
 pub struct Loader<'a> {
@@ -346,15 +350,19 @@ impl DeniedSink for Loader<'_> {
     }
 
     fn page(&mut self, page: &Denied) {
-        let expected = std::mem::take(&mut self.expected);
-        if expected > 0 {
-            // Room for every key at the first page's mean length and an eighth more (room
-            // never written is never resident); keys longer than that grow the buffer once.
-            let per_key = page.key_bytes().div_ceil(page.len().max(1));
-            let key_bytes = expected.saturating_mul(per_key);
-            self.denylist
-                .held_at(self.now)
-                .reserve(expected, key_bytes.saturating_add(key_bytes / 8));
+        if !page.is_empty() {
+            let expected = std::mem::take(&mut self.expected);
+            if expected > 0 {
+                // Room for every key at the longer of the first page's mean length and
+                // ROOM_PER_KEY, and an eighth more: a first page may hold only the shortest
+                // kind (PostgreSQL pages in key order), and room never written is never
+                // resident. Keys longer than that grow the buffer once.
+                let per_key = page.key_bytes().div_ceil(page.len()).max(ROOM_PER_KEY);
+                let key_bytes = expected.saturating_mul(per_key);
+                self.denylist
+                    .held_at(self.now)
+                    .reserve(expected, key_bytes.saturating_add(key_bytes / 8));
+            }
         }
         self.denylist.reload(page, self.now);
     }
@@ -608,21 +616,24 @@ mod tests {
         let mut loader = d.loader(100);
         loader.expect(10_000);
         for p in 0..3 {
-            // Keys of 9 bytes.
-            let page: Denied = (0..10).map(|i| (format!("jti-{p}-{i}ab"), 1_000)).collect();
+            // Keys of 60 bytes: longer than ROOM_PER_KEY, so the first page's mean makes the room.
+            let page: Denied = (0..10)
+                .map(|i| (format!("jti-{p}-{i}-{}", "x".repeat(52)), 1_000))
+                .collect();
             loader.page(&page);
         }
         let held = d.held.read().unwrap();
         assert_eq!(held.log.len(), 30);
         assert!(held.log.capacity() >= 10_000, "{}", held.log.capacity());
-        assert!(held.keys.capacity() >= 90_000, "{}", held.keys.capacity());
+        assert!(held.keys.capacity() >= 600_000, "{}", held.keys.capacity());
         assert!(held.index.capacity() >= 10_000, "{}", held.index.capacity());
     }
 
-    /// A store that says nothing (0), or pages after an empty first page, still loads all.
+    /// A store that says nothing (0), or pages after an empty first page, still loads all; the
+    /// room is made at the first page with entries, for at least `ROOM_PER_KEY` a key.
     #[test]
     fn a_reload_without_a_count_or_with_an_empty_first_page_loads_everything() {
-        for expected in [0, 50] {
+        for expected in [0, 5_000] {
             let d = Denylist::new(900);
             let mut loader = d.loader(100);
             loader.expect(expected);
@@ -631,8 +642,11 @@ mod tests {
                 let page: Denied = (0..10).map(|i| (format!("k{p}{i}"), 1_000)).collect();
                 loader.page(&page);
             }
-            assert_eq!(d.held.read().unwrap().len(), 50);
-            assert!(d.held.read().unwrap().holds(RevocationKey::Token("k49")));
+            let held = d.held.read().unwrap();
+            assert_eq!(held.len(), 50);
+            assert!(held.holds(RevocationKey::Token("k49")));
+            let room = expected * ROOM_PER_KEY;
+            assert!(held.keys.capacity() >= room, "{}", held.keys.capacity());
         }
     }
 

@@ -154,8 +154,8 @@ const DENIED_PAGE: &str = "SELECT string_agg(expires_at::text || ' ' || length(j
 /// Where the first page begins: before every key (the empty key included, by `DENIED_PAGE`).
 const DENIED_FROM: &str = "";
 
-/// How many denylist entries are in force at `$1` (`n`), counted in the expiry index: the room
-/// a reload makes first.
+/// How many denylist entries are in force at `$1` (`n`), from the expiry index (the table's
+/// rows are not read to add up their keys): the room a reload makes first.
 const DENIED_COUNT: &str = "SELECT COUNT(*) AS n FROM access_denylist WHERE expires_at > $1";
 
 /// A rotation's statements one by one (PostgreSQL prepares one statement at a time), the
