@@ -1099,6 +1099,7 @@ async fn the_jwks_has_an_etag_and_a_lifetime_tied_to_the_key_schedule() {
     assert_eq!(res.status(), StatusCode::OK);
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(res.headers()["cache-control"], "public, max-age=150");
+    assert_eq!(res.headers()["content-type"], "application/json");
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
     let body = res.text().await.unwrap();
     let with = |value: &str| {
@@ -1116,6 +1117,7 @@ async fn the_jwks_has_an_etag_and_a_lifetime_tied_to_the_key_schedule() {
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{value}");
         assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
         assert_eq!(res.headers()["cache-control"], "public, max-age=150");
+        assert!(res.headers().get("content-type").is_none());
         assert!(res.bytes().await.unwrap().is_empty());
     }
     for value in ["\"other\"", "", "W/\"x\", \"y\""] {
