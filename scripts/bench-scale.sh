@@ -181,10 +181,11 @@ def sched(pid):
             continue
     with open(f"/proc/{pid}/stat") as f:
         ticks = f.read().rsplit(")", 1)[1].split()
-    return (int(ticks[11]) + int(ticks[12])) * 1000 / os.sysconf("SC_CLK_TCK"), wait / 1e6
+    return (int(ticks[11]) + int(ticks[12])) * TICK_MS, wait / 1e6
 def steal():
     with open("/proc/stat") as f:
-        return next(int(l.split()[8]) for l in f if l.startswith(f"cpu{cpu} "))
+        return next(int(l.split()[8]) for l in f if l.startswith(f"cpu{cpu} ")) * TICK_MS
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 ms, rss, anon = [], [], []
 for _ in range(int(n)):
     s0 = steal()
@@ -203,7 +204,7 @@ for _ in range(int(n)):
     ms.append((time.monotonic() - t) * 1000)
     run, wait = sched(p.pid)
     with open(log, "a") as f:
-        f.write(f"{data.rsplit('/', 1)[-1]},{kind} {ms[-1]:.1f} {run:.1f} {wait:.1f} {(steal() - s0) * 10}\n")
+        f.write(f"{data.rsplit('/', 1)[-1]},{kind} {ms[-1]:.1f} {run:.1f} {wait:.1f} {steal() - s0:.0f}\n")
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
         st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS", "RssAnon"))}

@@ -350,19 +350,17 @@ impl DeniedSink for Loader<'_> {
     }
 
     fn page(&mut self, page: &Denied) {
-        if !page.is_empty() {
+        if !page.is_empty() && self.expected > 0 {
             let expected = std::mem::take(&mut self.expected);
-            if expected > 0 {
-                // Room for every key at the longer of the first page's mean length and
-                // ROOM_PER_KEY, and an eighth more: a first page may hold only the shortest
-                // kind (PostgreSQL pages in key order), and room never written is never
-                // resident. Keys longer than that grow the buffer once.
-                let per_key = page.key_bytes().div_ceil(page.len()).max(ROOM_PER_KEY);
-                let key_bytes = expected.saturating_mul(per_key);
-                self.denylist
-                    .held_at(self.now)
-                    .reserve(expected, key_bytes.saturating_add(key_bytes / 8));
-            }
+            // Room for every key at the longer of the first page's mean length and
+            // ROOM_PER_KEY, and an eighth more: a first page may hold only the shortest kind
+            // (PostgreSQL pages in key order), and room never written is never resident. Keys
+            // longer than that grow the buffer once.
+            let per_key = page.key_bytes().div_ceil(page.len()).max(ROOM_PER_KEY);
+            let key_bytes = expected.saturating_mul(per_key);
+            self.denylist
+                .held_at(self.now)
+                .reserve(expected, key_bytes.saturating_add(key_bytes / 8));
         }
         self.denylist.reload(page, self.now);
     }
