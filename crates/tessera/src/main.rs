@@ -5,6 +5,7 @@ mod audit;
 mod cmd;
 mod config;
 mod fetch;
+mod logwrite;
 use tessera_core::humantime;
 
 use std::io::Write as _;
@@ -81,7 +82,8 @@ pub(crate) fn out(text: &str) {
     let _ = stdout.flush();
 }
 
-/// Structured log lines on stderr (`text` or `json`), filtered by `RUST_LOG` (default `info`).
+/// Structured log lines on stderr (`text` or `json`), filtered by `RUST_LOG` (default `info`),
+/// written in batches by a thread of their own (`logwrite`).
 pub(crate) fn logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // PostgreSQL's notices ("relation … already exists, skipping") are not news.
@@ -91,7 +93,7 @@ pub(crate) fn logging(format: &str) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(logwrite::start());
     // The log level filters log lines only: the audit trail keeps every audit event.
     let registry = tracing_subscriber::registry().with(audit::AuditLayer);
     let _ = if format == "json" {
@@ -112,6 +114,8 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Migrate(args) => cmd::migrate::run(args),
     };
+    // The log lines before the outcome's message.
+    logwrite::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

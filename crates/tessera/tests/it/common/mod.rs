@@ -124,6 +124,25 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `done` holds for it (within 10 s): the server writes its log lines from a
+    /// thread of their own, a few milliseconds after the request that logged them was answered.
+    pub fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if done(&log) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "the log never got there:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log once it has every one of `needles` (within 10 s).
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        self.log_until(|log| needles.iter().all(|n| log.contains(n)))
+    }
+
     /// The value of the `/metrics` line that starts with `line_start`.
     pub fn metric(&self, line_start: &str) -> f64 {
         let text = reqwest::blocking::Client::builder()
