@@ -282,25 +282,7 @@ fn a_stalled_log_reader_stalls_no_request_and_loses_no_line() {
     let dir = Dir::new("stalled-log");
     let data = dir.0.join("data");
     let d = data.to_str().unwrap();
-    let o = tessera(
-        &[
-            "client",
-            "add",
-            "svc",
-            "--grant",
-            "client_credentials",
-            "--scope",
-            "api:read",
-            "--json",
-            "--data-dir",
-            d,
-        ],
-        &[],
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let added: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    let secret = crate::common::service_client(&data);
     let port = crate::common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))

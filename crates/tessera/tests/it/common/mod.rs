@@ -57,6 +57,30 @@ pub fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Outp
     child.wait_with_output().unwrap()
 }
 
+/// Registers the confidential client `svc` (client credentials, scope `api:read`) in the store
+/// at `data` with the CLI; its secret.
+pub fn service_client(data: &Path) -> String {
+    let o = tessera(
+        &[
+            "client",
+            "add",
+            "svc",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "api:read",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let added: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    added["client_secret"].as_str().unwrap().to_owned()
+}
+
 /// `tessera serve` on a free loopback port with `env`, its log in a file beside the data
 /// directory; killed when dropped.
 pub struct Server {
