@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Dir, Server, tessera};
+use crate::common::{Dir, Server, service_client, tessera};
 
 const PW: &str = "correct horse battery";
 
@@ -108,25 +108,7 @@ fn schemathesis_finds_no_5xx_no_undocumented_answer_and_no_hang() {
         Some(PW),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = tessera(
-        &[
-            "client",
-            "add",
-            "svc",
-            "--grant",
-            "client_credentials",
-            "--scope",
-            "api:read",
-            "--json",
-            "--data-dir",
-            &d,
-        ],
-        &[],
-        None,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let client: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let secret = client["client_secret"].as_str().unwrap();
+    let secret = &service_client(&data);
 
     // Sessions of alice's (their tokens as a bearer and as the cookie) and an access token.
     let http = reqwest::blocking::Client::new();
