@@ -9,7 +9,7 @@
 //! write before. The process writes what waits before it exits, and before a panic's message.
 
 use std::io::Write;
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
@@ -22,7 +22,7 @@ const DELAY: Duration = Duration::from_millis(10);
 const BOUND: usize = 4 << 20;
 
 /// The lines waiting for stderr.
-pub(crate) struct Lines {
+struct Lines {
     pending: Mutex<Vec<u8>>,
     /// Signalled at a batch's first line (for the writer) and when a batch is taken (for
     /// threads waiting for room).
@@ -32,7 +32,9 @@ pub(crate) struct Lines {
     bound: usize,
 }
 
-static LINES: OnceLock<&'static Lines> = OnceLock::new();
+/// The process's lines; the writer thread and the panic hook started once, by [`start`].
+static LINES: Lines = Lines::new(BOUND);
+static STARTED: Once = Once::new();
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -128,19 +130,18 @@ impl Write for LineWriter {
 /// Starts the writer thread, and makes a panic write what waits before its message. Once, at
 /// the first call, before anything is logged.
 pub(crate) fn start() -> Batched {
-    Batched(LINES.get_or_init(|| {
-        static L: Lines = Lines::new(BOUND);
+    STARTED.call_once(|| {
         // Without the thread (none could be started) lines wait for flush() at exit.
         let _ = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(|| L.run());
+            .spawn(|| LINES.run());
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             flush();
             hook(info);
         }));
-        &L
-    }))
+    });
+    Batched(&LINES)
 }
 
 impl<'a> MakeWriter<'a> for Batched {
@@ -161,9 +162,7 @@ impl<'a> MakeWriter<'a> for Batched {
 
 /// Writes every line waiting now (the process is about to exit or to print on stderr itself).
 pub(crate) fn flush() {
-    if let Some(l) = LINES.get() {
-        l.write_to(&mut std::io::stderr().lock(), &mut Vec::new());
-    }
+    LINES.write_to(&mut std::io::stderr().lock(), &mut Vec::new());
 }
 
 #[cfg(test)]
@@ -186,15 +185,15 @@ mod tests {
 
     #[test]
     fn a_line_past_the_bound_waits_for_room_and_is_not_lost() {
-        static LINES: Lines = Lines::new(8);
-        LINES.push(b"abcdef\n");
-        let waiting = std::thread::spawn(|| LINES.push(b"ghij\n"));
+        static SMALL: Lines = Lines::new(8);
+        SMALL.push(b"abcdef\n");
+        let waiting = std::thread::spawn(|| SMALL.push(b"ghij\n"));
         std::thread::sleep(Duration::from_millis(50));
         assert!(!waiting.is_finished(), "it did not wait for room");
         let mut out = Vec::new();
-        LINES.write_to(&mut out, &mut Vec::new());
+        SMALL.write_to(&mut out, &mut Vec::new());
         waiting.join().unwrap();
-        LINES.write_to(&mut out, &mut Vec::new());
+        SMALL.write_to(&mut out, &mut Vec::new());
         assert_eq!(out, b"abcdef\nghij\n");
     }
 }
