@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::free_port;
+use crate::common::{free_port, until_healthy};
 use crate::fleet::{
     Instance, OwnRedis, PW, Relay, Shared, WITHIN, block_on, eventually, postgres_addr,
     postgres_url, redis_url,
@@ -51,15 +51,7 @@ impl Haproxy {
             .spawn()
             .expect("haproxy is required on the PATH (scripts/test.sh installs it as root)");
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !client()
-            .get(format!("{url}/healthz"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        until_healthy(&url, Duration::from_secs(10), "haproxy");
         Haproxy { child, url }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Dir, Server, interop_dir, run_check, tessera};
+use crate::common::{Dir, Server, interop_dir, run_check, service_client, tessera};
 use crate::fleet::rig::{http, me, readyz, refresh, send};
 use crate::fleet::{PW, Shared, eventually};
 
@@ -253,23 +253,7 @@ fn accounts(data: &Path, env: &[(String, String)]) -> String {
         env,
         Some(PW),
     );
-    let out = cli(
-        &[
-            "client",
-            "add",
-            "svc",
-            "--grant",
-            "client_credentials",
-            "--scope",
-            "api:read",
-            "--json",
-        ],
-        data,
-        env,
-        None,
-    );
-    let v: Value = serde_json::from_slice(&out).unwrap();
-    v["client_secret"].as_str().unwrap().to_owned()
+    service_client(data, &pairs(env))
 }
 
 fn keys_list(data: &Path, env: &[(String, String)]) -> Vec<Value> {

@@ -108,7 +108,7 @@ fn schemathesis_finds_no_5xx_no_undocumented_answer_and_no_hang() {
         Some(PW),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let secret = &service_client(&data);
+    let secret = &service_client(&data, &[]);
 
     // Sessions of alice's (their tokens as a bearer and as the cookie) and an access token.
     let http = reqwest::blocking::Client::new();

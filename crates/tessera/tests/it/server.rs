@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Dir, Server, interop_dir, run_check, tessera};
+use crate::common::{
+    Dir, Server, free_port, interop_dir, run_check, service_client, tessera, until_healthy,
+};
 
 const PW: &str = "correct horse battery";
 
@@ -282,8 +284,8 @@ fn a_stalled_log_reader_stalls_no_request_and_loses_no_line() {
     let dir = Dir::new("stalled-log");
     let data = dir.0.join("data");
     let d = data.to_str().unwrap();
-    let secret = crate::common::service_client(&data);
-    let port = crate::common::free_port();
+    let secret = service_client(&data, &[]);
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--data-dir", d, "--listen"])
@@ -295,15 +297,7 @@ fn a_stalled_log_reader_stalls_no_request_and_loses_no_line() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let killer = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client()
-        .get(format!("{url}/healthz"))
-        .send()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_healthy(&url, Duration::from_secs(20), "the server");
     // 1,000 lines of about 110 bytes: near twice what the pipe holds.
     const TOKENS: usize = 1000;
     let quick = reqwest::blocking::Client::builder()

@@ -57,9 +57,27 @@ pub fn tessera(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Outp
     child.wait_with_output().unwrap()
 }
 
+/// Waits until `url`'s `/healthz` answers 200, for at most `within`; `what` names the process
+/// in the failure.
+pub fn until_healthy(url: &str, within: Duration, what: &str) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    while !client
+        .get(format!("{url}/healthz"))
+        .send()
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Registers the confidential client `svc` (client credentials, scope `api:read`) in the store
-/// at `data` with the CLI; its secret.
-pub fn service_client(data: &Path) -> String {
+/// at `data` with the CLI, run with `env`; its secret.
+pub fn service_client(data: &Path, env: &[(&str, &str)]) -> String {
     let o = tessera(
         &[
             "client",
@@ -73,7 +91,7 @@ pub fn service_client(data: &Path) -> String {
             "--data-dir",
             data.to_str().unwrap(),
         ],
-        &[],
+        env,
         None,
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
