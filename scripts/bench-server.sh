@@ -15,12 +15,14 @@
 # HAProxy; /auth/me on SQLite while logins run at full speed beside it. PostgreSQL is the
 # machine's (TEST_POSTGRES_URL, a schema of its own, dropped at the end); Redis is started here,
 # pinned to the server core. Each server runs alone (the others stopped), so that no idle
-# instance's timers land in another's measurement. The raw calls the floors are made of (one
-# sign and one verify per algorithm, one Argon2id verification) are timed by criterion on the
-# server core in the same run (each algorithm's just before its rows, its server idle), and the
-# rows are printed last against their floors, each ratio
-# beside its target (issue 21); /healthz and the JWKS, whose target is the nearest to 1, are run
-# in turn, PAIR_REPS (5) rounds of one run each, the JWKS's ratio the median of each round's.
+# instance's timers land in another's measurement. The rows held against a floor are printed
+# last against it, each ratio beside its target (issue 21), and each ratio is the median of
+# rounds that measure the floor beside the row: a round is one run of the floor's parts then one
+# of the row, so that the drift of a VM's speed over minutes does not land between a row and its
+# floor. The parts are /healthz on the row's own server and the raw calls, timed by criterion on
+# the server core (one sign and one verify per algorithm in each of its rounds, the server idle;
+# one Argon2id verification at the start). The JWKS, whose target is the nearest to 1, has
+# PAIR_REPS (5) rounds, the other rows REPS (3).
 # Every loop is bounded and only 127.0.0.1 is ever contacted.
 #
 #   POLL_IDLE=1 scripts/bench-server.sh   # idle vCPUs poll 200 us before halting (see below)
@@ -108,8 +110,8 @@ print(v * {"ns": 1e-3, "µs": 1, "us": 1, "ms": 1e3}[unit])
 '
 }
 # One Argon2id verification with the default parameters (the argon2 crate, as a login runs it);
-# one verify and one sign per algorithm (aws-lc-rs, the raw call) are timed later, each just
-# before its algorithm's rows: this VM's speed drifts over minutes, and a floor is fairest taken
+# one verify and one sign per algorithm (aws-lc-rs, the raw call) are timed later, in each round
+# of its algorithm's rows: this VM's speed drifts over minutes, and a floor is fairest taken
 # beside the row held against it.
 : >"$WORK/raw.txt"
 cargo bench -q -p tessera-jose --bench jose --no-run 2>/dev/null
@@ -199,21 +201,33 @@ run() {
   summarize "$label" "${out[@]}"
 }
 
-# pair LABEL_A URL_A LABEL_B URL_B: PAIR_REPS rounds of one run of A then one of B, each row the
-# median of its runs, as `run` prints it; each round's rate of B over A in $WORK/pair.txt. Two
-# rows compared this way are measured seconds apart, not minutes: this VM's speed swings by
-# ±10 % from one 10 s run to the next, more over minutes.
-pair() {
-  local a=() b=()
-  : >"$WORK/pair.txt"
-  for _ in $(seq "$PAIR_REPS"); do
-    a+=("$(wrk1 "$2")")
-    b+=("$(wrk1 "$4")")
-    python3 -c 'import sys; r = lambda l: float(l.split("rps=")[1].split()[0]); print(r(sys.argv[2]) / r(sys.argv[1]))' \
-      "${a[-1]}" "${b[-1]}" >>"$WORK/pair.txt"
+# rps_of BENCH_LINE: its rate.
+rps_of() { sed 's/.*rps=\([0-9.]*\).*/\1/' <<<"$1"; }
+
+# plain1 URL: one run of a GET with none of a row's request options (B_METHOD, B_BODY, headers,
+# a Lua script); its BENCH line.
+plain1() { (unset B_METHOD B_BODY B_H1 B_H2 SCRIPT B_TOKENS; wrk1 "$1"); }
+
+# round KEY PART=VALUE...: one round of the row KEY, in $ROUNDS: its rate (row=) and its floor's
+# parts as measured beside it (healthz=, sign=, verify=); the table at the end makes each round's
+# floor and ratio of them.
+ROUNDS=$WORK/rounds.txt
+: >"$ROUNDS"
+round() { local key=$1; shift; printf '%s\t%s\n' "$key" "$*" >>"$ROUNDS"; }
+
+# beside KEY N FLOOR_LABEL LABEL URL [HEADER]: N rounds of one run of /healthz on the row's
+# server (URL's origin) then one of the row; both rows printed as `run` prints them (the medians
+# of their runs), each round kept under KEY.
+beside() {
+  local key=$1 n=$2 floor_label=$3 label=$4 url=$5 header=${6:-}
+  local healthz=${url%"${url#http://*/}"}healthz a=() b=()
+  for _ in $(seq "$n"); do
+    a+=("$(plain1 "$healthz")")
+    b+=("$(wrk1 "$url" "$header")")
+    round "$key" "healthz=$(rps_of "${a[-1]}") row=$(rps_of "${b[-1]}")"
   done
-  summarize "$1" "${a[@]}"
-  summarize "$3" "${b[@]}"
+  [ -n "$floor_label" ] && summarize "$floor_label" "${a[@]}"
+  summarize "$label" "${b[@]}"
 }
 
 # paced LABEL URL HEADER MAX [FRACTION]: p99 at FRACTION (default 0.8) of MAX (measured just
@@ -265,9 +279,8 @@ SQLITE_COOKIE="Cookie: $(login_cookie 18181)"
 echo "| scenario | rps (median of $REPS) | p50 ms | p99 ms | errors+non-2xx |"
 echo "|---|---|---|---|---|"
 # The JWKS against /healthz round by round (its target is the nearest to 1).
-pair "healthz (floor; $PAIR_REPS runs, in turn with the JWKS)" http://127.0.0.1:18181/healthz \
-  "jwks ($PAIR_REPS runs)" http://127.0.0.1:18181/.well-known/jwks.json
-cp "$WORK/pair.txt" "$WORK/jwks_rounds.txt"
+beside jwks "$PAIR_REPS" "healthz (floor; $PAIR_REPS runs, in turn with the JWKS)" \
+  "jwks ($PAIR_REPS runs, in turn with /healthz)" http://127.0.0.1:18181/.well-known/jwks.json
 paced "healthz" http://127.0.0.1:18181/healthz "" "$(grep -m1 '^healthz' "$RESULTS" | cut -f 2)"
 JWKS_ETAG=$(curl -sfI http://127.0.0.1:18181/.well-known/jwks.json |
   awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
@@ -279,11 +292,12 @@ run "me, session cookie, SQLite" http://127.0.0.1:18181/auth/me "$SQLITE_COOKIE"
 ACCESS=$(curl -sf -X POST http://127.0.0.1:18181/auth/login -H 'content-type: application/json' \
   -d "{\"username\":\"bench\",\"password\":\"$PW\",\"mode\":\"token\"}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-run "me, Bearer EdDSA JWT, hot" http://127.0.0.1:18181/auth/me "Authorization: Bearer $ACCESS"
+beside hot "$REPS" "" "me, Bearer EdDSA JWT, hot (in turn with /healthz)" \
+  http://127.0.0.1:18181/auth/me "Authorization: Bearer $ACCESS"
 # Introspection (RFC 7662) of that token by the confidential client.
 B_METHOD=POST B_BODY="token=$ACCESS" B_H2="Authorization: $SQLITE_BASIC" \
-  run "introspection of an access JWT" http://127.0.0.1:18181/oauth2/introspect \
-  "Content-Type: application/x-www-form-urlencoded"
+  beside introspection "$REPS" "" "introspection of an access JWT (in turn with /healthz)" \
+  http://127.0.0.1:18181/oauth2/introspect "Content-Type: application/x-www-form-urlencoded"
 
 # Logins at full speed beside /auth/me: a second wrk, on the load core too, as another user (the
 # logins of `bench` would end its session past session.max_per_user).
@@ -330,10 +344,6 @@ for alg in EdDSA ES256; do
   BASIC=$(export "${ALG_ENV[@]}"; basic_auth "$WORK/$name")
   start "$name" $port "${ALG_ENV[@]}" TESSERA_TOKENS_VERIFIED_CACHE_SIZE=0 \
     TESSERA_THROTTLE_ACCOUNT_FREE_ATTEMPTS=1000000 TESSERA_THROTTLE_IP_FREE_ATTEMPTS=1000000
-  for op in verify sign; do
-    printf '%s/%s\t%s\n' "$op" "$alg" "$(raw_us tessera-jose jose "$op/$alg/raw")" >>"$WORK/raw.txt"
-  done
-  echo "raw $alg calls on the server core, beside its rows (us): $(grep "/$alg" "$WORK/raw.txt" | tr '\t\n' '= ')"
   python3 - "$PW" $port "$alg" > "$WORK/tokens.txt" <<'PY'
 import base64, json, sys, urllib.request
 pw, port, alg = sys.argv[1:]
@@ -351,11 +361,24 @@ for _ in range(9999):
     refresh = t["refresh_token"]
     print(t["access_token"])
 PY
-  B_TOKENS="$WORK/tokens.txt" SCRIPT="$COLD_LUA" \
-    run "me, Bearer $alg JWT, cold (10,000 tokens, no cache)" http://127.0.0.1:$port/auth/me
-  B_METHOD=POST B_BODY="grant_type=client_credentials&scope=api:read" B_H2="Authorization: $BASIC" \
-    run "client credentials, $alg" http://127.0.0.1:$port/oauth2/token \
-    "Content-Type: application/x-www-form-urlencoded"
+  # REPS rounds: the raw verify and sign (the server idle), /healthz, the cold row, client
+  # credentials.
+  h=() cold=() cc=()
+  for _ in $(seq "$REPS"); do
+    verify=$(raw_us tessera-jose jose "verify/$alg/raw")
+    sign=$(raw_us tessera-jose jose "sign/$alg/raw")
+    printf 'verify/%s\t%s\nsign/%s\t%s\n' "$alg" "$verify" "$alg" "$sign" >>"$WORK/raw.txt"
+    h+=("$(plain1 "http://127.0.0.1:$port/healthz")")
+    cold+=("$(B_TOKENS="$WORK/tokens.txt" SCRIPT="$COLD_LUA" wrk1 "http://127.0.0.1:$port/auth/me")")
+    cc+=("$(B_METHOD=POST B_BODY="grant_type=client_credentials&scope=api:read" B_H2="Authorization: $BASIC" \
+      wrk1 "http://127.0.0.1:$port/oauth2/token" "Content-Type: application/x-www-form-urlencoded")")
+    round "cold/$alg" "verify=$verify healthz=$(rps_of "${h[-1]}") row=$(rps_of "${cold[-1]}")"
+    round "cc/$alg" "sign=$sign healthz=$(rps_of "${h[-1]}") row=$(rps_of "${cc[-1]}")"
+  done
+  echo "raw $alg calls on the server core, in its rounds (us): $(grep "/$alg" "$WORK/raw.txt" | tr '\t\n' '= ')"
+  summarize "healthz, the $alg server (in its rounds)" "${h[@]}"
+  summarize "me, Bearer $alg JWT, cold (10,000 tokens, no cache)" "${cold[@]}"
+  summarize "client credentials, $alg" "${cc[@]}"
   if [ "$alg" = EdDSA ]; then
     B_METHOD=POST B_BODY="{\"username\":\"bench\",\"password\":\"$PW\"}" CONNS=8 \
       run "logins (Argon2id, 8 at once)" http://127.0.0.1:$port/auth/login "Content-Type: application/json"
@@ -391,7 +414,8 @@ paced "me, Redis, cached" http://127.0.0.1:18184/auth/me "$REDIS_COOKIE" "$REDIS
 stop redis
 start redis-nocache 18185 "${SHARED_ENV[@]}" TESSERA_SESSION_CACHE_TTL=0s
 REDIS_COOKIE="Cookie: $(login_cookie 18185)"
-run "me, session cookie, Redis, cache off (a Redis read per request)" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE"
+beside redis "$REPS" "" "me, session cookie, Redis, cache off (a Redis read per request; in turn with /healthz)" \
+  http://127.0.0.1:18185/auth/me "$REDIS_COOKIE"
 REDIS_MAX=$(last_rate)
 paced "me, Redis, cache off" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE" "$REDIS_MAX" 0.6
 paced "me, Redis, cache off" http://127.0.0.1:18185/auth/me "$REDIS_COOKIE" "$REDIS_MAX"
@@ -441,39 +465,60 @@ echo "login flood beside the SQLite row: $(grep '^BENCH' "$WORK/flood.txt" || ec
 
 [ -n "${RESULTS_TO:-}" ] && cp "$RESULTS" "$RESULTS_TO"
 
-python3 - "$RESULTS" "$WORK/raw.txt" "$WORK/jwks_rounds.txt" <<'PY'
+python3 - "$RESULTS" "$WORK/raw.txt" "$ROUNDS" <<'PY'
 import statistics, sys
 rows = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[1]))
-rounds = [float(l) for l in open(sys.argv[3]) if l.strip()]
-raw = {k: float(v) for k, v in (l.rstrip("\n").split("\t") for l in open(sys.argv[2]))}
+raw = {}
+for l in open(sys.argv[2]):
+    k, v = l.rstrip("\n").split("\t")
+    raw.setdefault(k, []).append(float(v))
+rounds = {}
+for l in open(sys.argv[3]):
+    key, parts = l.rstrip("\n").split("\t")
+    rounds.setdefault(key, []).append({k: float(v) for k, v in (p.split("=") for p in parts.split())})
 rate = lambda prefix: next(float(v) for k, v in rows.items() if k.startswith(prefix))
-healthz = rate("healthz")
-floors = [  # (row, its rate, its floor (/s), how the floor is made, target)
-    ("JWKS", rate("jwks"), healthz, "/healthz", 0.95),
-    ("introspection of an access JWT", rate("introspection"), healthz, "/healthz", 0.6),
-    ("/auth/me, Bearer EdDSA JWT, hot", rate("me, Bearer EdDSA JWT, hot"), healthz, "/healthz", 0.6),
+med = statistics.median
+
+# Each round's floor (/s), from the parts measured in that round.
+def of_healthz(r): return r["healthz"]
+def of_sign(r): return 1 / (1 / r["healthz"] + r["sign"] / 1e6)
+def of_verify(r): return min(r["healthz"], 1e6 / r["verify"])
+
+table = [  # (row, its rounds' key, how its floor is made, the floor's formula, target)
+    ("JWKS", "jwks", "/healthz", of_healthz, 0.95),
+    ("introspection of an access JWT", "introspection", "/healthz", of_healthz, 0.6),
+    ("/auth/me, Bearer EdDSA JWT, hot", "hot", "/healthz", of_healthz, 0.6),
 ]
 for alg in ["EdDSA", "ES256"]:
-    sign, verify = raw[f"sign/{alg}"], raw[f"verify/{alg}"]
-    floors.append((f"client credentials, {alg}", rate(f"client credentials, {alg}"),
-                   1 / (1 / healthz + sign / 1e6), f"1/(/healthz's cost + sign {sign:.1f} us)", 0.7))
-    floors.append((f"/auth/me, Bearer {alg} JWT, cold", rate(f"me, Bearer {alg} JWT, cold"),
-                   min(healthz, 1e6 / verify), f"min(/healthz, 1/verify {verify:.1f} us)", 0.7))
-floors.append(("/auth/me, session in Redis, cache off", rate("me, session cookie, Redis, cache off"),
-               healthz, "/healthz", 0.5))
-floors.append(("logins through /auth/login (Argon2id)", rate("logins"), 1e6 / raw["argon2"],
-               f"1/Argon2id verification {raw['argon2'] / 1000:.1f} ms", 0.9))
+    table.append((f"client credentials, {alg}", f"cc/{alg}",
+                  f"1/(/healthz's cost + sign {med(raw[f'sign/{alg}']):.1f} us)", of_sign, 0.7))
+    table.append((f"/auth/me, Bearer {alg} JWT, cold", f"cold/{alg}",
+                  f"min(/healthz, 1/verify {med(raw[f'verify/{alg}']):.1f} us)", of_verify, 0.7))
+table.append(("/auth/me, session in Redis, cache off", "redis", "/healthz", of_healthz, 0.5))
 print()
 print("| row | rps | floor (/s) | the floor | ratio | target |")
 print("|---|---:|---:|---|---:|---:|")
-for name, r, floor, how, target in floors:
-    # The JWKS: the median of each round's ratio, its rounds taken beside /healthz's.
-    ratio = statistics.median(rounds) if name == "JWKS" else r / floor
+spreads = []
+for name, key, how, floor, target in table:
+    rs = rounds[key]
+    ratios = [r["row"] / floor(r) for r in rs]
+    ratio = med(ratios)
     mark = "" if ratio >= target else " (missed)"
-    print(f"| {name} | {r:,.0f} | {floor:,.0f} | {how} | {ratio:.2f}{mark} | >= {target} |")
-print(f"\n(JWKS: the median of {len(rounds)} rounds of /healthz then the JWKS, whose ratios were "
-      + ", ".join(f"{x:.3f}" for x in rounds) + ")")
+    print(f"| {name} | {med(r['row'] for r in rs):,.0f} | {med(floor(r) for r in rs):,.0f} | {how} "
+          f"| {ratio:.2f}{mark} | >= {target} |")
+    spreads.append(f"{name}: " + ", ".join(f"{x:.3f}" for x in ratios))
+# Logins against one Argon2id verification timed at the start (their ratio is far from its line).
+argon2 = med(raw["argon2"])
+logins = rate("logins")
+ratio = logins / (1e6 / argon2)
+mark = "" if ratio >= 0.9 else " (missed)"
+print(f"| logins through /auth/login (Argon2id) | {logins:,.0f} | {1e6 / argon2:,.0f} "
+      f"| 1/Argon2id verification {argon2 / 1000:.1f} ms | {ratio:.2f}{mark} | >= 0.9 |")
+print("\nEach ratio is the median of its rounds' (a round: the floor's parts, then the row):")
+for line in spreads:
+    print(f"- {line}")
+healthz = rate("healthz")
 redis = rate("me, session cookie, Redis (+PostgreSQL), cached")
 print(f"\n(session in Redis, cached: {redis / healthz:.2f} x /healthz; JWKS 304: "
-      f"{rate('jwks, If-None-Match') / healthz:.2f})")
+      f"{rate('jwks, If-None-Match') / healthz:.2f}; both against the first /healthz row)")
 PY
