@@ -17,12 +17,14 @@
 # pinned to the server core. Each server runs alone (the others stopped), so that no idle
 # instance's timers land in another's measurement. The rows held against a floor are printed
 # last against it, each ratio beside its target (issue 21), and each ratio is the median of
-# rounds that measure the floor beside the row: a round is one run of the floor's parts then one
-# of the row, so that the drift of a VM's speed over minutes does not land between a row and its
-# floor. The parts are /healthz on the row's own server and the raw calls, timed by criterion on
-# the server core (one sign and one verify per algorithm, one Argon2id verification for the
-# logins, in each of their rounds, the server idle). The JWKS, whose target is the nearest to 1,
-# has PAIR_REPS (5) rounds, the other rows REPS (3).
+# rounds that measure the floor's parts beside the row, so that the drift of a VM's speed over
+# minutes does not land between a row and its floor. For a row against /healthz, a round is one
+# run of /healthz on the row's own server then one of the row; per algorithm, the raw verify and
+# sign (timed by criterion on the server core, the server idle), /healthz, the cold row, then
+# client credentials (both rows held against that round's parts); for the logins, an Argon2id
+# verification then the logins. The JWKS, whose target is the nearest to 1, has PAIR_REPS (5)
+# rounds, the other rows REPS (3). Each row's rps and floor columns are the medians of its
+# rounds', its ratio the median of the rounds' ratios (not the one column over the other).
 # Every loop is bounded and only 127.0.0.1 is ever contacted.
 #
 #   POLL_IDLE=1 scripts/bench-server.sh   # idle vCPUs poll 200 us before halting (see below)
@@ -215,8 +217,9 @@ ROUNDS=$WORK/rounds.txt
 round() { local key=$1; shift; printf '%s\t%s\n' "$key" "$*" >>"$ROUNDS"; }
 
 # beside KEY N FLOOR_LABEL LABEL URL [HEADER]: N rounds of one run of /healthz on the row's
-# server (URL's origin) then one of the row; both rows printed as `run` prints them (the medians
-# of their runs), each round kept under KEY.
+# server (URL's origin) then one of the row; the row printed as `run` prints it (the medians of
+# its runs), and the /healthz runs too under FLOOR_LABEL when it is not empty; each round kept
+# under KEY.
 beside() {
   local key=$1 n=$2 floor_label=$3 label=$4 url=$5 header=${6:-}
   local healthz=${url%"${url#http://*/}"}healthz a=() b=()
@@ -518,7 +521,8 @@ for name, key, how, floor, target in table:
     print(f"| {name} | {med(r['row'] for r in rs):,.0f} | {med(floor(r) for r in rs):,.0f} | {how} "
           f"| {ratio:.2f}{mark} | >= {target} |")
     spreads.append(f"{name}: " + ", ".join(f"{x:.3f}" for x in ratios))
-print("\nEach ratio is the median of its rounds' (a round: the floor's parts, then the row):")
+print("\nEach ratio is the median of its rounds' ratios (a round: the floor's parts, then the row;"
+      " the rps and floor columns are the medians of the rounds' own):")
 for line in spreads:
     print(f"- {line}")
 healthz = rate("healthz")
