@@ -656,21 +656,7 @@ fn two_instances_share_one_hsm_through_rotation_and_retirement() {
     let issuer = "http://127.0.0.1:1";
     let a = shared.instance("a", issuer);
     let b = shared.instance("b", issuer);
-    let out = shared.tessera(
-        &[
-            "client",
-            "add",
-            "svc",
-            "--grant",
-            "client_credentials",
-            "--scope",
-            "api:read",
-            "--json",
-        ],
-        None,
-    );
-    let secret: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let secret = secret["client_secret"].as_str().unwrap().to_owned();
+    let secret = service_client(&shared.cli_dir(), &shared.cli_env());
     let kid = |base: &str| {
         let (status, body) = client_token(base, &secret);
         assert_eq!(status, 200, "{body}");

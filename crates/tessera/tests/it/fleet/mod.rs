@@ -145,22 +145,26 @@ impl Shared {
         self.set("TESSERA_DATABASE_URL", &relayed);
     }
 
+    /// The environment of this store's CLI, as [`crate::common::tessera`] takes it.
+    pub fn cli_env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The directory this store's CLI runs in (`--data-dir`).
+    pub fn cli_dir(&self) -> PathBuf {
+        self.dir.join("cli")
+    }
+
+    /// The CLI on this store ([`crate::common::tessera`] with its directory and environment),
+    /// which must succeed.
     pub fn tessera(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.args(args)
-            .arg("--data-dir")
-            .arg(self.dir.join("cli"))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            let _ = input.write_all(s.as_bytes());
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
+        let dir = self.cli_dir();
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", dir.to_str().unwrap()]);
+        let out = crate::common::tessera(&all, &self.cli_env(), stdin);
         assert!(
             out.status.success(),
             "tessera {args:?}: {}",
