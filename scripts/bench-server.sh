@@ -115,7 +115,6 @@ print(v * {"ns": 1e-3, "µs": 1, "us": 1, "ms": 1e3}[unit])
 # with the default parameters (the argon2 crate, as a login runs it) are timed in each round of
 # the rows held against them: this VM's speed drifts over minutes, and a floor is fairest taken
 # beside the row held against it. Built first, so that no round waits for a build.
-: >"$WORK/raw.txt"
 cargo bench -q -p tessera-jose --bench jose --no-run 2>/dev/null
 cargo bench -q -p tessera-core --bench password --no-run 2>/dev/null
 
@@ -365,11 +364,11 @@ for _ in range(9999):
 PY
   # REPS rounds: the raw verify and sign (the server idle), /healthz, the cold row, client
   # credentials.
-  h=() cold=() cc=()
+  h=() cold=() cc=() calls=()
   for _ in $(seq "$REPS"); do
     verify=$(raw_us tessera-jose jose "verify/$alg/raw")
     sign=$(raw_us tessera-jose jose "sign/$alg/raw")
-    printf 'verify/%s\t%s\nsign/%s\t%s\n' "$alg" "$verify" "$alg" "$sign" >>"$WORK/raw.txt"
+    calls+=("verify=$verify sign=$sign")
     h+=("$(plain1 "http://127.0.0.1:$port/healthz")")
     cold+=("$(B_TOKENS="$WORK/tokens.txt" SCRIPT="$COLD_LUA" wrk1 "http://127.0.0.1:$port/auth/me")")
     cc+=("$(B_METHOD=POST B_BODY="grant_type=client_credentials&scope=api:read" B_H2="Authorization: $BASIC" \
@@ -377,7 +376,7 @@ PY
     round "cold/$alg" "verify=$verify healthz=$(rps_of "${h[-1]}") row=$(rps_of "${cold[-1]}")"
     round "cc/$alg" "sign=$sign healthz=$(rps_of "${h[-1]}") row=$(rps_of "${cc[-1]}")"
   done
-  echo "raw $alg calls on the server core, in its rounds (us): $(grep "/$alg" "$WORK/raw.txt" | tr '\t\n' '= ')"
+  echo "raw $alg calls on the server core, in its rounds (us): ${calls[*]}"
   summarize "healthz, the $alg server (in its rounds)" "${h[@]}"
   summarize "me, Bearer $alg JWT, cold (10,000 tokens, no cache)" "${cold[@]}"
   summarize "client credentials, $alg" "${cc[@]}"
@@ -386,12 +385,11 @@ PY
     logins=()
     for _ in $(seq "$REPS"); do
       argon2=$(raw_us tessera-core password password/verify/raw)
-      printf 'argon2\t%s\n' "$argon2" >>"$WORK/raw.txt"
       logins+=("$(B_METHOD=POST B_BODY="{\"username\":\"bench\",\"password\":\"$PW\"}" CONNS=8 \
         wrk1 "http://127.0.0.1:$port/auth/login" "Content-Type: application/json")")
       round logins "argon2=$argon2 row=$(rps_of "${logins[-1]}")"
     done
-    echo "raw Argon2id verifications on the server core, in the logins' rounds (us): $(grep '^argon2' "$WORK/raw.txt" | cut -f 2 | tr '\n' ' ')"
+    echo "raw Argon2id verifications on the server core, in the logins' rounds (us): $(grep '^logins' "$ROUNDS" | sed 's/.*argon2=\([0-9.]*\).*/\1/' | tr '\n' ' ')"
     summarize "logins (Argon2id, 8 at once)" "${logins[@]}"
   fi
   stop "$name"
@@ -476,19 +474,17 @@ echo "login flood beside the SQLite row: $(grep '^BENCH' "$WORK/flood.txt" || ec
 
 [ -n "${RESULTS_TO:-}" ] && cp "$RESULTS" "$RESULTS_TO"
 
-python3 - "$RESULTS" "$WORK/raw.txt" "$ROUNDS" <<'PY'
+python3 - "$RESULTS" "$ROUNDS" <<'PY'
 import statistics, sys
 rows = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[1]))
-raw = {}
-for l in open(sys.argv[2]):
-    k, v = l.rstrip("\n").split("\t")
-    raw.setdefault(k, []).append(float(v))
 rounds = {}
-for l in open(sys.argv[3]):
+for l in open(sys.argv[2]):
     key, parts = l.rstrip("\n").split("\t")
     rounds.setdefault(key, []).append({k: float(v) for k, v in (p.split("=") for p in parts.split())})
 rate = lambda prefix: next(float(v) for k, v in rows.items() if k.startswith(prefix))
 med = statistics.median
+# The median of one part (sign, verify, argon2) over a row's rounds, for the floor's description.
+part = lambda key, name: med(r[name] for r in rounds[key])
 
 # Each round's floor (/s), from the parts measured in that round.
 def of_healthz(r): return r["healthz"]
@@ -503,12 +499,12 @@ table = [  # (row, its rounds' key, how its floor is made, the floor's formula, 
 ]
 for alg in ["EdDSA", "ES256"]:
     table.append((f"client credentials, {alg}", f"cc/{alg}",
-                  f"1/(/healthz's cost + sign {med(raw[f'sign/{alg}']):.1f} us)", of_sign, 0.7))
+                  f"1/(/healthz's cost + sign {part(f'cc/{alg}', 'sign'):.1f} us)", of_sign, 0.7))
     table.append((f"/auth/me, Bearer {alg} JWT, cold", f"cold/{alg}",
-                  f"min(/healthz, 1/verify {med(raw[f'verify/{alg}']):.1f} us)", of_verify, 0.7))
+                  f"min(/healthz, 1/verify {part(f'cold/{alg}', 'verify'):.1f} us)", of_verify, 0.7))
 table.append(("/auth/me, session in Redis, cache off", "redis", "/healthz", of_healthz, 0.5))
 table.append(("logins through /auth/login (Argon2id, 8 at once)", "logins",
-              f"1/Argon2id verification {med(raw['argon2']) / 1000:.1f} ms", of_argon2, 0.9))
+              f"1/Argon2id verification {part('logins', 'argon2') / 1000:.1f} ms", of_argon2, 0.9))
 print()
 print("| row | rps | floor (/s) | the floor | ratio | target |")
 print("|---|---:|---:|---|---:|---:|")
